@@ -1,0 +1,58 @@
+"""eskit: learn, teach and analyse event sourcing on NATS JetStream.
+
+>>> import eskit
+>>> async with await eskit.connect() as client:                                   # doctest: +SKIP
+...     orders = await client.event_store("orders")
+...     await orders.append("123", [eskit.Event("created", {"customer": "c1"})], expected_position=0)
+...     history = await orders.read("123")
+"""
+
+from __future__ import annotations
+
+from .connection import Client, ServerInfo, connect
+from .errors import (
+    AuthenticationError,
+    ConcurrencyError,
+    ConnectError,
+    DuplicateEventError,
+    EncodeError,
+    EskitError,
+    EventStoreError,
+    InvalidNameError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ServerStartError,
+    StoreTimeoutError,
+    StreamNotFoundError,
+    ValidationError,
+)
+from .events import Event, RecordedEvent
+from .server import EmbeddedServer
+from .store import EventStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "Client",
+    "ConcurrencyError",
+    "ConnectError",
+    "DuplicateEventError",
+    "EmbeddedServer",
+    "EncodeError",
+    "EskitError",
+    "Event",
+    "EventStore",
+    "EventStoreError",
+    "InvalidNameError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RecordedEvent",
+    "ServerInfo",
+    "ServerStartError",
+    "StoreTimeoutError",
+    "StreamNotFoundError",
+    "ValidationError",
+    "__version__",
+    "connect",
+]

@@ -1,0 +1,194 @@
+"""Raw JetStream requests that nats-py lacks: batch Direct Get and atomic batch publish.
+
+All replies arrive on one wildcard inbox subscription per connection (``_INBOX.<nuid>.*``), routed by the
+last token to the waiting request: no subscription per request, no consumer, one round trip per page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from .errors import EventStoreError, StoreTimeoutError, StreamNotFoundError
+
+STATUS = "Status"
+DESCRIPTION = "Description"
+DEFAULT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMsg:
+    """One message from a Direct Get reply."""
+
+    seq: int
+    subject: str
+    headers: Mapping[str, str]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One batch Direct Get reply: the messages, and how many more match after them."""
+
+    messages: list[StoredMsg]
+    pending: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """A JetStream API error reply (``{"error": {...}}``)."""
+
+    code: int
+    err_code: int
+    description: str
+
+
+class Wire:
+    """Request/reply multiplexed over one inbox subscription.
+
+    >>> wire = Wire(nc)        # doctest: +SKIP
+    >>> page = await wire.direct_get("ORDERS", "orders.123.>", start=1, batch=500)  # doctest: +SKIP
+    """
+
+    def __init__(self, nc: NATS, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._nc = nc
+        self._timeout = timeout
+        self._prefix = f"_INBOX.{uuid.uuid4().hex}"
+        self._handlers: dict[str, Callable[[Msg], None]] = {}
+        self._sub: Any = None
+        self._lock = asyncio.Lock()
+        self._counter = 0
+
+    async def _ensure_subscribed(self) -> None:
+        if self._sub is None:
+            async with self._lock:
+                if self._sub is None:
+                    self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_msg)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        handler = self._handlers.get(msg.subject[len(self._prefix) + 1 :])
+        if handler is not None:
+            handler(msg)
+
+    def _token(self) -> str:
+        self._counter += 1
+        return format(self._counter, "x")
+
+    async def _exchange(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        handler: Callable[[Msg, asyncio.Future[Any]], None],
+        timeout: float | None,
+    ) -> Any:
+        await self._ensure_subscribed()
+        token = self._token()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def route(msg: Msg) -> None:
+            if not fut.done():
+                handler(msg, fut)
+
+        self._handlers[token] = route
+        try:
+            await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
+            return await asyncio.wait_for(fut, timeout or self._timeout)
+        except TimeoutError:
+            raise StoreTimeoutError(
+                f"no reply from the server on {subject!r} within {timeout or self._timeout:.1f}s; "
+                "is the server overloaded, or is the stream's leader being elected?"
+            ) from None
+        finally:
+            self._handlers.pop(token, None)
+
+    async def request(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None, timeout: float | None = None
+    ) -> Msg:
+        """One request, one reply message (a status reply raises)."""
+
+        def one(msg: Msg, fut: asyncio.Future[Any]) -> None:
+            status = (msg.headers or {}).get(STATUS)
+            if status == "503":
+                fut.set_exception(StreamNotFoundError(f"no stream listens on {subject!r}; create the store first"))
+            else:
+                fut.set_result(msg)
+
+        msg: Msg = await self._exchange(subject, payload, headers, one, timeout)
+        return msg
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        """Fire and forget (used for the non-final messages of an atomic batch)."""
+        await self._nc.publish(subject, payload, headers=headers)
+
+    async def direct_get(
+        self, stream: str, filter_subject: str, *, start: int, batch: int, timeout: float | None = None
+    ) -> Page:
+        """Messages on ``filter_subject`` from sequence ``start`` on, at most ``batch`` of them, in one reply."""
+        messages: list[StoredMsg] = []
+        request = {"seq": max(start, 1), "next_by_subj": filter_subject, "batch": batch}
+
+        def collect(msg: Msg, fut: asyncio.Future[Any]) -> None:
+            headers = msg.headers or {}
+            status = headers.get(STATUS)
+            if status is None:
+                messages.append(StoredMsg(int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data))
+            elif status == "204":  # EOB: end of this batch
+                fut.set_result(Page(messages, int(headers.get("Nats-Num-Pending", 0)),
+                                    int(headers.get("Nats-Last-Sequence", 0))))
+            elif status == "404":  # nothing (more) matches
+                fut.set_result(Page(messages, 0, 0))
+            elif status == "503":
+                fut.set_exception(StreamNotFoundError(
+                    f"stream {stream} does not exist or does not allow direct get; create it with client.event_store()"
+                ))
+            else:
+                fut.set_exception(EventStoreError(
+                    f"direct get on {stream} failed: {status} {headers.get(DESCRIPTION, '')}".strip()
+                ))
+
+        page: Page = await self._exchange(
+            f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), None, collect, timeout
+        )
+        return page
+
+    async def publish_batch(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]], timeout: float | None = None
+    ) -> Msg:
+        """Atomic batch publish: all messages are stored, or none. Returns the commit's reply."""
+        batch_id = uuid.uuid4().hex
+        last = len(messages)
+        for n, (subj, payload, headers) in enumerate(messages, 1):
+            headers = {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
+            if n < last:
+                await self.publish(subj, payload, headers)
+            else:
+                headers["Nats-Batch-Commit"] = "1"
+                return await self.request(subj, payload, headers, timeout)
+        raise ValueError("publish_batch needs at least one message")
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+
+def parse_ack(msg: Msg) -> dict[str, Any] | ApiError:
+    """A PubAck as a dict, or the API error it carries."""
+    try:
+        body = json.loads(msg.data)
+    except ValueError:
+        return ApiError(0, 0, f"unreadable reply: {msg.data[:80]!r}")
+    err = body.get("error")
+    if err:
+        return ApiError(int(err.get("code", 0)), int(err.get("err_code", 0)), str(err.get("description", "")))
+    result: dict[str, Any] = body
+    return result

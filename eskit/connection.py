@@ -1,0 +1,157 @@
+"""Connecting: ``NATS_URL`` if set, else an embedded nats-server owned by the client.
+
+>>> async with await eskit.connect() as client:          # doctest: +SKIP
+...     orders = await client.event_store("orders")
+
+Failures are one readable line (:class:`~eskit.errors.ConnectError`): the URL tried and how to start a
+server; nats-py's reconnect noise is kept out of sight.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js.client import JetStreamContext
+
+from ._wire import Wire
+from .errors import AuthenticationError, ConnectError
+from .server import EmbeddedServer
+from .store import EventStore
+from .streams import ensure_stream
+
+HOW_TO_START = "start one with `python -m eskit server` or `docker compose up -d`, or unset NATS_URL"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the connected server says about itself."""
+
+    version: str
+    jetstream: bool
+    max_payload: int
+    server_name: str
+    cluster: str | None
+
+
+class Client:
+    """A connection to NATS with JetStream, and the embedded server it owns (if any)."""
+
+    def __init__(self, nc: NATS, url: str, server: EmbeddedServer | None = None) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.url = url
+        self.server = server
+        self.wire = Wire(nc)
+        self._stores: dict[str, EventStore] = {}
+
+    async def event_store(
+        self, name: str, *, duplicate_window: float = 120.0, replicas: int = 1
+    ) -> EventStore:
+        """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or updated.
+
+        >>> orders = await client.event_store("orders")      # doctest: +SKIP
+        """
+        stream = await ensure_stream(self.js, name, duplicate_window=duplicate_window, replicas=replicas)
+        store = EventStore(self, name, stream)
+        self._stores[name] = store
+        return store
+
+    async def delete_store(self, name: str) -> bool:
+        """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist."""
+        try:
+            return bool(await self.js.delete_stream(name.upper()))
+        except nats.js.errors.NotFoundError:
+            return False
+
+    @property
+    def max_payload(self) -> int:
+        return int(self.nc.max_payload)
+
+    async def server_info(self) -> ServerInfo:
+        info: dict[str, Any] = self.nc._server_info  # nats-py keeps the INFO it received
+        return ServerInfo(
+            version=str(info.get("version", "?")),
+            jetstream=bool(info.get("jetstream", False)),
+            max_payload=self.max_payload,
+            server_name=str(info.get("server_name", "")),
+            cluster=info.get("cluster"),
+        )
+
+    async def close(self) -> None:
+        """Drain the connection and stop the embedded server, if this client started one."""
+        try:
+            await self.wire.close()
+            if not self.nc.is_closed:
+                await self.nc.drain()
+        finally:
+            if self.server is not None:
+                self.server.stop()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        owner = " (embedded)" if self.server is not None else ""
+        return f"<eskit.Client {self.url}{owner}>"
+
+
+async def _quiet(_: Exception) -> None:
+    """nats-py prints every connection error by default; eskit reports them once, as one line."""
+
+
+async def connect(
+    url: str | None = None,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    nkeys_seed: str | None = None,
+    creds: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    name: str = "eskit",
+    timeout: float = 2.0,
+    store_dir: str | os.PathLike[str] | None = None,
+) -> Client:
+    """Connect to ``url``, else ``$NATS_URL``, else a new embedded server (stopped by ``client.close()``).
+
+    Credentials and TLS are passed through to nats-py: ``user``/``password``, ``token``, ``nkeys_seed``
+    (a seed file), ``creds`` (a ``.creds`` file), ``tls`` (an ``ssl.SSLContext``).
+    """
+    url = url or os.environ.get("NATS_URL") or None
+    server = None
+    if url is None:
+        server = EmbeddedServer(store_dir=store_dir).start()
+        url = server.url
+    options: dict[str, Any] = {
+        "name": name, "connect_timeout": timeout, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.2,
+        "error_cb": _quiet, "user": user, "password": password, "token": token,
+        "nkeys_seed": nkeys_seed, "user_credentials": creds, "tls": tls,
+    }  # fmt: skip
+    try:
+        nc = await nats.connect(url, **{k: v for k, v in options.items() if v is not None})
+    except Exception as exc:
+        if server is not None:
+            server.stop()
+        raise _connect_error(url, exc) from None
+    nc._max_reconnect_attempts = -1  # connected: from now on, ride out restarts and leader changes
+    nc.options["max_reconnect_attempts"] = -1
+    return Client(nc, url, server)
+
+
+def _connect_error(url: str, exc: Exception) -> ConnectError:
+    text = str(exc) or type(exc).__name__
+    if "authorization" in text.lower() or "authentication" in text.lower():
+        return AuthenticationError(f"the server at {url} rejected the credentials ({text}); check user/password, "
+                                   "token, nkey seed or creds file")
+    return ConnectError(f"cannot reach a NATS server at {url} ({text}); {HOW_TO_START}")

@@ -1,0 +1,95 @@
+"""Every error eskit raises, under one root.
+
+```
+EskitError
+├── ConnectError                 no server answers at the URL tried (says how to start one)
+│   └── AuthenticationError      the server refused the credentials
+├── ServerStartError             the embedded nats-server did not start (shows its last log lines)
+├── PermissionDeniedError        the account may not do this (e.g. an analyst appending)
+├── ValidationError (ValueError) bad input caught before anything is sent
+│   ├── InvalidNameError         aggregate id, event type or store name is not one subject token
+│   ├── PayloadTooLargeError     an event is bigger than the server's max_payload
+│   └── EncodeError              event data is not JSON-serialisable
+└── EventStoreError              the store refused or failed an operation
+    ├── ConcurrencyError         the aggregate moved on since you read it (expected vs actual position)
+    ├── DuplicateEventError      event ids already stored, but not as the result of this append
+    ├── StreamNotFoundError      the stream does not exist (yet)
+    └── StoreTimeoutError        the server did not answer in time
+```
+
+Messages are one line and say what to do. NATS errors are translated at the boundary
+(`raise ConcurrencyError(...) from exc`), so a learner never has to read nats-py internals.
+"""
+
+from __future__ import annotations
+
+
+class EskitError(Exception):
+    """Root of every error raised by eskit."""
+
+
+class ConnectError(EskitError):
+    """No NATS server could be reached."""
+
+
+class AuthenticationError(ConnectError):
+    """The server rejected the credentials (user/password, token, nkey or creds file)."""
+
+
+class ServerStartError(EskitError):
+    """The embedded nats-server failed to start."""
+
+
+class PermissionDeniedError(EskitError):
+    """The connected account is not allowed to publish or subscribe on a subject."""
+
+
+class ValidationError(EskitError, ValueError):
+    """Input rejected before anything was sent to the server."""
+
+
+class InvalidNameError(ValidationError):
+    """A name that must be a single NATS subject token is not one."""
+
+
+class PayloadTooLargeError(ValidationError):
+    """An encoded event exceeds the server's ``max_payload``."""
+
+
+class EncodeError(ValidationError):
+    """Event data cannot be encoded as JSON."""
+
+
+class EventStoreError(EskitError):
+    """The event store refused or failed an operation."""
+
+
+class ConcurrencyError(EventStoreError):
+    """Optimistic concurrency check failed: someone appended since you read.
+
+    >>> raise ConcurrencyError("orders", "42", expected=7, actual=9)
+    Traceback (most recent call last):
+    eskit.errors.ConcurrencyError: orders/42: expected position 7, but the aggregate is at 9; reload and retry
+    """
+
+    def __init__(self, store: str, aggregate_id: str, *, expected: int, actual: int | None) -> None:
+        self.store = store
+        self.aggregate_id = aggregate_id
+        self.expected = expected
+        self.actual = actual
+        at = "a later position" if actual is None else str(actual)
+        super().__init__(
+            f"{store}/{aggregate_id}: expected position {expected}, but the aggregate is at {at}; reload and retry"
+        )
+
+
+class DuplicateEventError(EventStoreError):
+    """Some event ids of an append were already stored by another append."""
+
+
+class StreamNotFoundError(EventStoreError):
+    """The stream behind a store does not exist."""
+
+
+class StoreTimeoutError(EventStoreError):
+    """The server did not answer in time."""

@@ -1,0 +1,185 @@
+"""The event envelope, its metadata as NATS headers, the JSON codec, subject naming and validation.
+
+An :class:`Event` is what you append; a :class:`RecordedEvent` is what the stream gives back.
+
+>>> e = Event("item_added", {"sku": "A1", "qty": 2})
+>>> subject("orders", "123", e.type)
+'orders.123.item_added'
+
+The event id is fixed when the event is created and travels as ``Nats-Msg-Id``, so appending the same
+``Event`` object twice (a retry after a timeout) stores it once.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import EncodeError, InvalidNameError
+
+MSG_ID = "Nats-Msg-Id"
+SCHEMA_VERSION = "Eskit-Schema-Version"
+OCCURRED_AT = "Eskit-Occurred-At"
+CORRELATION_ID = "Eskit-Correlation-Id"
+CAUSATION_ID = "Eskit-Causation-Id"
+META_PREFIX = "Eskit-Meta-"
+
+MAX_TOKEN_BYTES = 255
+_FORBIDDEN = frozenset(".*>")
+_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
+def new_event_id() -> str:
+    """A fresh, random event id (UUID4 hex)."""
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A new event, not yet stored.
+
+    >>> Event("created", {"customer": "c1"}, correlation_id="req-7").type
+    'created'
+    """
+
+    type: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_event_id)
+    schema_version: int = 1
+    occurred_at: datetime = field(default_factory=_now)
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored in the stream.
+
+    ``position`` is the stream sequence (it counts the whole stream, not one aggregate).
+    ``timestamp`` is when the server stored it. If the payload is not valid JSON (someone published raw
+    bytes into the stream), ``data`` is ``None``, ``raw`` keeps the bytes and ``decode_error`` says why.
+    """
+
+    position: int
+    subject: str
+    aggregate_id: str
+    type: str
+    data: Any
+    id: str | None
+    timestamp: datetime
+    schema_version: int = 1
+    occurred_at: datetime | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    raw: bytes = b""
+    decode_error: str | None = None
+
+    @property
+    def is_decodable(self) -> bool:
+        return self.decode_error is None
+
+
+def check_token(value: object, what: str) -> str:
+    """Return ``value`` if it is a valid single subject token, else raise :class:`InvalidNameError`.
+
+    >>> check_token("order-1", "aggregate id")
+    'order-1'
+    """
+    if not isinstance(value, str):
+        raise InvalidNameError(f"{what} must be a str, got {type(value).__name__}: {value!r}")
+    if not value:
+        raise InvalidNameError(f"{what} is empty; use a non-empty name such as 'order-1'")
+    for ch in value:
+        if ch in _FORBIDDEN or ch.isspace() or unicodedata.category(ch) in _BAD_CATEGORIES:
+            raise InvalidNameError(
+                f"{what} {value!r} contains {ch!r}; a subject token may not contain '.', '*', '>', "
+                "whitespace or control characters (use '-' or '_' instead)"
+            )
+    if len(value.encode()) > MAX_TOKEN_BYTES:
+        raise InvalidNameError(f"{what} {value[:20]!r}... is over {MAX_TOKEN_BYTES} bytes; use a shorter name")
+    return value
+
+
+def subject(prefix: str, aggregate_id: str, event_type: str) -> str:
+    """The subject an event is stored on: ``<prefix>.<aggregate id>.<event type>``."""
+    return f"{prefix}.{aggregate_id}.{event_type}"
+
+
+def encode_data(event: Event) -> bytes:
+    try:
+        return json.dumps(event.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(f"event {event.type!r} data is not JSON-serialisable: {exc}") from None
+
+
+def encode_headers(event: Event) -> dict[str, str]:
+    headers = {
+        MSG_ID: event.id,
+        SCHEMA_VERSION: str(event.schema_version),
+        OCCURRED_AT: event.occurred_at.isoformat(),
+    }
+    if event.correlation_id is not None:
+        headers[CORRELATION_ID] = event.correlation_id
+    if event.causation_id is not None:
+        headers[CAUSATION_ID] = event.causation_id
+    for key, value in event.metadata.items():
+        headers[META_PREFIX + key] = str(value)
+    return headers
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Parse an RFC 3339 timestamp (nanoseconds allowed) into a tz-aware datetime."""
+    if not value:
+        return None
+    try:
+        if "." in value:
+            head, _, frac = value.partition(".")
+            digits = "".join(c for c in frac if c.isdigit())
+            value = f"{head}.{digits[:6]}{frac[len(digits):]}"
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> RecordedEvent:
+    """Build a :class:`RecordedEvent` from a stored message; never raises on bad data."""
+    tokens = subj.split(".", 2)
+    aggregate_id = tokens[1] if len(tokens) > 1 else ""
+    event_type = tokens[2] if len(tokens) > 2 else ""
+    data: Any = None
+    error: str | None = None
+    try:
+        data = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        error = f"payload is not JSON ({len(raw)} bytes): {exc}"
+    try:
+        version = int(headers.get(SCHEMA_VERSION, "1"))
+    except ValueError:
+        version = 1
+    return RecordedEvent(
+        position=position,
+        subject=subj,
+        aggregate_id=aggregate_id,
+        type=event_type,
+        data=data,
+        id=headers.get(MSG_ID),
+        timestamp=parse_time(headers.get("Nats-Time-Stamp")) or datetime.fromtimestamp(0, UTC),
+        schema_version=version,
+        occurred_at=parse_time(headers.get(OCCURRED_AT)),
+        correlation_id=headers.get(CORRELATION_ID),
+        causation_id=headers.get(CAUSATION_ID),
+        metadata={k[len(META_PREFIX) :]: v for k, v in headers.items() if k.startswith(META_PREFIX)},
+        raw=raw,
+        decode_error=error,
+    )
