@@ -1,0 +1,108 @@
+"""``python -m eskit ...``: run a server, open the lab, run the benchmarks.
+
+    python -m eskit server [--store-dir DIR] [--port N]   a nats-server in the foreground; prints its URL
+    python -m eskit lab [--notebooks DIR] [-- LAB ARGS]   JupyterLab on the notebooks, with NATS_URL set
+    python -m eskit bench [ARGS]                          the benchmarks in bench/ (from a checkout)
+
+Errors are one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .errors import EskitError
+from .server import EmbeddedServer
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    with EmbeddedServer(store_dir=args.store_dir, port=args.port) as server:
+        print(f"nats-server running at {server.url}  (monitoring {server.monitor_url})", flush=True)
+        print(f"export NATS_URL={server.url}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        _wait_for_signal()
+    print("stopped.")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    notebooks = Path(args.notebooks)
+    if not notebooks.is_dir():
+        raise EskitError(f"notebook folder {notebooks} not found; run from the eskit checkout or pass --notebooks")
+    env = dict(os.environ)
+    server = None
+    if not env.get("NATS_URL"):
+        server = EmbeddedServer(store_dir=args.store_dir).start()
+        env["NATS_URL"] = server.url
+        print(f"eskit: embedded nats-server at {server.url} (NATS_URL set for every kernel)", flush=True)
+    else:
+        print(f"eskit: using NATS_URL={env['NATS_URL']}", flush=True)
+    cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}", *args.lab_args]
+    lab = subprocess.Popen(cmd, env=env)
+    try:
+        return lab.wait()
+    except KeyboardInterrupt:
+        lab.send_signal(signal.SIGINT)
+        lab.send_signal(signal.SIGINT)  # jupyter asks for confirmation on the first one
+        try:
+            lab.wait(15)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+        return 0
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    script = Path("bench") / "run.py"
+    if not script.exists():
+        raise EskitError("bench/run.py not found; run `python -m eskit bench` from the eskit checkout")
+    return subprocess.call([sys.executable, str(script), *args.bench_args])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m eskit", description="Event sourcing on NATS JetStream.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("server", help="run an embedded nats-server in the foreground")
+    s.add_argument("--store-dir", help="JetStream store directory (kept); default: a temporary one")
+    s.add_argument("--port", type=int, default=-1, help="client port (default: a free one)")
+    s.set_defaults(func=cmd_server)
+    lab = sub.add_parser("lab", help="JupyterLab on the notebooks, on the embedded server unless NATS_URL is set")
+    lab.add_argument("--notebooks", default="notebooks")
+    lab.add_argument("--store-dir", help="JetStream store directory for the embedded server (kept)")
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab (after --)")
+    lab.set_defaults(func=cmd_lab)
+    b = sub.add_parser("bench", help="run the benchmarks (bench/run.py)")
+    b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "lab_args", None) and args.lab_args[0] == "--":
+        args.lab_args = args.lab_args[1:]
+    try:
+        return int(args.func(args))
+    except EskitError as exc:
+        print(f"eskit: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
