@@ -9,7 +9,8 @@ EskitError
 ├── ValidationError (ValueError) bad input caught before anything is sent
 │   ├── InvalidNameError         aggregate id, event type or store name is not one subject token
 │   ├── PayloadTooLargeError     an event is bigger than the server's max_payload
-│   └── EncodeError              event data is not JSON-serialisable
+│   ├── EncodeError              event data is not JSON-serialisable
+│   └── EventLogError            an event log file (CSV/XES) is malformed (names the line or element)
 └── EventStoreError              the store refused or failed an operation
     ├── ConcurrencyError         the aggregate moved on since you read it (expected vs actual position)
     ├── DuplicateEventError      event ids already stored, but not as the result of this append
@@ -58,6 +59,10 @@ class PayloadTooLargeError(ValidationError):
 
 class EncodeError(ValidationError):
     """Event data cannot be encoded as JSON."""
+
+
+class EventLogError(ValidationError):
+    """An event log file (CSV or XES) cannot be imported; the message names the line or element."""
 
 
 class EventStoreError(EskitError):
