@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,11 +17,12 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from .errors import EventStoreError, StoreTimeoutError, StreamNotFoundError
+from .errors import EventStoreError, PermissionDeniedError, StoreTimeoutError, StreamNotFoundError
 
 STATUS = "Status"
 DESCRIPTION = "Description"
 DEFAULT_TIMEOUT = 5.0
+_VIOLATION = re.compile(r'Permissions Violation for (Publish|Subscription) to "?([^"\s]+)"?', re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class Wire:
         self._timeout = timeout
         self._prefix = f"_INBOX.{uuid.uuid4().hex}"
         self._handlers: dict[str, Callable[[Msg], None]] = {}
+        self._waiting: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._sub: Any = None
         self._lock = asyncio.Lock()
         self._counter = 0
@@ -99,6 +102,7 @@ class Wire:
                 handler(msg, fut)
 
         self._handlers[token] = route
+        self._waiting[token] = (subject, fut)
         try:
             await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
             return await asyncio.wait_for(fut, timeout or self._timeout)
@@ -109,6 +113,7 @@ class Wire:
             ) from None
         finally:
             self._handlers.pop(token, None)
+            self._waiting.pop(token, None)
 
     async def request(
         self, subject: str, payload: bytes, headers: dict[str, str] | None = None, timeout: float | None = None
@@ -174,6 +179,19 @@ class Wire:
                 headers["Nats-Batch-Commit"] = "1"
                 return await self.request(subj, payload, headers, timeout)
         raise ValueError("publish_batch needs at least one message")
+
+    def on_server_error(self, exc: Exception) -> None:
+        """Fail the requests a server ``-ERR`` is about (a permissions violation), instead of timing out."""
+        match = _VIOLATION.search(str(exc))
+        if match is None:
+            return
+        kind, subject = match.group(1).lower(), match.group(2)
+        for subj, fut in list(self._waiting.values()):
+            if not fut.done() and (kind == "subscription" or subj.lower() == subject.lower()):  # nats-py lowercases
+                fut.set_exception(PermissionDeniedError(
+                    f"permission denied: this account may not {'publish to' if kind == 'publish' else 'subscribe to'} "
+                    f"{subj if kind == 'publish' else subject!r}; connect with an account that has this permission"
+                ))
 
     async def close(self) -> None:
         if self._sub is not None:

@@ -9,6 +9,7 @@ server; nats-py's reconnect noise is kept out of sight.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
 from ._wire import Wire
-from .errors import AuthenticationError, ConnectError
+from .errors import AuthenticationError, ConnectError, EventStoreError
 from .server import EmbeddedServer
+from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
-from .streams import ensure_stream
+from .streams import STREAM_NOT_FOUND, ensure_stream, stream_name
 
 HOW_TO_START = "start one with `python -m eskit server` or `docker compose up -d`, or unset NATS_URL"
 
@@ -50,24 +52,46 @@ class Client:
         self.wire = Wire(nc)
         self._stores: dict[str, EventStore] = {}
 
+    @property
+    def default_replicas(self) -> int:
+        """3 on a cluster of 3 or more nodes (JetStream replicates with Raft), else 1."""
+        info: dict[str, Any] = self.nc._server_info
+        if not info.get("cluster"):
+            return 1
+        return min(3, max(1, len(info.get("connect_urls") or [])))
+
     async def event_store(
-        self, name: str, *, duplicate_window: float = 120.0, replicas: int = 1
+        self,
+        name: str,
+        *,
+        duplicate_window: float = 120.0,
+        replicas: int | None = None,
+        snapshots: SnapshotPolicy | None = None,
     ) -> EventStore:
         """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or updated.
 
+        ``snapshots=SnapshotPolicy(every=100)`` keeps aggregate snapshots in the KV bucket ``snapshots_<name>``.
+        ``replicas`` defaults to :attr:`default_replicas` (3 on a cluster, 1 on a single server).
+
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
         """
-        stream = await ensure_stream(self.js, name, duplicate_window=duplicate_window, replicas=replicas)
+        replicas = self.default_replicas if replicas is None else replicas
+        stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas)
         store = EventStore(self, name, stream)
+        if snapshots is not None:
+            store.snapshots = await Snapshots.open(store, snapshots)
         self._stores[name] = store
         return store
 
     async def delete_store(self, name: str) -> bool:
         """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist."""
-        try:
-            return bool(await self.js.delete_stream(name.upper()))
-        except nats.js.errors.NotFoundError:
+        await drop_bucket(self.js, name)  # its snapshots, if any
+        reply = json.loads((await self.wire.request(f"$JS.API.STREAM.DELETE.{stream_name(name)}", b"")).data)
+        if reply.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
             return False
+        if "error" in reply:
+            raise EventStoreError(f"cannot delete store {name}: {reply['error'].get('description')}")
+        return bool(reply.get("success"))
 
     @property
     def max_payload(self) -> int:
@@ -106,10 +130,6 @@ class Client:
         return f"<eskit.Client {self.url}{owner}>"
 
 
-async def _quiet(_: Exception) -> None:
-    """nats-py prints every connection error by default; eskit reports them once, as one line."""
-
-
 async def connect(
     url: str | None = None,
     *,
@@ -130,28 +150,41 @@ async def connect(
     """
     url = url or os.environ.get("NATS_URL") or None
     server = None
+    errors_to: list[Client] = []  # the client, once it exists: server -ERRs fail its waiting requests
+    seen: list[Exception] = []  # errors while connecting: reported once, as one line
+
+    async def on_error(exc: Exception) -> None:
+        if not errors_to:
+            seen.append(exc)
+        for c in errors_to:
+            c.wire.on_server_error(exc)
+
     if url is None:
         server = EmbeddedServer(store_dir=store_dir).start()
         url = server.url
     options: dict[str, Any] = {
         "name": name, "connect_timeout": timeout, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.2,
-        "error_cb": _quiet, "user": user, "password": password, "token": token,
+        "error_cb": on_error, "user": user, "password": password, "token": token,
         "nkeys_seed": nkeys_seed, "user_credentials": creds, "tls": tls,
     }  # fmt: skip
     try:
-        nc = await nats.connect(url, **{k: v for k, v in options.items() if v is not None})
+        servers = [u.strip() for u in url.split(",") if u.strip()]
+        nc = await nats.connect(servers, **{k: v for k, v in options.items() if v is not None})
     except Exception as exc:
         if server is not None:
             server.stop()
-        raise _connect_error(url, exc) from None
-    nc._max_reconnect_attempts = -1  # connected: from now on, ride out restarts and leader changes
+        raise _connect_error(url, exc, seen) from None
     nc.options["max_reconnect_attempts"] = -1
-    return Client(nc, url, server)
+    client = Client(nc, url, server)
+    errors_to.append(client)
+    return client
 
 
-def _connect_error(url: str, exc: Exception) -> ConnectError:
+def _connect_error(url: str, exc: Exception, seen: list[Exception]) -> ConnectError:
     text = str(exc) or type(exc).__name__
-    if "authorization" in text.lower() or "authentication" in text.lower():
-        return AuthenticationError(f"the server at {url} rejected the credentials ({text}); check user/password, "
-                                   "token, nkey seed or creds file")
+    if any("authorization violation" in str(e).lower() for e in [exc, *seen]):
+        text = "Authorization Violation"
+        return AuthenticationError(
+            f"the server at {url} rejected the credentials ({text}); check user/password, token, nkey seed or creds"
+        )
     return ConnectError(f"cannot reach a NATS server at {url} ({text}); {HOW_TO_START}")

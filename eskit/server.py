@@ -77,7 +77,8 @@ class EmbeddedServer:
     """A nats-server child process bound to 127.0.0.1.
 
     ``store_dir=None`` uses a fresh temporary directory, removed on stop; a given ``store_dir`` is kept.
-    ``extra_args`` are passed to nats-server as they are (e.g. ``["--config", "auth.conf"]``).
+    ``extra_args`` are passed to nats-server as they are; ``config`` is config-file text (accounts, users,
+    permissions: see :func:`eskit.auth.least_privilege_config`). Command-line flags win over the file.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class EmbeddedServer:
         port: int = -1,
         name: str | None = None,
         extra_args: list[str] | None = None,
+        config: str | None = None,
         binary: str | None = None,
     ) -> None:
         self._given_store = store_dir is not None
@@ -95,7 +97,12 @@ class EmbeddedServer:
         self.port = port
         self.name = name or f"eskit-{os.getpid()}-{id(self) & 0xFFFF:x}"
         self.extra_args = list(extra_args or [])
+        if config is not None:  # nats-server config text, e.g. eskit.auth.least_privilege_config(...)
+            conf = self._work / "nats-server.conf"
+            conf.write_text(config)
+            self.extra_args = ["-c", str(conf), *self.extra_args]
         self.binary = binary
+        self._binary = ""
         self.url = ""
         self.monitor_url = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -114,7 +121,7 @@ class EmbeddedServer:
         """Start the server and wait until it reports healthy. Returns ``self``."""
         if self.running:
             return self
-        binary = self.binary or find_binary()
+        binary = self._binary = self.binary or find_binary()
         if self._finalizer is not None:  # restart after kill(): keep the store, drop the old process's handle
             self._finalizer.detach()
             atexit.unregister(self._finalizer)
@@ -147,7 +154,7 @@ class EmbeddedServer:
 
     def _wait_ready(self, timeout: float) -> None:
         assert self._proc is not None
-        ports_file = self._work / f"{Path(self._proc.args[0]).name}_{self._proc.pid}.ports"  # type: ignore[index]
+        ports_file = self._work / f"{Path(self._binary).name}_{self._proc.pid}.ports"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

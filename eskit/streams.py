@@ -7,12 +7,16 @@ appends) and a duplicate window for ``Nats-Msg-Id``.
 
 from __future__ import annotations
 
-import nats
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.client import JetStreamContext
+import json
+from typing import Any
 
-from .errors import EventStoreError, InvalidNameError, PermissionDeniedError
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from ._wire import Wire
+from .errors import EventStoreError, InvalidNameError, StreamNotFoundError
 from .events import check_token
+
+STREAM_NOT_FOUND = 10059
 
 
 def stream_name(store: str) -> str:
@@ -39,26 +43,39 @@ def stream_config(store: str, *, duplicate_window: float = 120.0, replicas: int 
     )
 
 
-async def ensure_stream(js: JetStreamContext, store: str, *, duplicate_window: float, replicas: int) -> str:
-    """Create the store's stream, or update it to our settings; return its name."""
+async def ensure_stream(wire: Wire, store: str, *, duplicate_window: float, replicas: int) -> str:
+    """Create the store's stream, or update it to our settings; return its name.
+
+    An existing stream that already has our settings is left alone, so a read-only account (an analyst)
+    can open a store without the right to create streams.
+    """
     config = stream_config(store, duplicate_window=duplicate_window, replicas=replicas)
+    name = str(config.name)
+    info = await _api(wire, f"STREAM.INFO.{name}", b"")
+    if info.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
+        info = await _api(wire, f"STREAM.CREATE.{name}", json.dumps(config.as_dict()).encode())
+    elif "error" not in info and not _compatible(info["config"], config):
+        info = await _api(wire, f"STREAM.UPDATE.{name}", json.dumps(config.as_dict()).encode())
+    if "error" in info:
+        raise EventStoreError(f"cannot set up stream {name}: {info['error'].get('description', info['error'])}")
+    if not info["config"].get("allow_atomic"):
+        raise EventStoreError(f"stream {name} does not support atomic batches: nats-server 2.12 or newer is required")
+    return name
+
+
+def _compatible(current: dict[str, Any], wanted: StreamConfig) -> bool:
+    return bool(
+        current.get("subjects") == wanted.subjects
+        and current.get("allow_direct") and current.get("allow_atomic")
+        and current.get("num_replicas", 1) == wanted.num_replicas
+        and current.get("duplicate_window") == int((wanted.duplicate_window or 0) * 1e9)
+    )
+
+
+async def _api(wire: Wire, call: str, payload: bytes) -> dict[str, Any]:
     try:
-        try:
-            info = await js.add_stream(config)
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != 10058:  # stream name already in use with a different configuration
-                raise
-            info = await js.update_stream(config)
-    except nats.js.errors.APIError as exc:
-        if exc.code == 403 or "permission" in str(exc.description).lower():
-            raise PermissionDeniedError(f"permission denied: may not create stream {config.name}") from None
-        raise EventStoreError(f"cannot create stream {config.name}: {exc.description}") from None
-    except nats.errors.TimeoutError:
-        raise EventStoreError(
-            f"no answer creating stream {config.name}: is JetStream enabled on the server (nats-server -js)?"
-        ) from None
-    if not info.config.allow_atomic:
-        raise EventStoreError(
-            f"stream {config.name} does not support atomic batches: nats-server 2.12 or newer is required"
-        )
-    return str(config.name)
+        msg = await wire.request(f"$JS.API.{call}", payload)
+    except StreamNotFoundError:  # 503: no responders on $JS.API
+        raise EventStoreError("JetStream is not enabled on the server: start nats-server with -js") from None
+    reply: dict[str, Any] = json.loads(msg.data)
+    return reply

@@ -1,0 +1,129 @@
+"""A local nats-server cluster on loopback: N nodes, routes between them, JetStream (Raft) on each.
+
+>>> with EmbeddedCluster(3) as cluster:               # doctest: +SKIP
+...     client = await eskit.connect(cluster.url)      # streams get replicas=3 on a cluster
+...     cluster.kill(cluster.node_named("n2"))         # SIGKILL a node; cluster.start_node(...) brings it back
+
+Each node has its own store directory (kept across kill/restart) and fixed ports, so a restarted node
+rejoins as itself.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+from types import TracebackType
+
+from .errors import ServerStartError
+from .server import START_TIMEOUT, EmbeddedServer
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (bound, read, released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class EmbeddedCluster:
+    """``size`` nats-server processes on 127.0.0.1 forming one JetStream cluster named ``name``."""
+
+    def __init__(self, size: int = 3, *, name: str = "eskit", extra_args: list[str] | None = None) -> None:
+        if size < 1:
+            raise ValueError("a cluster needs at least one node")
+        ports = free_ports(2 * size)
+        client_ports, route_ports = ports[:size], ports[size:]
+        routes = ",".join(f"nats-route://127.0.0.1:{p}" for p in route_ports)
+        self.name = name
+        self.nodes = [
+            EmbeddedServer(
+                port=client_ports[i],
+                name=f"n{i + 1}",
+                extra_args=[
+                    "--cluster_name", name, "--cluster", f"nats://127.0.0.1:{route_ports[i]}",
+                    "--routes", routes, *(extra_args or []),
+                ],
+            )  # fmt: skip
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """All nodes' URLs, comma-separated (``eskit.connect`` accepts this)."""
+        return ",".join(f"nats://127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = START_TIMEOUT) -> EmbeddedCluster:
+        for node in self.nodes:
+            node.start(timeout)
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until every running node reports JetStream healthy (meta leader elected, routes up)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(_healthz_ok(n.monitor_url) for n in self.nodes if n.running):
+                return
+            time.sleep(0.05)
+        raise ServerStartError(f"cluster {self.name} not healthy after {timeout:.0f}s")
+
+    def node_named(self, name: str) -> EmbeddedServer:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no node {name!r} in cluster {self.name} ({[n.name for n in self.nodes]})")
+
+    def stream_leader(self, stream: str) -> EmbeddedServer:
+        """The node that currently leads ``stream`` (asked through a running node's monitoring port)."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            url = f"{node.monitor_url}/jsz?streams=true&raft=true"
+            with urllib.request.urlopen(url, timeout=2) as r:
+                jsz = json.load(r)
+            for account in jsz.get("account_details", []):
+                for s in account.get("stream_detail", []):
+                    leader = (s.get("cluster") or {}).get("leader")
+                    if s.get("name") == stream and leader:
+                        return self.node_named(leader)
+        raise LookupError(f"no leader known for stream {stream}")
+
+    def kill(self, node: EmbeddedServer) -> None:
+        """SIGKILL one node (its store is kept)."""
+        node.kill()
+
+    def start_node(self, node: EmbeddedServer, timeout: float = START_TIMEOUT) -> None:
+        node.start(timeout)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> EmbeddedCluster:
+        return self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _healthz_ok(monitor_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{monitor_url}/healthz", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
