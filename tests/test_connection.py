@@ -1,0 +1,146 @@
+"""connect(): explicit URL, NATS_URL, or an embedded server owned by the client; server info; stores."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+
+import nats
+import pytest
+from conftest import unique
+
+import eskit
+from eskit import EmbeddedServer, Event
+
+
+def closed_port_url() -> str:
+    """A loopback URL nobody listens on (the port was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"nats://127.0.0.1:{port}"
+
+
+async def test_connecting_to_a_closed_port_fails_quickly_with_one_line_of_advice() -> None:
+    url = closed_port_url()
+    started = time.monotonic()
+    with pytest.raises(eskit.ConnectError) as info:
+        await asyncio.wait_for(eskit.connect(url), 10)
+    assert time.monotonic() - started < 5
+    message = str(info.value)
+    assert "\n" not in message
+    assert url in message
+    assert "python -m eskit server" in message and "docker compose up -d" in message
+
+
+async def test_nats_url_is_used_when_no_url_is_given(nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATS_URL", nats_url)
+    async with await eskit.connect() as client:
+        assert (client.url, client.server) == (nats_url, None)
+        assert client.nc.connected_url is not None and client.nc.connected_url.port == int(
+            nats_url.rsplit(":")[-1]
+        )
+    dead = closed_port_url()
+    monkeypatch.setenv("NATS_URL", dead)
+    with pytest.raises(eskit.ConnectError, match=dead):
+        await asyncio.wait_for(eskit.connect(), 10)
+
+
+async def test_an_explicit_url_wins_over_nats_url(nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATS_URL", closed_port_url())
+    async with await eskit.connect(nats_url) as client:
+        assert client.url == nats_url and client.nc.is_connected
+
+
+async def test_without_any_url_connect_starts_an_embedded_server_that_close_stops(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NATS_URL", raising=False)
+    client = await eskit.connect()
+    try:
+        server = client.server
+        assert server is not None and server.running
+        assert client.url == server.url != nats_url
+        store = await client.event_store("embedded")
+        assert await store.append("1", [Event("created")], expected_position=0) == 1
+    finally:
+        await client.close()
+    assert not server.running
+    assert not server.store_dir.exists()
+
+
+async def test_server_info_reports_jetstream_on_nats_server_2_12_or_newer(client: eskit.Client) -> None:
+    info = await client.server_info()
+    major, minor = (int(part) for part in info.version.split(".")[:2])
+    assert (major, minor) >= (2, 12), info.version
+    assert info.jetstream is True
+    assert info.max_payload == client.max_payload > 0
+
+
+async def test_event_store_is_idempotent_and_keeps_the_data(client: eskit.Client) -> None:
+    name = unique("orders")
+    try:
+        first = await client.event_store(name)
+        event = Event("created")
+        await first.append("1", [event])
+        second = await client.event_store(name)
+        assert second.stream == first.stream == name.upper()
+        assert [e.id for e in await second.read("1")] == [event.id]
+        info = await client.js.stream_info(second.stream)
+        assert (info.config.subjects, info.config.allow_atomic, info.config.allow_direct) == (
+            [f"{name}.>"],
+            True,
+            True,
+        )
+    finally:
+        assert await client.delete_store(name) is True
+    assert await client.delete_store(name) is False
+
+
+@pytest.mark.parametrize("name", ["", "a.b", "a b", "a\tb", "*", ">", "a/b", "a\\b", None])
+async def test_store_names_that_are_not_one_subject_token_are_rejected(
+    client: eskit.Client, name: str | None
+) -> None:
+    with pytest.raises(eskit.InvalidNameError):
+        await client.event_store(name)  # type: ignore[arg-type]
+
+
+async def test_store_names_that_differ_only_in_case_do_not_break_each_other(client: eskit.Client) -> None:
+    lower = unique("orders")
+    try:
+        orders = await client.event_store(lower)
+        await orders.append("1", [Event("created")])
+        with contextlib.suppress(eskit.EskitError):  # refusing the second name is fine; hijacking is not
+            await client.event_store(lower.upper())
+        await orders.append("1", [Event("item_added")])
+        assert [e.type for e in await orders.read("1")] == ["created", "item_added"]
+    finally:
+        await client.delete_store(lower)
+
+
+async def test_closing_a_client_whose_server_went_away_does_not_raise_and_closes_it() -> None:
+    server = EmbeddedServer().start()
+    client = await eskit.connect(server.url)
+    try:
+        store = await client.event_store("gone")
+        await store.read("1")
+        server.kill()
+        deadline = time.monotonic() + 5
+        while client.nc.is_connected and time.monotonic() < deadline:  # until nats-py notices
+            await asyncio.sleep(0.01)
+        assert not client.nc.is_connected
+        failure: BaseException | None = None
+        try:
+            await asyncio.wait_for(client.close(), 10)
+        except (Exception, asyncio.CancelledError) as exc:
+            failure = exc
+        assert failure is None and client.nc.is_closed, (
+            f"close() raised {failure!r}; closed: {client.nc.is_closed}"
+        )
+    finally:
+        if not client.nc.is_closed:
+            with contextlib.suppress(nats.errors.Error):
+                await client.nc.close()
+        server.stop()
