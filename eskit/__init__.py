@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+from .aggregate import Aggregate, applies
 from .connection import Client, ServerInfo, connect
 from .errors import (
+    AggregateError,
     AuthenticationError,
     ConcurrencyError,
     ConnectError,
@@ -24,15 +26,21 @@ from .errors import (
     ServerStartError,
     StoreTimeoutError,
     StreamNotFoundError,
+    UndecodableEventError,
+    UnknownEventError,
     ValidationError,
 )
 from .events import Event, RecordedEvent
+from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
+from .snapshots import Snapshot, SnapshotCheck, SnapshotPolicy, Snapshots, SnapshotWarning
 from .store import EventStore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregate",
+    "AggregateError",
     "AuthenticationError",
     "Client",
     "ConcurrencyError",
@@ -50,9 +58,19 @@ __all__ = [
     "RecordedEvent",
     "ServerInfo",
     "ServerStartError",
+    "Snapshot",
+    "SnapshotCheck",
+    "SnapshotPolicy",
+    "SnapshotWarning",
+    "Snapshots",
     "StoreTimeoutError",
     "StreamNotFoundError",
+    "UndecodableEventError",
+    "UnknownEventError",
     "ValidationError",
     "__version__",
+    "applies",
     "connect",
+    "retry_on_conflict",
+    "run_command",
 ]

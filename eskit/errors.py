@@ -6,6 +6,9 @@ EskitError
 │   └── AuthenticationError      the server refused the credentials
 ├── ServerStartError             the embedded nats-server did not start (shows its last log lines)
 ├── PermissionDeniedError        the account may not do this (e.g. an analyst appending)
+├── AggregateError               an aggregate cannot be rebuilt from its events
+│   ├── UnknownEventError        no apply handler for an event type (or set on_unknown = "ignore")
+│   └── UndecodableEventError    a stored event cannot be decoded (its position is named)
 ├── ValidationError (ValueError) bad input caught before anything is sent
 │   ├── InvalidNameError         aggregate id, event type or store name is not one subject token
 │   ├── PayloadTooLargeError     an event is bigger than the server's max_payload
@@ -43,6 +46,18 @@ class ServerStartError(EskitError):
 
 class PermissionDeniedError(EskitError):
     """The connected account is not allowed to publish or subscribe on a subject."""
+
+
+class AggregateError(EskitError):
+    """An aggregate cannot be rebuilt from its events."""
+
+
+class UnknownEventError(AggregateError):
+    """An event type has no apply handler on the aggregate (and ``on_unknown`` is ``"raise"``)."""
+
+
+class UndecodableEventError(AggregateError):
+    """A stored event's payload could not be decoded, so it cannot be applied."""
 
 
 class ValidationError(EskitError, ValueError):

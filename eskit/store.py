@@ -18,7 +18,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ._wire import ApiError, Page, parse_ack
 from .errors import (
@@ -31,7 +31,11 @@ from .errors import (
 from .events import Event, RecordedEvent, check_token, decode, encode_data, encode_headers, subject
 
 if TYPE_CHECKING:
+    from .aggregate import Aggregate
     from .connection import Client
+    from .snapshots import Snapshots
+
+    A = TypeVar("A", bound=Aggregate)
 
 EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
@@ -50,6 +54,7 @@ class EventStore:
         self.name = name
         self.stream = stream
         self._wire = client.wire
+        self.snapshots: Snapshots | None = None  # set by client.event_store(..., snapshots=SnapshotPolicy())
 
     def __repr__(self) -> str:
         return f"<EventStore {self.name} stream={self.stream}>"
@@ -206,6 +211,24 @@ class EventStore:
         finally:
             if not task.done():
                 task.cancel()
+
+    async def load(self, cls: type[A], aggregate_id: str, *, up_to: Position = None) -> A:
+        """The aggregate ``cls`` rebuilt from its events (and snapshot), as of ``up_to`` if given.
+
+        >>> order = await orders.load(Order, "123")                    # doctest: +SKIP
+        """
+        from .aggregate import load
+
+        return await load(self, cls, aggregate_id, up_to=up_to)
+
+    async def save(self, aggregate: Aggregate) -> int:
+        """Append the aggregate's pending events atomically, checked against its loaded position.
+
+        >>> await orders.save(order)                                    # doctest: +SKIP
+        """
+        from .aggregate import save
+
+        return await save(self, aggregate)
 
     async def last_position(self, aggregate_id: str | None = None) -> int:
         """Stream sequence of the aggregate's last event (or the stream's last), 0 if there is none."""
