@@ -9,9 +9,11 @@ server; nats-py's reconnect noise is kept out of sight.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -21,6 +23,8 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
 from ._wire import Wire
+from .dcb import DCBStore
+from .dcb_setup import open_dcb_store
 from .errors import AuthenticationError, ConnectError, EventStoreError
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
@@ -83,6 +87,15 @@ class Client:
         self._stores[name] = store
         return store
 
+    async def dcb_store(
+        self, name: str, *, tag_keys: Sequence[str] | None = None, replicas: int | None = None
+    ) -> DCBStore:
+        """The DCB store ``name`` (events with a type and tags, read by query, appended on a condition).
+
+        >>> courses = await client.dcb_store("courses", tag_keys=["course", "student"])   # doctest: +SKIP
+        """
+        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas)
+
     async def delete_store(self, name: str) -> bool:
         """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist."""
         await drop_bucket(self.js, name)  # its snapshots, if any
@@ -110,9 +123,12 @@ class Client:
     async def close(self) -> None:
         """Drain the connection and stop the embedded server, if this client started one."""
         try:
-            await self.wire.close()
-            if not self.nc.is_closed:
+            if self.nc.is_connected:
+                with contextlib.suppress(Exception):
+                    await self.wire.close()
                 await self.nc.drain()
+            elif not self.nc.is_closed:  # server gone: stop reconnecting, don't wait for a drain
+                await self.nc.close()
         finally:
             if self.server is not None:
                 self.server.stop()

@@ -13,6 +13,7 @@ The event id is fixed when the event is created and travels as ``Nats-Msg-Id``, 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 import uuid
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ META_PREFIX = "Eskit-Meta-"
 MAX_TOKEN_BYTES = 255
 _FORBIDDEN = frozenset(".*>")
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+_FRACTION = re.compile(r"(\.\d+)")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def new_event_id() -> str:
@@ -134,7 +137,13 @@ def encode_headers(event: Event) -> dict[str, str]:
     if event.causation_id is not None:
         headers[CAUSATION_ID] = event.causation_id
     for key, value in event.metadata.items():
-        headers[META_PREFIX + key] = str(value)
+        text = str(value)
+        if not _HEADER_NAME.match(key) or "\r" in text or "\n" in text:
+            raise EncodeError(
+                f"metadata {key!r}: keys must be header-name characters (letters, digits, '-', '_') and values "
+                "one line; put structured data in the event's data instead"
+            )
+        headers[META_PREFIX + key] = text
     return headers
 
 
@@ -142,14 +151,12 @@ def parse_time(value: str | None) -> datetime | None:
     """Parse an RFC 3339 timestamp (nanoseconds allowed) into a tz-aware datetime."""
     if not value:
         return None
+    value = _FRACTION.sub(lambda m: m.group(1)[:7], value)  # Python keeps microseconds: cut to 6 digits
     try:
-        if "." in value:
-            head, _, frac = value.partition(".")
-            digits = "".join(c for c in frac if c.isdigit())
-            value = f"{head}.{digits[:6]}{frac[len(digits):]}"
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> RecordedEvent:

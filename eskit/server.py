@@ -91,16 +91,12 @@ class EmbeddedServer:
         config: str | None = None,
         binary: str | None = None,
     ) -> None:
-        self._given_store = store_dir is not None
         self._work = Path(tempfile.mkdtemp(prefix="eskit-nats-"))
         self.store_dir = Path(store_dir) if store_dir is not None else self._work / "jetstream"
         self.port = port
         self.name = name or f"eskit-{os.getpid()}-{id(self) & 0xFFFF:x}"
         self.extra_args = list(extra_args or [])
-        if config is not None:  # nats-server config text, e.g. eskit.auth.least_privilege_config(...)
-            conf = self._work / "nats-server.conf"
-            conf.write_text(config)
-            self.extra_args = ["-c", str(conf), *self.extra_args]
+        self.config = config  # nats-server config text, e.g. eskit.auth.least_privilege_config(...)
         self.binary = binary
         self._binary = ""
         self.url = ""
@@ -128,11 +124,17 @@ class EmbeddedServer:
             if self._log is not None:
                 self._log.close()
         self.url = ""
+        self._work.mkdir(parents=True, exist_ok=True)
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        config_args: list[str] = []
+        if self.config is not None:
+            conf = self._work / "nats-server.conf"
+            conf.write_text(self.config)
+            config_args = ["-c", str(conf)]
         args = [
             binary, "-a", "127.0.0.1", "-p", str(self.port), "-m", "-1", "-js",
             "-sd", str(self.store_dir), "--server_name", self.name,
-            "--ports_file_dir", str(self._work), *self.extra_args,
+            "--ports_file_dir", str(self._work), *config_args, *self.extra_args,
         ]  # fmt: skip
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         in_main = threading.current_thread() is threading.main_thread()
@@ -143,7 +145,7 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if (in_main and sys.platform == "linux") else None,
         )
-        self._finalizer = weakref.finalize(self, _cleanup, self._proc, self._log, self._work, self._given_store)
+        self._finalizer = weakref.finalize(self, _cleanup, self._proc, self._log, self._work)
         atexit.register(self._finalizer)
         try:
             self._wait_ready(timeout)
@@ -215,8 +217,8 @@ class EmbeddedServer:
         return f"<EmbeddedServer {self.url or '(not started)'} {state} store={self.store_dir}>"
 
 
-def _cleanup(proc: subprocess.Popen[bytes], log: IO[bytes], work: Path, keep_store: bool) -> None:
+def _cleanup(proc: subprocess.Popen[bytes], log: IO[bytes], work: Path) -> None:
+    """Stop the process and remove its work folder (log, ports file, and the store unless one was given)."""
     _stop_process(proc)
     log.close()
-    if not keep_store:
-        shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)

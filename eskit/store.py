@@ -41,6 +41,7 @@ EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MAX_BATCH = 1000  # the server's atomic batch limit (err_code 10199)
 READ_PAGE = 2000
+BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-Batch-Commit
 WRONG_LAST_SEQUENCE, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS = 10071, 10201, 10158
 
 Position = int | datetime | None
@@ -70,11 +71,7 @@ class EventStore:
         is elsewhere. Appending the same ``Event`` objects again (a retry) stores nothing new and returns
         the position they were stored at.
         """
-        messages = self._encode(aggregate_id, events)
-        if expected_position is not None:
-            first_headers = messages[0][2]
-            first_headers[EXPECTED_SEQ] = str(expected_position)
-            first_headers[EXPECTED_SUBJECT] = f"{self.name}.{aggregate_id}.>"
+        messages = self._encode(aggregate_id, events, expected_position)
         if len(messages) == 1:
             reply = await self._wire.request(*messages[0])
         else:
@@ -82,9 +79,16 @@ class EventStore:
         ack = parse_ack(reply)
         if isinstance(ack, ApiError):
             return await self._resolve_error(ack, aggregate_id, events, expected_position)
+        if ack.get("duplicate") and await self._find_stored(aggregate_id, events, after=0) is None:
+            raise DuplicateEventError(
+                f"{self.name}/{aggregate_id}: event id {events[0].id} is already stored on another aggregate; "
+                "create a new Event object for a new fact"
+            )
         return int(ack["seq"])
 
-    def _encode(self, aggregate_id: str, events: Sequence[Event]) -> list[tuple[str, bytes, dict[str, str]]]:
+    def _encode(
+        self, aggregate_id: str, events: Sequence[Event], expected_position: int | None
+    ) -> list[tuple[str, bytes, dict[str, str]]]:
         check_token(aggregate_id, "aggregate id")
         if isinstance(events, Event):
             raise ValidationError("append takes a list of events: append(id, [event])")
@@ -96,10 +100,13 @@ class EventStore:
             )
         limit = self.client.max_payload
         out = []
-        for event in events:
+        for n, event in enumerate(events):
             check_token(event.type, "event type")
             data, headers = encode_data(event), encode_headers(event)
-            size = len(data) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 200
+            if n == 0 and expected_position is not None:
+                headers[EXPECTED_SEQ] = str(expected_position)
+                headers[EXPECTED_SUBJECT] = f"{self.name}.{aggregate_id}.>"
+            size = len(data) + _header_bytes(headers) + (BATCH_HEADER_BYTES if len(events) > 1 else 0)
             if size > limit:
                 raise PayloadTooLargeError(
                     f"event {event.type!r} for {self.name}/{aggregate_id} is {size:,} bytes with headers; the "
@@ -246,6 +253,11 @@ class EventStore:
         if "Nats-Sequence" not in headers:
             raise EventStoreError(f"last position of {filter_subject} failed: {headers.get('Description', '')}")
         return int(headers["Nats-Sequence"])
+
+
+def _header_bytes(headers: dict[str, str]) -> int:
+    """Size of the encoded header block: ``NATS/1.0\\r\\n`` + ``Key: value\\r\\n``... + ``\\r\\n``."""
+    return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
 
 
 def _beyond(event: RecordedEvent, up_to: Position) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from ._wire import Wire
-from .errors import EventStoreError, InvalidNameError, StreamNotFoundError
+from .errors import EventStoreError, InvalidNameError, StoreUnavailableError
 from .events import check_token
 
 STREAM_NOT_FOUND = 10059
@@ -24,6 +24,8 @@ def stream_name(store: str) -> str:
     check_token(store, "store name")
     if "/" in store or "\\" in store:
         raise InvalidNameError(f"store name {store!r} may not contain '/' or '\\'")
+    if store != store.lower():
+        raise InvalidNameError(f"store names are lowercase (the stream is the uppercase): use {store.lower()!r}")
     return store.upper()
 
 
@@ -75,7 +77,7 @@ def _compatible(current: dict[str, Any], wanted: StreamConfig) -> bool:
 async def _api(wire: Wire, call: str, payload: bytes) -> dict[str, Any]:
     try:
         msg = await wire.request(f"$JS.API.{call}", payload)
-    except StreamNotFoundError:  # 503: no responders on $JS.API
+    except StoreUnavailableError:  # 503: no responders on $JS.API
         raise EventStoreError("JetStream is not enabled on the server: start nats-server with -js") from None
     reply: dict[str, Any] = json.loads(msg.data)
     return reply
