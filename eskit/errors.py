@@ -16,6 +16,8 @@ EskitError
 │   └── EventLogError            an event log file (CSV/XES) is malformed (names the line or element)
 └── EventStoreError              the store refused or failed an operation
     ├── ConcurrencyError         the aggregate moved on since you read it (expected vs actual position)
+    │   ├── AppendConditionError  DCB: an event matching the condition's query was stored after `after`
+    │   └── ContentionError      DCB: an append kept losing races on a broad boundary, retries exhausted
     ├── DuplicateEventError      event ids already stored, but not as the result of this append
     ├── StreamNotFoundError      the stream does not exist (yet)
     └── StoreTimeoutError        the server did not answer in time
@@ -101,6 +103,31 @@ class ConcurrencyError(EventStoreError):
         super().__init__(
             f"{store}/{aggregate_id}: expected position {expected}, but the aggregate is at {at}; reload and retry"
         )
+
+
+class AppendConditionError(ConcurrencyError):
+    """A DCB append condition failed: an event matching its query was stored after its ``after`` position.
+
+    >>> raise AppendConditionError("courses", query="(types=[] tags=['course:c1'])", after=7, position=9)
+    Traceback (most recent call last):
+    eskit.errors.AppendConditionError: courses: event at position 9 matches (types=[] tags=['course:c1']), stored after position 7; read again, decide again, retry
+    """
+
+    def __init__(self, store: str, *, query: str, after: int, position: int | None) -> None:
+        self.store, self.aggregate_id, self.expected, self.actual = store, "", after, position
+        self.query = query
+        at = "an event" if position is None else f"event at position {position}"
+        EventStoreError.__init__(
+            self, f"{store}: {at} matches {query}, stored after position {after}; read again, decide again, retry"
+        )
+
+
+class ContentionError(ConcurrencyError):
+    """A DCB append lost the race for its (merged) subject filters too many times in a row."""
+
+    def __init__(self, message: str) -> None:
+        self.store, self.aggregate_id, self.expected, self.actual = "", "", 0, None
+        EventStoreError.__init__(self, message)
 
 
 class DuplicateEventError(EventStoreError):

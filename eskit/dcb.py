@@ -1,0 +1,308 @@
+"""Dynamic Consistency Boundary (dcb.events) on one JetStream stream: read a query, append on a condition.
+
+>>> courses = await client.dcb_store("courses", tag_keys=("course", "student"))      # doctest: +SKIP
+>>> q = Query([QueryItem(types=["CourseDefined"], tags=["course:c1"])])
+>>> seen = await courses.read(q)                                                     # doctest: +SKIP
+>>> await courses.append([TaggedEvent("CourseDefined", {"capacity": 10}, ["course:c1"])],
+...                      AppendCondition(q, after=seen.head))                        # doctest: +SKIP
+
+**Layout.** Each event is stored once, on ``<store>.<type>.<slot>...``, one slot token per declared tag key
+(see :mod:`eskit.dcb_query`). ``tag_keys`` is fixed when the store is created (kept in the stream's metadata):
+old events keep their subjects, so changing it would make filters miss them. A query item becomes one
+subject filter (``courses.*.c1.*``): exact when it names at most one type and only tags of declared keys,
+a superset otherwise; events are always re-checked precisely on the client.
+
+**The condition, checked by the server.** "No event matching Q after A" is checked with one
+``Nats-Expected-Last-Subject-Sequence`` (+ ``-Subject``) header per filter F of Q: "the last message on F
+is still L". The header goes on any message of an atomic batch, and all are evaluated against the stream as
+it was before the batch, so an append of n events carries up to n checks, all-or-nothing. L is the last
+position on F we know of (from a read, an earlier append or one Direct Get per filter); before sending, the
+messages on F in (A, L] are re-read and must not match Q (they can only exist when F is a superset).
+
+**When there are more filters than events** (a one-event decision over two boundaries, e.g. course *and*
+student), filters are merged into their narrowest common filter (``courses.*.*.*``) until they fit. The check
+stays correct but broader: a writer elsewhere in the merged filter moves L, the append is rejected, and we
+re-read only the messages that arrived in between; if none matches Q we retry with the new L. So writers on
+disjoint boundaries never see an error: they retry internally, paying round trips under contention instead.
+Rejected alternatives: storing an event once per tag (duplicates, positions that lie), padding batches with
+marker messages (positions with holes, a polluted stream), one global lock (serialises everyone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from nats.aio.msg import Msg
+
+from ._wire import ApiError, parse_ack
+from .dcb_query import (
+    AppendCondition,
+    Layout,
+    Query,
+    QueryItem,
+    SequencedEvent,
+    TaggedEvent,
+    covers,
+    decode,
+    encode,
+)
+from .dcb_subscription import Subscription
+from .errors import (
+    AppendConditionError,
+    ContentionError,
+    DuplicateEventError,
+    EventStoreError,
+    PayloadTooLargeError,
+    ValidationError,
+)
+from .store import EXPECTED_SEQ, EXPECTED_SUBJECT, MAX_BATCH, EventStore
+
+if TYPE_CHECKING:
+    from .connection import Client
+
+__all__ = [
+    "AppendCondition",
+    "AppendConditionError",
+    "DCBStore",
+    "Query",
+    "QueryItem",
+    "ReadResult",
+    "SequencedEvent",
+    "Subscription",
+    "TaggedEvent",
+]
+
+WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_BATCH = 10071, 10164
+DUPLICATES = (10201, 10158)
+MAX_ATTEMPTS = 200
+KNOWN_MAX = 50_000
+
+
+class ReadResult(list[SequencedEvent]):
+    """The events a read returned, in position order, and ``head``: the store's last position at the read
+    (with ``limit``: the last returned position, as pyeventsourcing does). Use ``head`` as ``after``."""
+
+    def __init__(self, events: Sequence[SequencedEvent], head: int | None) -> None:
+        super().__init__(events)
+        self.head = head
+
+
+class DCBStore:
+    """Tagged events in one stream, read by query and appended on a condition."""
+
+    def __init__(self, client: Client, layout: Layout, stream: str) -> None:
+        self.client = client
+        self.layout = layout
+        self.name = layout.store
+        self.stream = stream
+        self._wire = client.wire
+        self._pager = EventStore(client, self.name, stream)
+        self._known: dict[str, int] = {}  # filter -> a last position seen on it (a guess the server checks)
+
+    def __repr__(self) -> str:
+        return f"<DCBStore {self.name} tag_keys={list(self.layout.tag_keys)}>"
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    async def head(self) -> int:
+        """The position of the store's last event, 0 if it is empty."""
+        return await self._last_on(self.layout.everything)
+
+    async def read(
+        self, query: Query | None = None, *, after: int | None = None, limit: int | None = None
+    ) -> ReadResult:
+        """Events matching ``query`` (all if ``None``) after position ``after``, in order, at most ``limit``.
+
+        >>> seen = await courses.read(Query([QueryItem(tags=["course:c1"])]))      # doctest: +SKIP
+        >>> seen.head                                                               # doctest: +SKIP
+        12
+        """
+        if limit is not None and limit <= 0:
+            return ReadResult([], None)
+        head = await self.head()
+        events = await self._select(query, after=after or 0, up_to=head, limit=limit)
+        if limit is not None:
+            return ReadResult(events, events[-1].position if events else None)
+        return ReadResult(events, head)
+
+    async def last(self, query: Query) -> SequencedEvent | None:
+        """The last event matching ``query`` (e.g. the last invoice); one round trip if filters are exact."""
+        candidates = []
+        for item in query.items or [QueryItem()]:
+            f = self.layout.filter(item) if query.items else self.layout.everything
+            msg = await self._direct_last(f)
+            if msg is None:
+                continue
+            found = [decode(*msg)]
+            if not item.matches(found[0].type, found[0].tags):  # the filter was a superset: scan it
+                found = await self._select(Query([item]), after=0, up_to=msg[0], limit=None)
+            candidates += found[-1:]
+        return max(candidates, key=lambda e: e.position, default=None)
+
+    async def _select(
+        self, query: Query | None, *, after: int, up_to: int, limit: int | None
+    ) -> list[SequencedEvent]:
+        query = query or Query()
+        scans = await asyncio.gather(
+            *(self._scan(f, query, after, up_to, limit) for f in self.layout.filters(query))
+        )
+        merged = sorted(
+            {e.position: e for events in scans for e in events}.values(), key=lambda e: e.position
+        )
+        return merged[:limit] if limit is not None else merged
+
+    async def _scan(
+        self, f: str, query: Query, after: int, up_to: int, limit: int | None
+    ) -> list[SequencedEvent]:
+        """Matching events on filter ``f`` in (after, up_to]; remembers the last message seen on ``f``."""
+        out: list[SequencedEvent] = []
+        last_seen = None
+        async for page in self._pager._pages(f, after, up_to):
+            for m in page.messages:
+                if m.seq > up_to:
+                    break
+                last_seen = m.seq
+                event = decode(m.seq, m.subject, m.headers, m.data)
+                if query.matches(event.type, event.tags):
+                    out.append(event)
+                    if limit is not None and len(out) >= limit:
+                        return out
+        if last_seen is not None or after == 0:
+            self._remember(f, last_seen or 0)
+        return out
+
+    # -- writing -------------------------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[TaggedEvent], condition: AppendCondition | None = None) -> int:
+        """Append ``events`` atomically; return the position of the last one.
+
+        Raises :class:`AppendConditionError` if an event matching ``condition.fail_if_events_match`` was
+        stored after ``condition.after``.
+        """
+        messages = self._encode(events)
+        if condition is None:
+            ack = await self._publish(messages)
+            if isinstance(ack, ApiError):
+                raise _error(self.name, ack)
+            return ack
+        query, after = condition.fail_if_events_match, condition.after or 0
+        filters = self.layout.check_filters(query, len(messages))
+        expected = {f: self._known[f] for f in filters if f in self._known}
+        expected |= await self._lookup([f for f in filters if f not in expected])
+        verified = dict.fromkeys(filters, after)
+        for attempt in range(MAX_ATTEMPTS):
+            await asyncio.gather(*(self._verify(f, query, verified, expected[f]) for f in filters))
+            for (_, _, headers), f in zip(messages, filters, strict=False):
+                headers[EXPECTED_SEQ], headers[EXPECTED_SUBJECT] = str(expected[f]), f
+            ack = await self._publish(messages)
+            if not isinstance(ack, ApiError):
+                self._after_append(messages, filters, expected, ack)
+                return ack
+            if ack.err_code not in (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_BATCH):
+                raise _error(self.name, ack)
+            expected = await self._lookup(filters)
+            if attempt >= 3:
+                await asyncio.sleep(random.random() * min(0.001 * attempt, 0.02))
+        raise ContentionError(
+            f"{self.name}: append still losing races on {filters} after {MAX_ATTEMPTS} attempts; narrow the "
+            "query (declare its tag keys in tag_keys) or append more events per decision"
+        )
+
+    async def _verify(self, f: str, query: Query, verified: dict[str, int], upto: int) -> None:
+        """Messages on ``f`` in (verified, upto] must not match ``query``; raise if one does."""
+        if upto > verified[f]:
+            found = await self._scan(f, query, verified[f], upto, 1)
+            if found:
+                raise AppendConditionError(
+                    self.name, query=str(query), after=verified[f], position=found[0].position
+                )
+            verified[f] = upto
+
+    def _encode(self, events: Sequence[TaggedEvent]) -> list[tuple[str, bytes, dict[str, str]]]:
+        if isinstance(events, TaggedEvent):
+            raise ValidationError("append takes a list of events: append([event], condition)")
+        if not events:
+            raise ValidationError(f"nothing to append to {self.name}: the event list is empty")
+        if len(events) > MAX_BATCH:
+            raise ValidationError(
+                f"{len(events)} events in one append; an atomic batch holds at most {MAX_BATCH}"
+            )
+        out = []
+        for event in events:
+            msg = encode(event, self.layout.subject(event))
+            size = len(msg[1]) + sum(len(k) + len(v) + 4 for k, v in msg[2].items()) + 300
+            if size > self.client.max_payload:
+                raise PayloadTooLargeError(
+                    f"event {event.type!r} is {size:,} bytes with headers, over the server's max_payload "
+                    f"({self.client.max_payload:,}); store large data elsewhere and keep a reference"
+                )
+            out.append(msg)
+        return out
+
+    async def _publish(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> int | ApiError:
+        reply = await (
+            self._wire.request(*messages[0]) if len(messages) == 1 else self._wire.publish_batch(messages)
+        )
+        ack = parse_ack(reply)
+        return ack if isinstance(ack, ApiError) else int(ack["seq"])
+
+    def _after_append(
+        self,
+        messages: list[tuple[str, bytes, dict[str, str]]],
+        filters: list[str],
+        expected: dict[str, int],
+        last: int,
+    ) -> None:
+        first = last - len(messages) + 1
+        for f in filters:
+            mine = [first + i for i, (subj, _, _) in enumerate(messages) if covers(f, subj)]
+            self._remember(f, mine[-1] if mine else expected[f])
+
+    async def _lookup(self, filters: list[str]) -> dict[str, int]:
+        lasts = await asyncio.gather(*(self._last_on(f) for f in filters))
+        return dict(zip(filters, lasts, strict=True))
+
+    async def _last_on(self, f: str) -> int:
+        msg = await self._direct_last(f)
+        last = msg[0] if msg else 0
+        self._remember(f, last)
+        return last
+
+    async def _direct_last(self, f: str) -> tuple[int, str, dict[str, str], bytes] | None:
+        request = json.dumps({"last_by_subj": f}).encode()
+        msg: Msg = await self._wire.request(f"$JS.API.DIRECT.GET.{self.stream}", request)
+        headers = dict(msg.headers or {})
+        if headers.get("Status") == "404":
+            return None
+        if "Nats-Sequence" not in headers:
+            raise EventStoreError(
+                f"last message on {f} in {self.stream}: {headers.get('Description', 'no answer')}"
+            )
+        return int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data
+
+    def _remember(self, f: str, position: int) -> None:
+        if len(self._known) > KNOWN_MAX:
+            self._known.clear()
+        self._known[f] = max(position, self._known.get(f, 0))
+
+    # -- following -----------------------------------------------------------------------------------------
+
+    async def subscribe(self, query: Query | None = None, *, after: int | None = None) -> Subscription:
+        """Matching events after ``after``, then new ones as they are stored (an ordered consumer).
+
+        >>> async with await courses.subscribe(q, after=0) as events:            # doctest: +SKIP
+        ...     async for e in events: ...
+        """
+        filters = self.layout.filters(query)
+        subject = filters[0] if len(filters) == 1 else self.layout.everything
+        return await Subscription.start(self.client.js, self.stream, subject, query or Query(), after or 0)
+
+
+def _error(store: str, ack: ApiError) -> EventStoreError:
+    if ack.err_code in DUPLICATES:
+        return DuplicateEventError(f"{store}: some of these event ids are already stored; create new events")
+    return EventStoreError(f"append to {store} failed: {ack.description} (err_code {ack.err_code})")

@@ -1,0 +1,235 @@
+"""DCB values and their subject layout: tagged events, queries, conditions, and the filters that index them.
+
+>>> item = QueryItem(types=["StudentSubscribedToCourse"], tags=["course:c1"])
+>>> Layout("courses", ("course", "student")).filter(item)
+'courses.StudentSubscribedToCourse.c1.*'
+>>> Query([item]).matches("StudentSubscribedToCourse", ["student:s7", "course:c1"])
+True
+
+An event is stored once, on ``<store>.<type>.<slot 1>...<slot n>``: one token per *declared tag key*
+(``tag_keys=("course", "student")``), holding the value of the event's ``course:...`` tag, or ``_`` if it has
+none. The full tag list travels in the ``Eskit-Tags`` header and is the truth; the subject is an index, so a
+value that is not a safe subject token (``.``, ``*``, ``>``, whitespace, ``~``, too long) is stored as
+``~<hash>``. Every filter is therefore a *superset* of what a query item matches; reads and condition checks
+always re-check events precisely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import EventStoreError, ValidationError
+from .events import MSG_ID, check_token
+
+TAGS = "Eskit-Tags"
+RAW = "Eskit-Raw"  # the payload is opaque bytes, not JSON
+EMPTY = "_"
+ANY = "*"
+_SAFE_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedEvent:
+    """A new DCB event: a type, data (JSON-able, or ``bytes`` kept as is) and tags.
+
+    >>> TaggedEvent("CourseDefined", {"courseId": "c1", "capacity": 10}, ["course:c1"]).tags
+    ('course:c1',)
+    """
+
+    type: str
+    data: Any = field(default_factory=dict)
+    tags: Sequence[str] = ()
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", tuple(self.tags))
+
+
+@dataclass(frozen=True, slots=True)
+class SequencedEvent:
+    """A stored DCB event and its position (the stream sequence)."""
+
+    position: int
+    type: str
+    data: Any
+    tags: tuple[str, ...]
+    id: str | None = None
+
+    @property
+    def event(self) -> TaggedEvent:
+        return TaggedEvent(self.type, self.data, self.tags, self.id or "")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryItem:
+    """Events whose type is one of ``types`` (any type if empty) and that carry all of ``tags``."""
+
+    types: Sequence[str] = ()
+    tags: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.types, str) or isinstance(self.tags, str):
+            raise ValidationError("QueryItem takes lists: QueryItem(types=['A'], tags=['course:c1'])")
+        object.__setattr__(self, "types", tuple(self.types))
+        object.__setattr__(self, "tags", tuple(self.tags))
+
+    def matches(self, event_type: str, tags: Iterable[str]) -> bool:
+        return (not self.types or event_type in self.types) and set(self.tags) <= set(tags)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Items OR-ed together; no items matches every event (``Query.all()``)."""
+
+    items: Sequence[QueryItem] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", tuple(self.items))
+
+    @classmethod
+    def all(cls) -> Query:
+        return cls(())
+
+    def matches(self, event_type: str, tags: Iterable[str]) -> bool:
+        tag_set = set(tags)
+        return not self.items or any(item.matches(event_type, tag_set) for item in self.items)
+
+    def __str__(self) -> str:
+        if not self.items:
+            return "Query.all()"
+        return " OR ".join(f"(types={list(i.types)} tags={list(i.tags)})" for i in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendCondition:
+    """Fail the append if an event matching ``fail_if_events_match`` was stored after position ``after``."""
+
+    fail_if_events_match: Query = field(default_factory=Query)
+    after: int | None = None
+
+
+def check_tag(tag: object) -> str:
+    """A tag is any non-empty str without control characters (it is stored JSON-encoded in a header)."""
+    if not isinstance(tag, str) or not tag:
+        raise ValidationError(f"tag {tag!r} must be a non-empty str such as 'course:c1'")
+    for ch in tag:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            raise ValidationError(f"tag {tag!r} contains the control character {ch!r}; remove it")
+    return tag
+
+
+def token(value: str) -> str:
+    """The subject token for a tag value: the value itself if it is safe, else ``~`` + a hash of it."""
+    safe = value and len(value) <= _SAFE_MAX and value != EMPTY and not value.startswith("~")
+    if safe:
+        try:
+            return check_token(value, "tag value")
+        except ValidationError:
+            pass
+    return "~" + hashlib.blake2b(value.encode(), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How one DCB store maps events to subjects and query items to subject filters."""
+
+    store: str
+    tag_keys: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> str:
+        return f"{self.store}.>"
+
+    def subject(self, event: TaggedEvent) -> str:
+        check_token(event.type, "event type")
+        slots = [EMPTY] * len(self.tag_keys)
+        for tag in event.tags:
+            key, sep, value = check_tag(tag).partition(":")
+            if sep and key in self.tag_keys:
+                i = self.tag_keys.index(key)
+                if slots[i] != EMPTY:
+                    raise ValidationError(
+                        f"event {event.type!r} has two '{key}:' tags, but '{key}' is a subject slot of store "
+                        f"{self.store!r} (one value per event); use a tag key that is not in tag_keys"
+                    )
+                slots[i] = token(value)
+        return ".".join([self.store, event.type, *slots])
+
+    def filter(self, item: QueryItem) -> str:
+        """The narrowest subject filter that holds every event ``item`` matches."""
+        for t in item.types:
+            check_token(t, "event type")
+        slots = [ANY] * len(self.tag_keys)
+        for tag in item.tags:
+            key, sep, value = check_tag(tag).partition(":")
+            if sep and key in self.tag_keys:
+                slots[self.tag_keys.index(key)] = token(value)
+        event_type = item.types[0] if len(set(item.types)) == 1 else ANY
+        return ".".join([self.store, event_type, *slots])
+
+    def filters(self, query: Query | None) -> list[str]:
+        """One filter per item, minus duplicates and filters inside others."""
+        if query is None or not query.items:
+            return [self.everything]
+        return _minimal(self.filter(item) for item in query.items)
+
+    def check_filters(self, query: Query, slots: int) -> list[str]:
+        """At most ``slots`` filters that together hold every event ``query`` matches (merging if needed)."""
+        filters = self.filters(query)
+        while len(filters) > slots:
+            pairs = [(a, b) for i, a in enumerate(filters) for b in filters[i + 1 :]]
+            a, b = min(pairs, key=lambda p: _merge(*p).count(ANY))
+            filters = _minimal([f for f in filters if f not in (a, b)] + [_merge(a, b)])
+        return filters
+
+
+def _merge(a: str, b: str) -> str:
+    """The narrowest filter holding both: equal tokens kept, others become ``*``."""
+    ta, tb = a.split("."), b.split(".")
+    if ">" in ta or ">" in tb or len(ta) != len(tb):
+        return f"{ta[0]}.>"
+    return ".".join(x if x == y else ANY for x, y in zip(ta, tb, strict=True))
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Does filter (or subject) ``outer`` hold everything ``inner`` does?"""
+    to, ti = outer.split("."), inner.split(".")
+    if to[-1] == ">":
+        return len(ti) >= len(to) and all(o in (ANY, i) for o, i in zip(to[:-1], ti, strict=False))
+    return len(to) == len(ti) and all(o in (ANY, i) for o, i in zip(to, ti, strict=True))
+
+
+def _minimal(filters: Iterable[str]) -> list[str]:
+    unique = list(dict.fromkeys(filters))
+    return [f for f in unique if not any(g != f and covers(g, f) for g in unique)]
+
+
+def encode(event: TaggedEvent, subject: str) -> tuple[str, bytes, dict[str, str]]:
+    """The message for an event: JSON (or raw bytes) payload, tags and id in headers."""
+    headers = {MSG_ID: event.id, TAGS: json.dumps(list(event.tags))}
+    if isinstance(event.data, bytes | bytearray):
+        headers[RAW] = "1"
+        return subject, bytes(event.data), headers
+    try:
+        payload = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"event {event.type!r} data is not JSON-serialisable: {exc}") from None
+    return subject, payload, headers
+
+
+def decode(seq: int, subject: str, headers: Mapping[str, str], data: bytes) -> SequencedEvent:
+    try:
+        tags = tuple(json.loads(headers.get(TAGS, "[]")))
+        value: Any = data if headers.get(RAW) else (json.loads(data) if data else None)
+    except ValueError as exc:
+        raise EventStoreError(
+            f"message {seq} on {subject} is not a DCB event ({exc}); published by hand?"
+        ) from None
+    parts = subject.split(".")
+    return SequencedEvent(seq, parts[1] if len(parts) > 1 else "", value, tags, headers.get(MSG_ID))
