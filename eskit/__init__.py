@@ -9,13 +9,16 @@
 
 from __future__ import annotations
 
+from . import dcb
 from .aggregate import Aggregate, applies
 from .connection import Client, ServerInfo, connect
 from .errors import (
     AggregateError,
+    AppendConditionError,
     AuthenticationError,
     ConcurrencyError,
     ConnectError,
+    ContentionError,
     DuplicateEventError,
     EncodeError,
     EskitError,
@@ -41,10 +44,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Aggregate",
     "AggregateError",
+    "AppendConditionError",
     "AuthenticationError",
     "Client",
     "ConcurrencyError",
     "ConnectError",
+    "ContentionError",
     "DuplicateEventError",
     "EmbeddedServer",
     "EncodeError",
@@ -71,6 +76,7 @@ __all__ = [
     "__version__",
     "applies",
     "connect",
+    "dcb",
     "retry_on_conflict",
     "run_command",
 ]

@@ -137,6 +137,7 @@ class DCBStore:
             msg = await self._direct_last(f)
             if msg is None:
                 continue
+            self._remember(f, msg[0])
             found = [decode(*msg)]
             if not item.matches(found[0].type, found[0].tags):  # the filter was a superset: scan it
                 found = await self._select(Query([item]), after=0, up_to=msg[0], limit=None)

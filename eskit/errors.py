@@ -6,6 +6,7 @@ EskitError
 │   └── AuthenticationError      the server refused the credentials
 ├── ServerStartError             the embedded nats-server did not start (shows its last log lines)
 ├── PermissionDeniedError        the account may not do this (e.g. an analyst appending)
+├── DecisionError                a command was refused by a business rule ("course is fully booked")
 ├── AggregateError               an aggregate cannot be rebuilt from its events
 │   ├── UnknownEventError        no apply handler for an event type (or set on_unknown = "ignore")
 │   └── UndecodableEventError    a stored event cannot be decoded (its position is named)
@@ -60,6 +61,10 @@ class UnknownEventError(AggregateError):
 
 class UndecodableEventError(AggregateError):
     """A stored event's payload could not be decoded, so it cannot be applied."""
+
+
+class DecisionError(EskitError):
+    """A command was refused by a business rule; the message is the rule's own words."""
 
 
 class ValidationError(EskitError, ValueError):
