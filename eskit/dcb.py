@@ -101,6 +101,7 @@ class DCBStore:
         self.stream = stream
         self._wire = client.wire
         self._pager = EventStore(client, self.name, stream)
+        self.retries = 0  # appends re-sent after a check on a (merged) filter moved: internal, not errors
         self._known: dict[str, int] = {}  # filter -> a last position seen on it (a guess the server checks)
 
     def __repr__(self) -> str:
@@ -205,6 +206,7 @@ class DCBStore:
                 return ack
             if ack.err_code not in (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_BATCH):
                 raise _error(self.name, ack)
+            self.retries += 1
             expected = await self._lookup(filters)
             if attempt >= 3:
                 await asyncio.sleep(random.random() * min(0.001 * attempt, 0.02))
