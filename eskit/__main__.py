@@ -1,6 +1,7 @@
 """``python -m eskit ...``: run a server, open the lab, run the benchmarks.
 
     python -m eskit server [--store-dir DIR] [--port N]   a nats-server in the foreground; prints its URL
+    python -m eskit server --cluster 3                    a 3-node JetStream cluster on loopback instead
     python -m eskit lab [--notebooks DIR] [-- LAB ARGS]   JupyterLab on the notebooks, with NATS_URL set
     python -m eskit bench [ARGS]                          the benchmarks in bench/ (from a checkout)
 
@@ -30,10 +31,27 @@ def _wait_for_signal() -> None:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return _run_cluster(args)
     with EmbeddedServer(store_dir=args.store_dir, port=args.port) as server:
         print(f"nats-server running at {server.url}  (monitoring {server.monitor_url})", flush=True)
         print(f"export NATS_URL={server.url}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
+        _wait_for_signal()
+    print("stopped.")
+    return 0
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    from .cluster import EmbeddedCluster
+
+    if args.store_dir or args.port != -1:
+        raise EskitError("--cluster picks its own ports and temporary stores; drop --store-dir/--port")
+    with EmbeddedCluster(args.cluster) as cluster:
+        for node in cluster.nodes:
+            print(f"node {node.name} at {node.url}  (monitoring {node.monitor_url})", flush=True)
+        print(f"export NATS_URL={cluster.url}", flush=True)
+        print("Streams get replicas=3 here. Press Ctrl-C to stop.", flush=True)
         _wait_for_signal()
     print("stopped.")
     return 0
@@ -81,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("server", help="run an embedded nats-server in the foreground")
     s.add_argument("--store-dir", help="JetStream store directory (kept); default: a temporary one")
     s.add_argument("--port", type=int, default=-1, help="client port (default: a free one)")
+    s.add_argument("--cluster", type=int, default=0, metavar="N", help="run an N-node cluster instead (e.g. 3)")
     s.set_defaults(func=cmd_server)
     lab = sub.add_parser("lab", help="JupyterLab on the notebooks, on the embedded server unless NATS_URL is set")
     lab.add_argument("--notebooks", default="notebooks")

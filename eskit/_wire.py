@@ -17,11 +17,20 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from .errors import EventStoreError, PermissionDeniedError, StoreTimeoutError, StreamNotFoundError
+from . import _inbox
+from .errors import (
+    EskitError,
+    EventStoreError,
+    PermissionDeniedError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+    StreamNotFoundError,
+)
 
 STATUS = "Status"
 DESCRIPTION = "Description"
 DEFAULT_TIMEOUT = 5.0
+STREAM_NOT_FOUND = 10059
 _VIOLATION = re.compile(r'Permissions Violation for (Publish|Subscription) to "?([^"\s]+)"?', re.IGNORECASE)
 
 
@@ -53,6 +62,10 @@ class ApiError:
     description: str
 
 
+class _NoResponders(Exception):
+    """A 503 status reply: nobody listens on the subject (diagnosed into a public error by the Wire)."""
+
+
 class Wire:
     """Request/reply multiplexed over one inbox subscription.
 
@@ -75,6 +88,7 @@ class Wire:
             async with self._lock:
                 if self._sub is None:
                     self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_msg)
+                    _inbox.install(self._nc, self._sub, self._prefix, self._handlers)  # fast lane for replies
 
     async def _on_msg(self, msg: Msg) -> None:
         handler = self._handlers.get(msg.subject[len(self._prefix) + 1 :])
@@ -121,14 +135,37 @@ class Wire:
         """One request, one reply message (a status reply raises)."""
 
         def one(msg: Msg, fut: asyncio.Future[Any]) -> None:
-            status = (msg.headers or {}).get(STATUS)
-            if status == "503":
-                fut.set_exception(StreamNotFoundError(f"no stream listens on {subject!r}; create the store first"))
+            if (msg.headers or {}).get(STATUS) == "503":
+                fut.set_exception(_NoResponders())
             else:
                 fut.set_result(msg)
 
-        msg: Msg = await self._exchange(subject, payload, headers, one, timeout)
+        try:
+            msg: Msg = await self._exchange(subject, payload, headers, one, timeout)
+        except _NoResponders:
+            raise await self._no_responders(subject, None) from None
         return msg
+
+    async def _no_responders(self, subject: str, stream: str | None) -> EventStoreError:
+        """Why nobody answered: no such stream, or the stream exists but has no leader/responder right now."""
+        if stream is None and subject.startswith("$JS.API."):
+            return StoreUnavailableError(f"JetStream does not answer on {subject!r}; is it on (nats-server -js)?")
+        try:
+            if stream is None:
+                reply = await self.request("$JS.API.STREAM.NAMES", json.dumps({"subject": subject}).encode(), timeout=1)
+                found = json.loads(reply.data).get("streams") or []
+                stream = found[0] if found else None
+            else:
+                reply = await self.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=1)
+                if json.loads(reply.data).get("error", {}).get("err_code") == STREAM_NOT_FOUND:
+                    stream = None
+        except (EskitError, ValueError):
+            stream = stream or "?"  # cannot tell now: treat as temporary
+        if stream is None:
+            return StreamNotFoundError(f"no stream listens on {subject!r}; create the store first")
+        return StoreUnavailableError(
+            f"no server answers for stream {stream} on {subject!r} now (is its leader being elected?); retry"
+        )
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         """Fire and forget (used for the non-final messages of an atomic batch)."""
@@ -152,17 +189,17 @@ class Wire:
             elif status == "404":  # nothing (more) matches
                 fut.set_result(Page(messages, 0, 0))
             elif status == "503":
-                fut.set_exception(StreamNotFoundError(
-                    f"stream {stream} does not exist or does not allow direct get; create it with client.event_store()"
-                ))
+                fut.set_exception(_NoResponders())
             else:
                 fut.set_exception(EventStoreError(
                     f"direct get on {stream} failed: {status} {headers.get(DESCRIPTION, '')}".strip()
                 ))
 
-        page: Page = await self._exchange(
-            f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), None, collect, timeout
-        )
+        subject = f"$JS.API.DIRECT.GET.{stream}"
+        try:
+            page: Page = await self._exchange(subject, json.dumps(request).encode(), None, collect, timeout)
+        except _NoResponders:
+            raise await self._no_responders(subject, stream) from None
         return page
 
     async def publish_batch(

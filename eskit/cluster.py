@@ -95,6 +95,19 @@ class EmbeddedCluster:
                         return self.node_named(leader)
         raise LookupError(f"no leader known for stream {stream}")
 
+    def wait_in_sync(self, stream: str, timeout: float = START_TIMEOUT) -> int:
+        """Wait until every running node stores ``stream`` up to the same last sequence; return it.
+
+        Direct Get reads are answered by any replica: after a failover, wait for this before counting.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seqs = {_last_seq(node.monitor_url, stream) for node in self.nodes if node.running}
+            if len(seqs) == 1 and None not in seqs:
+                return int(seqs.pop() or 0)
+            time.sleep(0.05)
+        raise TimeoutError(f"replicas of {stream} not in sync after {timeout:.0f}s")
+
     def kill(self, node: EmbeddedServer) -> None:
         """SIGKILL one node (its store is kept)."""
         node.kill()
@@ -119,6 +132,20 @@ class EmbeddedCluster:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _last_seq(monitor_url: str, stream: str) -> int | None:
+    """The last sequence of ``stream`` in one node's own store (None: the node has no replica of it)."""
+    try:
+        with urllib.request.urlopen(f"{monitor_url}/jsz?streams=true", timeout=2) as r:
+            jsz = json.load(r)
+    except OSError:
+        return None
+    for account in jsz.get("account_details", []):
+        for s in account.get("stream_detail", []):
+            if s.get("name") == stream:
+                return int(s["state"]["last_seq"])
+    return None
 
 
 def _healthz_ok(monitor_url: str) -> bool:

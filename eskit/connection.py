@@ -98,8 +98,9 @@ class Client:
 
     async def delete_store(self, name: str) -> bool:
         """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist."""
-        await drop_bucket(self.js, name)  # its snapshots, if any
+        # The stream first, through the wire: an account that may not delete fails fast (PermissionDeniedError)
         reply = json.loads((await self.wire.request(f"$JS.API.STREAM.DELETE.{stream_name(name)}", b"")).data)
+        await drop_bucket(self.js, name)  # its snapshots, if any
         if reply.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
             return False
         if "error" in reply:

@@ -21,6 +21,7 @@ EskitError
     │   └── ContentionError      DCB: an append kept losing races on a broad boundary, retries exhausted
     ├── DuplicateEventError      event ids already stored, but not as the result of this append
     ├── StreamNotFoundError      the stream does not exist (yet)
+    ├── StoreUnavailableError    no server answers for the stream now (leader election?): retry
     └── StoreTimeoutError        the server did not answer in time
 ```
 
@@ -141,6 +142,10 @@ class DuplicateEventError(EventStoreError):
 
 class StreamNotFoundError(EventStoreError):
     """The stream behind a store does not exist."""
+
+
+class StoreUnavailableError(EventStoreError):
+    """Nobody answered for an existing stream (503 no responders), e.g. while its leader is elected: retry."""
 
 
 class StoreTimeoutError(EventStoreError):

@@ -43,6 +43,8 @@ MAX_BATCH = 1000  # the server's atomic batch limit (err_code 10199)
 READ_PAGE = 2000
 BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-Batch-Commit
 WRONG_LAST_SEQUENCE, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS = 10071, 10201, 10158
+WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same conflict without the number: clustered streams, batches
+CONFLICT = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CONSTANT)
 
 Position = int | datetime | None
 
@@ -119,11 +121,11 @@ class EventStore:
         self, error: ApiError, aggregate_id: str, events: Sequence[Event], expected: int | None
     ) -> int:
         """A conflict or duplicate may be our own earlier attempt (a retry): then the append succeeded."""
-        if error.err_code in (WRONG_LAST_SEQUENCE, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS):
+        if error.err_code in (*CONFLICT, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS):
             stored = await self._find_stored(aggregate_id, events, after=expected or 0)
             if stored is not None:
                 return stored
-        if error.err_code == WRONG_LAST_SEQUENCE:
+        if error.err_code in CONFLICT:
             match = re.search(r"(\d+)\s*$", error.description)
             actual = int(match.group(1)) if match else None
             raise ConcurrencyError(self.name, aggregate_id, expected=expected or 0, actual=actual)
@@ -185,6 +187,8 @@ class EventStore:
             async for event in self._scan(filters[0], after=after, up_to=up_to):
                 yield event
             return
+        if up_to is None:  # one cut for all filters: no scan may see events appended after another one ended
+            up_to = await self.last_position()
         async for event in _merge([self._scan(f, after=after, up_to=up_to) for f in filters]):
             yield event
 
