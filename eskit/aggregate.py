@@ -31,16 +31,19 @@ anything JSON cannot hold (sets, dataclasses, datetimes).
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from .errors import AggregateError, UndecodableEventError, UnknownEventError
-from .events import Event, RecordedEvent
+from .events import Event, RecordedEvent, check_token, parse_time
 from .snapshots import SnapshotWarning
 
 if TYPE_CHECKING:
+    from ._wire import StoredMsg
     from .snapshots import Snapshot
     from .store import EventStore, Position
 
@@ -147,6 +150,20 @@ class Aggregate:
             self.version += 1
             self.position = event.position
 
+    def apply_stored(self, messages: Iterable[StoredMsg]) -> None:
+        """:meth:`apply` for raw stored messages: the load path, without building RecordedEvents."""
+        for m in messages:
+            try:
+                data = json.loads(m.data) if m.data else None
+            except ValueError as exc:
+                raise UndecodableEventError(
+                    f"{type(self).__name__} {self.id!r}: the event at position {m.seq} ({m.subject!r}) "
+                    f"cannot be decoded (payload is not JSON: {exc}); fix or skip it in an upcaster"
+                ) from None
+            self._dispatch(m.subject.rsplit(".", 1)[-1], data, where=f"position {m.seq}")
+            self.version += 1
+            self.position = m.seq
+
     def _dispatch(self, event_type: str, data: Any, *, where: str) -> None:
         name = self._appliers.get(event_type)
         if name is None:
@@ -181,17 +198,28 @@ async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Pos
 
     ``up_to`` (a position or a datetime) gives the state as of that moment; no snapshot is written then.
     """
+    if isinstance(up_to, datetime):  # times need every event's timestamp: the full decode
+        aggregate = await _restored(store, cls, aggregate_id, up_to)
+        aggregate.apply(await store.read(aggregate_id, after=aggregate.position, up_to=up_to))
+        return aggregate
     started = time.perf_counter()
     snapshots = store.snapshots
-    if snapshots is None:
-        return cls.from_events(aggregate_id, await store.read(aggregate_id, up_to=up_to))
-    lookup = await snapshots.find(cls, aggregate_id)
-    aggregate = _start(cls, aggregate_id, lookup.snapshot, up_to)
-    tail = await store.read(aggregate_id, after=aggregate.position, up_to=up_to)
-    aggregate.apply(tail)
-    if up_to is None:
-        await snapshots.maybe_save(aggregate, lookup, tail, time.perf_counter() - started)
+    lookup = await snapshots.find(cls, aggregate_id) if snapshots is not None else None
+    aggregate = _start(cls, aggregate_id, lookup.snapshot if lookup else None, up_to)
+    check_token(aggregate_id, "aggregate id")
+    replayed, last = 0, None
+    async for page in store._pages(f"{store.name}.{aggregate_id}.>", aggregate.position, up_to):
+        aggregate.apply_stored(page.messages)
+        replayed, last = replayed + len(page.messages), page.messages[-1] if page.messages else last
+    if snapshots is not None and up_to is None and last is not None:
+        timestamp = parse_time(last.headers.get("Nats-Time-Stamp"))
+        await snapshots.maybe_save(aggregate, lookup, replayed, timestamp, time.perf_counter() - started)
     return aggregate
+
+
+async def _restored(store: EventStore, cls: type[A], aggregate_id: str, up_to: Position) -> A:
+    snapshot = await store.snapshots.get(cls, aggregate_id) if store.snapshots is not None else None
+    return _start(cls, aggregate_id, snapshot, up_to)
 
 
 def _start(cls: type[A], aggregate_id: str, snapshot: Snapshot | None, up_to: Position) -> A:

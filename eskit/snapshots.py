@@ -18,7 +18,6 @@ import base64
 import json
 import re
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from ._wire import ApiError, parse_ack
 from .errors import EncodeError, InvalidNameError
-from .events import RecordedEvent, parse_time
+from .events import parse_time
 from .store import EXPECTED_SEQ, WRONG_LAST_SEQUENCE, Position
 
 if TYPE_CHECKING:
@@ -172,13 +171,19 @@ class Snapshots:
     # -- writing -------------------------------------------------------------------------------------------
 
     async def maybe_save(
-        self, aggregate: Aggregate, lookup: Lookup | None, tail: Sequence[RecordedEvent], seconds: float
+        self,
+        aggregate: Aggregate,
+        lookup: Lookup | None,
+        replayed: int,
+        timestamp: datetime | None,
+        seconds: float,
     ) -> bool:
-        """Apply the policy after a load; write a snapshot if it asks for one (or replaces an ignored one)."""
-        if not tail or not (self.policy.wants(len(tail), seconds) or (lookup is not None and lookup.ignored)):
+        """After a load that replayed events (the last stored at ``timestamp``), write a snapshot if the
+        policy asks for one, or to replace one that was ignored."""
+        ignored = lookup is not None and lookup.ignored
+        if replayed <= 0 or not (self.policy.wants(replayed, seconds) or ignored):
             return False
-        revision = lookup.revision if lookup else 0
-        return await self.save(aggregate, timestamp=tail[-1].timestamp, revision=revision)
+        return await self.save(aggregate, timestamp=timestamp, revision=lookup.revision if lookup else 0)
 
     async def save(
         self, aggregate: Aggregate, *, timestamp: datetime | None = None, revision: int = 0

@@ -4,7 +4,7 @@
     .venv/bin/python tools/make_notebook.py 00_setup_check  # one
 
 Sources are scripts whose cells are separated by `# %%` (code) and `# %% [markdown]` lines: they are what
-we edit and review. The .ipynb files are generated, executed on an embedded server (so the stored outputs
+we edit and review. `# %% [solution]` starts a code cell that is collapsed in JupyterLab (an exercise's answer). The .ipynb files are generated, executed on an embedded server (so the stored outputs
 are real) and committed; nbval re-executes them in the test suite and compares the outputs.
 """
 
@@ -21,7 +21,7 @@ def build(source: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    kind, lines = None, []
+    kind, lines, hidden = None, [], False
 
     def flush() -> None:
         text = "\n".join(lines).strip("\n")
@@ -29,12 +29,15 @@ def build(source: str) -> nbformat.NotebookNode:
             text = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in text.splitlines())
             nb.cells.append(nbformat.v4.new_markdown_cell(text))
         elif kind == "code" and text:
-            nb.cells.append(nbformat.v4.new_code_cell(text))
+            cell = nbformat.v4.new_code_cell(text)
+            if hidden:
+                cell.metadata.update({"jupyter": {"source_hidden": True}, "tags": ["solution"]})
+            nb.cells.append(cell)
 
     for line in source.splitlines():
         if line.startswith("# %%"):
             flush()
-            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
+            kind, lines, hidden = ("markdown" if "[markdown]" in line else "code"), [], "[solution]" in line
         else:
             lines.append(line)
     flush()
