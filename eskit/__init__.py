@@ -27,6 +27,7 @@ from .errors import (
     InvalidNameError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ProjectionError,
     ServerStartError,
     StoreTimeoutError,
     StoreUnavailableError,
@@ -35,7 +36,9 @@ from .errors import (
     UnknownEventError,
     ValidationError,
 )
+from .deadletter import DeadLetters, ParkedEvent
 from .events import Event, RecordedEvent
+from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
 from .snapshots import Snapshot, SnapshotCheck, SnapshotPolicy, Snapshots, SnapshotWarning
@@ -52,6 +55,7 @@ __all__ = [
     "ConcurrencyError",
     "ConnectError",
     "ContentionError",
+    "DeadLetters",
     "DecisionError",
     "DuplicateEventError",
     "EmbeddedServer",
@@ -61,8 +65,12 @@ __all__ = [
     "EventStore",
     "EventStoreError",
     "InvalidNameError",
+    "ParkedEvent",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Projection",
+    "ProjectionError",
+    "ProjectionStats",
     "RecordedEvent",
     "ServerInfo",
     "ServerStartError",

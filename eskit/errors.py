@@ -10,6 +10,7 @@ EskitError
 ├── AggregateError               an aggregate cannot be rebuilt from its events
 │   ├── UnknownEventError        no apply handler for an event type (or set on_unknown = "ignore")
 │   └── UndecodableEventError    a stored event cannot be decoded (its position is named)
+├── ProjectionError              a projection cannot run (bad declaration, lost consumer, no catch-up)
 ├── ValidationError (ValueError) bad input caught before anything is sent
 │   ├── InvalidNameError         aggregate id, event type or store name is not one subject token
 │   ├── PayloadTooLargeError     an event is bigger than the server's max_payload
@@ -150,3 +151,7 @@ class StoreUnavailableError(EventStoreError):
 
 class StoreTimeoutError(EventStoreError):
     """The server did not answer in time."""
+
+
+class ProjectionError(EskitError):
+    """A projection is declared wrongly, lost its consumer, or did not catch up in time."""

@@ -1,0 +1,354 @@
+"""Projections: read models kept up to date from the stream, exactly once in effect, rebuildable, observable.
+
+One handler per event type, declared with :func:`~eskit.aggregate.applies` (as on aggregates); a handler gets
+the SQLite connection and the :class:`~eskit.events.RecordedEvent`:
+
+>>> class OrdersView(Projection):
+...     schema = "CREATE TABLE orders_view (id TEXT PRIMARY KEY, status TEXT, tracking TEXT)"
+...
+...     @applies("created")
+...     def _created(self, db, event):
+...         db.execute("INSERT INTO orders_view (id, status) VALUES (?, 'pending')", (event.aggregate_id,))
+...
+...     @applies("shipped")
+...     def _shipped(self, db, event):
+...         db.execute("UPDATE orders_view SET status = 'shipped', tracking = ? WHERE id = ?",
+...                    (event.data["tracking"], event.aggregate_id))
+>>> view = OrdersView(orders, db="orders_view.db")       # or ":memory:" (the default)   # doctest: +SKIP
+>>> await view.run_until_caught_up()                     # a script or a test            # doctest: +SKIP
+>>> view.start(); ...; await view.stop()                 # a notebook: in the background # doctest: +SKIP
+>>> pandas.read_sql("SELECT * FROM orders_view", view.db)                               # doctest: +SKIP
+
+How it stays exactly once in effect: a durable pull consumer (``projection-<name>``) delivers the handled
+event types in batches; each batch is applied in **one SQLite transaction that also stores the position**
+(the last stream sequence applied), and acknowledged only after the commit. An event at or below the position
+(a redelivery, or a replay after a crash between commit and ack) is skipped. On start the consumer is
+recreated at the read model's position, so a crash never lets newer events overtake unacknowledged ones.
+
+A handler that keeps raising (``max_attempts``) or an undecodable event is parked in the dead-letter stream
+(:mod:`eskit.deadletter`) and the projection goes on. :meth:`Projection.rebuild` builds a new read model from
+position 0 beside the live one and switches to it when it has caught up (blue/green).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._consumer import PullConsumer
+from .aggregate import applies
+from .deadletter import DeadLetters, ParkedEvent
+from .errors import EskitError, ProjectionError, UndecodableEventError
+from .events import RecordedEvent, check_token
+from .readmodel import ReadModel
+
+if TYPE_CHECKING:
+    from .store import EventStore
+
+__all__ = ["Projection", "ProjectionStats", "applies"]
+
+Handler = Callable[[sqlite3.Connection, RecordedEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStats:
+    """What a projection has done in this process, and how far behind the stream it is."""
+
+    name: str
+    position: int  # stream sequence of the last event applied (stored in the read model)
+    lag: int | None  # events not yet delivered, as last reported by the server (None: not asked yet)
+    applied: int  # events whose handler ran and was committed
+    skipped: int  # events delivered again at or below the position (redeliveries): not applied twice
+    parked: int  # poison events moved to the dead-letter stream
+    redelivered: int  # events the server delivered more than once
+    running: bool
+    error: str | None  # the last error of the background task, if any
+
+    @property
+    def processed(self) -> int:
+        return self.applied + self.skipped + self.parked
+
+
+@dataclass(slots=True)
+class _Counts:
+    applied: int = 0
+    skipped: int = 0
+    parked: int = 0
+    redelivered: int = 0
+    parked_positions: set[int] = field(default_factory=set)
+
+
+class Projection:
+    """Base class of projections (see the module docstring for a full example).
+
+    Class attributes: ``schema`` (SQL that creates the read model's tables), ``name`` (default: the class
+    name; the consumer is ``projection-<name>``). Both can be given per instance too.
+    """
+
+    name: str = ""
+    schema: ClassVar[str] = ""
+    _appliers: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        appliers = dict(cls._appliers)
+        for attr, member in vars(cls).items():
+            event_type = getattr(member, "__eskit_applies__", None)
+            if event_type is not None:
+                appliers[check_token(event_type, "event type")] = attr
+        cls._appliers = appliers
+
+    def __init__(
+        self, store: EventStore, *, db: str | os.PathLike[str] = ":memory:", name: str | None = None,
+        schema: str | None = None, batch_size: int = 1000, max_wait: float = 0.5, max_attempts: int = 3,
+        retry_delay: float = 0.05, ack_wait: float = 30.0,
+    ) -> None:  # fmt: skip
+        self.name = check_token(name or type(self).name or type(self).__name__, "projection name")
+        if not self._appliers:
+            raise ProjectionError(
+                f'{type(self).__name__} handles no event type; add methods marked @applies("created")'
+            )
+        self.store = store
+        self.batch_size, self.max_wait = batch_size, max_wait
+        self.max_attempts, self.retry_delay = max(1, max_attempts), retry_delay
+        self._handlers: dict[str, Handler] = {t: getattr(self, a) for t, a in self._appliers.items()}
+        self._filters = [f"{store.name}.*.{t}" for t in sorted(self._handlers)]
+        self._model = ReadModel(db, self.name, schema if schema is not None else type(self).schema)
+        self._consumer = PullConsumer(store.client, store.stream, f"projection-{self.name}", self._filters,
+                                      max_ack_pending=2 * batch_size, ack_wait=ack_wait)  # fmt: skip
+        self.dead_letters = DeadLetters(store.client, store.name)
+        self._counts = _Counts()
+        self._lag: int | None = None
+        self._ready = False  # the consumer is positioned at the read model's position
+        self._lock = asyncio.Lock()  # one batch at a time; a rebuild's switch waits for it
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} position={self.position} lag={self._lag}>"
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The live read model, for queries: ``pandas.read_sql(sql, view.db)``. Ask for it at each query:
+        after a rebuild it is another connection."""
+        return self._model.db
+
+    @property
+    def position(self) -> int:
+        return self._model.position
+
+    @property
+    def lag(self) -> int | None:
+        """Events not yet delivered to this projection, as the server last said (updated with every batch)."""
+        return self._lag
+
+    @property
+    def stats(self) -> ProjectionStats:
+        c = self._counts
+        return ProjectionStats(self.name, self.position, self._lag, c.applied, c.skipped, c.parked,
+                               c.redelivered, self.running, self._error)  # fmt: skip
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def fetch_lag(self) -> int:
+        """Ask the server: events not yet delivered plus delivered but not acknowledged."""
+        pending, unacked = await self._consumer.info()
+        self._lag = pending
+        return pending + unacked
+
+    # -- running -------------------------------------------------------------------------------------------
+
+    async def step(self, *, wait: float = 0.0, ack: bool = True) -> int:
+        """Fetch one batch (waiting up to ``wait`` s for the first event), apply it in one transaction that
+        also stores the position, commit, then ack. Returns how many events were delivered.
+
+        ``ack=False`` leaves the batch unacknowledged, as if the process died between commit and ack: the
+        server redelivers it after ``ack_wait``, and the projection skips it.
+        """
+        async with self._lock:
+            if not self._ready:
+                await self._consumer.create(after=self._model.position)
+                self._ready = True
+            settled = False
+            try:
+                batch = await self._consumer.fetch(self.batch_size, wait=wait)
+                self._counts.redelivered += batch.redelivered
+                await self._apply(self._model, batch.events, self._counts)
+                if ack:
+                    await self._consumer.ack(batch)
+                if batch.pending is not None or not batch.events:
+                    self._lag = batch.pending or 0
+                settled = True
+            finally:
+                if not settled:  # delivered but not acknowledged: reposition before fetching again
+                    self._ready = False
+            return len(batch.events)
+
+    async def run_until_caught_up(self, *, timeout: float = 60.0) -> int:
+        """Apply everything stored so far (and wait for pending redeliveries); return the events delivered."""
+        delivered = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            n = await self.step()
+            delivered += n
+            if n and self._lag:
+                continue  # more is waiting
+            pending, unacked = await self._consumer.info()
+            self._lag = pending
+            if pending == 0 and unacked == 0:
+                return delivered
+            if not n and unacked:  # only redeliveries are due (after ack_wait): wait for them
+                delivered += await self.step(wait=min(self.max_wait, max(0.01, deadline - loop.time())))
+        raise ProjectionError(
+            f"projection {self.name} did not catch up within {timeout:.0f}s (lag {self._lag})"
+        )
+
+    async def run(self) -> None:
+        """Apply events as they arrive until :meth:`stop`; server hiccups are retried, not fatal."""
+        self._stopping, self._error = False, None
+        while not self._stopping:
+            try:
+                await self.step(wait=self.max_wait)
+            except (EskitError, OSError, TimeoutError) as exc:  # the server, the consumer: try again
+                self._error = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(min(1.0, self.max_wait))
+            except Exception as exc:
+                self._error = f"{type(exc).__name__}: {exc}"
+                raise
+
+    def start(self) -> asyncio.Task[None]:
+        """Run in the background (e.g. in a notebook); :meth:`stop` ends it."""
+        if self.running:
+            raise ProjectionError(f"projection {self.name} is already running; stop it first")
+        self._task = asyncio.get_running_loop().create_task(self.run(), name=f"projection-{self.name}")
+        return self._task
+
+    async def stop(self) -> None:
+        """Stop the background task after its current batch (at most ``max_wait`` s for an idle one)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.max_wait + 10.0)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def close(self, *, delete_consumer: bool = False) -> None:
+        """Stop, close the read model, and (if asked) delete the durable consumer on the server."""
+        await self.stop()
+        await self._consumer.close()
+        if delete_consumer:
+            await self._consumer.delete()
+        self._model.close()
+
+    # -- applying ------------------------------------------------------------------------------------------
+
+    async def _apply(self, model: ReadModel, events: list[RecordedEvent], counts: _Counts) -> None:
+        todo = [e for e in events if e.position > model.position]
+        counts.skipped += len(events) - len(todo)
+        while todo:
+            done, error = model.run(todo, self._handle)
+            counts.applied += done
+            if error is None:
+                return
+            await self._retry_or_park(model, todo[done], error, counts)
+            todo = todo[done + 1 :]
+
+    def _handle(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            return
+        if event.decode_error is not None:
+            raise UndecodableEventError(f"undecodable event: {event.decode_error}")
+        handler(db, event)
+
+    async def _retry_or_park(
+        self, model: ReadModel, event: RecordedEvent, error: Exception, counts: _Counts
+    ) -> None:
+        attempts = 1
+        while not isinstance(error, UndecodableEventError) and attempts < self.max_attempts:
+            await asyncio.sleep(self.retry_delay * attempts)
+            attempts += 1
+            done, maybe = model.run([event], self._handle)
+            if maybe is None:
+                counts.applied += done
+                return
+            error = maybe
+        where = f"{type(self).__name__}.{self._appliers[event.type]}"
+        undecodable = isinstance(error, UndecodableEventError)
+        reason = str(error) if undecodable else f"{where} raised {type(error).__name__}: {error}"
+        await self.dead_letters.park(self.name, event, reason=reason, attempts=attempts)
+        model.advance(event.position)
+        counts.parked += 1
+        counts.parked_positions.add(event.position)
+
+    # -- rebuilding and dead letters -----------------------------------------------------------------------
+
+    async def rebuild(self) -> int:
+        """Build a new read model from position 0 beside the live one, then switch to it (blue/green).
+
+        The live model keeps serving (and the background task keeps applying) until the switch; the switch
+        happens between two batches. Parked copies of events the new model applied fine are removed.
+        Returns the number of events the new model applied.
+        """
+        new = self._model.sibling()
+        counts = _Counts()
+        try:
+            await self._replay_into(new, counts)
+            async with self._lock:
+                await self._replay_into(new, counts)  # what was appended meanwhile
+                self._model.replace(new)
+        except BaseException:
+            new.close()
+            if not new.in_memory:
+                Path(new.path).unlink(missing_ok=True)
+            raise
+        for parked in await self.parked():
+            if parked.position not in counts.parked_positions:
+                await self.dead_letters.remove(parked)
+        return counts.applied
+
+    async def _replay_into(self, model: ReadModel, counts: _Counts) -> None:
+        batch: list[RecordedEvent] = []
+        async for event in self.store.replay(after=model.position, subjects=self._filters):
+            batch.append(event)
+            if len(batch) >= self.batch_size:
+                await self._apply(model, batch, counts)
+                batch = []
+        if batch:
+            await self._apply(model, batch, counts)
+
+    async def parked(self) -> list[ParkedEvent]:
+        """The events this projection parked, oldest first."""
+        return await self.dead_letters.list(self.name)
+
+    async def replay_parked(self) -> int:
+        """Apply the parked events again (after fixing the handler); those that succeed are unparked.
+
+        They are applied now, out of their original order: handlers should tolerate that (e.g. upserts).
+        Returns how many were applied.
+        """
+        applied = 0
+        async with self._lock:
+            for parked in await self.parked():
+                done, error = self._model.run([parked.event], self._handle)
+                if error is None:
+                    await self.dead_letters.remove(parked)
+                    applied += done
+        self._counts.applied += applied
+        return applied

@@ -1,0 +1,281 @@
+"""Projections on the real server: exactly once in effect, poison events parked, rebuilds, independence."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from projection_worker import Totals
+
+import eskit
+from eskit.aggregate import applies
+from eskit.events import RecordedEvent
+from eskit.projections import Projection
+
+
+async def fill(store: eskit.EventStore, orders: int, *, first: int = 0) -> int:
+    """``orders`` orders of 5 events each (created, 3 x item_added, shipped); returns the last position."""
+    appends = [
+        (f"o{i}", [eskit.Event("created", {"customer": f"c{i % 7}"}),
+                   *(eskit.Event("item_added", {"qty": q}) for q in (1, 2, 3)),
+                   eskit.Event("shipped", {"tracking": f"T{i}"})], 0)
+        for i in range(first, first + orders)
+    ]  # fmt: skip
+    return max(await store.append_many(appends))
+
+
+def rows(db: sqlite3.Connection) -> list[tuple[object, ...]]:
+    return db.execute("SELECT * FROM orders ORDER BY id").fetchall() + db.execute(
+        "SELECT * FROM totals ORDER BY kind").fetchall()  # fmt: skip
+
+
+@pytest.fixture
+async def parked_store(client: eskit.Client, store: eskit.EventStore) -> AsyncIterator[eskit.EventStore]:
+    """The ``store`` fixture, with its dead-letter stream deleted afterwards too."""
+    yield store
+    await client.delete_store(f"{store.name}_parked")
+
+
+class Picky(Totals):
+    """Totals whose shipped handler fails for one order, as a buggy handler would."""
+
+    bad_order = "o3"
+
+    @applies("shipped")
+    def _shipped(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        if event.aggregate_id == self.bad_order:
+            raise KeyError("tracking")
+        super()._shipped(db, event)
+
+
+async def test_a_projection_applies_every_event_once_and_stores_its_position(store: eskit.EventStore) -> None:
+    last = await fill(store, 20)
+    view = Totals(store)
+    assert await view.run_until_caught_up() == 100
+    assert view.position == last
+    assert dict(view.db.execute("SELECT kind, n FROM totals").fetchall()) == {
+        "created": 20, "item_added": 60, "shipped": 20}  # fmt: skip
+    assert view.db.execute("SELECT sum(items) FROM orders").fetchone() == (120,)
+    assert view.stats.lag == 0 and view.stats.applied == 100
+    await view.close()
+
+
+async def test_a_redelivered_batch_is_skipped_not_applied_twice(store: eskit.EventStore) -> None:
+    await fill(store, 10)
+    view = Totals(store, batch_size=20, ack_wait=0.3)
+    await view.step(ack=False)  # committed, never acknowledged: as if the process died before the ack
+    await view.run_until_caught_up(timeout=20)
+    assert view.stats.redelivered == 20 and view.stats.skipped == 20
+    assert view.stats.applied == 50
+    assert dict(view.db.execute("SELECT kind, n FROM totals").fetchall())["item_added"] == 30
+    await view.close()
+
+
+async def test_a_projection_reopened_on_its_file_goes_on_from_its_position(
+    store: eskit.EventStore, tmp_path: Path
+) -> None:
+    await fill(store, 4)
+    first = Totals(store, db=tmp_path / "v.db")
+    await first.run_until_caught_up()
+    await first.close()
+    last = await fill(store, 2, first=4)
+    again = Totals(store, db=tmp_path / "v.db")
+    assert await again.run_until_caught_up() == 10
+    assert again.position == last
+    assert dict(again.db.execute("SELECT kind, n FROM totals").fetchall())["created"] == 6
+    await again.close()
+
+
+async def test_a_fresh_read_model_gets_everything_even_from_a_used_consumer(store: eskit.EventStore) -> None:
+    await fill(store, 3)
+    used = Totals(store)
+    await used.run_until_caught_up()
+    await used.close()  # a :memory: model is gone, but its durable consumer has acknowledged everything
+    fresh = Totals(store)
+    assert await fresh.run_until_caught_up() == 15
+    assert dict(fresh.db.execute("SELECT kind, n FROM totals").fetchall())["created"] == 3
+    await fresh.close(delete_consumer=True)
+    assert not await fresh._consumer.delete()  # nothing left behind
+
+
+async def test_a_handler_that_keeps_raising_is_parked_with_its_reason_and_the_rest_is_applied(
+    parked_store: eskit.EventStore,
+) -> None:
+    await fill(parked_store, 6)
+    view = Picky(parked_store, retry_delay=0.001)
+    await view.run_until_caught_up()
+    [parked] = await view.parked()
+    assert parked.position == (await parked_store.read("o3"))[-1].position
+    assert (parked.type, parked.event.aggregate_id, parked.attempts) == ("shipped", "o3", 3)
+    assert parked.reason == "Picky._shipped raised KeyError: 'tracking'"
+    assert parked.event.data == {"tracking": "T3"}
+    assert view.position == 30 and view.stats.parked == 1 and view.stats.applied == 29
+    assert view.db.execute("SELECT count(*) FROM orders WHERE status = 'shipped'").fetchone() == (5,)
+    await view.close()
+
+
+async def test_a_parked_event_is_applied_by_replay_parked_once_the_handler_is_fixed(
+    parked_store: eskit.EventStore,
+) -> None:
+    await fill(parked_store, 4)
+    view = Picky(parked_store, retry_delay=0.001)
+    await view.run_until_caught_up()
+    assert len(await view.parked()) == 1
+    view.bad_order = "none"  # the fix
+    assert await view.replay_parked() == 1
+    assert await view.parked() == []
+    assert view.db.execute("SELECT status FROM orders WHERE id = 'o3'").fetchone() == ("shipped",)
+    await view.close()
+
+
+async def test_an_undecodable_event_is_parked_at_once_and_kept_byte_for_byte(
+    client: eskit.Client, parked_store: eskit.EventStore
+) -> None:
+    await fill(parked_store, 2)
+    await client.nc.publish(f"{parked_store.name}.o9.created", b"\xffnot json")
+    await client.nc.flush()
+    await fill(parked_store, 1, first=2)
+    view = Totals(parked_store)
+    await view.run_until_caught_up()
+    [parked] = await view.parked()
+    assert parked.position == 11 and parked.attempts == 1 and parked.event.raw == b"\xffnot json"
+    assert parked.reason.startswith("undecodable event: payload is not JSON")
+    assert view.stats.applied == 15 and view.position == 16
+    await view.close()
+
+
+async def test_a_rebuild_switches_without_a_window_where_queries_fail(
+    store: eskit.EventStore, tmp_path: Path
+) -> None:
+    await fill(store, 200)
+    path = tmp_path / "live.db"
+    view = Totals(store, db=path, batch_size=100)
+    await view.run_until_caught_up()
+    view.start()
+    errors: list[BaseException] = []
+    reads = {"task": 0, "thread": 0}
+    done = threading.Event()
+
+    def read_in_a_thread() -> None:  # another reader: its own connection to the file, opened per query
+        while not done.is_set() and reads["thread"] < 100_000:
+            try:
+                with sqlite3.connect(path) as db:
+                    db.execute("SELECT count(*) FROM orders").fetchone()
+                reads["thread"] += 1
+            except Exception as exc:
+                errors.append(exc)
+            time.sleep(0.001)
+
+    async def read_in_the_loop() -> None:
+        while not done.is_set():
+            try:
+                assert view.db.execute("SELECT count(*) FROM orders").fetchone()[0] >= 200
+                reads["task"] += 1
+            except Exception as exc:
+                errors.append(exc)
+            await asyncio.sleep(0)
+
+    thread = threading.Thread(target=read_in_a_thread)
+    thread.start()
+    reader = asyncio.ensure_future(read_in_the_loop())
+    writer = asyncio.ensure_future(fill(store, 100, first=200))
+    try:
+        assert await view.rebuild() >= 1000
+        await writer
+    finally:
+        done.set()
+        await reader
+        thread.join(10)
+    await view.stop()
+    await view.run_until_caught_up()
+    clean = Totals(store, name="clean")
+    await clean.run_until_caught_up()
+    assert errors == []
+    assert reads["task"] > 0 and reads["thread"] > 0
+    assert rows(view.db) == rows(clean.db) and view.position == clean.position
+    assert not Path(f"{path}.rebuild").exists()
+    await view.close()
+    await clean.close()
+
+
+async def test_a_rebuild_drops_parked_copies_of_events_it_could_apply(parked_store: eskit.EventStore) -> None:
+    await fill(parked_store, 4)
+    view = Picky(parked_store, retry_delay=0.001)
+    await view.run_until_caught_up()
+    view.bad_order = "none"
+    assert await view.rebuild() == 20
+    assert await view.parked() == []
+    assert view.db.execute("SELECT count(*) FROM orders WHERE status = 'shipped'").fetchone() == (4,)
+    await view.close()
+
+
+async def test_several_projections_on_one_stream_are_independent(parked_store: eskit.EventStore) -> None:
+    await fill(parked_store, 5)
+    good, picky = Totals(parked_store, name="good"), Picky(parked_store, name="picky", retry_delay=0.001)
+    good.start()
+    await picky.run_until_caught_up()
+    await picky.close(delete_consumer=True)
+    await fill(parked_store, 5, first=5)
+    for _ in range(200):  # bounded: at most ~10 s
+        if good.position == 50:
+            break
+        await asyncio.sleep(0.05)
+    await good.stop()
+    assert good.stats.applied == 50 and good.stats.parked == 0 and picky.stats.parked == 1
+    assert [p.projection for p in await good.dead_letters.list()] == ["picky"]
+    await good.close()
+
+
+async def test_a_projection_only_receives_the_event_types_it_handles(store: eskit.EventStore) -> None:
+    class Shipments(Projection):
+        schema = "CREATE TABLE shipped (id TEXT PRIMARY KEY)"
+
+        @applies("shipped")
+        def _shipped(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+            db.execute("INSERT INTO shipped VALUES (?)", (event.aggregate_id,))
+
+    await fill(store, 3)
+    view = Shipments(store)
+    assert await view.run_until_caught_up() == 3
+    assert view.position == 15
+    await view.close()
+
+
+async def test_lag_is_the_number_of_events_not_yet_delivered(store: eskit.EventStore) -> None:
+    await fill(store, 10)
+    view = Totals(store, batch_size=20)
+    await view.step()
+    assert view.lag == 30
+    assert await view.fetch_lag() == 30
+    await view.run_until_caught_up()
+    assert view.lag == 0
+    await view.close()
+
+
+async def test_a_projection_without_handlers_is_refused(store: eskit.EventStore) -> None:
+    class Empty(Projection):
+        schema = "CREATE TABLE t (x)"
+
+    with pytest.raises(eskit.errors.ProjectionError, match="handles no event type"):
+        Empty(store)
+
+
+async def test_a_background_projection_applies_new_events_as_they_arrive(store: eskit.EventStore) -> None:
+    view = Totals(store, max_wait=0.2)
+    view.start()
+    with pytest.raises(eskit.errors.ProjectionError, match="already running"):
+        view.start()
+    await fill(store, 2)
+    for _ in range(200):
+        if view.position == 10:
+            break
+        await asyncio.sleep(0.02)
+    assert view.running and view.position == 10
+    await view.stop()
+    assert not view.running and view.stats.error is None
+    await view.close()
