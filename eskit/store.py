@@ -189,8 +189,6 @@ class EventStore:
             return
         if up_to is None:  # one cut for all filters: no scan may see events appended after another one ended
             up_to = await self.last_position()
-        if up_to is None:  # one cut for all filters: no scan may see events appended after another one ended
-            up_to = await self.last_position()
         async for event in _merge([self._scan(f, after=after, up_to=up_to) for f in filters]):
             yield event
 
