@@ -209,8 +209,9 @@ async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Pos
     check_token(aggregate_id, "aggregate id")
     replayed, last = 0, None
     async for page in store._pages(f"{store.name}.{aggregate_id}.>", aggregate.position, up_to):
-        aggregate.apply_stored(page.messages)
-        replayed, last = replayed + len(page.messages), page.messages[-1] if page.messages else last
+        messages = page.messages if up_to is None else [m for m in page.messages if m.seq <= up_to]
+        aggregate.apply_stored(messages)
+        replayed, last = replayed + len(messages), messages[-1] if messages else last
     if snapshots is not None and up_to is None and last is not None:
         timestamp = parse_time(last.headers.get("Nats-Time-Stamp"))
         await snapshots.maybe_save(aggregate, lookup, replayed, timestamp, time.perf_counter() - started)

@@ -129,6 +129,21 @@ async def test_state_as_of_a_position_replays_only_up_to_it(store: eskit.EventSt
     assert (order.version, order.position) == (2, history[1].position)
 
 
+async def test_state_as_of_a_position_ignores_the_aggregates_later_events(store: eskit.EventStore) -> None:
+    order = await new_order(store, "o1", "A1")
+    await new_order(store, "o2")  # positions 3 and onwards are interleaved with another order
+    order.pay(1.0)
+    await store.save(order)
+    order.ship("T1")
+    await store.save(order)
+    for event in await store.read("o1"):
+        then = await store.load(Order, "o1", up_to=event.position)
+        assert (then.position, then.version) == (
+            event.position,
+            len(await store.read("o1", up_to=event.position)),
+        )
+
+
 async def test_state_as_of_a_time_replays_only_events_stored_by_then(store: eskit.EventStore) -> None:
     order = await new_order(store, "o1", "A1")
     order.add_item("B2")
