@@ -71,3 +71,26 @@ class Order(Aggregate):
     @applies("shipped")
     def _shipped(self, data: dict[str, Any]) -> None:
         self.status, self.tracking = "shipped", data["tracking"]
+
+
+class Account(Aggregate):
+    """A balance: a state of fixed size however long the history grows (good for snapshot lessons).
+
+    >>> account = Account("acc-1"); account.deposit(5); account.balance
+    5
+    """
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.balance = 0
+        self.deposits = 0
+
+    def deposit(self, amount: int) -> None:
+        if amount <= 0:
+            raise ValueError(f"deposit must be positive, got {amount}")
+        self.record("deposited", {"amount": amount})
+
+    @applies("deposited")
+    def _deposited(self, data: dict[str, Any]) -> None:
+        self.balance += data["amount"]
+        self.deposits += 1

@@ -1,0 +1,237 @@
+# %% [markdown]
+# # 03 · Snapshots
+#
+# **What you'll do:** measure how load time grows with history length, switch snapshots on, measure again,
+# look inside a snapshot, and break snapshots on purpose (old schema, garbage) to see loading survive.
+#
+# **What you'll learn:**
+# - a snapshot is a cache of an aggregate's state *at a position*: load = latest snapshot + the events after it;
+# - when eskit writes one (`SnapshotPolicy`: every N events replayed, and/or a load slower than a threshold);
+# - why every snapshot carries a **schema version**, and what happens to an old or corrupt one (ignored, never
+#   a crash);
+# - how to check that snapshot + tail equals a full replay — the test that keeps snapshots honest;
+# - how to make state JSON cannot hold snapshottable (`snapshot()` / `restore()`).
+#
+# **What you need:** lesson 02. About 10 minutes; the measurement takes a few seconds.
+
+# %%
+import statistics
+import time
+import uuid
+import warnings
+
+import matplotlib.pyplot as plt
+
+import eskit
+from eskit.examples import Account
+
+client = await eskit.connect()
+plain_name, snap_name = f"plain{uuid.uuid4().hex[:8]}", f"snap{uuid.uuid4().hex[:8]}"
+plain = await client.event_store(plain_name)  # no snapshots
+snapped = await client.event_store(snap_name, snapshots=eskit.SnapshotPolicy(every=100))
+
+# %% [markdown]
+# ## Histories of growing length
+#
+# `Account` (from `eskit.examples`) keeps a balance and a count: its state has the same size whatever the
+# history length. We give accounts histories of 10 to 3,000 deposits, the same in both stores
+# (appended 1,000 events per atomic batch).
+
+# %%
+LENGTHS = [10, 100, 1000, 2000, 3000]
+
+
+async def fill(store: eskit.EventStore, account_id: str, n: int) -> None:
+    position = 0
+    for start in range(0, n, 1000):
+        batch = [eskit.Event("deposited", {"amount": 1}) for _ in range(min(1000, n - start))]
+        position = await store.append(account_id, batch, expected_position=position)
+
+
+for n in LENGTHS:
+    await fill(plain, f"acc-{n}", n)
+    await fill(snapped, f"acc-{n}", n)
+print("stored:", [(await plain.load(Account, f"acc-{n}")).version for n in LENGTHS])
+
+# %% [markdown]
+# The first load in the snapshot store replays everything and — when it replayed at least `every=100`
+# events — writes a snapshot. Then a few more deposits arrive, so later loads read snapshot + a short tail:
+
+# %%
+for n in LENGTHS:
+    await snapped.load(Account, f"acc-{n}")  # writes the snapshot (if n >= 100)
+    await eskit.run_command(snapped, Account, f"acc-{n}", lambda a: a.deposit(1))
+    await plain.append(f"acc-{n}", [eskit.Event("deposited", {"amount": 1})])
+for n in LENGTHS:
+    snapshot = await snapped.snapshots.get(Account, f"acc-{n}")
+    print(f"acc-{n}: snapshot at version", snapshot.version if snapshot else "-")
+
+# %% [markdown]
+# ## Load time vs history length, measured now
+#
+# Each point is the median of 3 loads on this machine (so your numbers differ from run to run).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+async def load_ms(store: eskit.EventStore, account_id: str, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        await store.load(Account, account_id)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+without = [await load_ms(plain, f"acc-{n}") for n in LENGTHS]
+with_snapshots = [await load_ms(snapped, f"acc-{n}") for n in LENGTHS]
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.plot(LENGTHS, without, "o-", label="full replay")
+ax.plot(LENGTHS, with_snapshots, "s-", label="snapshot + tail")
+ax.set_xlabel("events in the account's history")
+ax.set_ylabel("load time (ms, median of 3)")
+ax.set_title("Loading an aggregate")
+ax.legend()
+plt.show()
+print(f"3,000 events: full replay {without[-1]:.1f} ms, snapshot + tail {with_snapshots[-1]:.1f} ms")
+
+# %% [markdown]
+# Full replay grows linearly: every event is read, decoded and applied. With a snapshot, a load is two round
+# trips — the snapshot (a KV get) and the tail (one batch Direct Get) — whatever the history length.
+# Snapshots cost little here because `Account`'s state is small; a state that grows with the history (every item
+# ever added) makes the snapshot itself grow.
+#
+# ## Inside a snapshot
+#
+# Snapshots live in a JetStream KV bucket next to the stream (`snapshots_<store>`), one key per aggregate.
+# Each carries the aggregate's **schema version**, its version and position, and its state as JSON:
+
+# %%
+snapshot = await snapped.snapshots.get(Account, "acc-3000")
+print("schema:", snapshot.schema, "| version:", snapshot.version, "| state:", snapshot.state)
+account = await snapped.load(Account, "acc-3000")
+print("loaded: version", account.version, "= snapshot", snapshot.version, "+ tail",
+      account.version - snapshot.version)
+
+# %% [markdown]
+# Writes are *revision-checked*: eskit updates the key only if it still holds the revision it read, and never
+# replaces a snapshot with one at an earlier position (two loads racing cannot move a snapshot backwards).
+#
+# ## Is snapshot + tail the same as a full replay?
+#
+# A snapshot is a cache, so it must never change the answer. `snapshots.check` compares the two; eskit's own
+# tests run it on randomly generated histories.
+
+# %%
+for n in LENGTHS[1:]:
+    check = await snapped.snapshots.check(Account, f"acc-{n}")
+    print(f"acc-{n}:", "same state" if check.ok else f"DIFFERENT: {check.differences}")
+
+# %% [markdown]
+# ## When the state's shape changes: schema versions
+#
+# Say `Account` gains a field. Old snapshots lack it: restoring them would build a wrong state. Bump
+# `snapshot_schema`, and old snapshots are ignored — with a warning — the account is replayed in full, and a
+# snapshot of the new schema replaces the old one.
+
+# %%
+class AccountV2(Account):
+    snapshot_schema = 2
+    snapshot_name = "Account"  # the same snapshots as Account
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.largest = 0
+
+    @eskit.applies("deposited")
+    def _deposited(self, data: dict) -> None:
+        super()._deposited(data)
+        self.largest = max(self.largest, data["amount"])
+
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    v2 = await snapped.load(AccountV2, "acc-1000")
+print("warned:", [str(w.message) for w in caught])
+print("state:", v2.balance, v2.largest, "| new snapshot schema:", (await snapped.snapshots.get(AccountV2, "acc-1000")).schema)
+
+# %% [markdown]
+# ## A corrupt snapshot is ignored, never a crash
+
+# %%
+from eskit.snapshots import key_for
+
+kv = await client.js.key_value(snapped.snapshots.bucket)
+await kv.put(key_for(Account, "acc-2000"), b"\x00 not json")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    account = await snapped.load(Account, "acc-2000")
+print("warned:", [str(w.message).split(" (")[0] for w in caught])
+print("balance:", account.balance, "| replaced:", (await snapped.snapshots.check(Account, "acc-2000")).ok)
+
+# %% [markdown]
+# ## Summary
+#
+# - Full replay costs time proportional to the history; snapshot + tail stays flat.
+# - `client.event_store(name, snapshots=eskit.SnapshotPolicy(every=100, slower_than=None))` turns them on:
+#   a load that replayed `every` events (or took longer than `slower_than` seconds) writes one.
+# - Snapshots are a cache: they carry a schema version and a position; an old-schema or undecodable snapshot
+#   is ignored with a `SnapshotWarning` and replaced; an older one never overwrites a newer one.
+# - `snapshots.check(cls, id)` proves snapshot + tail == full replay.
+# - Default state = the aggregate's public attributes as JSON; override `snapshot()` / `restore()` for
+#   anything else.
+
+# %% [markdown]
+# ## Exercise
+#
+# `Tags` keeps a `set`, which JSON cannot hold, so writing its snapshot fails:
+
+# %%
+class Tags(eskit.Aggregate):
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.tags: set[str] = set()
+
+    @eskit.applies("tagged")
+    def _tagged(self, data: dict) -> None:
+        self.tags.add(data["tag"])
+
+
+await snapped.append("post-1", [eskit.Event("tagged", {"tag": f"t{i % 30}"}) for i in range(150)])
+try:
+    await snapped.load(Tags, "post-1")
+except eskit.EncodeError as exc:
+    print(type(exc).__name__, "-", str(exc).split(" (")[0])
+
+# %% [markdown]
+# Write `SnapshottableTags(Tags)` with `snapshot()` (state → JSON-ready dict) and `restore(state)` (the
+# reverse), so that a loaded aggregate still holds a `set`.
+
+# %% [solution]
+class SnapshottableTags(Tags):
+    snapshot_name = "Tags"
+
+    def snapshot(self) -> dict:
+        return {"tags": sorted(self.tags)}
+
+    def restore(self, state: dict) -> None:
+        self.tags = set(state["tags"])
+
+
+# %%
+# check: a snapshot is written, snapshot + tail == full replay, and the state is still a set
+await snapped.load(SnapshottableTags, "post-1")
+await snapped.append("post-1", [eskit.Event("tagged", {"tag": "new"})])
+tags = await snapped.load(SnapshottableTags, "post-1")
+snapshot = await snapped.snapshots.get(SnapshottableTags, "post-1")
+assert snapshot is not None and snapshot.version == 150, "no snapshot was written"
+assert isinstance(tags.tags, set) and len(tags.tags) == 31, f"wrong state: {tags.tags!r}"
+assert (await snapped.snapshots.check(SnapshottableTags, "post-1")).ok
+print("✅ correct")
+
+# %%
+await client.delete_store(plain_name)
+await client.delete_store(snap_name)  # its snapshot bucket too
+await client.close()
+
+# %% [markdown]
+# **Next:** `04_projections.ipynb` — read models built from the stream.
