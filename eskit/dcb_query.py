@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EventStoreError, ValidationError
+from .errors import EventStoreError, PayloadTooLargeError, ValidationError
 from .events import MSG_ID, check_token
 
 TAGS = "Eskit-Tags"
@@ -32,6 +32,8 @@ RAW = "Eskit-Raw"  # the payload is opaque bytes, not JSON
 EMPTY = "_"
 ANY = "*"
 _SAFE_MAX = 64
+MAX_BATCH = 1000  # the server's atomic batch limit
+Message = tuple[str, bytes, dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,15 @@ class SequencedEvent:
     @property
     def event(self) -> TaggedEvent:
         return TaggedEvent(self.type, self.data, self.tags, self.id or "")
+
+
+class ReadResult(list[SequencedEvent]):
+    """The events a read returned, in position order, and ``head``: the store's last position at the read
+    (with ``limit``: the last returned position, as pyeventsourcing does). Use ``head`` as ``after``."""
+
+    def __init__(self, events: Sequence[SequencedEvent], head: int | None) -> None:
+        super().__init__(events)
+        self.head = head
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +157,14 @@ class Layout:
     def everything(self) -> str:
         return f"{self.store}.>"
 
+    @property
+    def carrier(self) -> str:
+        """The subject of check carriers: one token longer than any event's, so no event filter holds it."""
+        return ".".join([self.store, *["~"] * (len(self.tag_keys) + 2)])
+
+    def is_carrier(self, subject: str) -> bool:
+        return subject == self.carrier
+
     def subject(self, event: TaggedEvent) -> str:
         check_token(event.type, "event type")
         slots = [EMPTY] * len(self.tag_keys)
@@ -221,6 +240,25 @@ def encode(event: TaggedEvent, subject: str) -> tuple[str, bytes, dict[str, str]
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"event {event.type!r} data is not JSON-serialisable: {exc}") from None
     return subject, payload, headers
+
+
+def encode_all(layout: Layout, events: Sequence[TaggedEvent], *, max_payload: int) -> list[Message]:
+    """The messages for an append, checked before anything is sent."""
+    if isinstance(events, TaggedEvent):
+        raise ValidationError("append takes a list of events: append([event], condition)")
+    if not events or len(events) > MAX_BATCH:
+        raise ValidationError(f"{len(events)} events in one append; give 1 to {MAX_BATCH} (one atomic batch)")
+    out = []
+    for event in events:
+        msg = encode(event, layout.subject(event))
+        size = len(msg[1]) + sum(len(k) + len(v) + 4 for k, v in msg[2].items()) + 300
+        if size > max_payload:
+            raise PayloadTooLargeError(
+                f"event {event.type!r} is {size:,} bytes with headers, over the server's max_payload "
+                f"({max_payload:,}); store large data elsewhere and keep a reference"
+            )
+        out.append(msg)
+    return out
 
 
 def decode(seq: int, subject: str, headers: Mapping[str, str], data: bytes) -> SequencedEvent:

@@ -40,7 +40,9 @@ async def open_dcb_store(
             "tag_keys=None): changing them would hide its old events from queries"
         )
     keys = stored if stored is not None else (wanted or ())
-    if not exists or stored is None or not _compatible(info["config"], config):
+    config.allow_msg_ttl = True  # check carriers expire (see eskit.dcb)
+    ttl = exists and info["config"].get("allow_msg_ttl")
+    if not exists or stored is None or not ttl or not _compatible(info["config"], config):
         config.metadata = {**metadata, TAG_KEYS_META: ",".join(keys)}
         info = await _api(client.wire, f"STREAM.{'UPDATE' if exists else 'CREATE'}.{stream}",
                           json.dumps(config.as_dict()).encode())  # fmt: skip

@@ -25,17 +25,18 @@ HEARTBEAT = 5.0
 class Subscription:
     """An async iterator of matching events; ``close()`` (or leaving ``async with``) ends it."""
 
-    def __init__(self, query: Query) -> None:
+    def __init__(self, query: Query, skip: str = "") -> None:
         self._query = query
+        self._skip = skip
         self._queue: asyncio.Queue[SequencedEvent | None] = asyncio.Queue()
         self._sub: Any = None
 
     @classmethod
     async def start(
-        cls, js: JetStreamContext, stream: str, subject: str, query: Query, after: int
+        cls, js: JetStreamContext, stream: str, subject: str, query: Query, after: int, *, skip: str = ""
     ) -> Subscription:
-        """Follow ``subject`` in ``stream`` from position ``after + 1``."""
-        subscription = cls(query)
+        """Follow ``subject`` in ``stream`` from position ``after + 1``, ignoring messages on ``skip``."""
+        subscription = cls(query, skip)
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
         subscription._sub = await js.subscribe(
             subject, stream=stream, ordered_consumer=True, config=config, idle_heartbeat=HEARTBEAT,
@@ -44,6 +45,8 @@ class Subscription:
         return subscription
 
     async def _on_msg(self, msg: Msg) -> None:
+        if msg.subject == self._skip:  # a check carrier, not an event
+            return
         event = decode(msg.metadata.sequence.stream, msg.subject, msg.headers or {}, msg.data)
         if self._query.matches(event.type, event.tags):
             self._queue.put_nowait(event)

@@ -10,7 +10,7 @@ import pytest
 from conftest import unique
 
 import eskit
-from eskit.dcb import AppendCondition, DCBStore, Query, QueryItem, TaggedEvent
+from eskit.dcb import MAX_CARRIERS, AppendCondition, DCBStore, Query, QueryItem, TaggedEvent
 from eskit.dcb_examples import (
     COURSE_KEYS,
     Case,
@@ -129,13 +129,43 @@ async def test_append_fails_when_a_matching_event_arrived_after_the_read(courses
     assert len(await courses.read()) == 1
 
 
-async def test_an_unrelated_event_in_a_merged_filter_is_no_conflict(courses: DCBStore) -> None:
+async def test_a_one_event_append_over_two_items_merges_their_filters_first(courses: DCBStore) -> None:
     seen = await courses.read(boundary("s1", "c1"))
     await courses.append([subscribed("s2", "c2")])  # inside courses.*.*.*, outside the boundary
     position = await courses.append(
         [subscribed("s1", "c1")], AppendCondition(boundary("s1", "c1"), seen.head)
     )
-    assert position == 2
+    assert position == 2 and courses.retries == 0
+
+
+async def test_exact_checks_ride_on_check_carriers_that_reads_skip(
+    courses: DCBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eskit.dcb, "MERGED_ATTEMPTS", 0)
+    seen = await courses.read(boundary("s1", "c1"))
+    await courses.append([subscribed("s2", "c2")])
+    position = await courses.append(
+        [subscribed("s1", "c1")], AppendCondition(boundary("s1", "c1"), seen.head)
+    )
+    assert position == 3  # a check carrier took position 2
+    assert [e.position for e in await courses.read()] == [1, 3]
+    assert (await courses.last(Query())).position == 3  # type: ignore[union-attr]
+    with pytest.raises(eskit.AppendConditionError):  # the second item's check is live too
+        await courses.append([subscribed("s1", "c9")], AppendCondition(boundary("s1", "c9"), seen.head))
+
+
+async def test_past_the_carrier_limit_filters_merge_and_unrelated_events_in_them_are_let_through(
+    courses: DCBStore,
+) -> None:
+    wide = Query([QueryItem(["Subscribed"], [f"student:s{i}"]) for i in range(MAX_CARRIERS + 2)])
+    seen = await courses.read(wide)
+    await courses.append([subscribed("x", "c2")])  # inside the merged filter, outside the query
+    assert (
+        await courses.append([subscribed("s1", "c1")], AppendCondition(wide, seen.head)) == 2
+    )  # no carriers
+    await courses.append([subscribed("s3", "c2")])
+    with pytest.raises(eskit.AppendConditionError, match="position 3"):
+        await courses.append([subscribed("s1", "c1")], AppendCondition(wide, 2))
 
 
 async def test_a_stale_guess_from_another_client_is_corrected_without_a_false_conflict(

@@ -1,0 +1,155 @@
+"""DCB benchmark: the decision cycle against the aggregate command cycle, and disjoint writers in parallel.
+
+    .venv/bin/python bench/dcb.py            # ~15 s
+    .venv/bin/python bench/dcb.py --quick
+
+One embedded nats-server (or $NATS_URL) serves every measurement; each gets fresh stores, a warm-up, then
+the median of several repetitions.
+
+1. Cycle latency, sequential, one writer:
+   - aggregate: ``store.read(id)`` + ``store.append(id, [event], expected_position=...)`` (per-aggregate lock);
+   - DCB, one-filter boundary (claim a username): ``read(query)`` + ``append(events, condition)``;
+   - DCB, two-item boundary in a one-event append (subscribe a student to a course): the two filters are
+     merged into one broader server check.
+2. Throughput of 4 disjoint writers (own connections, own boundaries) against 1, for both DCB decisions;
+   internal retries (a merged filter moved under a writer, nothing matched, the append was re-sent) counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import eskit  # noqa: E402
+from eskit.dcb_examples import (  # noqa: E402
+    COURSE_KEYS,
+    USER_KEYS,
+    Decision,
+    define_course,
+    execute,
+    register_account,
+    subscribe_student,
+)
+
+TODAY = date(2025, 3, 1)
+COURSES = 20
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+async def cycle_once(store: eskit.dcb.DCBStore, decision: Decision) -> None:
+    seen = await store.read(decision.query)
+    await store.append(decision.decide(seen), eskit.dcb.AppendCondition(decision.query, seen.head))
+
+
+async def timed(run: Callable[[], Awaitable[int]], reps: int) -> float:
+    """Median seconds per operation of ``run`` (which returns how many operations it did)."""
+    await run()  # warm-up
+    per_op = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        n = await run()
+        per_op.append((time.perf_counter() - start) / n)
+    return statistics.median(per_op)
+
+
+async def latency(client: eskit.Client, n: int, reps: int) -> dict[str, float]:
+    orders = await client.event_store(f"bagg{tag()}")
+    users = await client.dcb_store(f"busers{tag()}", tag_keys=USER_KEYS)
+    courses = await client.dcb_store(f"bcourses{tag()}", tag_keys=COURSE_KEYS)
+
+    async def aggregate() -> int:  # 10-event aggregates: histories of 0..9 events
+        run = tag()
+        for i in range(n):
+            history = await orders.read(f"{run}-{i // 10}")
+            position = history[-1].position if history else 0
+            await orders.append(f"{run}-{i // 10}", [eskit.Event("item_added", {"i": i})], expected_position=position)
+        return n
+
+    async def username() -> int:
+        run = tag()
+        for i in range(n):
+            await cycle_once(users, register_account(f"{run}-{i}", today=TODAY))
+        return n
+
+    async def course() -> int:  # courses of 10 events: defined, then 9 subscriptions (all decisions)
+        run = tag()
+        for i in range(n):
+            if i % 10 == 0:
+                await cycle_once(courses, define_course(f"{run}-{i // 10}", 100))
+            else:
+                await cycle_once(courses, subscribe_student(f"{run}-{i}", f"{run}-{i // 10}"))
+        return n
+
+    result = {name: await timed(fn, reps) for name, fn in
+              (("aggregate", aggregate), ("dcb_username", username), ("dcb_course", course))}  # fmt: skip
+    for name in (orders.name, users.name, courses.name):
+        await client.delete_store(name)
+    return result
+
+
+async def throughput(url: str, writers: int, n: int, kind: str) -> tuple[float, int]:
+    """Decisions per second of ``writers`` disjoint writers, each with its own connection; internal retries."""
+    name = f"bthr{tag()}"
+    async with await eskit.connect(url) as setup:
+        await setup.dcb_store(name, tag_keys=COURSE_KEYS if kind == "course" else USER_KEYS)
+        clients = [await eskit.connect(url) for _ in range(writers)]
+        stores = [await c.dcb_store(name) for c in clients]
+        for w, store in enumerate(stores):
+            for c in range(COURSES if kind == "course" else 0):
+                await execute(store, define_course(f"own{w}-{c}", 10**9))
+
+        async def writer(w: int, store: eskit.dcb.DCBStore) -> None:
+            for i in range(n):
+                if kind == "course":
+                    await cycle_once(store, subscribe_student(f"w{w}-{i}", f"own{w}-{i % COURSES}"))
+                else:
+                    await cycle_once(store, register_account(f"w{w}-{i}", today=TODAY))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(writer(w, s) for w, s in enumerate(stores)))
+        elapsed = time.perf_counter() - start
+        retries = sum(s.retries for s in stores)
+        for c in clients:
+            await c.close()
+        await setup.delete_store(name)
+    return writers * n / elapsed, retries
+
+
+async def main(quick: bool) -> None:
+    n, reps, per_writer = (50, 3, 100) if quick else (200, 5, 400)
+    server = None if os.environ.get("NATS_URL") else eskit.EmbeddedServer().start()
+    url = os.environ.get("NATS_URL") or server.url  # type: ignore[union-attr]
+    try:
+        async with await eskit.connect(url) as client:
+            lat = await latency(client, n, reps)
+        print(f"cycle latency (median of {reps} x {n} sequential cycles):")
+        for name, seconds in lat.items():
+            print(f"  {name:<13} {seconds * 1e6:8.0f} µs   {seconds / lat['aggregate']:.2f}x the aggregate cycle")
+        print(f"throughput, disjoint writers ({per_writer} decisions each, own connections):")
+        for kind in ("username", "course"):
+            one, _ = await throughput(url, 1, per_writer, kind)
+            four, retries = await throughput(url, 4, per_writer, kind)
+            print(f"  {kind:<9} 1 writer {one:7.0f}/s   4 writers {four:7.0f}/s   {four / one:.2f}x   "
+                  f"internal retries {retries} ({retries / (4 * per_writer):.2f} per decision), conflicts 0")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    asyncio.run(main(parser.parse_args().quick))
