@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,15 @@ if TYPE_CHECKING:
     from .connection import Client
 
 _END = frozenset({"404", "408"})  # no (more) messages / request expired
+
+
+@dataclass(slots=True)
+class _Request:
+    """One outstanding pull request: the messages it got so far, set done by its last one."""
+
+    batch: int
+    done: asyncio.Future[None]
+    msgs: list[Msg] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -58,9 +68,9 @@ class PullConsumer:
         self.max_ack_pending = max_ack_pending
         self.ack_wait = ack_wait
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self._inbox = client.nc.new_inbox()
+        self._inbox = ""
         self._sub: Any = None
-        self._collect: Callable[[Msg], None] | None = None
+        self._requests: deque[_Request] = deque()  # outstanding, answered in order
 
     async def create(self, *, after: int) -> None:
         """(Re)create the consumer so that it delivers the events after position ``after``, in order.
@@ -69,6 +79,9 @@ class PullConsumer:
         unacknowledged messages by a crash would deliver newer events before redelivering those.
         """
         await self.delete()
+        await self.close()  # a new inbox: nothing the old consumer still sends can reach the new one
+        self._inbox = self.client.nc.new_inbox()
+        self._sub = await self.client.nc.subscribe(self._inbox, cb=self._on_msg)
         start = {"deliver_policy": DeliverPolicy.ALL} if after == 0 else {
             "deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1}  # fmt: skip
         config = ConsumerConfig(
@@ -98,50 +111,58 @@ class PullConsumer:
 
     async def fetch(self, batch: int, *, wait: float) -> Batch:
         """Up to ``batch`` events: those available now, else the first to arrive within ``wait`` seconds."""
-        request: dict[str, Any] = {"batch": batch, "no_wait": True}
-        if wait > 0:
-            request["expires"] = int(wait * 1e9)
-        msgs: list[Msg] = []
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        return await (await self.request(batch, wait=wait))
 
-        def collect(msg: Msg) -> None:
-            if fut.done():
-                return
-            status = msg.headers.get("Status") if msg.headers else None
-            if status is None:
-                msgs.append(msg)
-                if len(msgs) >= batch:
-                    fut.set_result(None)
-            elif status in _END:
-                fut.set_result(None)
-            elif status != "100":  # 100 = idle heartbeat
-                description = msg.headers.get("Description", "") if msg.headers else ""
-                fut.set_exception(
-                    ProjectionError(
-                        f"consumer {self.durable} on {self.stream}: {status} {description}; it is recreated"
-                    )
-                )
-
+    async def request(self, batch: int, *, wait: float) -> Awaitable[Batch]:
+        """Ask for a batch now, await it later (a prefetch while the previous batch is being applied)."""
         if self._sub is None:
-            self._sub = await self.client.nc.subscribe(self._inbox, cb=self._on_msg)
-        self._collect = collect
+            raise ProjectionError(f"consumer {self.durable} is not created yet; call create() first")
+        body: dict[str, Any] = {"batch": batch, "no_wait": True}
+        if wait > 0:
+            body["expires"] = int(wait * 1e9)
+        request = _Request(batch, asyncio.get_running_loop().create_future())
+        self._requests.append(request)
+        await self.client.nc.publish(self._next, json.dumps(body).encode(), reply=self._inbox)
+        return self._settle(request, wait + 5.0)
+
+    async def _settle(self, request: _Request, timeout: float) -> Batch:
         try:
-            await self.client.nc.publish(self._next, json.dumps(request).encode(), reply=self._inbox)
-            await asyncio.wait_for(fut, wait + 5.0)
+            await asyncio.wait_for(asyncio.shield(request.done), timeout)
         except TimeoutError:
             raise ProjectionError(
-                f"consumer {self.durable} on {self.stream}: no answer in {wait + 5:.0f}s; is the server up?"
+                f"consumer {self.durable} on {self.stream}: no answer in {timeout:.0f}s; is the server up?"
             ) from None
-        finally:
-            self._collect = None
-        return self._decode(msgs)
+        return self._decode(request.msgs)
 
     async def _on_msg(self, msg: Msg) -> None:
-        if self._collect is not None:
-            self._collect(msg)
+        if not self._requests:
+            return  # nobody asked (a request given up on): it is redelivered after ack_wait
+        request = self._requests[0]
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            request.msgs.append(msg)
+            if len(request.msgs) < request.batch:
+                return
+        elif status == "100":  # idle heartbeat
+            return
+        elif status not in _END:
+            description = msg.headers.get("Description", "") if msg.headers else ""
+            request.done.set_exception(
+                ProjectionError(
+                    f"consumer {self.durable} on {self.stream}: {status} {description}; recreate it"
+                )
+            )
+            self._requests.popleft()
+            return
+        request.done.set_result(None)
+        self._requests.popleft()
 
     async def close(self) -> None:
         """Stop listening (the consumer stays on the server; :meth:`delete` removes it)."""
+        for request in self._requests:
+            if not request.done.done():
+                request.done.cancel()
+        self._requests.clear()
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
@@ -164,6 +185,9 @@ class PullConsumer:
         publish = self.client.nc.publish
         for reply in batch.replies:
             await publish(reply, b"")
+
+    async def flush(self) -> None:
+        """Wait until the server has received everything sent so far (e.g. the acks)."""
         await self.client.nc.flush()
 
 

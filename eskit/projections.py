@@ -34,14 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._consumer import PullConsumer
+from ._consumer import Batch, PullConsumer
 from .aggregate import applies
 from .deadletter import DeadLetters, ParkedEvent
 from .errors import EskitError, ProjectionError, UndecodableEventError
@@ -126,6 +127,7 @@ class Projection:
         self._counts = _Counts()
         self._lag: int | None = None
         self._ready = False  # the consumer is positioned at the read model's position
+        self._prefetch: Awaitable[Batch] | None = None  # the next batch, asked for while applying one
         self._lock = asyncio.Lock()  # one batch at a time; a rebuild's switch waits for it
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -178,11 +180,15 @@ class Projection:
         """
         async with self._lock:
             if not self._ready:
+                self._drop_prefetch()
                 await self._consumer.create(after=self._model.position)
                 self._ready = True
             settled = False
             try:
-                batch = await self._consumer.fetch(self.batch_size, wait=wait)
+                prefetched, self._prefetch = self._prefetch, None
+                batch = await (prefetched or await self._consumer.request(self.batch_size, wait=wait))
+                if len(batch.events) == self.batch_size:  # catching up: the server prepares the next batch
+                    self._prefetch = await self._consumer.request(self.batch_size, wait=0)  # as we apply this
                 self._counts.redelivered += batch.redelivered
                 await self._apply(self._model, batch.events, self._counts)
                 if ack:
@@ -195,6 +201,11 @@ class Projection:
                     self._ready = False
             return len(batch.events)
 
+    def _drop_prefetch(self) -> None:
+        if inspect.iscoroutine(self._prefetch):
+            self._prefetch.close()  # never applied nor acked: gone when the consumer is recreated
+        self._prefetch = None
+
     async def run_until_caught_up(self, *, timeout: float = 60.0) -> int:
         """Apply everything stored so far (and wait for pending redeliveries); return the events delivered."""
         delivered = 0
@@ -205,6 +216,7 @@ class Projection:
             delivered += n
             if n and self._lag:
                 continue  # more is waiting
+            await self._consumer.flush()  # the acks reach the server before we ask it
             pending, unacked = await self._consumer.info()
             self._lag = pending
             if pending == 0 and unacked == 0:
@@ -251,6 +263,7 @@ class Projection:
     async def close(self, *, delete_consumer: bool = False) -> None:
         """Stop, close the read model, and (if asked) delete the durable consumer on the server."""
         await self.stop()
+        self._drop_prefetch()
         await self._consumer.close()
         if delete_consumer:
             await self._consumer.delete()

@@ -10,28 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from projection_worker import Totals
+from projection_worker import Totals, fill, rows
 
 import eskit
 from eskit.aggregate import applies
 from eskit.events import RecordedEvent
 from eskit.projections import Projection
-
-
-async def fill(store: eskit.EventStore, orders: int, *, first: int = 0) -> int:
-    """``orders`` orders of 5 events each (created, 3 x item_added, shipped); returns the last position."""
-    appends = [
-        (f"o{i}", [eskit.Event("created", {"customer": f"c{i % 7}"}),
-                   *(eskit.Event("item_added", {"qty": q}) for q in (1, 2, 3)),
-                   eskit.Event("shipped", {"tracking": f"T{i}"})], 0)
-        for i in range(first, first + orders)
-    ]  # fmt: skip
-    return max(await store.append_many(appends))
-
-
-def rows(db: sqlite3.Connection) -> list[tuple[object, ...]]:
-    return db.execute("SELECT * FROM orders ORDER BY id").fetchall() + db.execute(
-        "SELECT * FROM totals ORDER BY kind").fetchall()  # fmt: skip
 
 
 @pytest.fixture

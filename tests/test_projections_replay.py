@@ -1,4 +1,4 @@
-"""A regression test for the store's multi-filter replay, which projections rebuild from."""
+"""Regression tests for foundation pieces projections rely on: multi-filter replay, store time parsing."""
 
 from __future__ import annotations
 
@@ -31,3 +31,16 @@ async def test_a_replay_over_several_filters_is_a_consistent_cut_while_others_ap
     finally:
         await writer
     assert cuts > 0
+
+
+def test_store_times_parse_the_same_on_the_fast_path_projections_rely_on() -> None:
+    from datetime import UTC, datetime
+
+    from eskit.events import parse_time
+
+    expected = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    assert parse_time("2026-01-02T03:04:05.123456789Z") == expected  # nanoseconds, as the server writes them
+    assert parse_time("2026-01-02T03:04:05.123456+00:00") == expected  # isoformat(), as eskit writes them
+    assert parse_time("2026-01-02T03:04:05.1234567891Z") == expected  # more digits: the slow path
+    assert parse_time("2026-01-02T03:04:05") == expected.replace(microsecond=0)  # naive: taken as UTC
+    assert parse_time("not a time") is None

@@ -1,0 +1,173 @@
+"""Projection catch-up: a fresh projection over 100,000 events into SQLite, next to a bare consumer.
+
+    .venv/bin/python bench/projections.py            # 100,000 events, 3 runs each (< ~60 s)
+    .venv/bin/python bench/projections.py --quick    # 10,000 events
+    .venv/bin/python bench/projections.py --json     # the JSON on stdout (the table goes to stderr)
+
+One embedded nats-server, one stream filled with atomic batches of 1,000 events (100 orders: created,
+998 x item_added, shipped). Measured in the same run, each on a fresh durable consumer:
+
+1. baseline: a bare nats-py pull consumer (explicit ack, fetch 1,000 at a time) that only counts;
+2. eskit: a fresh ``Projection`` (orders_view: an INSERT or UPDATE per event) caught up with
+   ``run_until_caught_up()``, into a SQLite file and into ``:memory:``: decoding, one transaction per batch
+   with the position, acks after the commit.
+
+Each is run once as a warm-up, then ``--reps`` times; the median is reported. Goal: 30,000 events/s.
+Results also go to bench/results/projections.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from nats.js.api import AckPolicy, ConsumerConfig
+
+import eskit
+from eskit import RecordedEvent, applies
+
+RESULTS = Path(__file__).resolve().parent / "results" / "projections.json"
+GOAL = 30_000.0
+PER_ORDER = 1000
+
+
+def log(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+class OrdersView(eskit.Projection):
+    """The seed's orders_view, with an item count."""
+
+    schema = """CREATE TABLE orders_view (id TEXT PRIMARY KEY, status TEXT, items INTEGER NOT NULL DEFAULT 0,
+                                          created_at TEXT, tracking TEXT)"""
+
+    @applies("created")
+    def _created(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        db.execute(
+            "INSERT INTO orders_view (id, status, created_at) VALUES (?, 'pending', ?)",
+            (event.aggregate_id, event.timestamp.isoformat()),
+        )
+
+    @applies("item_added")
+    def _item_added(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        db.execute(
+            "UPDATE orders_view SET items = items + ? WHERE id = ?", (event.data["qty"], event.aggregate_id)
+        )
+
+    @applies("shipped")
+    def _shipped(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        db.execute(
+            "UPDATE orders_view SET status = 'shipped', tracking = ? WHERE id = ?",
+            (event.data["tracking"], event.aggregate_id),
+        )
+
+
+async def fill(store: eskit.EventStore, n: int) -> None:
+    def order(i: int) -> list[eskit.Event]:
+        items = [eskit.Event("item_added", {"sku": f"sku-{j % 97}", "qty": 1}) for j in range(PER_ORDER - 2)]
+        return [
+            eskit.Event("created", {"customer": f"c{i}"}),
+            *items,
+            eskit.Event("shipped", {"tracking": f"T{i}"}),
+        ]
+
+    await store.append_many([(f"o{i}", order(i), 0) for i in range(n // PER_ORDER)], concurrency=4)
+
+
+async def bare_consumer(client: eskit.Client, store: eskit.EventStore, n: int) -> float:
+    """A nats-py pull consumer that only counts (and acks, like the projection)."""
+    durable = f"bare-{uuid.uuid4().hex[:8]}"
+    config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=2000)
+    sub = await client.js.pull_subscribe(
+        f"{store.name}.>", durable=durable, stream=store.stream, config=config
+    )
+    count = 0
+    started = time.perf_counter()
+    while count < n:
+        for msg in await sub.fetch(1000, timeout=5):
+            count += 1
+            await msg.ack()
+    elapsed = time.perf_counter() - started
+    await sub.unsubscribe()
+    await client.js.delete_consumer(store.stream, durable)
+    return elapsed
+
+
+async def projection(store: eskit.EventStore, n: int, db: str) -> float:
+    name = f"bench{uuid.uuid4().hex[:8]}"
+    view = OrdersView(store, db=db, name=name)
+    started = time.perf_counter()
+    delivered = await view.run_until_caught_up(timeout=300)
+    elapsed = time.perf_counter() - started
+    assert delivered == n and view.stats.applied == n, (delivered, view.stats)
+    items = view.db.execute("SELECT sum(items), count(*) FROM orders_view").fetchone()
+    assert items == (n - 2 * (n // PER_ORDER), n // PER_ORDER), items
+    await view.close(delete_consumer=True)
+    return elapsed
+
+
+async def measure(label: str, run: Callable[[], Awaitable[float]], n: int, reps: int) -> float:
+    await run()  # warm-up
+    times = [await run() for _ in range(reps)]
+    rate = n / statistics.median(times)
+    log(f"  {label:<44} {rate:>10,.0f} events/s   (runs: {', '.join(f'{t:.2f}s' for t in times)})")
+    return rate
+
+
+async def main(n: int, reps: int) -> dict[str, object]:
+    with eskit.EmbeddedServer() as server, tempfile.TemporaryDirectory() as tmp:
+        async with await eskit.connect(server.url) as client:
+            store = await client.event_store(f"benchproj{uuid.uuid4().hex[:8]}")
+            started = time.perf_counter()
+            await fill(store, n)
+            log(
+                f"filled {n:,} events in {time.perf_counter() - started:.1f}s (atomic batches of {PER_ORDER})"
+            )
+            files = iter(range(1000))
+
+            def file_db() -> str:
+                return os.path.join(tmp, f"view{next(files)}.db")
+
+            bare = await measure(
+                "bare nats-py consumer, count + ack", lambda: bare_consumer(client, store, n), n, reps
+            )
+            on_file = await measure(
+                "eskit Projection -> SQLite file", lambda: projection(store, n, file_db()), n, reps
+            )
+            in_memory = await measure(
+                "eskit Projection -> SQLite :memory:", lambda: projection(store, n, ":memory:"), n, reps
+            )
+            await client.delete_store(store.name)
+    result = {
+        "events": n, "reps": reps, "python": platform.python_version(), "cpus": os.cpu_count(),
+        "bare_consumer_per_s": round(bare), "projection_file_per_s": round(on_file),
+        "projection_memory_per_s": round(in_memory), "file_vs_bare": round(on_file / bare, 2),
+        "goal_per_s": GOAL, "goal_met": on_file >= GOAL,
+    }  # fmt: skip
+    log(f"projection into a SQLite file: {on_file / bare:.2f}x the bare consumer; goal {GOAL:,.0f}/s "
+        f"{'met' if on_file >= GOAL else 'NOT met'}")  # fmt: skip
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10,000 events")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    args = parser.parse_args()
+    out = asyncio.run(main(10_000 if args.quick else 100_000, args.reps))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(out, indent=2))
