@@ -7,7 +7,7 @@ One embedded nats-server (or $NATS_URL) serves every measurement; each gets fres
 the median of several repetitions.
 
 1. Cycle latency, sequential, one writer:
-   - aggregate: ``store.read(id)`` + ``store.append(id, [event], expected_position=...)`` (per-aggregate lock);
+   - aggregate: ``store.read(id)`` + ``store.append(id, [event], expected_position=...)``;
    - DCB, one-filter boundary (claim a username): ``read(query)`` + ``append(events, condition)``;
    - DCB, two-item boundary in a one-event append (subscribe a student to a course): the two filters are
      merged into one broader server check.
@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import eskit  # noqa: E402
-from eskit.dcb_examples import (  # noqa: E402
+import eskit
+from eskit.dcb_examples import (
     COURSE_KEYS,
     USER_KEYS,
     Decision,
@@ -75,7 +75,9 @@ async def latency(client: eskit.Client, n: int, reps: int) -> dict[str, float]:
         for i in range(n):
             history = await orders.read(f"{run}-{i // 10}")
             position = history[-1].position if history else 0
-            await orders.append(f"{run}-{i // 10}", [eskit.Event("item_added", {"i": i})], expected_position=position)
+            await orders.append(
+                f"{run}-{i // 10}", [eskit.Event("item_added", {"i": i})], expected_position=position
+            )
         return n
 
     async def username() -> int:
@@ -101,7 +103,7 @@ async def latency(client: eskit.Client, n: int, reps: int) -> dict[str, float]:
 
 
 async def throughput(url: str, writers: int, n: int, kind: str) -> tuple[float, int]:
-    """Decisions per second of ``writers`` disjoint writers, each with its own connection; internal retries."""
+    """Decisions per second of ``writers`` disjoint writers (own connections), and internal retries."""
     name = f"bthr{tag()}"
     async with await eskit.connect(url) as setup:
         await setup.dcb_store(name, tag_keys=COURSE_KEYS if kind == "course" else USER_KEYS)
@@ -137,13 +139,17 @@ async def main(quick: bool) -> None:
             lat = await latency(client, n, reps)
         print(f"cycle latency (median of {reps} x {n} sequential cycles):")
         for name, seconds in lat.items():
-            print(f"  {name:<13} {seconds * 1e6:8.0f} µs   {seconds / lat['aggregate']:.2f}x the aggregate cycle")
+            print(
+                f"  {name:<13} {seconds * 1e6:8.0f} µs   {seconds / lat['aggregate']:.2f}x the aggregate"
+            )
         print(f"throughput, disjoint writers ({per_writer} decisions each, own connections):")
         for kind in ("username", "course"):
             one, _ = await throughput(url, 1, per_writer, kind)
             four, retries = await throughput(url, 4, per_writer, kind)
-            print(f"  {kind:<9} 1 writer {one:7.0f}/s   4 writers {four:7.0f}/s   {four / one:.2f}x   "
-                  f"internal retries {retries} ({retries / (4 * per_writer):.2f} per decision), conflicts 0")
+            print(
+                f"  {kind:<9} 1 writer {one:7.0f}/s   4 writers {four:7.0f}/s   {four / one:.2f}x   "
+                f"internal retries {retries} ({retries / (4 * per_writer):.2f} per decision), conflicts 0"
+            )
     finally:
         if server is not None:
             server.stop()

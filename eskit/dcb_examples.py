@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from .dcb import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
 from .errors import DecisionError
+from .events import Event
 from .retry import retry_on_conflict
 
 if TYPE_CHECKING:
     from .connection import Client
+    from .store import EventStore
 
 COURSE_KEYS, USER_KEYS, INVOICE_KEYS = ("course", "student"), ("username",), ()
 MAX_COURSES = 5  # per student
@@ -139,6 +141,30 @@ def subscribe_student(student_id: str, course_id: str) -> Decision:
 
     query = Query([_course(course_id), QueryItem(["StudentSubscribedToCourse"], [student])])
     return Decision(query, decide)
+
+
+async def subscribe_per_aggregate(
+    school: EventStore,
+    student_id: str,
+    course_id: str,
+    *,
+    between: Callable[[], Awaitable[object]] | None = None,
+) -> int:
+    """The seed's way: lock the *student* aggregate only; the course's bookings are counted, not locked."""
+    course = await school.read(f"course-{course_id}")
+    if not course:
+        raise DecisionError(f'Course "{course_id}" does not exist')
+    bookings = school.replay(subjects=[f"{school.name}.*.subscribed"])
+    booked = [e async for e in bookings if e.data["courseId"] == course_id]
+    if len(booked) >= course[-1].data["capacity"]:
+        raise DecisionError(f'Course "{course_id}" is already fully booked')
+    history = await school.read(student_id)
+    if between:
+        await between()
+    expected = history[-1].position if history else 0
+    return await school.append(
+        student_id, [Event("subscribed", {"courseId": course_id})], expected_position=expected
+    )
 
 
 # -- unique usernames, released after a retention period --
