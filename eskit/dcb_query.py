@@ -50,6 +50,8 @@ class TaggedEvent:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
+        if isinstance(self.tags, str):
+            raise ValidationError(f"tags takes a list: TaggedEvent({self.type!r}, data, [{self.tags!r}])")
         object.__setattr__(self, "tags", tuple(self.tags))
 
 

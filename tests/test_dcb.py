@@ -98,6 +98,8 @@ def test_bad_tags_and_types_are_rejected_with_a_clear_message() -> None:
         COURSES.subject(TaggedEvent("bad.type", {}, []))
     with pytest.raises(eskit.ValidationError, match="lists"):
         QueryItem("Defined")
+    with pytest.raises(eskit.ValidationError, match="tags takes a list"):
+        TaggedEvent("Defined", {}, "course:c1")
 
 
 def test_filters_merge_into_their_narrowest_common_filter_when_events_are_fewer() -> None:

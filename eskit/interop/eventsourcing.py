@@ -15,6 +15,7 @@ pyeventsourcing's own contract tests (``DCBRecorderTestCase``), see ``tests/test
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
@@ -136,5 +137,5 @@ def _query(query: DCBQuery | None) -> Query | None:
 
 
 def _sequenced(event: SequencedEvent) -> DCBSequencedEvent:
-    data = event.data if isinstance(event.data, bytes) else repr(event.data).encode()
+    data = event.data if isinstance(event.data, bytes) else json.dumps(event.data).encode()  # JSON events
     return DCBSequencedEvent(DCBEvent(event.type, data, list(event.tags)), event.position)
