@@ -1,0 +1,105 @@
+"""Appending through a leader election: retry the *same* events; never take your own write for a conflict.
+
+>>> pos = await append_through_failover(orders, "123", [Event("paid")], expected_position=7)  # doctest: +SKIP
+
+While a replicated stream elects a new leader (its old one died), an append times out
+(:class:`~eskit.errors.StoreTimeoutError`) or finds nobody to answer
+(:class:`~eskit.errors.StoreUnavailableError`).
+Retrying with the same :class:`~eskit.events.Event` objects is safe: their ids travel as ``Nats-Msg-Id``, so
+the server stores them once. If the first attempt did land, the retry gets a conflict or a duplicate; eskit
+then looks for its own event ids. That look-up is a Direct Get, which any replica may answer, and a replica
+can lag behind the leader — so here it first asks the leader (``$JS.API.STREAM.MSG.GET``, read-after-write
+coherent) how far the aggregate goes, and waits until the read has caught up with that before deciding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .errors import ConcurrencyError, DuplicateEventError, StoreTimeoutError, StoreUnavailableError
+from .events import Event, RecordedEvent
+
+if TYPE_CHECKING:
+    from .store import EventStore
+
+TRANSIENT = (StoreTimeoutError, StoreUnavailableError)
+PAUSE = 0.05  # seconds between attempts
+NO_MESSAGE = 10037
+
+
+async def append_through_failover(
+    store: EventStore,
+    aggregate_id: str,
+    events: Sequence[Event],
+    *,
+    expected_position: int | None = None,
+    within: float = 30.0,
+) -> int:
+    """``store.append(...)``, retried with the same events for up to ``within`` seconds of failover.
+
+    A conflict on the first attempt is a real one (raised: reload and decide again); a conflict after a
+    retry is checked against the leader, and returns the position where the earlier attempt stored them.
+    """
+    deadline = time.monotonic() + within
+    retried = False
+    while True:
+        try:
+            return await store.append(aggregate_id, events, expected_position=expected_position)
+        except TRANSIENT:
+            if time.monotonic() > deadline:
+                raise
+        except (ConcurrencyError, DuplicateEventError):
+            if not retried:
+                raise
+            try:
+                found = await stored_position(store, aggregate_id, events, after=expected_position or 0)
+            except TRANSIENT:
+                found = None  # the leader is still being elected: try the append again
+            else:
+                if found is None:
+                    raise
+                return found
+        retried = True
+        await asyncio.sleep(PAUSE)
+
+
+async def stored_position(
+    store: EventStore, aggregate_id: str, events: Sequence[Event], *, after: int = 0, within: float = 5.0
+) -> int | None:
+    """Position of the last of ``events`` if stored (contiguous, in order) after ``after``, else None.
+
+    Read-after-write coherent: the read is repeated until it reaches the aggregate's last position on the
+    stream's leader.
+    """
+    leader_last = await _leader_last(store, aggregate_id)
+    deadline = time.monotonic() + within
+    history = await store.read(aggregate_id, after=after)
+    while (history[-1].position if history else after) < leader_last and time.monotonic() < deadline:
+        await asyncio.sleep(PAUSE)  # this replica lags: read again
+        history = await store.read(aggregate_id, after=after)
+    return _find(history, [e.id for e in events])
+
+
+def _find(history: list[RecordedEvent], ids: list[str]) -> int | None:
+    for i, recorded in enumerate(history):
+        if recorded.id == ids[0] and [r.id for r in history[i : i + len(ids)]] == ids:
+            return history[i + len(ids) - 1].position
+    return None
+
+
+async def _leader_last(store: EventStore, aggregate_id: str) -> int:
+    """The aggregate's last position as the stream's leader knows it (0 if it has no events)."""
+    request = json.dumps({"last_by_subj": f"{store.name}.{aggregate_id}.>"}).encode()
+    reply = json.loads(
+        (await store.client.wire.request(f"$JS.API.STREAM.MSG.GET.{store.stream}", request)).data
+    )
+    error = reply.get("error")
+    if error and error.get("err_code") != NO_MESSAGE:
+        raise StoreUnavailableError(
+            f"the leader of {store.stream} cannot say yet: {error.get('description')}; retry"
+        )
+    return int(reply.get("message", {}).get("seq", 0))
