@@ -4,6 +4,7 @@
     python -m eskit server --cluster 3                    a 3-node JetStream cluster on loopback instead
     python -m eskit lab [--notebooks DIR] [-- LAB ARGS]   JupyterLab on the notebooks, with NATS_URL set
     python -m eskit bench [ARGS]                          the benchmarks in bench/ (from a checkout)
+    python -m eskit import FILE --stream NAME             a CSV/XES event log into a stream (NATS_URL)
 
 Errors are one line on stderr and exit status 1.
 """
@@ -18,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import log_import
 from .errors import EskitError
 from .server import EmbeddedServer
 
@@ -109,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run the benchmarks (bench/run.py)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
+    log_import.add_command(sub)
     return p
 
 
