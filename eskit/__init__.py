@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from . import dcb
+from . import analysis, dcb
 from .aggregate import Aggregate, applies
 from .connection import Client, ServerInfo, connect
 from .errors import (
@@ -23,6 +23,7 @@ from .errors import (
     DuplicateEventError,
     EncodeError,
     EskitError,
+    EventLogError,
     EventStoreError,
     InvalidNameError,
     PayloadTooLargeError,
@@ -37,7 +38,10 @@ from .errors import (
     ValidationError,
 )
 from .deadletter import DeadLetters, ParkedEvent
+from .eventlog import LogEvent, read_log
 from .events import Event, RecordedEvent
+from .frames import to_dataframe
+from .log_import import ImportResult, import_log
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
@@ -62,9 +66,12 @@ __all__ = [
     "EncodeError",
     "EskitError",
     "Event",
+    "EventLogError",
     "EventStore",
     "EventStoreError",
+    "ImportResult",
     "InvalidNameError",
+    "LogEvent",
     "ParkedEvent",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -86,9 +93,13 @@ __all__ = [
     "UnknownEventError",
     "ValidationError",
     "__version__",
+    "analysis",
     "applies",
     "connect",
     "dcb",
+    "import_log",
+    "read_log",
     "retry_on_conflict",
     "run_command",
+    "to_dataframe",
 ]
