@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -194,10 +195,11 @@ class DCBStore:
             return _acked(self.name, await self._publish(messages))
         query, after = condition.fail_if_events_match, condition.after or 0
         verified: dict[str, int] = {}
+        hint: dict[str, int] = {}  # the actual last position the server named when it rejected one check
         for attempt in range(MAX_ATTEMPTS):
             exact = attempt >= MERGED_ATTEMPTS  # first one check per event; then exact, on carriers
             filters = self.layout.check_filters(query, len(messages) + (MAX_CARRIERS if exact else 0))
-            expected = await self._expected(filters, fresh=attempt > 0)
+            expected = hint if list(hint) == filters else await self._expected(filters, fresh=attempt > 0)
             for f in filters:
                 verified.setdefault(f, after)
             await asyncio.gather(*(self._verify(f, query, verified, expected[f]) for f in filters))
@@ -209,6 +211,8 @@ class DCBStore:
             if ack.err_code not in (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_BATCH):
                 raise _error(self.name, ack)
             self.retries += 1
+            actual = re.search(r"(\d+)\s*$", ack.description)
+            hint = {filters[0]: int(actual.group(1))} if actual and len(filters) == 1 else {}
             if attempt >= 3:
                 await asyncio.sleep(random.random() * min(0.001 * attempt, 0.02))
         raise ContentionError(
