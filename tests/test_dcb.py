@@ -218,6 +218,8 @@ async def test_tag_keys_are_fixed_when_the_store_is_created(client: eskit.Client
     with pytest.raises(eskit.ValidationError, match="was created with tag_keys"):
         await client.dcb_store(courses.name, tag_keys=["student"])
     assert (await client.dcb_store(courses.name)).layout.tag_keys == ("course", "student")
+    with pytest.raises(eskit.ValidationError, match="takes a list of keys"):
+        await client.dcb_store(unique("dcb"), tag_keys="course")
 
 
 async def test_last_returns_the_latest_matching_event(courses: DCBStore) -> None:
