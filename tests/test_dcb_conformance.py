@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 
+from conftest import unique
 from eventsourcing.dcb import tests as contract
 
 from eskit.interop.eventsourcing import NatsDCBRecorder
-
-from conftest import unique
 
 
 class TestNatsDCBRecorderPassesTheEventsourcingContract(contract.DCBRecorderTestCase):
