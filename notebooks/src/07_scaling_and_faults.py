@@ -1,0 +1,248 @@
+# %% [markdown]
+# # 07 · Scaling and faults
+#
+# **What you'll do:** start a 3-node NATS cluster on this machine, create a replicated store, kill the node
+# that leads it (SIGKILL, in the middle of a stream of writes), watch the writes go on once a new leader is
+# elected, and count that nothing acknowledged was lost or doubled. Then log in as a read-only *analyst* and
+# try to append.
+#
+# **What you'll learn:**
+# - replicas and leaders: a stream with `replicas=3` keeps every event on three servers; one of them, the
+#   *leader*, orders the writes (Raft), and a majority must store an event before it is acknowledged;
+# - what an append sees while a new leader is elected (`StoreTimeoutError`, `StoreUnavailableError`) and why
+#   retrying with the **same** `Event` objects is safe;
+# - the Direct Get caveat: any replica answers reads, and a replica may lag — a stale read can cause a
+#   conflict and a retry, never a lost update;
+# - least privilege: a writer account that may append, an analyst account that may only read.
+#
+# **What you need:** lessons 00–02. About 2 minutes; the cluster takes a few seconds to start. This notebook
+# starts its own servers (it does not use `NATS_URL`) and stops them at the end.
+
+# %%
+import asyncio
+import time
+import uuid
+
+import eskit
+from eskit.cluster import EmbeddedCluster
+from eskit.failover import append_through_failover
+
+cluster = EmbeddedCluster(3).start()  # three nats-server processes on 127.0.0.1, routed, JetStream on each
+client = await eskit.connect(cluster.url)  # all three URLs: the client fails over between them
+print("nodes running:", sum(node.running for node in cluster.nodes))
+print("replicas a new store gets here:", client.default_replicas)
+
+# %% [markdown]
+# ## A replicated store
+#
+# On a cluster `client.event_store(...)` creates the stream with `replicas=3` (on a single server: 1; pass
+# `replicas=` to choose). The stream has a leader and two followers. Which node leads is decided by an
+# election, so it differs from run to run — we never print it.
+
+# %%
+name = f"payments{uuid.uuid4().hex[:8]}"
+payments = await client.event_store(name)
+info = await client.js.stream_info(payments.stream)
+print("replicas:", info.config.num_replicas, "| followers:", len(info.cluster.replicas))
+
+# %% [markdown]
+# ## Writes that survive a leader's death
+#
+# 20 accounts, 30 deposits each, written concurrently, each append checked against the account's last
+# position. Every event is created once, with its id, *before* the first attempt. `append_through_failover`
+# retries a timed-out or unanswered append with those same events: the server drops an id it already
+# stored, and if the first attempt had landed, eskit finds its own ids and returns their position. We record
+# every acknowledgement: event id → position.
+
+# %%
+ACCOUNTS, DEPOSITS = 20, 30
+acked: dict[str, int] = {}
+ack_times: list[float] = []
+
+
+async def deposit_all(account: str) -> None:
+    position = 0
+    for n in range(DEPOSITS):
+        event = eskit.Event("deposited", {"n": n, "amount": 10})
+        position = await append_through_failover(payments, account, [event], expected_position=position)
+        acked[event.id] = position
+        ack_times.append(time.monotonic())
+
+
+writers = asyncio.gather(*(deposit_all(f"acct-{i}") for i in range(ACCOUNTS)))
+
+# %% [markdown]
+# The writers run in the background. Once 200 deposits are acknowledged, we SIGKILL the stream's leader —
+# no clean shutdown, as in a power cut.
+
+# %%
+while len(acked) < 200:
+    await asyncio.sleep(0.005)
+leader = cluster.stream_leader(payments.stream)
+cluster.kill(leader)
+acked_before_kill = len(acked)
+print("leader killed; nodes running:", sum(node.running for node in cluster.nodes))
+
+# %% [markdown]
+# The two survivors still form a majority (2 of 3): they elect a new leader, and the writers' retries get
+# through. We wait for all writers to finish, then bring the dead node back: it rejoins as itself and
+# catches up from the new leader.
+
+# %%
+await asyncio.wait_for(writers, 120)
+print("acknowledged:", len(acked), "of", ACCOUNTS * DEPOSITS)
+print("appends acknowledged after the kill:", len(acked) > acked_before_kill)
+cluster.start_node(leader)
+last = cluster.wait_in_sync(payments.stream)  # all three replicas hold the same events
+print("nodes running:", sum(node.running for node in cluster.nodes), "| replicas in sync up to", last)
+
+# %% [markdown]
+# How long did writes pause? The longest gap between two acknowledgements spans the election (and, for
+# writers connected to the dead node, a reconnect or a timed-out request). It varies from run to run:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+pause = max(later - earlier for earlier, later in zip(ack_times, ack_times[1:]))
+print(f"longest pause between two acknowledgements: {pause:.1f}s")
+
+# %% [markdown]
+# ## Count: lost, doubled, out of order?
+#
+# *Acknowledged* is a promise: each acknowledged event must be stored, exactly once, at the position its ack
+# named — and each account's deposits in the order they were made.
+
+# %%
+stored = [e async for e in payments.replay()]
+stored_ids = [e.id for e in stored]
+print("stored events:", len(stored))
+print("acknowledged but lost:", len(set(acked) - set(stored_ids)))
+print("stored twice:", len(stored_ids) - len(set(stored_ids)))
+print("every ack names the stored position:", all(acked[e.id] == e.position for e in stored))
+in_order = all(
+    [e.data["n"] for e in stored if e.aggregate_id == f"acct-{i}"] == list(range(DEPOSITS)) for i in range(ACCOUNTS)
+)
+print("each account's deposits in order:", in_order)
+
+# %% [markdown]
+# ## The Direct Get caveat
+#
+# eskit reads with *Direct Get*, which every replica answers — reads scale with the replicas and keep working
+# during an election. The price: a follower may answer before it has applied your latest write. Direct Get is
+# not read-after-write coherent (only `$JS.API.STREAM.MSG.GET`, answered by the leader, is).
+#
+# Is that dangerous? A stale read gives you an old `expected_position`. The *leader* checks it on append, so
+# the append fails with a `ConcurrencyError`; you reload and decide again. A stale read can cost a retry,
+# never a lost update. Here is what a replica one write behind would have answered:
+
+# %%
+history = await payments.read("acct-0")
+stale = history[:-1]  # as a lagging replica would answer
+try:
+    await payments.append("acct-0", [eskit.Event("withdrawn", {"amount": 5})], expected_position=stale[-1].position)
+except eskit.ConcurrencyError:
+    print("decided on a stale read -> ConcurrencyError: reload and decide again")
+fresh = await payments.read("acct-0")
+position = await payments.append("acct-0", [eskit.Event("withdrawn", {"amount": 5})], expected_position=fresh[-1].position)
+print("after reloading, the append is accepted:", position > fresh[-1].position)
+
+# %%
+await client.delete_store(name)
+await client.close()
+cluster.stop()
+print("nodes running:", sum(node.running for node in cluster.nodes))
+
+# %% [markdown]
+# ## Least privilege: a writer and an analyst
+#
+# Not every program should be able to write history. `eskit.auth.least_privilege_config` writes a server
+# configuration with two users: **writer** may append (but not delete streams), **analyst** may read, replay
+# and analyse, and nothing else. The embedded server takes it as `config=`; in Docker, `docker compose
+# --profile auth up -d` runs the same accounts.
+
+# %%
+from eskit.auth import least_privilege_config
+
+config = least_privilege_config(writer_password="w-secret", analyst_password="a-secret")
+server = eskit.EmbeddedServer(config=config).start()
+
+writer = await eskit.connect(server.url, user="writer", password="w-secret")
+ledger = await writer.event_store("ledger")
+await ledger.append("acct-1", [eskit.Event("opened"), eskit.Event("deposited", {"amount": 10})], expected_position=0)
+
+analyst = await eskit.connect(server.url, user="analyst", password="a-secret")
+ledger_for_analyst = await analyst.event_store("ledger")  # the stream exists: opening it needs no rights
+print("analyst reads:", [e.type for e in await ledger_for_analyst.read("acct-1")])
+print("analyst replays:", len([e async for e in ledger_for_analyst.replay()]), "events")
+
+# %% [markdown]
+# The analyst tries to append. The server refuses, and eskit turns the refusal into one line at once — not a
+# five-second timeout:
+
+# %%
+try:
+    await ledger_for_analyst.append("acct-1", [eskit.Event("withdrawn", {"amount": 1_000_000})])
+except eskit.PermissionDeniedError as exc:
+    print(exc)
+
+try:
+    await eskit.connect(server.url, user="analyst", password="guess")
+except eskit.AuthenticationError as exc:
+    print(type(exc).__name__, "- wrong credentials are refused at connect")
+
+# %%
+await analyst.close()
+await writer.close()
+server.stop()
+
+# %% [markdown]
+# ## Summary
+#
+# - On a cluster, stores are replicated (R3): an event is acknowledged once a majority stores it.
+# - Killing the leader pauses writes for the election (seconds); appends then go on. Retrying with the
+#   **same** events (stable ids) stores each exactly once — `append_through_failover` does it for you.
+# - Reads use Direct Get on any replica: fast and available, not read-after-write coherent. A stale read
+#   costs a `ConcurrencyError` and a retry, never a lost update.
+# - Least privilege: give analysis code an account that cannot append; its attempts fail fast, in one line.
+#
+# ## Exercise
+#
+# The proof that a fault lost nothing is a count. Write `audit(acked, stored)` where `acked` maps event ids to
+# the positions their acks named and `stored` is the replayed list of events. Return a dict with `lost`
+# (acknowledged ids not stored), `duplicated` (ids stored more than once) and `moved` (stored ids whose
+# position differs from their ack) — each a count.
+
+# %% [solution]
+from collections import Counter
+
+
+def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str, int]:
+    counts = Counter(e.id for e in stored)
+    return {
+        "lost": len(set(acked) - set(counts)),
+        "duplicated": sum(1 for n in counts.values() if n > 1),
+        "moved": sum(1 for e in stored if e.id in acked and acked[e.id] != e.position),
+    }
+
+
+# %%
+# check: on hand-made cases, then on the run above
+from datetime import UTC, datetime
+
+
+def recorded(event_id: str, position: int) -> eskit.RecordedEvent:
+    return eskit.RecordedEvent(
+        position=position, subject="p.a.t", aggregate_id="a", type="t", data={}, id=event_id,
+        timestamp=datetime.now(UTC),
+    )
+
+
+assert audit({"x": 1, "y": 2}, [recorded("x", 1), recorded("y", 2)]) == {"lost": 0, "duplicated": 0, "moved": 0}
+assert audit({"x": 1, "y": 2}, [recorded("x", 1)])["lost"] == 1
+assert audit({"x": 1}, [recorded("x", 1), recorded("x", 3)])["duplicated"] == 1
+assert audit({"x": 1}, [recorded("x", 2)])["moved"] == 1
+assert audit({"x": 1}, [recorded("x", 1), recorded("z", 2)]) == {"lost": 0, "duplicated": 0, "moved": 0}
+assert audit(acked, stored) == {"lost": 0, "duplicated": 0, "moved": 0}
+print("✅ correct — and the fault lost nothing")
+
+# %% [markdown]
+# **Next:** lesson 08, the next numbered notebook in this folder.
