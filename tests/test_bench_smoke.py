@@ -1,0 +1,45 @@
+"""The benchmark runs end to end (``bench/run.py --quick --json``) and reports what it should.
+
+Speed is not asserted here: ratios belong to the benchmark's output, not to pass/fail tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    out = tmp_path / "latest.json"
+    proc = subprocess.run(
+        [python, str(ROOT / "bench" / "run.py"), "--quick", "--json", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == result
+
+    assert result["meta"]["quick"] is True
+    assert result["meta"]["server_version"]
+
+    load = result["load"]
+    assert load["events_per_aggregate"] == 10
+    assert load["by_stream_size"]
+    for size in load["by_stream_size"]:
+        for who in ("eskit", "seed"):
+            assert size[who]["mean_ms"] > 0 and size[who]["median_ms"] > 0
+        assert size["speedup_median"] > 0 and size["speedup_mean"] > 0
+    assert load["speedup_median"] > 0 and load["goal"] > 0
+
+    append = result["append"]
+    for who in ("raw", "eskit", "seed"):
+        assert append[who]["events"] > 0
+        assert append[who]["events_per_s"] > 0
+    assert append["eskit_vs_raw"] > 0 and append["eskit_vs_seed"] > 0 and append["goal_vs_raw"] > 0
+    assert result["elapsed_s"] > 0
