@@ -37,15 +37,15 @@ import contextlib
 import inspect
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._consumer import Batch, PullConsumer
 from .aggregate import applies
+from .applying import Applier, Counts, ProjectionStats
 from .deadletter import DeadLetters, ParkedEvent
-from .errors import EskitError, ProjectionError, UndecodableEventError
+from .errors import EskitError, ProjectionError
 from .events import RecordedEvent, check_token
 from .readmodel import ReadModel
 
@@ -53,36 +53,6 @@ if TYPE_CHECKING:
     from .store import EventStore
 
 __all__ = ["Projection", "ProjectionStats", "applies"]
-
-Handler = Callable[[sqlite3.Connection, RecordedEvent], None]
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectionStats:
-    """What a projection has done in this process, and how far behind the stream it is."""
-
-    name: str
-    position: int  # stream sequence of the last event applied (stored in the read model)
-    lag: int | None  # events not yet delivered, as last reported by the server (None: not asked yet)
-    applied: int  # events whose handler ran and was committed
-    skipped: int  # events delivered again at or below the position (redeliveries): not applied twice
-    parked: int  # poison events moved to the dead-letter stream
-    redelivered: int  # events the server delivered more than once
-    running: bool
-    error: str | None  # the last error of the background task, if any
-
-    @property
-    def processed(self) -> int:
-        return self.applied + self.skipped + self.parked
-
-
-@dataclass(slots=True)
-class _Counts:
-    applied: int = 0
-    skipped: int = 0
-    parked: int = 0
-    redelivered: int = 0
-    parked_positions: set[int] = field(default_factory=set)
 
 
 class Projection:
@@ -117,14 +87,15 @@ class Projection:
             )
         self.store = store
         self.batch_size, self.max_wait = batch_size, max_wait
-        self.max_attempts, self.retry_delay = max(1, max_attempts), retry_delay
-        self._handlers: dict[str, Handler] = {t: getattr(self, a) for t, a in self._appliers.items()}
-        self._filters = [f"{store.name}.*.{t}" for t in sorted(self._handlers)]
+        handlers = {t: (f"{type(self).__name__}.{a}", getattr(self, a)) for t, a in self._appliers.items()}
+        self._filters = [f"{store.name}.*.{t}" for t in sorted(handlers)]
         self._model = ReadModel(db, self.name, schema if schema is not None else type(self).schema)
         self._consumer = PullConsumer(store.client, store.stream, f"projection-{self.name}", self._filters,
                                       max_ack_pending=2 * batch_size, ack_wait=ack_wait)  # fmt: skip
         self.dead_letters = DeadLetters(store.client, store.name)
-        self._counts = _Counts()
+        self._applier = Applier(self.name, handlers, self.dead_letters, max_attempts=max_attempts,
+                                retry_delay=retry_delay)  # fmt: skip
+        self._counts = Counts()
         self._lag: int | None = None
         self._ready = False  # the consumer is positioned at the read model's position
         self._prefetch: Awaitable[Batch] | None = None  # the next batch, asked for while applying one
@@ -163,8 +134,21 @@ class Projection:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    async def wait_for(self, position: int, *, timeout: float = 10.0) -> None:
+        """Wait until the read model has reached ``position`` (e.g. the one ``append`` returned)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.position < position:
+            if loop.time() > deadline or not self.running:
+                state = "running" if self.running else "not running: start() it"
+                raise ProjectionError(
+                    f"projection {self.name} is at {self.position}, not {position} ({state})"
+                )
+            await asyncio.sleep(0.01)
+
     async def fetch_lag(self) -> int:
-        """Ask the server: events not yet delivered plus delivered but not acknowledged."""
+        """Ask the server: events not yet delivered plus delivered but not acknowledged (not applied yet)."""
+        await self._consumer.flush()
         pending, unacked = await self._consumer.info()
         self._lag = pending
         return pending + unacked
@@ -190,7 +174,7 @@ class Projection:
                 if len(batch.events) == self.batch_size:  # catching up: the server prepares the next batch
                     self._prefetch = await self._consumer.request(self.batch_size, wait=0)  # as we apply this
                 self._counts.redelivered += batch.redelivered
-                await self._apply(self._model, batch.events, self._counts)
+                await self._applier.apply(self._model, batch.events, self._counts)
                 if ack:
                     await self._consumer.ack(batch)
                 if batch.pending is not None or not batch.events:
@@ -269,47 +253,6 @@ class Projection:
             await self._consumer.delete()
         self._model.close()
 
-    # -- applying ------------------------------------------------------------------------------------------
-
-    async def _apply(self, model: ReadModel, events: list[RecordedEvent], counts: _Counts) -> None:
-        todo = [e for e in events if e.position > model.position]
-        counts.skipped += len(events) - len(todo)
-        while todo:
-            done, error = model.run(todo, self._handle)
-            counts.applied += done
-            if error is None:
-                return
-            await self._retry_or_park(model, todo[done], error, counts)
-            todo = todo[done + 1 :]
-
-    def _handle(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
-        handler = self._handlers.get(event.type)
-        if handler is None:
-            return
-        if event.decode_error is not None:
-            raise UndecodableEventError(f"undecodable event: {event.decode_error}")
-        handler(db, event)
-
-    async def _retry_or_park(
-        self, model: ReadModel, event: RecordedEvent, error: Exception, counts: _Counts
-    ) -> None:
-        attempts = 1
-        while not isinstance(error, UndecodableEventError) and attempts < self.max_attempts:
-            await asyncio.sleep(self.retry_delay * attempts)
-            attempts += 1
-            done, maybe = model.run([event], self._handle)
-            if maybe is None:
-                counts.applied += done
-                return
-            error = maybe
-        where = f"{type(self).__name__}.{self._appliers[event.type]}"
-        undecodable = isinstance(error, UndecodableEventError)
-        reason = str(error) if undecodable else f"{where} raised {type(error).__name__}: {error}"
-        await self.dead_letters.park(self.name, event, reason=reason, attempts=attempts)
-        model.advance(event.position)
-        counts.parked += 1
-        counts.parked_positions.add(event.position)
-
     # -- rebuilding and dead letters -----------------------------------------------------------------------
 
     async def rebuild(self) -> int:
@@ -320,7 +263,7 @@ class Projection:
         Returns the number of events the new model applied.
         """
         new = self._model.sibling()
-        counts = _Counts()
+        counts = Counts()
         try:
             await self._replay_into(new, counts)
             async with self._lock:
@@ -336,15 +279,15 @@ class Projection:
                 await self.dead_letters.remove(parked)
         return counts.applied
 
-    async def _replay_into(self, model: ReadModel, counts: _Counts) -> None:
+    async def _replay_into(self, model: ReadModel, counts: Counts) -> None:
         batch: list[RecordedEvent] = []
         async for event in self.store.replay(after=model.position, subjects=self._filters):
             batch.append(event)
             if len(batch) >= self.batch_size:
-                await self._apply(model, batch, counts)
+                await self._applier.apply(model, batch, counts)
                 batch = []
         if batch:
-            await self._apply(model, batch, counts)
+            await self._applier.apply(model, batch, counts)
 
     async def parked(self) -> list[ParkedEvent]:
         """The events this projection parked, oldest first."""
@@ -359,7 +302,7 @@ class Projection:
         applied = 0
         async with self._lock:
             for parked in await self.parked():
-                done, error = self._model.run([parked.event], self._handle)
+                done, error = self._model.run([parked.event], self._applier.handle)
                 if error is None:
                     await self.dead_letters.remove(parked)
                     applied += done
