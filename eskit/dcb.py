@@ -112,7 +112,7 @@ class DCBStore:
     # -- reading -------------------------------------------------------------------------------------------
 
     async def head(self) -> int:
-        """The position of the store's last event, 0 if it is empty."""
+        """The store's last position (an event's, or a check carrier's), 0 if it is empty."""
         return await self._last_on(self.layout.everything)
 
     async def read(
@@ -134,19 +134,21 @@ class DCBStore:
 
     async def last(self, query: Query) -> SequencedEvent | None:
         """The last event matching ``query`` (e.g. the last invoice); one round trip if filters are exact."""
-        candidates = []
-        for item in query.items or [QueryItem()]:
-            f = self.layout.filter(item) if query.items else self.layout.everything
-            msg = await self._direct_last(f)
-            if msg is None:
-                continue
-            self._remember(f, msg[0])
-            carrier = self.layout.is_carrier(msg[1])
-            found = [] if carrier else [decode(*msg)]
-            if carrier or not item.matches(found[0].type, found[0].tags):  # a superset filter: scan it
-                found = await self._select(Query([item]), after=0, up_to=msg[0], limit=None)
-            candidates += found[-1:]
-        return max(candidates, key=lambda e: e.position, default=None)
+        found = await asyncio.gather(*(self._last_match(item) for item in query.items or [QueryItem()]))
+        return max((e for e in found if e is not None), key=lambda e: e.position, default=None)
+
+    async def _last_match(self, item: QueryItem) -> SequencedEvent | None:
+        f = self.layout.filter(item)
+        msg = await self._direct_last(f)
+        if msg is None:
+            return None
+        self._remember(f, msg[0])
+        if not self.layout.is_carrier(msg[1]):
+            event = decode(*msg)
+            if item.matches(event.type, event.tags):
+                return event
+        found = await self._select(Query([item]), after=0, up_to=msg[0], limit=None)  # a superset filter
+        return found[-1] if found else None
 
     async def _select(
         self, query: Query | None, *, after: int, up_to: int, limit: int | None
