@@ -326,4 +326,4 @@ for name in names.values():
 await client.close()
 
 # %% [markdown]
-# **Next:** lesson 06 — events whose schema changes over time (upcasting).
+# **Next:** lesson 06, the next `06_*.ipynb` in `notebooks/`.
