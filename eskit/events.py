@@ -172,7 +172,7 @@ def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> 
     error: str | None = None
     try:
         data = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: e.g. 1 MB of '[' from someone else
         error = f"payload is not JSON ({len(raw)} bytes): {exc}"
     try:
         version = int(headers.get(SCHEMA_VERSION, "1"))

@@ -1,0 +1,173 @@
+"""Hostile input, generated: odd unicode names, data JSON cannot hold, and raw messages that someone else
+published into the stream (not JSON, no or garbage eskit headers, odd subjects, up to max_payload).
+
+Read, replay and analysis never crash on them: such an event comes back with ``data=None``, its bytes in
+``raw`` and the reason in ``decode_error``, and nothing around it is lost. Each property reuses one store and
+checks what it reads against what it just wrote (500 examples each, no deadline: the server is real).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import eskit
+from eskit import EncodeError, Event, InvalidNameError
+from eskit.events import check_token
+
+REUSED_STORE = [HealthCheck.function_scoped_fixture]  # on purpose: one store for all examples of a test
+EXAMPLES = settings(max_examples=500, deadline=None, suppress_health_check=REUSED_STORE)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=6,
+)
+json_data = st.dictionaries(st.text(max_size=8), json_values, max_size=3)
+names = st.text(min_size=1, max_size=16)  # any unicode: eskit accepts it or refuses it before sending
+# what NATS accepts in a subject token (someone else's publisher does not go through eskit's checks)
+raw_tokens = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters=".*> \t\r\n"),
+    min_size=1,
+    max_size=12,
+)
+header_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=30)
+garbage_headers = st.dictionaries(
+    st.sampled_from(["Eskit-Schema-Version", "Eskit-Occurred-At", "Eskit-Correlation-Id", "Eskit-Meta-x"]),
+    header_text,
+    max_size=4,
+)
+
+
+@given(aggregate_id=names, event_type=names, data=json_data)
+@EXAMPLES
+async def test_any_name_is_either_refused_before_sending_or_read_back_exactly(
+    store: eskit.EventStore, aggregate_id: str, event_type: str, data: dict[str, Any]
+) -> None:
+    event = Event(event_type, data)
+    before = await store.last_position()
+    try:
+        position = await store.append(aggregate_id, [event])
+    except InvalidNameError as exc:
+        assert "\n" not in str(exc)
+        assert await store.last_position() == before, "a refused event was stored"
+        return
+    [stored] = await store.read(aggregate_id, after=position - 1)
+    assert (stored.position, stored.aggregate_id, stored.type, stored.id) == (
+        position,
+        aggregate_id,
+        event_type,
+        event.id,
+    )
+    assert stored.data == data and stored.decode_error is None
+
+
+unserialisable = st.one_of(
+    st.sets(st.integers(), min_size=1, max_size=3),
+    st.binary(min_size=1, max_size=8),
+    st.sampled_from([math.nan, math.inf, -math.inf]),
+    st.datetimes(),
+    st.builds(object),
+    st.dictionaries(st.tuples(st.integers()), st.integers(), min_size=1, max_size=2),
+)
+
+
+@given(good=json_data, bad=unserialisable, key=st.text(max_size=8), nested=st.booleans())
+@EXAMPLES
+async def test_data_json_cannot_hold_is_refused_with_encode_error_and_nothing_is_sent(
+    store: eskit.EventStore, good: dict[str, Any], bad: object, key: str, nested: bool
+) -> None:
+    data = {**good, key: {"inner": [bad]} if nested else bad}
+    before = await store.last_position()
+    with pytest.raises(EncodeError) as info:
+        await store.append("a-1", [Event("ok", {"n": 1}), Event("noted", data)])
+    assert "\n" not in str(info.value) and "JSON" in str(info.value)
+    assert await store.last_position() == before
+
+
+raw_subjects = st.one_of(
+    st.tuples(raw_tokens),
+    st.tuples(raw_tokens, raw_tokens),
+    st.tuples(raw_tokens, raw_tokens, raw_tokens),
+)
+small_payloads = (
+    st.binary(max_size=300)
+    | st.text(max_size=50).map(str.encode)
+    | json_values.map(lambda v: json.dumps(v).encode())
+)
+
+
+@given(tokens=raw_subjects, payload=small_payloads, headers=st.none() | garbage_headers, data=json_data)
+@EXAMPLES
+async def test_raw_messages_never_break_read_replay_or_analysis_and_lose_nothing(
+    store: eskit.EventStore,
+    tokens: tuple[str, ...],
+    payload: bytes,
+    headers: dict[str, str] | None,
+    data: dict[str, Any],
+) -> None:
+    raw_position = (
+        await store.client.js.publish(".".join([store.name, *tokens]), payload, headers=headers)
+    ).seq
+    await check_surfaced(store, tokens, payload, raw_position, data)
+
+
+@given(size=st.integers(0, 2_000), fill=st.binary(min_size=1, max_size=4), aggregate=raw_tokens)
+@example(size=0, fill=b"[", aggregate="deep")  # valid JSON's start, nested a million deep: RecursionError
+@settings(max_examples=20, deadline=None, suppress_health_check=REUSED_STORE)
+async def test_raw_messages_up_to_max_payload_are_surfaced_whole(
+    store: eskit.EventStore, size: int, fill: bytes, aggregate: str
+) -> None:
+    payload = (fill * store.client.max_payload)[
+        : store.client.max_payload - size
+    ]  # up to max_payload exactly
+    tokens = (aggregate, "blob")
+    raw_position = (await store.client.js.publish(f"{store.name}.{aggregate}.blob", payload)).seq
+    await check_surfaced(store, tokens, payload, raw_position, {"after": "blob"})
+
+
+async def check_surfaced(
+    store: eskit.EventStore, tokens: tuple[str, ...], payload: bytes, raw_position: int, data: dict[str, Any]
+) -> None:
+    """The raw message at ``raw_position`` and an eskit event appended after it both come back whole."""
+    eskit_event = Event("after_raw", data)
+    eskit_position = await store.append("eskit-writer", [eskit_event])
+    replayed = [e async for e in store.replay(after=raw_position - 1)]
+    assert [e.position for e in replayed] == [raw_position, eskit_position]
+    raw, mine = replayed
+    assert raw.raw == payload and raw.subject == ".".join([store.name, *tokens])
+    assert_decoded_or_explained(raw, payload)
+    assert (mine.id, mine.data, mine.decode_error) == (eskit_event.id, data, None)
+    if len(tokens) >= 2 and acceptable(tokens[0]):  # an aggregate eskit can name: a read finds it too
+        [read] = await store.read(tokens[0], after=raw_position - 1, up_to=raw_position)
+        assert read.raw == payload and read.decode_error == raw.decode_error
+    frames = pytest.importorskip("eskit.frames")  # analysis: one row per event, even an undecodable one
+    frame = await frames.to_dataframe(store, after=raw_position - 1)
+    assert frame["position"].tolist() == [raw_position, eskit_position]
+
+
+def acceptable(name: str) -> bool:
+    try:
+        check_token(name, "aggregate id")
+    except InvalidNameError:
+        return False
+    return True
+
+
+def assert_decoded_or_explained(event: eskit.RecordedEvent, payload: bytes) -> None:
+    try:
+        expected = json.loads(payload) if payload else None
+    except (ValueError, RecursionError):
+        assert event.data is None and event.decode_error, "undecodable payload without an explanation"
+        assert "not JSON" in event.decode_error and "\n" not in event.decode_error
+        return
+    assert event.decode_error is None
+    assert json.dumps(event.data, sort_keys=True) == json.dumps(expected, sort_keys=True)  # NaN-safe
+    assert isinstance(event.timestamp, datetime) and event.timestamp.tzinfo is not None
+    assert event.timestamp > datetime(2020, 1, 1, tzinfo=UTC)
