@@ -37,6 +37,7 @@ from .errors import (
     UnknownEventError,
     ValidationError,
 )
+from .dashboard import Dashboard, dashboard
 from .deadletter import DeadLetters, ParkedEvent
 from .eventlog import LogEvent, read_log
 from .events import Event, RecordedEvent
@@ -59,6 +60,7 @@ __all__ = [
     "ConcurrencyError",
     "ConnectError",
     "ContentionError",
+    "Dashboard",
     "DeadLetters",
     "DecisionError",
     "DuplicateEventError",
@@ -96,6 +98,7 @@ __all__ = [
     "analysis",
     "applies",
     "connect",
+    "dashboard",
     "dcb",
     "import_log",
     "read_log",

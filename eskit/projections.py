@@ -173,12 +173,12 @@ class Projection:
                 batch = await (prefetched or await self._consumer.request(self.batch_size, wait=wait))
                 if len(batch.events) == self.batch_size:  # catching up: the server prepares the next batch
                     self._prefetch = await self._consumer.request(self.batch_size, wait=0)  # as we apply this
+                if batch.pending is not None or not batch.events:
+                    self._lag = batch.pending or 0  # set before the position moves: wait_for() sees both
                 self._counts.redelivered += batch.redelivered
                 await self._applier.apply(self._model, batch.events, self._counts)
                 if ack:
                     await self._consumer.ack(batch)
-                if batch.pending is not None or not batch.events:
-                    self._lag = batch.pending or 0
                 settled = True
             finally:
                 if not settled:  # delivered but not acknowledged: reposition before fetching again
