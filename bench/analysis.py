@@ -27,7 +27,7 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import eskit  # noqa: E402
+import eskit
 
 GOAL = 1.0
 TYPES = ("created", "item_added", "item_added", "payment_received", "shipped")
@@ -37,10 +37,17 @@ async def fill(store: eskit.EventStore, n: int) -> None:
     step = 20_000
     for start in range(0, n, step):
         appends = [
-            (f"o{i % 2000}", [eskit.Event(TYPES[i % len(TYPES)], {"sku": f"sku-{i % 97}", "qty": 1 + i % 5,
-                                                                   "price": 9.99})], None)
+            (
+                f"o{i % 2000}",
+                [
+                    eskit.Event(
+                        TYPES[i % len(TYPES)], {"sku": f"sku-{i % 97}", "qty": 1 + i % 5, "price": 9.99}
+                    )
+                ],
+                None,
+            )
             for i in range(start, min(n, start + step))
-        ]  # fmt: skip
+        ]
         await store.append_many(appends)
 
 
@@ -88,8 +95,11 @@ async def main(n: int, reps: int) -> None:
                 for rep in range(reps):
                     runs["eskit"].append(n / await eskit_frame(store, n))
                     runs["ordered"].append(n / await ordered_count(nc, f"{name}.>", n))
-                    print(f"  rep {rep + 1}: to_dataframe {runs['eskit'][-1]:,.0f}/s, "
-                          f"ordered consumer {runs['ordered'][-1]:,.0f}/s", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"  rep {rep + 1}: to_dataframe {runs['eskit'][-1]:,.0f}/s, "
+                        f"ordered consumer {runs['ordered'][-1]:,.0f}/s",
+                        file=sys.stderr,
+                    )
             finally:
                 await client.delete_store(name)
                 await nc.close()

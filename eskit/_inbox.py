@@ -107,7 +107,7 @@ def parse_headers(raw: bytes) -> Headers | None:
 
 
 def _careful(text: str) -> dict[str, str]:
-    """Every line: names stripped, without whitespace inside (others skipped); values stripped (as nats-py)."""
+    """Every line, as nats-py does: names stripped, none with whitespace inside; values stripped."""
     out: dict[str, str] = {}
     for line in text.split("\r\n"):
         name, sep, value = line.partition(":")
@@ -121,9 +121,11 @@ def install(nc: Any, sub: Any, prefix: str, handlers: Mapping[str, Callable[[Any
     """Deliver messages of ``sub`` (the Wire's ``prefix.*`` inbox) to ``handlers[last token]`` directly."""
     original = getattr(nc, "_process_msg", None)
     sid = getattr(sub, "_id", None)
-    if original is None or sid is None or list(inspect.signature(original).parameters) != [
-        "sid", "subject", "reply", "data", "headers"
-    ]:  # fmt: skip
+    if (
+        original is None
+        or sid is None
+        or list(inspect.signature(original).parameters) != ["sid", "subject", "reply", "data", "headers"]
+    ):
         return False
     cut = len(prefix) + 1
 

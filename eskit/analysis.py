@@ -26,15 +26,21 @@ __all__ = ["case_durations", "directly_follows", "events_per_type", "funnel", "t
 Columns = tuple[str, str, str]
 
 
-def columns(df: pd.DataFrame, case: str | None = None, activity: str | None = None,
-            time: str | None = None) -> Columns:  # fmt: skip
+def columns(
+    df: pd.DataFrame, case: str | None = None, activity: str | None = None, time: str | None = None
+) -> Columns:
     """The case, activity and time columns of ``df`` (pm4py names if present, else eskit's)."""
     pm4py = CASE in df.columns
-    chosen = (case or (CASE if pm4py else "aggregate_id"), activity or (ACTIVITY if pm4py else "type"),
-              time or (TIMESTAMP if pm4py else "occurred_at"))  # fmt: skip
+    chosen = (
+        case or (CASE if pm4py else "aggregate_id"),
+        activity or (ACTIVITY if pm4py else "type"),
+        time or (TIMESTAMP if pm4py else "occurred_at"),
+    )
     missing = [c for c in chosen if c not in df.columns]
     if missing:
-        raise ValidationError(f"the frame has no column {missing[0]!r}; pass case=, activity=, time= to name them")
+        raise ValidationError(
+            f"the frame has no column {missing[0]!r}; pass case=, activity=, time= to name them"
+        )
     return chosen
 
 
@@ -46,8 +52,14 @@ def ordered(df: pd.DataFrame, cols: Columns) -> pd.DataFrame:
     return df.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def events_per_type(df: pd.DataFrame, *, freq: str = "D", case: str | None = None, activity: str | None = None,
-                    time: str | None = None) -> pd.DataFrame:  # fmt: skip
+def events_per_type(
+    df: pd.DataFrame,
+    *,
+    freq: str = "D",
+    case: str | None = None,
+    activity: str | None = None,
+    time: str | None = None,
+) -> pd.DataFrame:
     """Counts per time bucket (``freq``: "h", "D", "W", "MS", ...) and event type: one column per type.
 
     >>> events_per_type(df, freq="W").plot.area()                             # doctest: +SKIP
@@ -57,21 +69,23 @@ def events_per_type(df: pd.DataFrame, *, freq: str = "D", case: str | None = Non
     return counts.unstack(fill_value=0).rename_axis(columns=None)
 
 
-def case_durations(df: pd.DataFrame, *, case: str | None = None, activity: str | None = None,
-                   time: str | None = None) -> pd.DataFrame:  # fmt: skip
+def case_durations(
+    df: pd.DataFrame, *, case: str | None = None, activity: str | None = None, time: str | None = None
+) -> pd.DataFrame:
     """Per case: first and last event time, duration, number of events; longest first.
 
     >>> case_durations(df)["duration"].describe()                             # doctest: +SKIP
     """
-    c, act, t = columns(df, case, activity, time)
+    c, _, t = columns(df, case, activity, time)
     g = df.groupby(c)[t]
     out = pd.DataFrame({"start": g.min(), "end": g.max(), "events": g.size()})
     out.insert(2, "duration", out["end"] - out["start"])
     return out.sort_values(["duration", "events"], ascending=False, kind="stable")
 
 
-def variants(df: pd.DataFrame, *, case: str | None = None, activity: str | None = None,
-             time: str | None = None) -> pd.DataFrame:  # fmt: skip
+def variants(
+    df: pd.DataFrame, *, case: str | None = None, activity: str | None = None, time: str | None = None
+) -> pd.DataFrame:
     """Distinct event sequences (as tuples of activities), how many cases follow each, and their share.
 
     >>> variants(df).head()                                                   # doctest: +SKIP
@@ -85,8 +99,9 @@ def variants(df: pd.DataFrame, *, case: str | None = None, activity: str | None 
     return counts[["variant", "cases", "share", "length"]]
 
 
-def directly_follows(df: pd.DataFrame, *, case: str | None = None, activity: str | None = None,
-                     time: str | None = None) -> pd.DataFrame:  # fmt: skip
+def directly_follows(
+    df: pd.DataFrame, *, case: str | None = None, activity: str | None = None, time: str | None = None
+) -> pd.DataFrame:
     """How often ``target`` directly follows ``source`` within a case, and the mean time between them.
 
     >>> directly_follows(df).pivot(index="source", columns="target", values="count")  # doctest: +SKIP
@@ -98,12 +113,19 @@ def directly_follows(df: pd.DataFrame, *, case: str | None = None, activity: str
     pairs = pd.DataFrame({"source": events[act], "target": nxt[act], "gap": nxt[t] - events[t]})
     pairs = pairs[nxt[act].notna()]
     out = pairs.groupby(["source", "target"], sort=True).agg(count=("gap", "size"), mean_time=("gap", "mean"))
-    return out.reset_index().sort_values(["count", "source", "target"], ascending=[False, True, True],
-                                         kind="stable", ignore_index=True)  # fmt: skip
+    return out.reset_index().sort_values(
+        ["count", "source", "target"], ascending=[False, True, True], kind="stable", ignore_index=True
+    )
 
 
-def funnel(df: pd.DataFrame, steps: Sequence[str], *, case: str | None = None, activity: str | None = None,
-           time: str | None = None) -> pd.DataFrame:  # fmt: skip
+def funnel(
+    df: pd.DataFrame,
+    steps: Sequence[str],
+    *,
+    case: str | None = None,
+    activity: str | None = None,
+    time: str | None = None,
+) -> pd.DataFrame:
     """How many cases reach each step, in order (step k counts only after step k-1 was reached).
 
     >>> funnel(df, ["created", "payment_received", "shipped"])                # doctest: +SKIP

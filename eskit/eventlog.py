@@ -80,11 +80,13 @@ def parse_timestamp(value: str, where: str) -> datetime:
     if "." in text:  # Python takes at most 6 fractional digits
         head, _, frac = text.partition(".")
         digits = len(frac) - len(frac.lstrip("0123456789"))
-        text = f"{head}.{frac[:min(digits, 6)]}{frac[digits:]}"
+        text = f"{head}.{frac[: min(digits, 6)]}{frac[digits:]}"
     try:
         stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise EventLogError(f"{where}: timestamp {value!r} is not ISO 8601 (e.g. 2011-10-11 13:45:40+02:00)") from None
+        raise EventLogError(
+            f"{where}: timestamp {value!r} is not ISO 8601 (e.g. 2011-10-11 13:45:40+02:00)"
+        ) from None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
@@ -99,8 +101,14 @@ def typed(value: str) -> Any:
     return number if repr(number) == value else value
 
 
-def read_log(path: str | Path, *, format: str | None = None, case: str = CASE, activity: str = ACTIVITY,
-             timestamp: str = TIMESTAMP) -> list[LogEvent]:  # fmt: skip
+def read_log(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    case: str = CASE,
+    activity: str = ACTIVITY,
+    timestamp: str = TIMESTAMP,
+) -> list[LogEvent]:
     """Every event of a CSV or XES file (by extension, or ``format="csv"|"xes"``), checked."""
     path = Path(path)
     kind = (format or path.suffix.lstrip(".")).lower()
@@ -113,8 +121,14 @@ def read_log(path: str | Path, *, format: str | None = None, case: str = CASE, a
     raise EventLogError(f"{path}: unknown log format {kind!r}; use a .csv or .xes file, or pass format='csv'")
 
 
-def read_csv(path: str | Path, *, case: str = CASE, activity: str = ACTIVITY, timestamp: str = TIMESTAMP,
-             delimiter: str = ",") -> list[LogEvent]:  # fmt: skip
+def read_csv(
+    path: str | Path,
+    *,
+    case: str = CASE,
+    activity: str = ACTIVITY,
+    timestamp: str = TIMESTAMP,
+    delimiter: str = ",",
+) -> list[LogEvent]:
     """Events of a CSV log with a header line; empty cells are left out of the attributes."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -131,8 +145,10 @@ def _csv_rows(reader: Any, name: str, case: str, activity: str, timestamp: str) 
         raise EventLogError(f"{name}: line 1: no header line; the first line must name the columns")
     for column in (case, activity, timestamp):
         if column not in header:
-            raise EventLogError(f"{name}: line 1: no column {column!r} (columns: {', '.join(header)}); "
-                                "name the columns with case=, activity=, timestamp=")  # fmt: skip
+            raise EventLogError(
+                f"{name}: line 1: no column {column!r} (columns: {', '.join(header)}); "
+                "name the columns with case=, activity=, timestamp="
+            )
     named = (case, activity, timestamp)
     keep = [i for i, h in enumerate(header) if h and not h.startswith("Unnamed:") and h not in named]
     ic, ia, it = header.index(case), header.index(activity), header.index(timestamp)
@@ -179,9 +195,10 @@ def _attributes(element: ET.Element, where: str) -> dict[str, Any]:
     return dict(_attribute(child, where) for child in element if _tag(child) in _VALUE_TAGS)
 
 
-def read_xes(path: str | Path, *, case: str = CASE, activity: str = ACTIVITY,
-             timestamp: str = TIMESTAMP) -> list[LogEvent]:  # fmt: skip
-    """Events of an XES log, parsed with ``xml.etree.ElementTree.iterparse`` (trace attributes -> ``case:*``)."""
+def read_xes(
+    path: str | Path, *, case: str = CASE, activity: str = ACTIVITY, timestamp: str = TIMESTAMP
+) -> list[LogEvent]:
+    """Events of an XES log, read with ``xml.etree.ElementTree.iterparse``; trace attributes -> ``case:*``."""
     events: list[LogEvent] = []
     pending: list[tuple[dict[str, Any], str]] = []
     traces = 0
@@ -194,27 +211,44 @@ def read_xes(path: str | Path, *, case: str = CASE, activity: str = ACTIVITY,
                 element.clear()
             elif tag == "trace":
                 traces += 1
-                events.extend(_trace_events(element, pending, f"{path}: trace #{traces}", case, activity, timestamp))
+                events.extend(
+                    _trace_events(element, pending, f"{path}: trace #{traces}", case, activity, timestamp)
+                )
                 pending = []
                 element.clear()
     except ET.ParseError as exc:
         line, column = exc.position
-        raise EventLogError(f"{path}: line {line}, column {column}: not well-formed XML ({exc.msg})") from None
+        raise EventLogError(
+            f"{path}: line {line}, column {column}: not well-formed XML ({exc.msg})"
+        ) from None
     return events
 
 
-def _trace_events(trace: ET.Element, pending: list[tuple[dict[str, Any], str]], where: str, case: str,
-                  activity: str, timestamp: str) -> Iterator[LogEvent]:  # fmt: skip
+def _trace_events(
+    trace: ET.Element,
+    pending: list[tuple[dict[str, Any], str]],
+    where: str,
+    case: str,
+    activity: str,
+    timestamp: str,
+) -> Iterator[LogEvent]:
     attributes = _attributes(trace, where)
     case_id = attributes.pop(ACTIVITY if case == CASE else case, None)  # XES names a trace by concept:name
     if not case_id:
-        raise EventLogError(f"{where}: <trace> has no <string key=\"concept:name\"> (its case id); add one")
+        raise EventLogError(f'{where}: <trace> has no <string key="concept:name"> (its case id); add one')
     case_attributes = {f"case:{k}": v for k, v in attributes.items()}
     for values, event_where in pending:
         name, stamp = values.pop(activity, None), values.pop(timestamp, None)
         if not name:
-            raise EventLogError(f"{event_where}: <event> has no {activity!r} attribute (its activity); add one")
+            raise EventLogError(
+                f"{event_where}: <event> has no {activity!r} attribute (its activity); add one"
+            )
         if not stamp:
             raise EventLogError(f"{event_where}: <event> has no <date key={timestamp!r}>; add one")
-        yield LogEvent(str(case_id), str(name), parse_timestamp(str(stamp), event_where),
-                       {**case_attributes, **values}, event_where)  # fmt: skip
+        yield LogEvent(
+            str(case_id),
+            str(name),
+            parse_timestamp(str(stamp), event_where),
+            {**case_attributes, **values},
+            event_where,
+        )

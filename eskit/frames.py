@@ -18,8 +18,8 @@ straight into pm4py.
 from __future__ import annotations
 
 import json
-from datetime import UTC
 from collections.abc import AsyncIterable, Iterable, Sequence
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -28,14 +28,32 @@ from tqdm import tqdm
 from ._wire import StoredMsg
 from .errors import ValidationError
 from .eventlog import ACTIVITY, CASE, TIMESTAMP, decode_token
-from .events import CAUSATION_ID, CORRELATION_ID, META_PREFIX, MSG_ID, OCCURRED_AT, SCHEMA_VERSION, RecordedEvent
+from .events import (
+    CAUSATION_ID,
+    CORRELATION_ID,
+    META_PREFIX,
+    MSG_ID,
+    OCCURRED_AT,
+    SCHEMA_VERSION,
+    RecordedEvent,
+)
 
 if TYPE_CHECKING:
     from .store import EventStore
 
 CHUNK = 100_000  # rows turned into a DataFrame at a time: bounds the per-event Python objects held
-BASE = ["position", "aggregate_id", "type", "timestamp", "occurred_at", "event_id", "schema_version",
-        "correlation_id", "causation_id", "subject"]  # fmt: skip
+BASE = [
+    "position",
+    "aggregate_id",
+    "type",
+    "timestamp",
+    "occurred_at",
+    "event_id",
+    "schema_version",
+    "correlation_id",
+    "causation_id",
+    "subject",
+]
 PM4PY = {"aggregate_id": CASE, "type": ACTIVITY, "occurred_at": TIMESTAMP}
 Names = Literal["eskit", "pm4py"]
 _NO_META: dict[str, str] = {}
@@ -80,8 +98,16 @@ class _Columns:
 
     def add_event(self, e: RecordedEvent) -> None:
         occurred = e.occurred_at.isoformat() if e.occurred_at else None
-        values = [e.position, e.subject, e.timestamp.isoformat(), occurred, e.id, e.schema_version,
-                  e.correlation_id, e.causation_id]  # fmt: skip
+        values = [
+            e.position,
+            e.subject,
+            e.timestamp.isoformat(),
+            occurred,
+            e.id,
+            e.schema_version,
+            e.correlation_id,
+            e.causation_id,
+        ]
         for column, value in zip(self.rows, values, strict=True):
             column.append(value)
         self.meta.append(dict(e.metadata))
@@ -91,18 +117,22 @@ class _Columns:
     def frame(self) -> pd.DataFrame:
         pos, subj, stamp, occ, ids, ver, corr, caus = self.rows
         aggregates, types = _split(subj)
-        df = pd.DataFrame({
-            "position": pd.array(pos, dtype="int64"),
-            "aggregate_id": aggregates,
-            "type": types,
-            "timestamp": _times(stamp),
-            "occurred_at": _times(occ),
-            "event_id": pd.array(ids, dtype=object),
-            "schema_version": pd.to_numeric(pd.Series(ver, dtype=object), errors="coerce").fillna(1).astype("int64"),
-            "correlation_id": pd.array(corr, dtype=object),
-            "causation_id": pd.array(caus, dtype=object),
-            "subject": subj,
-        })  # fmt: skip
+        df = pd.DataFrame(
+            {
+                "position": pd.array(pos, dtype="int64"),
+                "aggregate_id": aggregates,
+                "type": types,
+                "timestamp": _times(stamp),
+                "occurred_at": _times(occ),
+                "event_id": pd.array(ids, dtype=object),
+                "schema_version": pd.to_numeric(pd.Series(ver, dtype=object), errors="coerce")
+                .fillna(1)
+                .astype("int64"),
+                "correlation_id": pd.array(corr, dtype=object),
+                "causation_id": pd.array(caus, dtype=object),
+                "subject": subj,
+            }
+        )
         parts = [df]
         if self.has_meta:
             parts.append(pd.DataFrame(self.meta).add_prefix("meta:"))
@@ -129,7 +159,9 @@ def _times(values: list[Any]) -> pd.Series:
     """ISO 8601 strings as UTC timestamps; a missing or garbled one is NaT, never an error."""
     times = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601", errors="coerce")
     if times.dtype != "datetime64[ns, UTC]":  # pandas picked a coarser unit for a year outside 1677-2262
-        times = times.where((times >= pd.Timestamp.min.tz_localize(UTC)) & (times <= pd.Timestamp.max.tz_localize(UTC)))
+        times = times.where(
+            (times >= pd.Timestamp.min.tz_localize(UTC)) & (times <= pd.Timestamp.max.tz_localize(UTC))
+        )
     return times.astype("datetime64[ns, UTC]")
 
 
@@ -165,8 +197,12 @@ async def to_dataframe(
     """
     if names not in ("eskit", "pm4py"):
         raise ValidationError(f"names={names!r}: use 'eskit' or 'pm4py'")
-    with tqdm(unit="ev", desc="to_dataframe", disable=None if progress is None else not progress,
-              delay=0.5 if progress is None else 0) as bar:  # fmt: skip
+    with tqdm(
+        unit="ev",
+        desc="to_dataframe",
+        disable=None if progress is None else not progress,
+        delay=0.5 if progress is None else 0,
+    ) as bar:
         chunks = await _read(source, after, subjects, bar)
     df = pd.concat(chunks, ignore_index=True) if chunks else _Columns().frame()
     if subjects is not None and len(subjects) > 1:
@@ -215,7 +251,9 @@ def _filters(store: EventStore, subjects: Sequence[str] | None) -> list[str]:
     return filters
 
 
-async def _events(source: AsyncIterable[RecordedEvent] | Iterable[RecordedEvent]) -> AsyncIterable[RecordedEvent]:
+async def _events(
+    source: AsyncIterable[RecordedEvent] | Iterable[RecordedEvent],
+) -> AsyncIterable[RecordedEvent]:
     if isinstance(source, AsyncIterable):
         async for event in source:
             yield event
@@ -226,4 +264,6 @@ async def _events(source: AsyncIterable[RecordedEvent] | Iterable[RecordedEvent]
 
 def _renamed(df: pd.DataFrame) -> pd.DataFrame:
     df = df.assign(occurred_at=df["occurred_at"].fillna(df["timestamp"]))
-    return df.rename(columns={c: f"data:{c}" for c in PM4PY.values() if c in df.columns}).rename(columns=PM4PY)
+    return df.rename(columns={c: f"data:{c}" for c in PM4PY.values() if c in df.columns}).rename(
+        columns=PM4PY
+    )

@@ -11,9 +11,12 @@ attribute -> the event's data.
 
 Re-importing adds nothing, however long after: every event id is derived from the row's content and its
 ordinal within the case, and before appending, the import reads which events each case already has in the
-stream. A case already stored is skipped, a case that grew gets only its new events (appended with
-``expected_position`` = its last position), and a case whose stored events differ from the file is an
-error. The whole file is read and checked before anything is appended.
+stream. A case already stored is skipped, a case that grew gets only its new events, and a case whose
+stored events differ from the file is an error. The whole file is read and checked before anything is
+appended. Cases are appended concurrently; within a case, event by event, each with ``expected_position``
+= the position of the one before (single appends are ~20x quicker than atomic batches on nats-server
+2.12-2.15): a case is never written twice, and an interrupted import leaves whole prefixes of cases,
+which the next import completes.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from tqdm import tqdm
 from .errors import EventLogError
 from .eventlog import LogEvent, decode_token, encode_token, read_log
 from .events import MSG_ID, Event, check_token
-from .store import MAX_BATCH, EventStore
+from .store import EventStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ async def import_log(
     *,
     format: str | None = None,
     progress: bool | None = None,
-    concurrency: int = 64,
+    concurrency: int = 32,
 ) -> ImportResult:
     """Append the events of a log file (or of :class:`LogEvent` rows) to ``store``; see the module doc.
 
@@ -68,8 +71,8 @@ async def import_log(
     stored = await _stored_ids(store)
     plans = [p for case, events in cases.items() if (p := _plan(store, case, events, stored)) is not None]
     for plan in plans:  # sizes checked before anything is sent
-        for i in range(0, len(plan.events), MAX_BATCH):
-            store._encode(plan.aggregate_id, plan.events[i : i + MAX_BATCH], plan.expected_position)
+        for event in plan.events:
+            store._encode(plan.aggregate_id, [event], plan.expected_position)
     todo = sum(len(p.events) for p in plans)
     limit = asyncio.Semaphore(concurrency)
     with tqdm(total=todo, unit="ev", desc=f"import {store.name}", disable=_disabled(progress)) as bar:
@@ -77,10 +80,9 @@ async def import_log(
         async def run(plan: _Plan) -> None:
             async with limit:
                 expected = plan.expected_position
-                for i in range(0, len(plan.events), MAX_BATCH):
-                    chunk = plan.events[i : i + MAX_BATCH]
-                    expected = await store.append(plan.aggregate_id, chunk, expected_position=expected)
-                    bar.update(len(chunk))
+                for event in plan.events:  # one by one, each checked: far quicker than atomic batches
+                    expected = await store.append(plan.aggregate_id, [event], expected_position=expected)
+                    bar.update(1)
 
         await asyncio.gather(*(run(p) for p in plans))
     return ImportResult(len(cases), len(rows), todo, len(cases) - len(plans))
@@ -100,7 +102,9 @@ def _by_case(rows: Sequence[LogEvent]) -> dict[str, list[Event]]:
         except ValueError as exc:
             raise EventLogError(f"{row.where}: {exc}") from None
         events = cases.setdefault(aggregate_id, [])
-        events.append(Event(event_type, row.attributes, id=row.event_id(len(events)), occurred_at=row.timestamp))
+        events.append(
+            Event(event_type, row.attributes, id=row.event_id(len(events)), occurred_at=row.timestamp)
+        )
     return cases
 
 
@@ -124,7 +128,7 @@ def _plan(
         return _Plan(aggregate_id, events, 0)
     if [e.id for e in events[: len(ids)]] != ids:
         raise EventLogError(
-            f"case {decode_token(aggregate_id)!r} is already in {store.name} with other events than the log has; "
+            f"case {decode_token(aggregate_id)!r} is already in {store.name} with other events than the log; "
             "import into a new stream, or delete that stream first"
         )
     if len(ids) == len(events):
@@ -136,7 +140,9 @@ def add_command(sub: Any) -> None:
     """``python -m eskit import FILE --stream NAME``: the CLI twin of :func:`import_log`."""
     p = sub.add_parser("import", help="import a CSV or XES event log into a stream (one aggregate per case)")
     p.add_argument("file", help="the .csv or .xes event log")
-    p.add_argument("--stream", required=True, help="the store to import into (created if needed), e.g. receipt")
+    p.add_argument(
+        "--stream", required=True, help="the store to import into (created if needed), e.g. receipt"
+    )
     p.add_argument("--format", choices=["csv", "xes"], help="default: from the file's extension")
     p.add_argument("--url", help="NATS server URL (default: $NATS_URL)")
     p.set_defaults(func=_command)
@@ -145,10 +151,14 @@ def add_command(sub: Any) -> None:
 def _command(args: argparse.Namespace) -> int:
     url = args.url or os.environ.get("NATS_URL")
     if not url:
-        raise EventLogError("no server to import into: pass --url or set NATS_URL (see `python -m eskit server`)")
+        raise EventLogError(
+            "no server to import into: pass --url or set NATS_URL (see `python -m eskit server`)"
+        )
     result = asyncio.run(_import(url, args.file, args.stream, args.format))
-    print(f"{args.file}: {result.cases:,} cases, {result.events:,} events; appended {result.appended:,} events "
-          f"to {args.stream} ({result.cases_already_stored:,} cases were already there)")  # fmt: skip
+    print(
+        f"{args.file}: {result.cases:,} cases, {result.events:,} events; appended {result.appended:,} events "
+        f"to {args.stream} ({result.cases_already_stored:,} cases were already there)"
+    )
     return 0
 
 

@@ -30,8 +30,17 @@ def order_events(orders: int, *, seed: int = 6) -> list[tuple[str, list[Event], 
     for n in range(orders):
         at = START + timedelta(hours=rng.randrange(0, 24 * 28))
         events: list[tuple[str, dict[str, object]]] = [("created", {"customer": f"c{rng.randrange(40)}"})]
-        events += [("item_added", {"sku": f"sku-{rng.randrange(30)}", "qty": rng.randint(1, 3),
-                                   "price": rng.choice([4.5, 9.99, 19.0])}) for _ in range(rng.randint(1, 4))]  # fmt: skip
+        events += [
+            (
+                "item_added",
+                {
+                    "sku": f"sku-{rng.randrange(30)}",
+                    "qty": rng.randint(1, 3),
+                    "price": rng.choice([4.5, 9.99, 19.0]),
+                },
+            )
+            for _ in range(rng.randint(1, 4))
+        ]
         roll = rng.random()
         if roll < 0.15:
             events.append(("cancelled", {"reason": rng.choice(["changed mind", "too slow"])}))
@@ -47,8 +56,16 @@ def order_events(orders: int, *, seed: int = 6) -> list[tuple[str, list[Event], 
     return out
 
 
-_PROCESS = ["Submit claim", "Check documents", "Request more info", "Assess damage", "Approve payment",
-            "Reject claim", "Pay out", "Notify customer"]  # fmt: skip
+_PROCESS = [
+    "Submit claim",
+    "Check documents",
+    "Request more info",
+    "Assess damage",
+    "Approve payment",
+    "Reject claim",
+    "Pay out",
+    "Notify customer",
+]
 
 
 def sample_rows(cases: int, *, seed: int) -> list[dict[str, str]]:
@@ -65,8 +82,15 @@ def sample_rows(cases: int, *, seed: int) -> list[dict[str, str]]:
         channel = rng.choice(["web", "phone", "agent"])
         for step in steps:
             at += timedelta(minutes=rng.randint(10, 60 * 48))
-            rows.append({CASE: case, ACTIVITY: step, TIMESTAMP: at.isoformat(sep=" "),
-                         "org:resource": f"clerk {rng.randrange(1, 6)}", "case:channel": channel})  # fmt: skip
+            rows.append(
+                {
+                    CASE: case,
+                    ACTIVITY: step,
+                    TIMESTAMP: at.isoformat(sep=" "),
+                    "org:resource": f"clerk {rng.randrange(1, 6)}",
+                    "case:channel": channel,
+                }
+            )
     return rows
 
 
@@ -82,7 +106,7 @@ def write_sample_log(path: str | Path, *, cases: int = 200, seed: int = 6) -> Pa
 
 
 def event_log_path(folder: str | Path, *, env: str = ENV) -> Path:
-    """The log a lesson analyses: the file named by ``$ESKIT_EVENT_LOG``, else the sample written to ``folder``."""
+    """The log a lesson analyses: the file in ``$ESKIT_EVENT_LOG``, else the sample written to ``folder``."""
     given = os.environ.get(env)
     if given:
         path = Path(given).expanduser()
