@@ -3,7 +3,8 @@
 A writer appends 5,000 events to 50 aggregates (100 each, concurrency-checked, with stable event ids); when
 a request times out or finds nobody to answer (leader election), it retries the *same* events. Afterwards:
 every event is stored exactly once, each aggregate's events are in order, and every acknowledged event is
-at the position its ack named. The write pause (the longest gap between two acks) is reported, not asserted.
+at the position its ack named. The write pause (the longest gap between two acks) is reported, not asserted:
+it is mostly Raft's election timeout (a follower waits a random 4-9 s for a lost leader before campaigning).
 """
 
 from __future__ import annotations

@@ -97,8 +97,9 @@ last = cluster.wait_in_sync(payments.stream)  # all three replicas hold the same
 print("nodes running:", sum(node.running for node in cluster.nodes), "| replicas in sync up to", last)
 
 # %% [markdown]
-# How long did writes pause? The longest gap between two acknowledgements spans the election (and, for
-# writers connected to the dead node, a reconnect or a timed-out request). It varies from run to run:
+# How long did writes pause? The longest gap between two acknowledgements spans the election: a follower
+# waits a random 4–9 s without hearing from its leader before it campaigns (nats-server's Raft election
+# timeout), so expect a few seconds. It varies from run to run:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
