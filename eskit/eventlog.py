@@ -1,7 +1,7 @@
 """Read event logs (CSV and XES files) from process mining into plain :class:`LogEvent` rows.
 
 >>> events = read_log("receipt.csv")                                          # doctest: +SKIP
->>> events[0].case, events[0].activity
+>>> events[0].case, events[0].activity                                       # doctest: +SKIP
 ('case-10011', 'Confirmation of receipt')
 
 Column names follow the XES / pm4py convention (``case:concept:name``, ``concept:name``,
