@@ -2,7 +2,7 @@
 
 >>> with EmbeddedCluster(3) as cluster:               # doctest: +SKIP
 ...     client = await eskit.connect(cluster.url)      # streams get replicas=3 on a cluster
-...     cluster.kill(cluster.node_named("n2"))         # SIGKILL a node; cluster.start_node(...) brings it back
+...     cluster.kill(cluster.node_named("n2"))         # SIGKILL a node; start_node(...) brings it back
 
 Each node has its own store directory (kept across kill/restart) and fixed ports, so a restarted node
 rejoins as itself.
@@ -47,10 +47,15 @@ class EmbeddedCluster:
                 port=client_ports[i],
                 name=f"n{i + 1}",
                 extra_args=[
-                    "--cluster_name", name, "--cluster", f"nats://127.0.0.1:{route_ports[i]}",
-                    "--routes", routes, *(extra_args or []),
+                    "--cluster_name",
+                    name,
+                    "--cluster",
+                    f"nats://127.0.0.1:{route_ports[i]}",
+                    "--routes",
+                    routes,
+                    *(extra_args or []),
                 ],
-            )  # fmt: skip
+            )
             for i in range(size)
         ]
 
