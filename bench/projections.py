@@ -7,7 +7,8 @@
 One embedded nats-server, one stream filled with atomic batches of 1,000 events (100 orders: created,
 998 x item_added, shipped). Measured in the same run, each on a fresh durable consumer:
 
-1. baseline: a bare nats-py pull consumer (explicit ack, fetch 1,000 at a time) that only counts;
+1. baseline: a bare nats-py pull consumer (its own plain nats-py connection, explicit ack, fetch 1,000 at a
+   time) that only counts;
 2. eskit: a fresh ``Projection`` (orders_view: an INSERT or UPDATE per event) caught up with
    ``run_until_caught_up()``, into a SQLite file and into ``:memory:``: decoding, one transaction per batch
    with the position, acks after the commit.
@@ -32,6 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import nats
 from nats.js.api import AckPolicy, ConsumerConfig
 
 import eskit
@@ -85,11 +87,12 @@ async def fill(store: eskit.EventStore, n: int) -> None:
     await store.append_many([(f"o{i}", order(i), 0) for i in range(n // PER_ORDER)], concurrency=4)
 
 
-async def bare_consumer(client: eskit.Client, store: eskit.EventStore, n: int) -> float:
-    """A nats-py pull consumer that only counts (and acks, like the projection)."""
+async def bare_consumer(nc: nats.aio.client.Client, store: eskit.EventStore, n: int) -> float:
+    """A pull consumer on a plain nats-py connection that only counts (and acks, like the projection)."""
+    js = nc.jetstream()
     durable = f"bare-{uuid.uuid4().hex[:8]}"
     config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=2000)
-    sub = await client.js.pull_subscribe(
+    sub = await js.pull_subscribe(
         f"{store.name}.>", durable=durable, stream=store.stream, config=config
     )
     count = 0
@@ -100,7 +103,7 @@ async def bare_consumer(client: eskit.Client, store: eskit.EventStore, n: int) -
             await msg.ack()
     elapsed = time.perf_counter() - started
     await sub.unsubscribe()
-    await client.js.delete_consumer(store.stream, durable)
+    await js.delete_consumer(store.stream, durable)
     return elapsed
 
 
@@ -127,6 +130,7 @@ async def measure(label: str, run: Callable[[], Awaitable[float]], n: int, reps:
 
 async def main(n: int, reps: int) -> dict[str, object]:
     with eskit.EmbeddedServer() as server, tempfile.TemporaryDirectory() as tmp:
+        nc = await nats.connect(server.url)
         async with await eskit.connect(server.url) as client:
             store = await client.event_store(f"benchproj{uuid.uuid4().hex[:8]}")
             started = time.perf_counter()
@@ -140,7 +144,7 @@ async def main(n: int, reps: int) -> dict[str, object]:
                 return os.path.join(tmp, f"view{next(files)}.db")
 
             bare = await measure(
-                "bare nats-py consumer, count + ack", lambda: bare_consumer(client, store, n), n, reps
+                "bare nats-py consumer, count + ack", lambda: bare_consumer(nc, store, n), n, reps
             )
             on_file = await measure(
                 "eskit Projection -> SQLite file", lambda: projection(store, n, file_db()), n, reps
@@ -149,6 +153,7 @@ async def main(n: int, reps: int) -> dict[str, object]:
                 "eskit Projection -> SQLite :memory:", lambda: projection(store, n, ":memory:"), n, reps
             )
             await client.delete_store(store.name)
+        await nc.close()
     result = {
         "events": n, "reps": reps, "python": platform.python_version(), "cpus": os.cpu_count(),
         "bare_consumer_per_s": round(bare), "projection_file_per_s": round(on_file),

@@ -22,6 +22,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
+from . import _fastheaders
 from ._wire import Wire
 from .dcb import DCBStore
 from .dcb_setup import open_dcb_store
@@ -50,6 +51,7 @@ class Client:
 
     def __init__(self, nc: NATS, url: str, server: EmbeddedServer | None = None) -> None:
         self.nc = nc
+        _fastheaders.install(nc)  # events carry headers: nats-py's pure-Python parser is the bottleneck
         self.js: JetStreamContext = nc.jetstream()
         self.url = url
         self.server = server

@@ -1,8 +1,10 @@
-"""Regression tests for foundation pieces projections rely on: multi-filter replay, store time parsing."""
+"""Regression tests for foundation pieces projections rely on: multi-filter replay, times, headers."""
 
 from __future__ import annotations
 
 import asyncio
+
+import pytest
 
 import eskit
 
@@ -44,3 +46,29 @@ def test_store_times_parse_the_same_on_the_fast_path_projections_rely_on() -> No
     assert parse_time("2026-01-02T03:04:05.1234567891Z") == expected  # more digits: the slow path
     assert parse_time("2026-01-02T03:04:05") == expected.replace(microsecond=0)  # naive: taken as UTC
     assert parse_time("not a time") is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Nats-Msg-Id: 0123abcd\r\nEskit-Schema-Version: 1\r\nEskit-Occurred-At: 2026-01-02T03:04Z\r\n\r\n",
+        b"a b: 1\r\nx:2\r\n: empty\r\nnocolon\r\n\xff\xfe: v\r\nk: \xff\r\n  sp  :  v  \r\n\x1cA: 1\r\n",
+    ],
+)
+def test_eskit_reads_headers_exactly_as_nats_py_does(raw: bytes) -> None:
+    from nats.aio.client import Client as NATS
+
+    from eskit._fastheaders import parse_header_lines
+
+    assert parse_header_lines(raw) == NATS._parse_header_lines(raw)
+
+
+async def test_eskit_connections_use_the_fast_header_parser(
+    client: eskit.Client, store: eskit.EventStore
+) -> None:
+    from eskit._fastheaders import parse_header_lines
+
+    assert client.nc._parse_header_lines is parse_header_lines
+    await store.append("o1", [eskit.Event("created", metadata={"user": "ü"})])
+    [event] = await store.read("o1")
+    assert event.metadata == {"user": "ü"} and event.id is not None
