@@ -4,10 +4,12 @@ These are the baselines eskit is measured against; they copy the seed's behaviou
 
 - ``load_order``: an ephemeral consumer filtered on ``orders.<id>.>`` (DeliverAll, AckNone) per load,
   ``Fetch(100, FetchMaxWait(100ms))`` in a loop until the fetch fails, then the consumer is deleted.
-  nats-py's ``fetch(100, timeout=0.1)`` raises ``TimeoutError`` when a fetch finds nothing, which is where the
-  Go loop ``break``s on ``err != nil``. (nats-py first asks with ``no_wait``, so a fetch that finds messages
-  returns at once; Go's ``Fetch`` holds the request open for the full 100 ms even then. The Python baseline is
-  therefore the kinder of the two: one 100 ms wait per load instead of two.)
+  nats-py's ``fetch(100, timeout=0.1)`` raises ``TimeoutError`` when a fetch finds nothing, and the loop stops
+  there, as the seed intends. This baseline is the kind reading of the seed: in nats.go's ``jetstream``
+  package a fetch that expires is not an error (``Fetch`` returns no error and ``MessageBatch.Error()`` is nil
+  after a 408), so the Go loop as written never ends; and Go's ``Fetch`` holds every request open for the
+  full 100 ms unless the batch fills, where nats-py first asks with ``no_wait`` and returns found messages at
+  once. Here a load pays one 100 ms wait (the empty fetch that ends it) plus consumer create and delete.
 - ``publish_event``: one ``await js.publish(...)`` at a time, ``Nats-Msg-Id`` = ``<id>-<type>-<UnixNano>``
   (a message id that differs on every retry, so it dedups nothing), and a JSON envelope with the type, the
   order id, a timestamp and the data.
