@@ -58,7 +58,7 @@ class Sizes:
     warmup_n: int  # events in a warm-up append run
 
 
-FULL = Sizes(reps=3, load_streams=(100, 1000), load_eskit=200, load_seed=6, append_n=20_000, seed_n=2_000,
+FULL = Sizes(reps=3, load_streams=(1, 100, 1000), load_eskit=200, load_seed=6, append_n=20_000, seed_n=2_000,
              warmup_n=2_000)  # fmt: skip
 QUICK = Sizes(reps=3, load_streams=(100,), load_eskit=100, load_seed=3, append_n=2_000, seed_n=300,
               warmup_n=300)  # fmt: skip

@@ -146,6 +146,92 @@ class Wire:
             raise await self._no_responders(subject, None) from None
         return msg
 
+    async def request_many(
+        self,
+        messages: Sequence[tuple[str, bytes, dict[str, str] | None]],
+        *,
+        window: int = 4096,
+        timeout: float | None = None,
+    ) -> list[Msg]:
+        """Pipelined requests, at most ``window`` in flight; the replies in order (as ``request`` gives them).
+
+        No task, future or timer per request (``request`` costs one of each): a handler per request stores
+        its reply, and the sender waits only when the window is full. If no reply at all arrives for
+        ``timeout`` seconds, the call fails with :class:`StoreTimeoutError`.
+        """
+        await self._ensure_subscribed()
+        limit = timeout or self._timeout
+        n = len(messages)
+        results: list[Any] = [None] * n
+        loop = asyncio.get_running_loop()
+        handlers = self._handlers
+        low_water = max(1, window // 2)
+        inflight = 0
+        received = 0
+        waiter: asyncio.Future[None] | None = None
+        failed_subject: str | None = None
+
+        def make_route(i: int, token: str) -> Callable[[Msg], None]:
+            def route(msg: Msg) -> None:
+                nonlocal inflight, received, failed_subject
+                if handlers.pop(token, None) is None:
+                    return
+                if (msg.headers or {}).get(STATUS) == "503" and failed_subject is None:
+                    failed_subject = messages[i][0]
+                results[i] = msg
+                inflight -= 1
+                received += 1
+                if waiter is not None and not waiter.done() and inflight <= low_water:
+                    waiter.set_result(None)
+
+            return route
+
+        async def drain_to(level: int) -> None:
+            nonlocal waiter
+            while inflight > level:
+                seen = received
+                waiter = loop.create_future()
+                try:
+                    await asyncio.wait_for(waiter, limit)
+                except TimeoutError:
+                    if received == seen:
+                        raise StoreTimeoutError(
+                            f"no reply from the server within {limit:.1f}s for {inflight} of {n} pipelined "
+                            "requests; is the server overloaded, or is the stream's leader being elected?"
+                        ) from None
+                finally:
+                    waiter = None
+
+        prefix = self._prefix
+        nc = self._nc
+        send = nc._send_command
+        tokens: list[str] = []
+        try:
+            for i, (subject, payload, headers) in enumerate(messages):
+                if inflight >= window:
+                    await drain_to(low_water)
+                self._counter += 1
+                token = format(self._counter, "x")
+                tokens.append(token)
+                handlers[token] = make_route(i, token)
+                inflight += 1
+                block = _header_block(headers) if headers else None
+                if block is None or nc.is_closed or nc.is_draining_pubs:  # unusual: nats-py checks and encodes
+                    await nc.publish(subject, payload, reply=f"{prefix}.{token}", headers=headers)
+                    continue
+                size = len(block)
+                await send(b"HPUB %s %s.%s %d %d\r\n%s%s\r\n" % (
+                    subject.encode(), prefix.encode(), token.encode(), size, size + len(payload), block, payload))
+                if nc._flush_queue is not None and nc._flush_queue.empty():
+                    await nc._flush_pending()
+            await drain_to(0)
+        finally:
+            for token in tokens:
+                handlers.pop(token, None)
+        if failed_subject is not None:
+            raise await self._no_responders(failed_subject, None)
+        return results
+
     async def _no_responders(self, subject: str, stream: str | None) -> EventStoreError:
         """Why nobody answered: no such stream, or the stream exists but has no leader/responder right now."""
         if stream is None and subject.startswith("$JS.API."):
@@ -234,6 +320,14 @@ class Wire:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
+
+
+def _header_block(headers: Mapping[str, str]) -> bytes | None:
+    """``NATS/1.0`` + ``Name: value`` lines, or None if a value needs nats-py's sanitising (CR/LF, padding)."""
+    text = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+    if text.count("\r") != len(headers) or text.count("\n") != len(headers):
+        return None
+    return b"NATS/1.0\r\n" + text.encode() + b"\r\n"
 
 
 def parse_ack(msg: Msg) -> dict[str, Any] | ApiError:

@@ -32,6 +32,8 @@ META_PREFIX = "Eskit-Meta-"
 
 MAX_TOKEN_BYTES = 255
 _FORBIDDEN = frozenset(".*>")
+_PLAIN_TOKEN = re.compile(r"[!-)+-\-/-=?-~]{1,255}")  # printable ASCII but '.', '*', '>': always valid
+_JSON_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 _FRACTION = re.compile(r"(\.\d+)")
 EPOCH = datetime.fromtimestamp(0, UTC)  # the timestamp of an event whose store time is unknown
@@ -100,6 +102,8 @@ def check_token(value: object, what: str) -> str:
     >>> check_token("order-1", "aggregate id")
     'order-1'
     """
+    if type(value) is str and _PLAIN_TOKEN.fullmatch(value):  # fast path: the common case
+        return value
     if not isinstance(value, str):
         raise InvalidNameError(f"{what} must be a str, got {type(value).__name__}: {value!r}")
     if not value:
@@ -122,7 +126,7 @@ def subject(prefix: str, aggregate_id: str, event_type: str) -> str:
 
 def encode_data(event: Event) -> bytes:
     try:
-        return json.dumps(event.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return _JSON_ENCODE(event.data).encode()
     except (TypeError, ValueError) as exc:
         raise EncodeError(f"event {event.type!r} data is not JSON-serialisable: {exc}") from None
 
@@ -163,6 +167,13 @@ def parse_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    has = getattr(headers, "has", None)  # the Wire's lazy headers: don't parse them all to find no metadata
+    if has is not None and not has("\r\n" + META_PREFIX):
+        return {}
+    return {k[len(META_PREFIX) :]: v for k, v in headers.items() if k.startswith(META_PREFIX)}
+
+
 def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> RecordedEvent:
     """Build a :class:`RecordedEvent` from a stored message; never raises on bad data."""
     tokens = subj.split(".", 2)
@@ -190,7 +201,7 @@ def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> 
         occurred_at=parse_time(headers.get(OCCURRED_AT)),
         correlation_id=headers.get(CORRELATION_ID),
         causation_id=headers.get(CAUSATION_ID),
-        metadata={k[len(META_PREFIX) :]: v for k, v in headers.items() if k.startswith(META_PREFIX)},
+        metadata=_metadata(headers),
         raw=raw,
         decode_error=error,
     )

@@ -18,7 +18,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._wire import ApiError, Page, parse_ack
 from .errors import (
@@ -41,6 +41,7 @@ EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MAX_BATCH = 1000  # the server's atomic batch limit (err_code 10199)
 READ_PAGE = 2000
+MAX_INFLIGHT_BATCHES = 32
 BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-Batch-Commit
 WRONG_LAST_SEQUENCE, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS = 10071, 10201, 10158
 WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same conflict without the number: clustered streams, batches
@@ -78,15 +79,7 @@ class EventStore:
             reply = await self._wire.request(*messages[0])
         else:
             reply = await self._wire.publish_batch(messages)
-        ack = parse_ack(reply)
-        if isinstance(ack, ApiError):
-            return await self._resolve_error(ack, aggregate_id, events, expected_position)
-        if ack.get("duplicate") and await self._find_stored(aggregate_id, events, after=0) is None:
-            raise DuplicateEventError(
-                f"{self.name}/{aggregate_id}: event id {events[0].id} is already stored on another aggregate; "
-                "create a new Event object for a new fact"
-            )
-        return int(ack["seq"])
+        return await self._settle(reply, aggregate_id, events, expected_position)
 
     def _encode(
         self, aggregate_id: str, events: Sequence[Event], expected_position: int | None
@@ -147,20 +140,50 @@ class EventStore:
         return None
 
     async def append_many(
-        self, appends: Iterable[tuple[str, Sequence[Event], int | None]], *, concurrency: int = 256
+        self, appends: Iterable[tuple[str, Sequence[Event], int | None]], *, concurrency: int = 1024
     ) -> list[int]:
         """Many independent appends, pipelined; each is checked and atomic on its own.
+
+        Everything is validated and encoded before anything is sent. Single-event appends are pipelined
+        (at most ``concurrency`` awaiting their ack); multi-event appends are atomic batches, at most
+        ``MAX_INFLIGHT_BATCHES`` at once (the server allows 50 per stream). If one append fails, its error
+        is raised once all were sent; the others may have been stored (each is independent).
 
         >>> await orders.append_many([("1", [Event("created")], 0), ("2", [Event("created")], 0)])  # doctest: +SKIP
         [1, 2]
         """
-        limit = asyncio.Semaphore(concurrency)
+        appends = list(appends)
+        encoded = [self._encode(aggregate_id, events, expected) for aggregate_id, events, expected in appends]
+        positions: list[int] = [0] * len(appends)
+        singles = [i for i, messages in enumerate(encoded) if len(messages) == 1]
+        batches = [i for i, messages in enumerate(encoded) if len(messages) > 1]
+        limit = asyncio.Semaphore(min(concurrency, MAX_INFLIGHT_BATCHES))
 
-        async def one(aggregate_id: str, events: Sequence[Event], expected: int | None) -> int:
+        async def one_batch(i: int) -> None:  # multi-event appends: an atomic batch each
             async with limit:
-                return await self.append(aggregate_id, events, expected_position=expected)
+                aggregate_id, events, expected = appends[i]
+                positions[i] = await self._settle(await self._wire.publish_batch(encoded[i]), aggregate_id, events,
+                                                  expected)
 
-        return list(await asyncio.gather(*(one(*a) for a in appends)))
+        async def pipelined() -> None:  # single-event appends: one pipelined request each
+            replies = await self._wire.request_many([encoded[i][0] for i in singles], window=max(concurrency, 1))
+            for i, reply in zip(singles, replies, strict=True):
+                aggregate_id, events, expected = appends[i]
+                positions[i] = await self._settle(reply, aggregate_id, events, expected)
+
+        await asyncio.gather(pipelined(), *(one_batch(i) for i in batches))
+        return positions
+
+    async def _settle(self, reply: Any, aggregate_id: str, events: Sequence[Event], expected: int | None) -> int:
+        ack = parse_ack(reply)
+        if isinstance(ack, ApiError):
+            return await self._resolve_error(ack, aggregate_id, events, expected)
+        if ack.get("duplicate") and await self._find_stored(aggregate_id, events, after=0) is None:
+            raise DuplicateEventError(
+                f"{self.name}/{aggregate_id}: event id {events[0].id} is already stored on another aggregate; "
+                "create a new Event object for a new fact"
+            )
+        return int(ack["seq"])
 
     # -- reading -------------------------------------------------------------------------------------------
 
