@@ -263,3 +263,26 @@ async def test_a_background_projection_applies_new_events_as_they_arrive(store: 
     await view.stop()
     assert not view.running and view.stats.error is None
     await view.close()
+
+
+async def test_a_rebuild_leaves_no_consumer_behind(client: eskit.Client, store: eskit.EventStore) -> None:
+    await fill(store, 3)
+    view = Totals(store, name="only")
+    await view.run_until_caught_up()
+    assert await view.rebuild() == 15
+    names = [c.name for c in await client.js.consumers_info(store.stream)]
+    assert names == ["projection-only"]
+    await view.close(delete_consumer=True)
+    assert await client.js.consumers_info(store.stream) == []
+
+
+async def test_the_dashboard_shows_each_projections_stats(store: eskit.EventStore) -> None:
+    await fill(store, 2)
+    view = Totals(store, name="shown")
+    await view.run_until_caught_up()
+    board = eskit.dashboard(view, every=0.01)
+    await asyncio.sleep(0.05)
+    board.stop()
+    assert "<td style='padding:2px 10px'>shown</td>" in board.widget.value
+    assert "<td style='padding:2px 10px'>10</td>" in board.widget.value  # position and applied
+    await view.close()
