@@ -217,7 +217,7 @@ class Projection:
         while not self._stopping:
             try:
                 await self.step(wait=self.max_wait)
-            except (EskitError, OSError, TimeoutError) as exc:  # the server, the consumer: try again
+            except (EskitError, OSError, TimeoutError, sqlite3.OperationalError) as exc:  # server, locked db
                 self._error = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(min(1.0, self.max_wait))
             except Exception as exc:
