@@ -4,20 +4,19 @@ nats-py hands every message through a per-subscription queue and a task, builds 
 header block character by character (``any(c.isspace() ...)`` per name). A batch Direct Get reply is one
 message per event with about ten headers, so on a replay that machinery is most of the client's time.
 :func:`install` routes messages of the Wire's inbox subscription (and only those) to the Wire's handler
-synchronously, as a light :class:`Reply` whose :class:`Headers` look a name up in the raw block
-(C-speed ``str.find``) instead of parsing every line. Every other
+synchronously, as a light :class:`Reply` whose headers were split in C (``map`` over the lines). Every other
 subscription of the connection is untouched. If nats-py's internals ever differ, nothing is installed
 and the ordinary path keeps working.
 
->>> headers = parse_headers(b"NATS/1.0 204 EOB\\r\\nNats-Num-Pending: 0\\r\\n\\r\\n")
->>> headers.get("Status"), headers["Nats-Num-Pending"], dict(headers)
-('204', '0', {'Status': '204', 'Description': 'EOB', 'Nats-Num-Pending': '0'})
+>>> parse_headers(b"NATS/1.0 204 EOB\\r\\nNats-Num-Pending: 0\\r\\n\\r\\n")
+{'Nats-Num-Pending': '0', 'Status': '204', 'Description': 'EOB'}
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+import operator
+from collections.abc import Callable, Mapping
 from typing import Any
 
 HEADER_LINE = "NATS/1.0"
@@ -35,75 +34,30 @@ class Reply:
         self.headers = headers
 
 
-class Headers(Mapping[str, str]):
-    """A header block read lazily: ``get`` finds one ``\\r\\nName: `` line (C speed); iterating parses all."""
-
-    __slots__ = ("_parsed", "_status", "_text")
-
-    def __init__(self, text: str, status: dict[str, str]) -> None:
-        self._text = text  # "\r\nName: Value\r\nName: Value\r\n..."
-        self._status = status
-        self._parsed: dict[str, str] | None = None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if self._parsed is not None:
-            return self._parsed.get(key, default)
-        if key in self._status:
-            return self._status[key]
-        start = self._text.rfind(f"\r\n{key}: ")  # the last one wins, as in nats-py's dict
-        if start < 0:
-            if f"\r\n{key}:" in self._text:  # unusual spacing: parse it all, carefully
-                return self._all().get(key, default)
-            return default
-        start += len(key) + 4
-        return self._text[start : self._text.find("\r\n", start)].strip()
-
-    def __getitem__(self, key: str) -> str:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return str(value)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key) is not None
-
-    def _all(self) -> dict[str, str]:
-        if self._parsed is None:
-            self._parsed = {**self._status, **_careful(self._text)}
-        return self._parsed
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-    def __bool__(self) -> bool:
-        return True
-
-    def has(self, fragment: str) -> bool:
-        """Whether ``fragment`` occurs in the block's text (e.g. ``"\\r\\nEskit-Meta-"``)."""
-        return fragment in self._text
-
-    def __repr__(self) -> str:
-        return repr(self._all())
+_FIELD = operator.methodcaller("split", ": ", 1)
 
 
-def parse_headers(raw: bytes) -> Headers | None:
-    """A NATS header block (``NATS/1.0 [status [description]]`` then ``Name: Value`` lines)."""
+def parse_headers(raw: bytes) -> dict[str, str] | None:
+    """A NATS header block (``NATS/1.0 [status [description]]`` then ``Name: Value`` lines) as a dict.
+
+    Lines as servers and clients write them (``Name: Value``) are split in C (``map``); anything else
+    falls back to a careful parse with nats-py's rules.
+    """
     if not raw:
         return None
-    text = raw.decode("utf-8", "replace")
-    end = text.find("\r\n")
-    first = text[:end] if end >= 0 else text
-    status: dict[str, str] = {}
+    first, _, rest = raw.decode("utf-8", "replace").partition("\r\n")
+    rest = rest.strip("\r\n")
+    try:
+        out = dict(map(_FIELD, rest.split("\r\n"))) if rest else {}
+    except ValueError:
+        out = _careful(rest)
     if len(first) > len(HEADER_LINE):  # an inline status: "NATS/1.0 404 No Messages"
         code, _, description = first[len(HEADER_LINE) :].strip().partition(" ")
         if code.isdigit():
-            status["Status"] = code
+            out["Status"] = code
         if description:
-            status["Description"] = description.strip()
-    return Headers(text[end:] if end >= 0 else "", status)
+            out["Description"] = description.strip()
+    return out
 
 
 def _careful(text: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from tqdm import tqdm
 
+from ._ahead import last_position, stream_pages
 from ._wire import StoredMsg
 from .errors import ValidationError
 from .eventlog import ACTIVITY, CASE, TIMESTAMP, decode_token
@@ -57,6 +58,20 @@ BASE = [
 PM4PY = {"aggregate_id": CASE, "type": ACTIVITY, "occurred_at": TIMESTAMP}
 Names = Literal["eskit", "pm4py"]
 _NO_META: dict[str, str] = {}
+_DECODER = json.JSONDecoder()
+_PICKED = ("Nats-Time-Stamp", OCCURRED_AT, MSG_ID, SCHEMA_VERSION, CORRELATION_ID, CAUSATION_ID)
+_KNOWN = frozenset(
+    {
+        *_PICKED,
+        "Nats-Stream",
+        "Nats-Subject",
+        "Nats-Sequence",
+        "Nats-Num-Pending",
+        "Nats-Last-Sequence",
+        "Nats-Expected-Last-Subject-Sequence",
+        "Nats-Expected-Last-Subject-Sequence-Subject",
+    }
+)
 
 
 class _Columns:
@@ -65,36 +80,29 @@ class _Columns:
     def __init__(self) -> None:
         self.rows: list[list[Any]] = [[] for _ in range(8)]
         self.meta: list[dict[str, str]] = []
-        self.data: list[Any] = []
+        self.data: list[Any] = []  # decoded (from RecordedEvents)
+        self.raw: list[bytes] = []  # payloads (from messages), decoded a chunk at a time
         self.has_meta = False
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.data) + len(self.raw)
 
     def add_messages(self, messages: list[StoredMsg]) -> None:
         pos, subj, stamp, occ, ids, ver, corr, caus = self.rows
-        loads, data, meta = json.loads, self.data, self.meta
+        raw, meta, columns = self.raw, self.meta, (stamp, occ, ids, ver, corr, caus)
         for m in messages:
             h = m.headers
             pos.append(m.seq)
             subj.append(m.subject)
-            stamp.append(h.get("Nats-Time-Stamp"))
-            occ.append(h.get(OCCURRED_AT))
-            ids.append(h.get(MSG_ID))
-            ver.append(h.get(SCHEMA_VERSION, "1"))
-            corr.append(h.get(CORRELATION_ID))
-            caus.append(h.get(CAUSATION_ID))
-            has = getattr(h, "has", None)  # the Wire's lazy headers: a C-speed text check
-            if has("\r\n" + META_PREFIX) if has else any(k.startswith(META_PREFIX) for k in h):
+            for column, value in zip(columns, map(h.get, _PICKED), strict=True):
+                column.append(value)
+            if h.keys() - _KNOWN:  # a set difference in C: most events carry no metadata
                 extra = {k[len(META_PREFIX) :]: v for k, v in h.items() if k.startswith(META_PREFIX)}
                 self.has_meta = self.has_meta or bool(extra)
                 meta.append(extra)
             else:
                 meta.append(_NO_META)
-            try:
-                data.append(loads(m.data) if m.data else None)
-            except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's stack
-                data.append(None)
+            raw.append(m.data)
 
     def add_event(self, e: RecordedEvent) -> None:
         occurred = e.occurred_at.isoformat() if e.occurred_at else None
@@ -125,9 +133,7 @@ class _Columns:
                 "timestamp": _times(stamp),
                 "occurred_at": _times(occ),
                 "event_id": pd.array(ids, dtype=object),
-                "schema_version": pd.to_numeric(pd.Series(ver, dtype=object), errors="coerce")
-                .fillna(1)
-                .astype("int64"),
+                "schema_version": pd.array([_version(v) for v in ver], dtype="int64"),
                 "correlation_id": pd.array(corr, dtype=object),
                 "causation_id": pd.array(caus, dtype=object),
                 "subject": subj,
@@ -136,8 +142,48 @@ class _Columns:
         parts = [df]
         if self.has_meta:
             parts.append(pd.DataFrame(self.meta).add_prefix("meta:"))
-        parts.append(_flatten(self.data, set(df.columns)))
+        parts.append(_flatten(self.data or _decode_all(self.raw), set(df.columns)))
         return pd.concat(parts, axis=1) if len(parts) > 1 else df
+
+
+def _decode_all(payloads: list[bytes]) -> list[Any]:
+    """JSON payloads decoded with one C scanner call each over one joined string (no per-call setup).
+
+    A payload counts only if one JSON value spans it exactly; anything else goes through ``json.loads``
+    on its own and is None if that fails too (not JSON, or nested deeper than Python's stack).
+    """
+    texts = []
+    for payload in payloads:
+        try:
+            texts.append(payload.decode())
+        except UnicodeDecodeError:
+            texts.append("\x00")  # never valid JSON: decoded on its own below
+    joined, scan, out, start = "\n".join(texts), _DECODER.scan_once, [], 0  # type: ignore[attr-defined]
+    for payload, text in zip(payloads, texts, strict=True):
+        end = start + len(text)
+        try:
+            value, stop = scan(joined, start)
+            if stop != end:
+                raise ValueError("not exactly one JSON value")
+        except (StopIteration, ValueError, RecursionError):
+            value = _loads(payload)
+        out.append(value)
+        start = end + 1
+    return out
+
+
+def _version(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):  # missing or garbled: version 1, as events.decode does
+        return 1
+
+
+def _loads(payload: bytes) -> Any:
+    try:
+        return json.loads(payload) if payload else None
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's stack
+        return None
 
 
 def _split(subjects: list[str]) -> tuple[list[str], list[str]]:
@@ -222,7 +268,14 @@ async def _read(source: Any, after: int, subjects: Sequence[str] | None, bar: tq
             return _Columns()
         return columns
 
-    if isinstance(source, EventStore):
+    if isinstance(source, EventStore) and subjects is None:
+        last = await last_position(source)
+        bar.total = max(0, last - after)
+        async for messages in stream_pages(source, after=after, last=last):
+            columns.add_messages(messages)
+            bar.update(len(messages))
+            columns = flush()
+    elif isinstance(source, EventStore):
         for filter_subject in _filters(source, subjects):
             first = True
             async for page in source._pages(filter_subject, after, None):
