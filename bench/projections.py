@@ -15,7 +15,8 @@ One embedded nats-server, one stream filled with atomic batches of 1,000 events 
 
 Each is run once as a warm-up, then ``--reps`` times; the median is reported. Goal: 30,000 events/s. The
 client's CPU time is reported too (events per CPU-second of this process: its ceiling on an idle machine),
-and the load average: on a shared machine, wall-clock rates follow the load.
+and the load average and a speed reference (one tiny ``json.loads``): on a shared machine, wall-clock rates
+follow the load.
 Results also go to bench/results/projections.json.
 """
 
@@ -31,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+import timeit
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -134,7 +136,14 @@ async def measure(label: str, run: Callable[[], Awaitable[float]], n: int, reps:
     return rate, ceiling
 
 
+def machine_speed() -> float:
+    """Microseconds for one ``json.loads`` of a tiny object: 1-2 on an idle core."""
+    return min(timeit.repeat(lambda: json.loads(b'{"a":1}'), number=20_000, repeat=5)) / 20_000 * 1e6
+
+
 async def main(n: int, reps: int) -> dict[str, object]:
+    speed = machine_speed()
+    log(f"machine speed: json.loads of a tiny object takes {speed:.1f} us (1-2 us on an idle core)")
     with eskit.EmbeddedServer() as server, tempfile.TemporaryDirectory() as tmp:
         nc = await nats.connect(server.url)
         async with await eskit.connect(server.url) as client:
@@ -166,7 +175,7 @@ async def main(n: int, reps: int) -> dict[str, object]:
         "projection_memory_per_s": round(in_memory[0]), "file_vs_bare": round(on_file[0] / bare[0], 2),
         "client_cpu_ceiling_per_s": {
             "bare": round(bare[1]), "file": round(on_file[1]), "memory": round(in_memory[1])},
-        "load_average": os.getloadavg()[0],
+        "load_average": os.getloadavg()[0], "json_loads_us": round(speed, 2),
         "goal_per_s": GOAL, "goal_met": on_file[0] >= GOAL,
     }  # fmt: skip
     log(
