@@ -24,6 +24,8 @@ event types in batches; each batch is applied in **one SQLite transaction that a
 (the last stream sequence applied), and acknowledged only after the commit. An event at or below the position
 (a redelivery, or a replay after a crash between commit and ack) is skipped. On start the consumer is
 recreated at the read model's position, so a crash never lets newer events overtake unacknowledged ones.
+While catching up, the next batch is fetched while the current one is applied. Run one instance per name:
+a second one would reposition the same consumer under the first.
 
 A handler that keeps raising (``max_attempts``) or an undecodable event is parked in the dead-letter stream
 (:mod:`eskit.deadletter`) and the projection goes on. :meth:`Projection.rebuild` builds a new read model from
