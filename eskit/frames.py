@@ -235,9 +235,10 @@ async def to_dataframe(
 ) -> pd.DataFrame:
     """One row per event of a store (after position ``after``, on ``subjects``) or of any event stream.
 
-    A store is read page by page with batch Direct Get (2,000 events a round trip, the next page
-    requested while this one is converted). ``progress``: None shows a bar on a terminal only, for reads
-    that take over half a second; True always; False never.
+    A store is read page by page with batch Direct Get, 2,000 events a round trip and no consumer (a
+    whole stream with 4 pages in flight, up to the last position when the read starts), and built into
+    columns 100,000 rows at a time. ``progress``: None shows a bar on a terminal only, for reads that take
+    over half a second; True always; False never.
 
     >>> df = await to_dataframe(store, subjects=["orders.*.shipped"], names="pm4py")  # doctest: +SKIP
     """
