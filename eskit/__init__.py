@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from . import analysis, dcb
 from .aggregate import Aggregate, applies
+from .cluster import EmbeddedCluster
 from .connection import Client, ServerInfo, connect
+from .dashboard import Dashboard, dashboard
+from .deadletter import DeadLetters, ParkedEvent
 from .errors import (
     AggregateError,
     AppendConditionError,
@@ -37,8 +40,6 @@ from .errors import (
     UnknownEventError,
     ValidationError,
 )
-from .dashboard import Dashboard, dashboard
-from .deadletter import DeadLetters, ParkedEvent
 from .eventlog import LogEvent, read_log
 from .events import Event, RecordedEvent
 from .frames import to_dataframe
@@ -64,6 +65,7 @@ __all__ = [
     "DeadLetters",
     "DecisionError",
     "DuplicateEventError",
+    "EmbeddedCluster",
     "EmbeddedServer",
     "EncodeError",
     "EskitError",

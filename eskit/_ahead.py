@@ -18,10 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import nats.js.errors
-
 from ._wire import Page, StoredMsg
-from .errors import StreamNotFoundError
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -32,11 +29,7 @@ AHEAD = 4
 
 async def last_position(store: EventStore) -> int:
     """The stream's last sequence; a missing stream is :class:`StreamNotFoundError`."""
-    try:
-        return await store.last_position()
-    except nats.js.errors.NotFoundError:
-        message = f"stream {store.stream} does not exist; open it with client.event_store({store.name!r})"
-        raise StreamNotFoundError(message) from None
+    return await store.last_position()
 
 
 async def stream_pages(

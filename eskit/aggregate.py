@@ -155,7 +155,7 @@ class Aggregate:
         for m in messages:
             try:
                 data = json.loads(m.data) if m.data else None
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise UndecodableEventError(
                     f"{type(self).__name__} {self.id!r}: the event at position {m.seq} ({m.subject!r}) "
                     f"cannot be decoded (payload is not JSON: {exc}); fix or skip it in an upcaster"

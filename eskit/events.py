@@ -168,9 +168,6 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 def _metadata(headers: Mapping[str, str]) -> dict[str, str]:
-    has = getattr(headers, "has", None)  # the Wire's lazy headers: don't parse them all to find no metadata
-    if has is not None and not has("\r\n" + META_PREFIX):
-        return {}
     return {k[len(META_PREFIX) :]: v for k, v in headers.items() if k.startswith(META_PREFIX)}
 
 

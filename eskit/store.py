@@ -15,6 +15,7 @@ writer of another event type slip in unnoticed: a lost update.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
@@ -26,6 +27,7 @@ from .errors import (
     DuplicateEventError,
     EventStoreError,
     PayloadTooLargeError,
+    StreamNotFoundError,
     ValidationError,
 )
 from .events import Event, RecordedEvent, check_token, decode, encode_data, encode_headers, subject
@@ -267,8 +269,14 @@ class EventStore:
     async def last_position(self, aggregate_id: str | None = None) -> int:
         """Stream sequence of the aggregate's last event (or the stream's last), 0 if there is none."""
         if aggregate_id is None:
-            info = await self.client.js.stream_info(self.stream)
-            return int(info.state.last_seq)
+            reply = json.loads((await self._wire.request(f"$JS.API.STREAM.INFO.{self.stream}", b"")).data)
+            if reply.get("error", {}).get("err_code") == 10059:
+                raise StreamNotFoundError(
+                    f"stream {self.stream} does not exist; open it with client.event_store({self.name!r})"
+                )
+            if "error" in reply:
+                raise EventStoreError(f"stream {self.stream}: {reply['error'].get('description', 'unavailable')}")
+            return int(reply["state"]["last_seq"])
         check_token(aggregate_id, "aggregate id")
         filter_subject = f"{self.name}.{aggregate_id}.>"
         msg = await self._wire.request(

@@ -1,0 +1,35 @@
+"""The public face: what `import eskit` offers is sorted, importable and documented, and lints clean."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import eskit
+
+
+def test_all_is_sorted_and_every_name_in_it_exists() -> None:
+    assert eskit.__all__ == sorted(eskit.__all__)
+    missing = [name for name in eskit.__all__ if not hasattr(eskit, name)]
+    assert missing == []
+
+
+def test_every_public_name_and_module_has_a_docstring() -> None:
+    undocumented = [n for n in eskit.__all__ if callable(getattr(eskit, n)) and not getattr(eskit, n).__doc__]
+    modules = [m.name for m in pkgutil.walk_packages(eskit.__path__, "eskit.")]
+    bare = [m for m in modules if not importlib.import_module(m).__doc__]
+    assert undocumented == [] and bare == []
+
+
+def test_every_error_is_an_eskit_error_and_drawn_in_the_error_tree() -> None:
+    errors = importlib.import_module("eskit.errors")
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
+    assert all(issubclass(c, eskit.EskitError) for c in classes)
+    assert [c.__name__ for c in classes if c.__name__ not in (errors.__doc__ or "")] == []
+
+
+def test_the_doctests_that_need_no_server_pass() -> None:
+    for name in ("eskit.events", "eskit.errors", "eskit.examples", "eskit.auth"):
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, name
