@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -225,27 +225,38 @@ class EventStore:
                     return
                 yield event
 
-    async def _pages(self, filter_subject: str, after: int, up_to: int | None) -> AsyncIterator[Page]:
-        """Pages of a Direct Get scan; the next page is requested while the caller works on this one."""
+    async def _pages(
+        self, filter_subject: str, after: int, up_to: int | None, *, first: int = READ_PAGE
+    ) -> AsyncIterator[Page]:
+        """Pages of a Direct Get scan; the next page is requested while the caller works on this one.
 
-        def fetch(start: int) -> asyncio.Task[Page]:
-            batch = READ_PAGE if up_to is None else max(1, min(READ_PAGE, up_to - start + 1))
-            return asyncio.ensure_future(self._wire.direct_get(self.stream, filter_subject, start=start, batch=batch))
+        Every page after the first asks for exactly as many messages as the server said were pending
+        (``Nats-Num-Pending``), so the server stops at the last match instead of searching the rest of the
+        stream for one more (it indexes subjects per block, not per message: that search costs it a scan of
+        every later message in the block). ``first=1`` would make that true of the first page too, at the
+        price of a second round trip: it pays only for aggregates whose last event is far behind the
+        stream's end (measured: 4.5 ms -> 1.2 ms for 10 events at the start of a 20,000-event stream, but
+        1.0 -> 1.3 ms for a 10-event aggregate alone), so it is not the default.
+        """
+
+        def get(start: int, batch: int) -> Awaitable[Page]:
+            return self._wire.direct_get(self.stream, filter_subject, start=start, batch=batch)
 
         if up_to is not None and up_to <= after:
             return
-        task = fetch(after + 1)
+        page = await get(after + 1, first)
+        task: asyncio.Future[Page] | None = None
         try:
             while True:
-                page = await task
                 more = page.pending > 0 and page.messages and (up_to is None or page.last_seq < up_to)
                 if more:
-                    task = fetch(page.last_seq + 1)
+                    task = asyncio.ensure_future(get(page.last_seq + 1, min(page.pending, READ_PAGE)))
                 yield page
-                if not more:
+                if task is None:
                     return
+                page, task = await task, None
         finally:
-            if not task.done():
+            if task is not None and not task.done():
                 task.cancel()
 
     async def load(self, cls: type[A], aggregate_id: str, *, up_to: Position = None) -> A:
