@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -84,9 +85,9 @@ async def interleaved(ops: dict[str, Op], n: int, warmup: int) -> dict[str, floa
 
 
 async def eskit_setup(
-    client: eskit.Client, s: Sizes, policy: SnapshotPolicy | None = None
+    client: eskit.Client, s: Sizes, policy: SnapshotPolicy | None = None, cache: eskit.AggregateCache | None = None
 ) -> tuple[eskit.EventStore, Callable[[int], Awaitable[None]]]:
-    store = await client.event_store(f"bcycle{uuid.uuid4().hex[:8]}", snapshots=policy)
+    store = await client.event_store(f"bcycle{uuid.uuid4().hex[:8]}", snapshots=policy, cache=cache)
     ids = [f"o{i}" for i in range(s.aggregates)]
     for oid in ids:
         order = Order(oid)
@@ -103,8 +104,9 @@ async def eskit_setup(
     return store, cycle
 
 
-def eventsourcing_setup(s: Sizes) -> tuple[Any, Callable[[int], None]]:
-    from eventsourcing.application import Application
+@functools.cache
+def es_order_class() -> Any:
+    """The Order of the eventsourcing library, defined once (it registers classes by topic)."""
     from eventsourcing.domain import Aggregate as ESAggregate
     from eventsourcing.domain import event
 
@@ -123,7 +125,17 @@ def eventsourcing_setup(s: Sizes) -> tuple[Any, Callable[[int], None]]:
             self.items.append({"sku": sku, "qty": qty, "price": price})
             self.total = round(self.total + qty * price, 2)
 
-    app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": ":memory:"})
+    return ESOrder
+
+
+def eventsourcing_setup(s: Sizes, cache: int = 0) -> tuple[Any, Callable[[int], None]]:
+    from eventsourcing.application import Application
+
+    ESOrder = es_order_class()
+    env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": ":memory:"}
+    if cache:
+        env["AGGREGATE_CACHE_MAXSIZE"] = str(cache)
+    app = Application(env=env)
     ids = []
     for _ in range(s.aggregates):
         order = ESOrder(customer="c")
@@ -155,13 +167,19 @@ async def command_cycles(client: eskit.Client, server: eskit.EmbeddedServer, s: 
     cycle over a block of each (eskit: this process + nats-server; eventsourcing: this process)."""
     store, eskit_cycle = await eskit_setup(client, s)
     snap_store, snap_cycle = await eskit_setup(client, s, SnapshotPolicy(every=5))
+    cached_store, cached_cycle = await eskit_setup(client, s, cache=eskit.AggregateCache(s.aggregates))
     app, es_cycle = eventsourcing_setup(s)
+    cached_app, es_cached_cycle = eventsourcing_setup(s, cache=s.aggregates)
 
     async def es(i: int) -> None:
         es_cycle(i)
 
+    async def es_cached(i: int) -> None:
+        es_cached_cycle(i)
+
     try:
-        ops = {"eskit_s": eskit_cycle, "eventsourcing_s": es, "eskit_snapshots_s": snap_cycle}
+        ops = {"eskit_s": eskit_cycle, "eventsourcing_s": es, "eskit_snapshots_s": snap_cycle,
+               "eskit_cached_s": cached_cycle, "eventsourcing_cached_s": es_cached}  # fmt: skip
         result = await interleaved(ops, s.cycles * s.reps, s.cycles // 5)
         offset = s.cycles * (s.reps + 1)
         cpu, srv = time.process_time(), server_cpu(server)
@@ -175,9 +193,12 @@ async def command_cycles(client: eskit.Client, server: eskit.EmbeddedServer, s: 
         result["eventsourcing_cpu_s"] = (time.process_time() - cpu) / s.cycles
     finally:
         app.close()
-        await client.delete_store(store.name)
-        await client.delete_store(snap_store.name)
+        cached_app.close()
+        for st in (store, snap_store, cached_store):
+            await client.delete_store(st.name)
     result["ratio"] = result["eskit_s"] / result["eventsourcing_s"]
+    result["cached_ratio"] = result["eskit_cached_s"] / result["eventsourcing_s"]
+    result["cached_vs_cached_ratio"] = result["eskit_cached_s"] / result["eventsourcing_cached_s"]
     result["snapshots_ratio"] = result["eskit_snapshots_s"] / result["eventsourcing_s"]
     result["cpu_ratio"] = result["eskit_cpu_s"] / result["eventsourcing_cpu_s"]
     return result
@@ -279,6 +300,10 @@ def table(r: dict[str, Any]) -> str:
         f"{c['ratio']:.2f}x (goal <= {CYCLE_GOAL}x) {ok(c['ratio'] <= CYCLE_GOAL)}",
         f"  eskit, SnapshotPolicy(every=5)            {c['eskit_snapshots_s'] * us:8.0f} us  "
         f"{c['snapshots_ratio']:.2f}x",
+        f"  eskit, AggregateCache                     {c['eskit_cached_s'] * us:8.0f} us  "
+        f"{c['cached_ratio']:.2f}x (goal <= {CYCLE_GOAL}x) {ok(c['cached_ratio'] <= CYCLE_GOAL)}",
+        f"  eventsourcing, AGGREGATE_CACHE_MAXSIZE    {c['eventsourcing_cached_s'] * us:8.0f} us  "
+        f"(eskit cached / this = {c['cached_vs_cached_ratio']:.2f}x)",
         f"  CPU per cycle: eskit {c['eskit_cpu_s'] * us:.0f} us, of which nats-server "
         f"{c['eskit_server_cpu_s'] * us:.0f} us; eventsourcing {c['eventsourcing_cpu_s'] * us:.0f} us",
         "load of an Account, snapshots every 100 events, median:",

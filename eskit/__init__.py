@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import analysis, dcb
 from .aggregate import Aggregate, applies
+from .cache import AggregateCache
 from .cluster import EmbeddedCluster
 from .connection import Client, ServerInfo, connect
 from .dashboard import Dashboard, dashboard
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aggregate",
+    "AggregateCache",
     "AggregateError",
     "AppendConditionError",
     "AuthenticationError",

@@ -198,6 +198,10 @@ async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Pos
 
     ``up_to`` (a position or a datetime) gives the state as of that moment; no snapshot is written then.
     """
+    if up_to is None and store.cache is not None:
+        cached = await _from_cache(store, cls, aggregate_id)
+        if cached is not None:
+            return cached
     if isinstance(up_to, datetime):  # times need every event's timestamp: the full decode
         aggregate = await _restored(store, cls, aggregate_id, up_to)
         aggregate.apply(await store.read(aggregate_id, after=aggregate.position, up_to=up_to))
@@ -215,6 +219,25 @@ async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Pos
     if snapshots is not None and up_to is None and last is not None:
         timestamp = parse_time(last.headers.get("Nats-Time-Stamp"))
         await snapshots.maybe_save(aggregate, lookup, replayed, timestamp, time.perf_counter() - started)
+    if store.cache is not None and up_to is None:
+        store.cache.put(aggregate)
+    return aggregate
+
+
+async def _from_cache(store: EventStore, cls: type[A], aggregate_id: str) -> A | None:
+    """The cached aggregate, brought up to date: one indexed lookup, plus a read only if it moved on."""
+    assert store.cache is not None
+    aggregate = store.cache.get(cls, aggregate_id)
+    if aggregate is None:
+        return None
+    last = await store.last_position(aggregate_id)
+    if last < aggregate.position:  # the stream was recreated or purged since: start over
+        store.cache.discard(cls, aggregate_id)
+        return None
+    if last > aggregate.position:
+        async for page in store._pages(f"{store.name}.{aggregate_id}.>", aggregate.position, None):
+            aggregate.apply_stored(page.messages)
+        store.cache.put(aggregate)
     return aggregate
 
 
@@ -244,4 +267,6 @@ async def save(store: EventStore, aggregate: Aggregate) -> int:
         return aggregate.position
     position = await store.append(aggregate.id, pending, expected_position=aggregate.position)
     aggregate.mark_saved(position)
+    if store.cache is not None:
+        store.cache.put(aggregate)
     return position

@@ -24,6 +24,7 @@ from nats.js.client import JetStreamContext
 
 from . import _fastheaders
 from ._wire import Wire
+from .cache import AggregateCache
 from .dcb import DCBStore
 from .dcb_setup import open_dcb_store
 from .errors import AuthenticationError, ConnectError, EventStoreError
@@ -73,10 +74,12 @@ class Client:
         duplicate_window: float = 120.0,
         replicas: int | None = None,
         snapshots: SnapshotPolicy | None = None,
+        cache: AggregateCache | None = None,
     ) -> EventStore:
         """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or updated.
 
-        ``snapshots=SnapshotPolicy(every=100)`` keeps aggregate snapshots in the KV bucket ``snapshots_<name>``.
+        ``snapshots=SnapshotPolicy(every=100)`` keeps aggregate snapshots in the KV bucket ``snapshots_<name>``;
+        ``cache=AggregateCache()`` keeps loaded aggregates in memory (see :mod:`eskit.cache`).
         ``replicas`` defaults to :attr:`default_replicas` (3 on a cluster, 1 on a single server).
 
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
@@ -86,6 +89,7 @@ class Client:
         store = EventStore(self, name, stream)
         if snapshots is not None:
             store.snapshots = await Snapshots.open(store, snapshots)
+        store.cache = cache
         self._stores[name] = store
         return store
 

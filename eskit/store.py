@@ -34,6 +34,7 @@ from .events import Event, RecordedEvent, check_token, decode, encode_data, enco
 
 if TYPE_CHECKING:
     from .aggregate import Aggregate
+    from .cache import AggregateCache
     from .connection import Client
     from .snapshots import Snapshots
 
@@ -61,6 +62,7 @@ class EventStore:
         self.stream = stream
         self._wire = client.wire
         self.snapshots: Snapshots | None = None  # set by client.event_store(..., snapshots=SnapshotPolicy())
+        self.cache: AggregateCache | None = None  # set by client.event_store(..., cache=AggregateCache())
 
     def __repr__(self) -> str:
         return f"<EventStore {self.name} stream={self.stream}>"
