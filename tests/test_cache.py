@@ -72,7 +72,9 @@ async def test_the_least_recently_used_aggregate_leaves_a_full_cache(cached: esk
     assert cached.cache.get(Order, "o1") is None and cached.cache.get(Order, "o3") is not None
 
 
-async def test_a_cached_aggregate_of_a_recreated_stream_is_forgotten(cached: eskit.EventStore, client: eskit.Client) -> None:
+async def test_a_cached_aggregate_of_a_recreated_stream_is_forgotten(
+    cached: eskit.EventStore, client: eskit.Client
+) -> None:
     await placed(cached, "o1")
     await client.delete_store(cached.name)
     await client.event_store(cached.name)
