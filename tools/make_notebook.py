@@ -5,7 +5,8 @@
 
 Sources are scripts whose cells are separated by `# %%` (code) and `# %% [markdown]` lines: they are what
 we edit and review. `# %% [solution]` starts a code cell that is collapsed in JupyterLab (an exercise's
-answer). The .ipynb files are generated, executed on an embedded server (so the stored outputs are real) and committed; nbval re-executes them in the test suite and compares the outputs.
+answer). The .ipynb files are generated, executed on an embedded server (so the stored outputs are real)
+and committed; nbval re-executes them in the test suite and compares the outputs.
 """
 
 from __future__ import annotations
