@@ -149,12 +149,14 @@ seed_stored = await stored_messages() - before
 
 before = await stored_messages()
 payment = E("payment_received", {"amount": 99.0})  # id fixed here, once
+positions = []
 for attempt in range(2):
-    await orders.append("order-10", [payment])
+    positions.append(await orders.append("order-10", [payment]))
 eskit_stored = await stored_messages() - before
 
 print(f"seed:  2 attempts -> {seed_stored} messages stored (a double payment)")
 print(f"eskit: 2 attempts -> {eskit_stored} message stored")
+print("eskit: both attempts returned the same position:", positions[0] == positions[1])
 
 # %% [markdown]
 # The second `append` did not fail either: it found its own event already stored and returned the same
