@@ -166,7 +166,9 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     account = await snapped.load(Account, "acc-2000")
 print("warned:", [str(w.message).split(" (")[0] for w in caught])
-print("balance:", account.balance, "| replaced:", (await snapped.snapshots.check(Account, "acc-2000")).ok)
+replacement = await snapped.snapshots.get(Account, "acc-2000")
+print("balance:", account.balance, "| replaced by a snapshot at version", replacement.version)
+print("snapshot + tail == full replay:", (await snapped.snapshots.check(Account, "acc-2000")).ok)
 
 # %% [markdown]
 # ## Summary
