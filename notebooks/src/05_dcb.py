@@ -239,9 +239,9 @@ print("appends accepted:", sum(isinstance(r, int) for r in results), "| seats: 5
 print("capacity invariant holds:", booked <= 5)
 
 # %% [markdown]
-# Every student's own aggregate was untouched, so every lock passed: the course is overbooked four times
-# over. **With DCB** the boundary is the course's events *and* the student's subscriptions, so the first
-# append moves the boundary of all the others; they decide again on fresh events and are refused:
+# Every student's own aggregate was untouched, so every lock passed: 20 bookings for 5 seats. **With DCB**
+# the boundary is the course's events *and* the student's subscriptions, so the first append moves the
+# boundary of all the others; they decide again on fresh events and are refused:
 
 # %%
 await execute(courses, define_course("race", 5))
@@ -318,6 +318,15 @@ exercise = [
          unsubscribe_student("s1", "c1"), left),
 ]  # fmt: skip
 await check(client, exercise, tag_keys=["course", "student"], prefix=names["case"])
+# ... and the event it appends must be found by the next decision: its tags matter too
+store = await client.dcb_store(names["case"], tag_keys=["course", "student"])
+await store.append([course_defined("c1", 5), student_subscribed("s1", "c1")])
+await execute(store, unsubscribe_student("s1", "c1"))
+try:
+    await execute(store, unsubscribe_student("s1", "c1"))
+    raise AssertionError("a second unsubscribe was accepted: does your event carry both the student and course tag?")
+except eskit.DecisionError:
+    pass
 print("✅ correct")
 
 # %%
@@ -326,4 +335,5 @@ for name in names.values():
 await client.close()
 
 # %% [markdown]
-# **Next:** lesson 06, the next `06_*.ipynb` in `notebooks/`.
+# **Next:** `06_event_log_analysis.ipynb` — the event store as an event log: pandas, variants, funnels and a
+# real process-mining log.
