@@ -246,4 +246,7 @@ assert audit(acked, stored) == {"lost": 0, "duplicated": 0, "moved": 0}
 print("✅ correct — and the fault lost nothing")
 
 # %% [markdown]
-# **Next:** lesson 08, the next numbered notebook in this folder.
+# **That is the series.** You have stored, replayed, snapshotted, projected and analysed events, enforced
+# rules across aggregates with DCB, and watched a cluster lose its leader without losing an event. From here:
+# measure the seed's way against eskit's on your machine (`python -m eskit bench`), or open your own event
+# log in lesson 06 (`ESKIT_EVENT_LOG=/path/to/log.csv python -m eskit lab`).
