@@ -72,6 +72,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     else:
         print(f"eskit: using NATS_URL={env['NATS_URL']}", flush=True)
     cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}", *args.lab_args]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in cmd:
+        cmd.append("--allow-root")  # containers and workshop VMs often run as root; Jupyter refuses without it
     lab = subprocess.Popen(cmd, env=env)
     try:
         return lab.wait()
@@ -115,8 +117,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a service manager, `timeout`) cleans up like Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     if getattr(args, "lab_args", None) and args.lab_args[0] == "--":
         args.lab_args = args.lab_args[1:]
     try:
