@@ -28,7 +28,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from ._wire import ApiError, parse_ack
 from .errors import EncodeError, InvalidNameError
 from .events import parse_time
-from .store import EXPECTED_SEQ, WRONG_LAST_SEQUENCE, Position
+from .store import CONFLICT, EXPECTED_SEQ, Position
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
@@ -196,7 +196,7 @@ class Snapshots:
             reply = parse_ack(await self._wire.request(subject, payload, {EXPECTED_SEQ: str(revision)}))
             if not isinstance(reply, ApiError):
                 return True
-            if reply.err_code != WRONG_LAST_SEQUENCE:
+            if reply.err_code not in CONFLICT:  # 10071, or 10164 on a cluster
                 warnings.warn(
                     f"snapshot of {aggregate!r} not written: {reply.description}",
                     SnapshotWarning,
