@@ -9,8 +9,9 @@
 # **What you'll learn:**
 # - replicas and leaders: a stream with `replicas=3` keeps every event on three servers; one of them, the
 #   *leader*, orders the writes (Raft), and a majority must store an event before it is acknowledged;
-# - what an append sees while a new leader is elected (`StoreTimeoutError`, `StoreUnavailableError`) and why
-#   retrying with the **same** `Event` objects is safe;
+# - what an append meets while a new leader is elected (`StoreTimeoutError`, `StoreUnavailableError` —
+#   `append_through_failover` retries them for you, so you will not see them here) and why retrying with the
+#   **same** `Event` objects is safe;
 # - the Direct Get caveat: any replica answers reads, and a replica may lag — a stale read can cause a
 #   conflict and a retry, never a lost update;
 # - least privilege: a writer account that may append, an analyst account that may only read.
