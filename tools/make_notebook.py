@@ -5,7 +5,8 @@
 
 Sources are scripts whose cells are separated by `# %%` (code) and `# %% [markdown]` lines: they are what
 we edit and review. `# %% [solution]` starts a code cell that is collapsed in JupyterLab (an exercise's
-answer). The .ipynb files are generated, executed on an embedded server (so the stored outputs are real)
+answer), followed by an empty cell for the learner's own answer, which replaces it before the check runs.
+The .ipynb files are generated, executed on an embedded server (so the stored outputs are real)
 and committed; nbval re-executes them in the test suite and compares the outputs.
 """
 
@@ -16,6 +17,11 @@ import sys
 from pathlib import Path
 
 import nbformat
+
+YOUR_ANSWER = (
+    "# Your answer: write your own version here. It replaces the hidden solution above (expand it only\n"
+    "# when you are done), and the check below then tests yours."
+)
 
 
 def build(source: str) -> nbformat.NotebookNode:
@@ -34,6 +40,8 @@ def build(source: str) -> nbformat.NotebookNode:
             if hidden:
                 cell.metadata.update({"jupyter": {"source_hidden": True}, "tags": ["solution"]})
             nb.cells.append(cell)
+            if hidden:  # the learner's answer goes after the solution, so the check below tests theirs
+                nb.cells.append(nbformat.v4.new_code_cell(YOUR_ANSWER))
 
     for line in source.splitlines():
         if line.startswith("# %%"):
