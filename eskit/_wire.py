@@ -216,7 +216,7 @@ class Wire:
                 handlers[token] = make_route(i, token)
                 inflight += 1
                 block = _header_block(headers) if headers else None
-                if block is None or nc.is_closed or nc.is_draining_pubs:  # unusual: nats-py checks and encodes
+                if block is None or not nc.is_connected or nc.is_draining_pubs:  # unusual: nats-py checks, buffers
                     await nc.publish(subject, payload, reply=f"{prefix}.{token}", headers=headers)
                     continue
                 size = len(block)
