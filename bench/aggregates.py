@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import json
 import os
 import platform
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,6 +32,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from report import emit, log  # bench/report.py (a script's folder is on sys.path)
 
 import eskit
 from eskit import Aggregate, SnapshotPolicy
@@ -58,9 +58,6 @@ class Sizes:
 FULL = Sizes(aggregates=600, cycles=1000, history=10_000, loads=300, reps=5, others=1000)
 QUICK = Sizes(aggregates=100, cycles=200, history=2_000, loads=100, reps=3, others=200)
 
-
-def log(*parts: object) -> None:
-    print(*parts, file=sys.stderr, flush=True)
 
 
 Op = Callable[[int], Awaitable[None]]
@@ -359,14 +356,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "speedup": snap["long_without_snapshot"] / snap["long_with_snapshot"],
         "elapsed_s": time.perf_counter() - started,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    text = table(result)
-    if args.json:
-        log(text)
-        print(json.dumps(result, indent=2))
-    else:
-        print(text)
+    emit(result, table(result), out=RESULTS, as_json=args.json)
     return result
 
 

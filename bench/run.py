@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -39,6 +38,7 @@ from typing import Any
 import nats
 import seed  # bench/seed.py (a script's folder is on sys.path)
 from nats.aio.client import Client as NATS
+from report import emit, log
 
 import eskit
 
@@ -103,9 +103,6 @@ class Meter:
         return {"events_per_s": n / self.wall, "client_cpu_us": self.client_cpu / n * 1e6,
                 "server_cpu_us": self.server_cpu / n * 1e6}  # fmt: skip
 
-
-def log(*parts: object) -> None:
-    print(*parts, file=sys.stderr, flush=True)
 
 
 def data_for(i: int) -> dict[str, Any]:
@@ -363,14 +360,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "append": append,
         "elapsed_s": time.perf_counter() - started,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    text = table(result)
-    if args.json:
-        log(text)
-        print(json.dumps(result, indent=2))
-    else:
-        print(text)
+    emit(result, table(result), out=args.out, as_json=args.json)
     return result
 
 
