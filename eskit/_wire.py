@@ -30,6 +30,7 @@ from .errors import (
 STATUS = "Status"
 DESCRIPTION = "Description"
 DEFAULT_TIMEOUT = 5.0
+MAX_INFLIGHT_BATCHES = 32  # open atomic batches per connection (the server allows 50 per stream)
 STREAM_NOT_FOUND = 10059
 _VIOLATION = re.compile(r'Permissions Violation for (Publish|Subscription) to "?([^"\s]+)"?', re.IGNORECASE)
 
@@ -79,6 +80,7 @@ class Wire:
         self._prefix = f"_INBOX.{uuid.uuid4().hex}"
         self._handlers: dict[str, Callable[[Msg], None]] = {}
         self._waiting: dict[str, tuple[str, asyncio.Future[Any]]] = {}
+        self._batch_slots = asyncio.Semaphore(MAX_INFLIGHT_BATCHES)
         self._sub: Any = None
         self._lock = asyncio.Lock()
         self._counter = 0
@@ -291,17 +293,21 @@ class Wire:
     async def publish_batch(
         self, messages: Sequence[tuple[str, bytes, dict[str, str]]], timeout: float | None = None
     ) -> Msg:
-        """Atomic batch publish: all messages are stored, or none. Returns the commit's reply."""
-        batch_id = uuid.uuid4().hex
-        last = len(messages)
-        for n, (subj, payload, headers) in enumerate(messages, 1):
-            headers = {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)}
-            if n < last:
-                await self.publish(subj, payload, headers)
-            else:
-                headers["Nats-Batch-Commit"] = "1"
-                return await self.request(subj, payload, headers, timeout)
-        raise ValueError("publish_batch needs at least one message")
+        """Atomic batch publish: all messages are stored, or none. Returns the commit's reply.
+
+        At most ``MAX_INFLIGHT_BATCHES`` batches are open at once on a connection: the server refuses more
+        than 50 per stream (err_code 10210), so concurrent appends wait here for a slot instead.
+        """
+        if not messages:
+            raise ValueError("publish_batch needs at least one message")
+        async with self._batch_slots:
+            batch_id = uuid.uuid4().hex
+            last = len(messages)
+            for n, (subj, payload, headers) in enumerate(messages[:-1], 1):
+                await self.publish(subj, payload, {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n)})
+            subj, payload, headers = messages[-1]
+            commit = {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(last), "Nats-Batch-Commit": "1"}
+            return await self.request(subj, payload, commit, timeout)
 
     def on_server_error(self, exc: Exception) -> None:
         """Fail the requests a server ``-ERR`` is about (a permissions violation), instead of timing out."""

@@ -44,7 +44,6 @@ EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MAX_BATCH = 1000  # the server's atomic batch limit (err_code 10199)
 READ_PAGE = 2000
-MAX_INFLIGHT_BATCHES = 32
 BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-Batch-Commit
 WRONG_LAST_SEQUENCE, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS = 10071, 10201, 10158
 WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same conflict without the number: clustered streams, batches
@@ -149,9 +148,10 @@ class EventStore:
         """Many independent appends, pipelined; each is checked and atomic on its own.
 
         Everything is validated and encoded before anything is sent. Single-event appends are pipelined
-        (at most ``concurrency`` awaiting their ack); multi-event appends are atomic batches, at most
-        ``MAX_INFLIGHT_BATCHES`` at once (the server allows 50 per stream). If one append fails, its error
-        is raised once all were sent; the others may have been stored (each is independent).
+        (at most ``concurrency`` awaiting their ack); multi-event appends are atomic batches, at most 32 open
+        at once per connection (``eskit._wire.MAX_INFLIGHT_BATCHES``; the server allows 50 per stream). If one
+        append fails, its error is raised once all were sent; the others may have been stored (each is
+        independent).
 
         >>> await orders.append_many([("1", [Event("created")], 0), ("2", [Event("created")], 0)])  # doctest: +SKIP
         [1, 2]
@@ -161,13 +161,11 @@ class EventStore:
         positions: list[int] = [0] * len(appends)
         singles = [i for i, messages in enumerate(encoded) if len(messages) == 1]
         batches = [i for i, messages in enumerate(encoded) if len(messages) > 1]
-        limit = asyncio.Semaphore(min(concurrency, MAX_INFLIGHT_BATCHES))
 
         async def one_batch(i: int) -> None:  # multi-event appends: an atomic batch each
-            async with limit:
-                aggregate_id, events, expected = appends[i]
-                positions[i] = await self._settle(await self._wire.publish_batch(encoded[i]), aggregate_id, events,
-                                                  expected)
+            aggregate_id, events, expected = appends[i]
+            reply = await self._wire.publish_batch(encoded[i])
+            positions[i] = await self._settle(reply, aggregate_id, events, expected)
 
         async def pipelined() -> None:  # single-event appends: one pipelined request each
             replies = await self._wire.request_many([encoded[i][0] for i in singles], window=max(concurrency, 1))

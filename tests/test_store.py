@@ -397,3 +397,13 @@ async def test_a_raw_message_without_eskit_headers_reads_back_with_decode_error(
     assert (raw.type, raw.data, raw.id, raw.raw) == ("raw", None, None, b"\xffnot json at all")
     assert raw.decode_error is not None and not raw.is_decodable
     assert [e.type for e in await replayed(store)] == ["created", "raw", "shipped"]
+
+
+async def test_more_concurrent_multi_event_appends_than_the_server_keeps_open_batches_all_succeed(
+    store: eskit.EventStore,
+) -> None:
+    # the server refuses more than 50 open atomic batches per stream (err_code 10210): eskit queues them
+    appends = [store.append(f"b{i}", [eskit.Event("x"), eskit.Event("y")], expected_position=0) for i in range(120)]
+    positions = await asyncio.gather(*appends)
+    assert len(set(positions)) == 120
+    assert sum([len(await store.read(f"b{i}")) for i in range(120)]) == 240
