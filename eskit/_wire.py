@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -171,6 +172,7 @@ class Wire:
         inflight = 0
         received = 0
         waiter: asyncio.Future[None] | None = None
+        refused: asyncio.Future[None] = loop.create_future()  # set by on_server_error for these requests
         failed_subject: str | None = None
 
         def make_route(i: int, token: str) -> Callable[[Msg], None]:
@@ -194,7 +196,9 @@ class Wire:
                 seen = received
                 waiter = loop.create_future()
                 try:
-                    await asyncio.wait_for(waiter, limit)
+                    await asyncio.wait_for(asyncio.wait({waiter, refused}, return_when=FIRST_COMPLETED), limit)
+                    if refused.done():
+                        refused.result()  # a permissions violation: raise it now, not a timeout later
                 except TimeoutError:
                     if received == seen:
                         raise StoreTimeoutError(
@@ -216,6 +220,7 @@ class Wire:
                 token = format(self._counter, "x")
                 tokens.append(token)
                 handlers[token] = make_route(i, token)
+                self._waiting[token] = (subject, refused)
                 inflight += 1
                 block = _header_block(headers) if headers else None
                 if block is None or not nc.is_connected or nc.is_draining_pubs:  # unusual: nats-py checks, buffers
@@ -230,6 +235,9 @@ class Wire:
         finally:
             for token in tokens:
                 handlers.pop(token, None)
+                self._waiting.pop(token, None)
+            if refused.done() and not refused.cancelled():
+                refused.exception()  # retrieved: no "exception was never retrieved" warning
         if failed_subject is not None:
             raise await self._no_responders(failed_subject, None)
         return results

@@ -71,5 +71,9 @@ class AggregateCache:
     def discard(self, cls: type, aggregate_id: str) -> None:
         self._entries.pop((cls, aggregate_id), None)
 
+    def clear(self) -> None:
+        """Forget everything (the store was deleted: positions in a new stream mean other events)."""
+        self._entries.clear()
+
     def __len__(self) -> int:
         return len(self._entries)

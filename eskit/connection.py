@@ -57,7 +57,7 @@ class Client:
         self.url = url
         self.server = server
         self.wire = Wire(nc)
-        self._stores: dict[str, EventStore] = {}
+        self._caches: dict[str, list[AggregateCache]] = {}  # per store name: cleared when the store is deleted
 
     @property
     def default_replicas(self) -> int:
@@ -90,7 +90,8 @@ class Client:
         if snapshots is not None:
             store.snapshots = await Snapshots.open(store, snapshots)
         store.cache = cache
-        self._stores[name] = store
+        if cache is not None:
+            self._caches.setdefault(name, []).append(cache)
         return store
 
     async def dcb_store(
@@ -107,6 +108,8 @@ class Client:
         # The stream first, through the wire: an account that may not delete fails fast (PermissionDeniedError)
         reply = json.loads((await self.wire.request(f"$JS.API.STREAM.DELETE.{stream_name(name)}", b"")).data)
         await drop_bucket(self.js, name)  # its snapshots, if any
+        for cache in self._caches.get(name, []):
+            cache.clear()
         if reply.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
             return False
         if "error" in reply:

@@ -58,6 +58,8 @@ async def append_through_failover(
             try:
                 found = await stored_position(store, aggregate_id, events, after=expected_position or 0)
             except TRANSIENT:
+                if time.monotonic() > deadline:
+                    raise
                 found = None  # the leader is still being elected: try the append again
             else:
                 if found is None:

@@ -27,6 +27,7 @@ from .errors import (
     DuplicateEventError,
     EventStoreError,
     PayloadTooLargeError,
+    StoreUnavailableError,
     StreamNotFoundError,
     ValidationError,
 )
@@ -48,6 +49,7 @@ BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-
 WRONG_LAST_SEQUENCE, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS = 10071, 10201, 10158
 WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same conflict without the number: clustered streams, batches
 CONFLICT = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CONSTANT)
+SUBJECT_SEQUENCE_UNAVAILABLE = 10163  # clustered: "expected last sequence per subject temporarily unavailable"
 
 Position = int | datetime | None
 
@@ -121,6 +123,10 @@ class EventStore:
             stored = await self._find_stored(aggregate_id, events, after=expected or 0)
             if stored is not None:
                 return stored
+        if error.err_code == SUBJECT_SEQUENCE_UNAVAILABLE:
+            raise StoreUnavailableError(
+                f"append to {self.name}/{aggregate_id}: {error.description}; retry (the stream's leader is catching up)"
+            )
         if error.err_code in CONFLICT:
             match = re.search(r"(\d+)\s*$", error.description)
             actual = int(match.group(1)) if match else None
@@ -173,7 +179,10 @@ class EventStore:
                 aggregate_id, events, expected = appends[i]
                 positions[i] = await self._settle(reply, aggregate_id, events, expected)
 
-        await asyncio.gather(pipelined(), *(one_batch(i) for i in batches))
+        outcomes = await asyncio.gather(pipelined(), *(one_batch(i) for i in batches), return_exceptions=True)
+        for outcome in outcomes:  # every append has finished: only now report the first failure
+            if isinstance(outcome, BaseException):
+                raise outcome
         return positions
 
     async def _settle(self, reply: Any, aggregate_id: str, events: Sequence[Event], expected: int | None) -> int:

@@ -60,6 +60,7 @@ async def test_an_analysts_append_fails_fast_with_one_line(analyst: eskit.Client
     error = await refused_fast(store.append("1", [Event("shipped")]))
     assert f"{orders}.1.shipped" in str(error)
     await refused_fast(store.append("2", [Event("created"), Event("item_added")]))  # an atomic batch too
+    await refused_fast(store.append_many([(f"p{i}", [Event("created")], None) for i in range(5)]))  # pipelined
     assert len(await store.read("1")) == 2
 
 

@@ -80,3 +80,21 @@ async def test_a_cached_aggregate_of_a_recreated_stream_is_forgotten(
     await client.event_store(cached.name)
     fresh = await cached.load(Order, "o1")
     assert (fresh.version, fresh.position, fresh.status) == (0, 0, "new")
+
+
+async def test_deleting_a_store_clears_its_caches_so_a_recreated_stream_is_read_afresh(client: eskit.Client) -> None:
+    name = unique("cached")
+    cached = await client.event_store(name, cache=eskit.AggregateCache())
+    await placed(cached, "o1")  # positions 1-2, cached at 2
+    await client.delete_store(name)
+    fresh = await client.event_store(name)
+    late = Order("o1")
+    late.create("bob")  # position 1 of the new stream
+    await fresh.save(late)
+    for k in range(3):
+        await placed(fresh, f"x{k}")
+    late.add_item("B2", qty=1, price=1.0)  # a position above the cached one
+    await fresh.save(late)
+    loaded = await cached.load(Order, "o1")
+    await client.delete_store(name)
+    assert (loaded.customer, [i["sku"] for i in loaded.items], loaded.version) == ("bob", ["B2"], 2)

@@ -407,3 +407,15 @@ async def test_more_concurrent_multi_event_appends_than_the_server_keeps_open_ba
     positions = await asyncio.gather(*appends)
     assert len(set(positions)) == 120
     assert sum([len(await store.read(f"b{i}")) for i in range(120)]) == 240
+
+
+async def test_append_many_reports_a_failure_only_after_every_other_append_has_finished(
+    store: eskit.EventStore,
+) -> None:
+    await store.append("taken", [eskit.Event("created")], expected_position=0)
+    batches = [(f"c{i}", [eskit.Event("x"), eskit.Event("y")], 0) for i in range(60)]
+    with pytest.raises(eskit.ConcurrencyError):
+        await store.append_many([("taken", [eskit.Event("again")], 0), *batches])
+    stored = await store.last_position()
+    assert sum([len(await store.read(f"c{i}")) for i in range(60)]) == 120  # all landed before the raise
+    assert await store.last_position() == stored  # and nothing more arrives afterwards
