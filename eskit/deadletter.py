@@ -15,6 +15,7 @@ its own stream; the copy says *who* could not apply it and *why*.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -71,7 +72,7 @@ class DeadLetters:
             return False
         headers = _original_headers(event)
         headers.update({
-            MSG_ID: f"{projection}.{event.position}",
+            MSG_ID: f"{projection}.{event.position}.{uuid.uuid4().hex}",  # unique: a re-park after remove() stores
             PREFIX + "Projection": projection, PREFIX + "Position": str(event.position),
             PREFIX + "Subject": event.subject, PREFIX + "Timestamp": event.timestamp.isoformat(),
             PREFIX + "Reason": " ".join(reason.split())[:MAX_REASON] or "unknown",

@@ -43,6 +43,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import nats
+
 from ._consumer import Batch, PullConsumer
 from .aggregate import applies
 from .applying import Applier, Counts, ProjectionStats
@@ -219,7 +221,8 @@ class Projection:
         while not self._stopping:
             try:
                 await self.step(wait=self.max_wait)
-            except (EskitError, OSError, TimeoutError, sqlite3.OperationalError) as exc:  # server, locked db
+            except (EskitError, OSError, TimeoutError, sqlite3.OperationalError, nats.errors.Error) as exc:
+                # a server hiccup (restart, leader election, no responders) or a locked database: retry
                 self._error = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(min(1.0, self.max_wait))
             except Exception as exc:
@@ -270,6 +273,7 @@ class Projection:
             await self._replay_into(new, counts)
             async with self._lock:
                 await self._replay_into(new, counts)  # what was appended meanwhile
+                cutoff = new.position  # events after it are the live run's: their dead letters are theirs
                 self._model.replace(new)
         except BaseException:
             new.close()
@@ -277,7 +281,7 @@ class Projection:
                 Path(new.path).unlink(missing_ok=True)
             raise
         for parked in await self.parked():
-            if parked.position not in counts.parked_positions:
+            if parked.position <= cutoff and parked.position not in counts.parked_positions:
                 await self.dead_letters.remove(parked)
         return counts.applied
 

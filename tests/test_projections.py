@@ -117,6 +117,19 @@ async def test_a_parked_event_is_applied_by_replay_parked_once_the_handler_is_fi
     await view.close()
 
 
+async def test_an_event_parked_again_after_its_dead_letter_was_removed_is_parked_again(
+    parked_store: eskit.EventStore,
+) -> None:
+    await fill(parked_store, 4)
+    view = Picky(parked_store, retry_delay=0.001)
+    await view.run_until_caught_up()
+    [parked] = await view.parked()
+    await view.dead_letters.remove(parked)
+    assert await view.dead_letters.park(view.name, parked.event, reason="again", attempts=1)
+    assert [p.reason for p in await view.parked()] == ["again"]  # stored, not swallowed as a duplicate id
+    await view.close()
+
+
 async def test_an_undecodable_event_is_parked_at_once_and_kept_byte_for_byte(
     client: eskit.Client, parked_store: eskit.EventStore
 ) -> None:
