@@ -246,12 +246,16 @@ async def test_a_projection_only_receives_the_event_types_it_handles(store: eski
 async def test_lag_is_the_number_of_events_not_yet_delivered(store: eskit.EventStore) -> None:
     await fill(store, 10)
     view = Totals(store, batch_size=20)
-    await view.step()
-    assert view.lag == 30
-    assert await view.fetch_lag() == 30
-    await view.run_until_caught_up()
-    assert view.lag == 0
-    await view.close()
+    await view.step(wait=2.0)  # a full batch of 20 (waiting, not racing the server's first delivery)
+    try:
+        assert view.stats.applied == 20
+        assert view.lag == 30  # from the batch's own metadata: exact
+        # the server's view also counts what is delivered but not yet acked (acks and a prefetch in flight)
+        assert 30 <= await view.fetch_lag() <= 50
+        await view.run_until_caught_up()
+        assert view.lag == 0 and await view.fetch_lag() == 0
+    finally:
+        await view.close()
 
 
 async def test_a_projection_without_handlers_is_refused(store: eskit.EventStore) -> None:
@@ -293,9 +297,9 @@ async def test_the_dashboard_shows_each_projections_stats(store: eskit.EventStor
     await fill(store, 2)
     view = Totals(store, name="shown")
     await view.run_until_caught_up()
-    board = eskit.dashboard(view, every=0.01)
-    await asyncio.sleep(0.05)
+    board = eskit.dashboard(view, every=60)  # no refresh during the test: render() is what a refresh shows
     board.stop()
-    assert "<td style='padding:2px 10px'>shown</td>" in board.widget.value
-    assert "<td style='padding:2px 10px'>10</td>" in board.widget.value  # position and applied
+    html = board.render()
+    assert "<td style='padding:2px 10px'>shown</td>" in html
+    assert "<td style='padding:2px 10px'>10</td>" in html  # position and applied
     await view.close()
