@@ -32,14 +32,22 @@ def _wait_for_signal() -> None:
         pass
 
 
+def _announce_and_wait(*lines: str) -> None:
+    """Print how to reach what is running, then wait for Ctrl-C or SIGTERM."""
+    for line in lines:
+        print(line, flush=True)
+    _wait_for_signal()
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     if args.cluster:
         return _run_cluster(args)
     with EmbeddedServer(store_dir=args.store_dir, port=args.port) as server:
-        print(f"nats-server running at {server.url}  (monitoring {server.monitor_url})", flush=True)
-        print(f"export NATS_URL={server.url}", flush=True)
-        print("Press Ctrl-C to stop.", flush=True)
-        _wait_for_signal()
+        _announce_and_wait(
+            f"nats-server running at {server.url}  (monitoring {server.monitor_url})",
+            f"export NATS_URL={server.url}",
+            "Press Ctrl-C to stop.",
+        )
     print("stopped.")
     return 0
 
@@ -50,11 +58,11 @@ def _run_cluster(args: argparse.Namespace) -> int:
     if args.store_dir or args.port != -1:
         raise EskitError("--cluster picks its own ports and temporary stores; drop --store-dir/--port")
     with EmbeddedCluster(args.cluster) as cluster:
-        for node in cluster.nodes:
-            print(f"node {node.name} at {node.url}  (monitoring {node.monitor_url})", flush=True)
-        print(f"export NATS_URL={cluster.url}", flush=True)
-        print("Streams get replicas=3 here. Press Ctrl-C to stop.", flush=True)
-        _wait_for_signal()
+        _announce_and_wait(
+            *(f"node {node.name} at {node.url}  (monitoring {node.monitor_url})" for node in cluster.nodes),
+            f"export NATS_URL={cluster.url}",
+            "Streams get replicas=3 here. Press Ctrl-C to stop.",
+        )
     print("stopped.")
     return 0
 
