@@ -18,7 +18,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from . import _inbox
+from . import _fastlane
+from ._headers import parse_headers
 from .errors import (
     EskitError,
     EventStoreError,
@@ -64,6 +65,18 @@ class ApiError:
     description: str
 
 
+class Reply:
+    """What the Wire's handlers read of a fast-lane message: subject, reply, data, headers (as ``Msg``)."""
+
+    __slots__ = ("data", "headers", "reply", "subject")
+
+    def __init__(self, subject: str, reply: str, data: bytes, headers: Mapping[str, str] | None) -> None:
+        self.subject = subject
+        self.reply = reply
+        self.data = data
+        self.headers = headers
+
+
 class _NoResponders(Exception):
     """A 503 status reply: nobody listens on the subject (diagnosed into a public error by the Wire)."""
 
@@ -91,7 +104,13 @@ class Wire:
             async with self._lock:
                 if self._sub is None:
                     self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_msg)
-                    _inbox.install(self._nc, self._sub, self._prefix, self._handlers)  # fast lane for replies
+                    _fastlane.route(self._nc, self._sub, self._on_raw)  # replies skip nats-py's Msg path
+
+    def _on_raw(self, subject: bytes, reply: bytes, headers: bytes, data: bytes) -> None:
+        name = subject.decode()
+        handler = self._handlers.get(name[len(self._prefix) + 1 :])
+        if handler is not None:
+            handler(Reply(name, reply.decode(), data, parse_headers(headers)))  # type: ignore[arg-type]
 
     async def _on_msg(self, msg: Msg) -> None:
         handler = self._handlers.get(msg.subject[len(self._prefix) + 1 :])

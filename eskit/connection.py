@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
-from . import _fastheaders
+from . import _fastlane, _headers
 from ._wire import Wire
 from .cache import AggregateCache
 from .dcb import DCBStore
@@ -52,7 +51,7 @@ class Client:
 
     def __init__(self, nc: NATS, url: str, server: EmbeddedServer | None = None) -> None:
         self.nc = nc
-        _fastheaders.install(nc)  # events carry headers: nats-py's pure-Python parser is the bottleneck
+        _headers.install(nc)  # events carry headers: nats-py's pure-Python parser is the bottleneck
         self.js: JetStreamContext = nc.jetstream()
         self.url = url
         self.server = server
@@ -195,7 +194,9 @@ async def connect(
     }  # fmt: skip
     try:
         servers = [u.strip() for u in url.split(",") if u.strip()]
-        nc = await nats.connect(servers, **{k: v for k, v in options.items() if v is not None})
+        nc = NATS()
+        _fastlane.prepare(nc)  # eskit's bulk reads and reply inbox skip nats-py's per-message machinery
+        await nc.connect(servers, **{k: v for k, v in options.items() if v is not None})
     except Exception as exc:
         if server is not None:
             server.stop()

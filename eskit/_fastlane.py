@@ -1,0 +1,162 @@
+"""Fast lanes: the messages of chosen subscriptions go straight to a plain function, as raw bytes.
+
+nats-py reads every message through a regex, two buffer copies, an awaited coroutine, a ``Msg`` object, a
+per-subscription queue and a task, and parses its header block in Python. On a replay, a bulk read or a
+projection's catch-up that machinery is most of the client's time. :func:`route` delivers the messages of
+one subscription to ``sink(subject, reply, header_block, payload)`` (all ``bytes``; ``b""`` when there is
+no header block or reply) inside the connection's read loop. Every other subscription is untouched, and
+nats-py still owns the subscriptions themselves (SUB on reconnect, UNSUB).
+
+Two ways in, the best that the installed nats-py allows:
+
+- :class:`FastParser`, set on a connection before it connects (:func:`prepare`, as :func:`eskit.connect`
+  does): frames are cut from each read chunk with ``bytes.find``; routed ones never become objects.
+- otherwise a hook on the connection's ``_process_msg`` (the parser's hand-off), installed on first use.
+
+If neither fits, :func:`route` returns False and the caller keeps its ordinary callback.
+
+>>> nc = nats.aio.client.Client(); prepare(nc); await nc.connect(url)      # doctest: +SKIP
+>>> sub = await nc.subscribe(inbox); route(nc, sub, lambda subj, reply, hdr, data: ...)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from nats.errors import ProtocolError
+from nats.protocol.parser import Parser
+
+Sink = Callable[[bytes, bytes, bytes, bytes], None]
+MAX_CONTROL_LINE = 4096  # nats-server's default max_control_line
+_log = logging.getLogger("eskit")
+
+
+class FastParser(Parser):
+    """nats-py's protocol parser, with message frames cut in bulk and routed frames handed to sinks."""
+
+    def __init__(self, nc: Any = None) -> None:
+        super().__init__(nc)
+        self.sinks: dict[int, Sink] = {}
+        self._held: list[bytes] = []  # an incomplete frame, in pieces
+        self._held_size = 0
+        self._need = 0  # bytes the held frame needs before it can be parsed
+
+    def reset(self) -> None:
+        super().reset()
+        self._held, self._held_size, self._need = [], 0, 0
+
+    async def parse(self, data: bytes = b"") -> None:
+        if self._held:
+            self._held.append(data)
+            self._held_size += len(data)
+            if self._held_size < self._need:
+                return  # a large payload still arriving: no copy until it is complete
+            data = b"".join(self._held)
+            self._held, self._held_size, self._need = [], 0, 0
+        pos, size, sinks = 0, len(data), self.sinks
+        while pos < size:
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                if size - pos > MAX_CONTROL_LINE and data[pos] not in b"HM":
+                    raise ProtocolError("nats: unknown protocol")
+                break
+            if not (data.startswith(b"HMSG ", pos) or data.startswith(b"MSG ", pos)):
+                self.buf = bytearray(data[pos : eol + 2])  # PING, PONG, INFO, +OK, -ERR: nats-py's own code
+                await super().parse()
+                pos = eol + 2
+                continue
+            args = data[pos:eol].split()
+            try:
+                with_headers = args[0] == b"HMSG"
+                total = int(args[-1])
+                header_size = int(args[-2]) if with_headers else 0
+                sid = int(args[2])
+                reply = args[3] if len(args) == (6 if with_headers else 5) else b""
+            except (IndexError, ValueError):
+                raise ProtocolError("nats: malformed MSG") from None
+            start = eol + 2
+            stop = start + total
+            if stop + 2 > size:
+                self._need = stop + 2 - pos
+                break
+            sink = sinks.get(sid)
+            if sink is not None:
+                try:
+                    sink(args[1], reply, data[start : start + header_size], data[start + header_size : stop])
+                except Exception:  # a bug in a sink must not stop the connection's read loop
+                    _log.exception("eskit: a fast-lane message handler failed")
+            else:
+                headers = data[start : start + header_size] if with_headers else None
+                await self.nc._process_msg(sid, args[1], reply, data[start + header_size : stop], headers)
+            pos = stop + 2
+        if pos < size:
+            rest = data[pos:]
+            self._held, self._held_size = [rest], len(rest)
+            self._need = max(self._need, len(rest) + 1)
+
+
+def prepare(nc: Any) -> bool:
+    """Give a not-yet-connected nats-py client the :class:`FastParser` (False if its parser differs)."""
+    current = getattr(nc, "_ps", None)
+    if type(current) is not Parser or getattr(nc, "is_connected", True):
+        return isinstance(current, FastParser)
+    nc._ps = FastParser(nc)
+    return True
+
+
+def _sinks(nc: Any) -> dict[int, Sink] | None:
+    parser = getattr(nc, "_ps", None)
+    if isinstance(parser, FastParser):
+        return parser.sinks
+    hooked: dict[int, Sink] | None = getattr(nc, "_eskit_sinks", None)
+    if hooked is not None:
+        return hooked
+    original = getattr(nc, "_process_msg", None)
+    if original is None or list(inspect.signature(original).parameters) != [
+        "sid",
+        "subject",
+        "reply",
+        "data",
+        "headers",
+    ]:
+        return None
+    sinks: dict[int, Sink] = {}
+
+    async def process(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        sink = sinks.get(sid)
+        if sink is None:
+            await original(sid, subject, reply, data, headers)
+            return
+        try:
+            sink(subject, reply, headers or b"", data)
+        except Exception:
+            _log.exception("eskit: a fast-lane message handler failed")
+
+    nc._process_msg = process
+    nc._eskit_sinks = sinks
+    return sinks
+
+
+def route(nc: Any, sub: Any, sink: Sink) -> bool:
+    """Deliver the messages of ``sub`` to ``sink`` from now on; False if this nats-py cannot."""
+    sid = getattr(sub, "_id", None)
+    sinks = _sinks(nc)
+    if sid is None or sinks is None:
+        return False
+    sinks[sid] = sink
+    return True
+
+
+def unroute(nc: Any, sub: Any) -> None:
+    """Stop routing ``sub`` (before unsubscribing it)."""
+    sinks = _sinks(nc)
+    if sinks is not None:
+        sinks.pop(getattr(sub, "_id", -1), None)
+
+
+def available(nc: Any) -> bool:
+    """Whether :func:`route` works on this connection."""
+    return _sinks(nc) is not None
