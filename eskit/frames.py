@@ -1,4 +1,4 @@
-"""Streams into pandas DataFrames: one row per event, built column-wise straight from Direct Get pages.
+"""Streams into pandas DataFrames: one row per event, built column-wise straight from the wire.
 
 >>> df = await eskit.to_dataframe(orders)                                    # doctest: +SKIP
 >>> df.columns[:5].tolist()
@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from tqdm import tqdm
 
-from ._ahead import last_position, stream_pages
+from ._ahead import PAGE, last_position, stream_pages
+from ._bulkread import ConsumerRefused, RawBatch, consumer_batches
+from ._rawcolumns import raw_columns
 from ._wire import StoredMsg
 from .errors import ValidationError
 from .eventlog import ACTIVITY, CASE, TIMESTAMP, decode_token
@@ -82,10 +84,16 @@ class _Columns:
         self.meta: list[dict[str, str]] = []
         self.data: list[Any] = []  # decoded (from RecordedEvents)
         self.raw: list[bytes] = []  # payloads (from messages), decoded a chunk at a time
+        self.batches: list[RawBatch] = []  # raw consumer messages, cut into columns a chunk at a time
+        self.size = 0
         self.has_meta = False
 
     def __len__(self) -> int:
-        return len(self.data) + len(self.raw)
+        return len(self.data) + len(self.raw) + self.size
+
+    def add_raw(self, batch: RawBatch) -> None:
+        self.batches.append(batch)
+        self.size += len(batch)
 
     def add_messages(self, messages: list[StoredMsg]) -> None:
         pos, subj, stamp, occ, ids, ver, corr, caus = self.rows
@@ -123,6 +131,8 @@ class _Columns:
         self.data.append(e.data)
 
     def frame(self) -> pd.DataFrame:
+        if self.batches:
+            return self._raw_frame()
         pos, subj, stamp, occ, ids, ver, corr, caus = self.rows
         aggregates, types = _split(subj)
         df = pd.DataFrame(
@@ -139,11 +149,22 @@ class _Columns:
                 "subject": subj,
             }
         )
-        parts = [df]
-        if self.has_meta:
-            parts.append(pd.DataFrame(self.meta).add_prefix("meta:"))
-        parts.append(_flatten(self.data or _decode_all(self.raw), set(df.columns)))
-        return pd.concat(parts, axis=1) if len(parts) > 1 else df
+        return _joined(df, self.meta if self.has_meta else None, self.data or _decode_all(self.raw))
+
+    def _raw_frame(self) -> pd.DataFrame:
+        columns = raw_columns(self.batches)
+        base = columns.base
+        base["occurred_at"] = _times(columns.occurred_at)
+        df = pd.DataFrame({name: base[name] for name in BASE})
+        return _joined(df, columns.meta if columns.has_meta else None, _decode_all(columns.payloads))
+
+
+def _joined(df: pd.DataFrame, meta: list[dict[str, str]] | None, data: list[Any]) -> pd.DataFrame:
+    parts = [df]
+    if meta is not None:
+        parts.append(pd.DataFrame(meta).add_prefix("meta:"))
+    parts.append(_flatten(data, set(df.columns)))
+    return pd.concat(parts, axis=1)
 
 
 def _decode_all(payloads: list[bytes]) -> list[Any]:
@@ -152,17 +173,22 @@ def _decode_all(payloads: list[bytes]) -> list[Any]:
     A payload counts only if one JSON value spans it exactly; anything else goes through ``json.loads``
     on its own and is None if that fails too (not JSON, or nested deeper than Python's stack).
     """
-    texts = []
-    for payload in payloads:
+    joined = b"\n".join(payloads)
+    if joined.isascii():  # one decode for all; offsets in characters are offsets in bytes
+        text, lengths = joined.decode("ascii"), list(map(len, payloads))
+    else:
+        texts = []
+        for payload in payloads:
+            try:
+                texts.append(payload.decode())
+            except UnicodeDecodeError:
+                texts.append("\x00")  # never valid JSON: decoded on its own below
+        text, lengths = "\n".join(texts), list(map(len, texts))
+    scan, out, start = _DECODER.scan_once, [], 0  # type: ignore[attr-defined]
+    for payload, length in zip(payloads, lengths, strict=True):
+        end = start + length
         try:
-            texts.append(payload.decode())
-        except UnicodeDecodeError:
-            texts.append("\x00")  # never valid JSON: decoded on its own below
-    joined, scan, out, start = "\n".join(texts), _DECODER.scan_once, [], 0  # type: ignore[attr-defined]
-    for payload, text in zip(payloads, texts, strict=True):
-        end = start + len(text)
-        try:
-            value, stop = scan(joined, start)
+            value, stop = scan(text, start)
             if stop != end:
                 raise ValueError("not exactly one JSON value")
         except (StopIteration, ValueError, RecursionError):
@@ -235,10 +261,11 @@ async def to_dataframe(
 ) -> pd.DataFrame:
     """One row per event of a store (after position ``after``, on ``subjects``) or of any event stream.
 
-    A store is read page by page with batch Direct Get, 2,000 events a round trip and no consumer (a
-    whole stream with 4 pages in flight, up to the last position when the read starts), and built into
-    columns 100,000 rows at a time. ``progress``: None shows a bar on a terminal only, for reads that take
-    over half a second; True always; False never.
+    A store is read with what the events were when the read started, built into columns 100,000 rows at a
+    time. More than one page (2,000 events) or a subject filter: through a short-lived pull consumer, 2,000
+    events a pull and 4 pulls in flight, raw messages cut into columns in bulk (:mod:`eskit._bulkread`);
+    fewer, or an account that may not create consumers: batch Direct Get pages. ``progress``: None shows a
+    bar on a terminal only, for reads that take over half a second; True always; False never.
 
     >>> df = await to_dataframe(store, subjects=["orders.*.shipped"], names="pm4py")  # doctest: +SKIP
     """
@@ -269,8 +296,14 @@ async def _read(source: Any, after: int, subjects: Sequence[str] | None, bar: tq
             return _Columns()
         return columns
 
-    if isinstance(source, EventStore) and subjects is None:
+    if isinstance(source, EventStore):
         last = await last_position(source)
+        if subjects is not None or last - after > PAGE:  # more than one page: a consumer is faster
+            try:
+                return await _read_by_consumer(source, after, subjects, bar)
+            except ConsumerRefused:
+                pass  # this account may not create consumers: Direct Get below
+    if isinstance(source, EventStore) and subjects is None:
         bar.total = max(0, last - after)
         async for messages in stream_pages(source, after=after, last=last):
             columns.add_messages(messages)
@@ -294,6 +327,27 @@ async def _read(source: Any, after: int, subjects: Sequence[str] | None, bar: tq
             bar.update(1)
             columns = flush()
     flush(force=True)
+    return chunks
+
+
+async def _read_by_consumer(
+    store: EventStore, after: int, subjects: Sequence[str] | None, bar: tqdm
+) -> list[pd.DataFrame]:
+    chunks: list[pd.DataFrame] = []
+    columns = _Columns()
+
+    def total(n: int) -> None:
+        bar.total = n
+        bar.refresh()
+
+    async for batch in consumer_batches(store, after=after, filters=_filters(store, subjects), on_total=total):
+        columns.add_raw(batch)
+        bar.update(len(batch))
+        if len(columns) >= CHUNK:
+            chunks.append(columns.frame())
+            columns = _Columns()
+    if len(columns):
+        chunks.append(columns.frame())
     return chunks
 
 

@@ -8,7 +8,7 @@
 # **What you'll learn:**
 # - an event store *is* an event log: every event has a case (its aggregate), an activity (its type) and a
 #   time — the three columns process mining needs;
-# - `eskit.to_dataframe` reads a whole stream in pages of 2,000 events (batch Direct Get, no consumer);
+# - `eskit.to_dataframe` reads a whole stream in batches of 2,000 events through a short-lived consumer;
 # - variants, directly-follows counts, durations and funnels in plain pandas;
 # - importing a log idempotently: a second import adds nothing.
 #

@@ -1,0 +1,211 @@
+"""Bulk reads: many events at once through a short-lived pull consumer, delivered on a fast lane.
+
+For a whole stream (or everything on a few subject filters) a consumer beats batch Direct Get: the server
+walks the stream once instead of searching for the next match per page, its messages carry only the
+headers they were published with (the position and the store time come in the reply subject,
+``$JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<n>.<nanos>.<pending>``), and on a fast lane
+(:mod:`eskit._fastlane`) they arrive as raw bytes, collected into :class:`RawBatch` lists without a Python
+object per message. Several pulls are in flight, so the server sends the next batch while the caller
+decodes this one.
+
+The consumer is ephemeral (memory storage, one replica, no acks, deleted at the end, and by the server
+after 30 s unused if this process dies). It reads what matched when it was created: events appended later
+are not included. A server or account that refuses to create it gives :class:`ConsumerRefused`; callers
+then read with Direct Get.
+
+>>> async for batch in consumer_batches(store, after=0, filters=["orders.>"]):   # doctest: +SKIP
+...     print(len(batch.payloads))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import _fastlane
+from .errors import EskitError, EventStoreError, PermissionDeniedError, StoreTimeoutError, StreamNotFoundError
+
+if TYPE_CHECKING:
+    from .store import EventStore
+
+BATCH = 2000
+AHEAD = 4
+IDLE_CLEANUP_NS = 30_000_000_000  # the server deletes the consumer after 30 s without pulls
+STREAM_NOT_FOUND = 10059
+_END = (b"404", b"408")  # the consumer has nothing more right now (events deleted since it was created)
+
+
+class ConsumerRefused(Exception):
+    """The server or the account would not create the read's consumer; read with Direct Get instead."""
+
+
+@dataclass(slots=True)
+class RawBatch:
+    """Messages as they came off the wire: subject, reply subject, header block and payload of each."""
+
+    subjects: list[bytes] = field(default_factory=list)
+    replies: list[bytes] = field(default_factory=list)
+    headers: list[bytes] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+
+async def consumer_batches(
+    store: EventStore,
+    *,
+    after: int,
+    filters: Sequence[str],
+    batch: int = BATCH,
+    ahead: int = AHEAD,
+    timeout: float = 5.0,
+    on_total: Callable[[int], None] | None = None,
+) -> AsyncIterator[RawBatch]:
+    """The messages after position ``after`` on ``filters``, in stream order, ``batch`` at a time.
+
+    ``on_total`` is called once with the number of messages the read will deliver (for a progress bar).
+    """
+    nc = store.client.nc
+    if not _fastlane.available(nc):
+        raise ConsumerRefused("this nats-py has no fast lane")
+    name = f"eskit_read_{uuid.uuid4().hex[:12]}"
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    reader = _Reader(batch)
+    _fastlane.route(nc, sub, reader.on_message)
+    created = False
+    try:
+        total = await _create(store, name, after, filters)
+        created = True
+        if on_total is not None:
+            on_total(total)
+        pull = f"$JS.API.CONSUMER.MSG.NEXT.{store.stream}.{name}"
+        pulled = 0
+
+        async def request_more() -> None:
+            nonlocal pulled
+            size = min(batch, total - pulled)
+            if size > 0:
+                pulled += size
+                await nc.publish(pull, json.dumps({"batch": size, "no_wait": True}).encode(), reply=inbox)
+
+        reader.total = total
+        for _ in range(ahead):
+            await request_more()
+        while True:
+            ready = await reader.next_batch(timeout, store.stream)
+            if ready is None:
+                return
+            await request_more()
+            yield ready
+    finally:
+        _fastlane.unroute(nc, sub)
+        await sub.unsubscribe()
+        if created and nc.is_connected:
+            with contextlib.suppress(EskitError):  # else the server deletes it after 30 s unused
+                await store._wire.request(f"$JS.API.CONSUMER.DELETE.{store.stream}.{name}", b"", timeout=2)
+
+
+class _Reader:
+    """Collects a consumer's messages into batches (called in the read loop, never awaits)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.room = size  # messages until the current batch is full
+        self.total = -1  # messages to expect: unknown until the consumer exists
+        self.received = 0
+        self.current = RawBatch()
+        self.ready: deque[RawBatch] = deque()
+        self.ended = False
+        self.error: Exception | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def on_message(self, subject: bytes, reply: bytes, headers: bytes, data: bytes) -> None:
+        if not reply:  # a status (stored messages come with their $JS.ACK reply subject)
+            self._on_status(headers)
+            return
+        current = self.current
+        current.subjects.append(subject)
+        current.replies.append(reply)
+        current.headers.append(headers)
+        current.payloads.append(data)
+        self.received += 1
+        self.room -= 1
+        if not self.room or self.received == self.total:
+            self.ready.append(current)
+            self.current, self.room = RawBatch(), self.size
+            self._wake()
+
+    def _on_status(self, headers: bytes) -> None:
+        code = headers[9:12]  # NATS/1.0 <code> <description>
+        if code in _END:
+            self.ended = True
+        elif code != b"100":  # 100: a heartbeat or flow control, not asked for
+            line = headers[9 : headers.find(b"\r\n")].decode("utf-8", "replace")
+            self.error = EventStoreError(f"bulk read interrupted by the server: {line}; retry the read")
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def next_batch(self, timeout: float, stream: str) -> RawBatch | None:
+        """The next full batch; None at the end. Waits at most ``timeout`` for anything to arrive."""
+        while True:
+            if self.ready:
+                return self.ready.popleft()
+            if self.error is not None:
+                raise self.error
+            if self.received >= self.total or self.ended:
+                if self.current.payloads:
+                    last, self.current = self.current, RawBatch()
+                    return last
+                return None
+            self.waiter = asyncio.get_running_loop().create_future()
+            seen = self.received
+            try:
+                await asyncio.wait_for(self.waiter, timeout)
+            except TimeoutError:
+                if self.received == seen:
+                    raise StoreTimeoutError(
+                        f"bulk read of {stream}: nothing arrived for {timeout:.1f}s; is the server overloaded?"
+                    ) from None
+            finally:
+                self.waiter = None
+
+
+async def _create(store: EventStore, name: str, after: int, filters: Sequence[str]) -> int:
+    """Create the read's consumer; how many messages it will deliver."""
+    config: dict[str, object] = {
+        "name": name,
+        "deliver_policy": "by_start_sequence",
+        "opt_start_seq": after + 1,
+        "ack_policy": "none",
+        "replay_policy": "instant",
+        "mem_storage": True,
+        "num_replicas": 1,
+        "inactive_threshold": IDLE_CLEANUP_NS,
+    }
+    if len(filters) == 1:
+        config["filter_subject"] = filters[0]
+    else:
+        config["filter_subjects"] = list(filters)
+    body = json.dumps({"stream_name": store.stream, "config": config, "action": "create"}).encode()
+    try:
+        reply = await store._wire.request(f"$JS.API.CONSUMER.CREATE.{store.stream}.{name}", body)
+    except PermissionDeniedError as exc:
+        raise ConsumerRefused(str(exc)) from None
+    answer = json.loads(reply.data)
+    error = answer.get("error")
+    if error:
+        if error.get("err_code") == STREAM_NOT_FOUND:
+            raise StreamNotFoundError(f"store {store.name} has no stream {store.stream}; create the store first")
+        raise ConsumerRefused(str(error.get("description", error)))
+    return int(answer.get("num_pending", 0))

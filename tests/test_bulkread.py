@@ -1,0 +1,96 @@
+"""Bulk reads through a short-lived consumer: the same rows as Direct Get and replay, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pandas as pd
+import pytest
+from conftest import unique
+
+import eskit
+from eskit import _bulkread, frames
+from eskit._ahead import PAGE, stream_pages
+
+N = PAGE + 700  # more than one page: to_dataframe takes the consumer path
+ADA = {"user": "ada"}
+
+
+@pytest.fixture(scope="module")
+async def mixed(client: eskit.Client) -> AsyncIterator[eskit.EventStore]:
+    """Over a page of events: singles, atomic batches, metadata, ids, and raw messages someone else wrote."""
+    store = await client.event_store(unique("bulk"))
+    appends = []
+    for i in range(N):
+        event = eskit.Event("item_added", {"i": i, "sku": f"s{i % 7}", "nested": {"q": i % 3}})
+        if i % 5 == 0:
+            event = eskit.Event("noted", {"i": i}, correlation_id=f"c{i}", causation_id=f"k{i}", metadata=ADA)
+        appends.append((f"o{i % 40}", [event], None))
+    await store.append_many(appends)
+    for i in range(12):  # two-event atomic batches: extra batch headers on the stored messages
+        await store.append(f"b{i % 5}", [eskit.Event("a", {"x": i}), eskit.Event("b", {"y": "é" * (i % 3)})])
+    js = store.client.js
+    await js.publish(f"{store.name}.raw.blob", b"\x00not json")  # no headers at all
+    await js.publish(f"{store.name}.raw.odd", b"[1,", headers={"Eskit-Schema-Version": "x", "Other": "1"})
+    await js.publish(f"{store.name}.raw.json", json.dumps({"z": 1}).encode(), headers={"Nats-Msg-Id": "m1"})
+    yield store
+    await client.delete_store(store.name)
+
+
+async def test_a_consumer_read_gives_the_same_frame_as_a_replay(mixed: eskit.EventStore) -> None:
+    fast = await eskit.to_dataframe(mixed)
+    slow = await eskit.to_dataframe(mixed.replay())
+    assert len(fast) == await mixed.last_position() > PAGE
+    fast["timestamp"] = fast["timestamp"].dt.floor("us")  # a RecordedEvent's datetime keeps microseconds
+    pd.testing.assert_frame_equal(fast, slow[fast.columns], check_dtype=False)
+    raw = fast[fast["aggregate_id"] == "raw"].set_index("type")
+    assert raw.loc["json", "event_id"] == "m1" and raw.loc["json", "z"] == 1
+    assert pd.isna(raw.loc["blob", "event_id"]) and raw.loc["odd", "schema_version"] == 1
+
+
+async def test_a_consumer_read_gives_the_same_frame_as_direct_get_pages(mixed: eskit.EventStore) -> None:
+    by_consumer = await eskit.to_dataframe(mixed, after=5)
+    columns = frames._Columns()
+    async for messages in stream_pages(mixed, after=5, last=await mixed.last_position()):
+        columns.add_messages(messages)
+    by_direct_get = columns.frame()
+    pd.testing.assert_frame_equal(by_consumer, by_direct_get[by_consumer.columns])
+
+
+async def test_filtered_reads_through_a_consumer_keep_stream_order(mixed: eskit.EventStore) -> None:
+    name = mixed.name
+    df = await eskit.to_dataframe(mixed, subjects=[f"{name}.*.noted", f"{name}.raw.>"])
+    expected = [e.position async for e in mixed.replay() if e.type == "noted" or e.aggregate_id == "raw"]
+    assert df["position"].tolist() == expected and len(expected) > 100
+
+
+async def test_overlapping_filters_fall_back_to_direct_get_with_each_event_once(mixed: eskit.EventStore) -> None:
+    name = mixed.name  # the server refuses overlapping filters on one consumer
+    df = await eskit.to_dataframe(mixed, subjects=[f"{name}.o1.>", f"{name}.*.noted"])
+    expected = [e.position async for e in mixed.replay() if e.type == "noted" or e.aggregate_id == "o1"]
+    assert df["position"].tolist() == expected
+
+
+async def test_a_read_leaves_no_consumer_behind(mixed: eskit.EventStore) -> None:
+    await eskit.to_dataframe(mixed)
+    info = await mixed.client.js.stream_info(mixed.stream)
+    assert info.state.consumer_count == 0
+
+
+async def test_events_appended_after_the_read_started_are_not_included(store: eskit.EventStore) -> None:
+    await store.append_many([(f"o{i}", [eskit.Event("a", {})], None) for i in range(1200)])
+    seen = 0
+    async for batch in _bulkread.consumer_batches(store, after=0, filters=[f"{store.name}.>"], batch=500):
+        if seen == 0:
+            await store.append("late", [eskit.Event("late", {})])
+        seen += len(batch)
+    assert seen == 1200 and await store.last_position() == 1201
+
+
+async def test_a_missing_stream_is_stream_not_found(client: eskit.Client, store: eskit.EventStore) -> None:
+    await store.append("x", [eskit.Event("a", {})])
+    await client.delete_store(store.name)
+    with pytest.raises(eskit.StreamNotFoundError):
+        async for _ in _bulkread.consumer_batches(store, after=0, filters=[f"{store.name}.>"]):
+            pass
