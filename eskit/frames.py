@@ -17,7 +17,6 @@ straight into pm4py.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterable, Iterable, Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from ._ahead import PAGE, last_position, stream_pages
 from ._bulkread import ConsumerRefused, RawBatch, consumer_batches
 from ._rawcolumns import raw_columns
+from ._rawdecode import decode_payloads
 from ._wire import StoredMsg
 from .errors import ValidationError
 from .eventlog import ACTIVITY, CASE, TIMESTAMP, decode_token
@@ -60,7 +60,6 @@ BASE = [
 PM4PY = {"aggregate_id": CASE, "type": ACTIVITY, "occurred_at": TIMESTAMP}
 Names = Literal["eskit", "pm4py"]
 _NO_META: dict[str, str] = {}
-_DECODER = json.JSONDecoder()
 _PICKED = ("Nats-Time-Stamp", OCCURRED_AT, MSG_ID, SCHEMA_VERSION, CORRELATION_ID, CAUSATION_ID)
 _KNOWN = frozenset(
     {
@@ -168,34 +167,8 @@ def _joined(df: pd.DataFrame, meta: list[dict[str, str]] | None, data: list[Any]
 
 
 def _decode_all(payloads: list[bytes]) -> list[Any]:
-    """JSON payloads decoded with one C scanner call each over one joined string (no per-call setup).
-
-    A payload counts only if one JSON value spans it exactly; anything else goes through ``json.loads``
-    on its own and is None if that fails too (not JSON, or nested deeper than Python's stack).
-    """
-    joined = b"\n".join(payloads)
-    if joined.isascii():  # one decode for all; offsets in characters are offsets in bytes
-        text, lengths = joined.decode("ascii"), list(map(len, payloads))
-    else:
-        texts = []
-        for payload in payloads:
-            try:
-                texts.append(payload.decode())
-            except UnicodeDecodeError:
-                texts.append("\x00")  # never valid JSON: decoded on its own below
-        text, lengths = "\n".join(texts), list(map(len, texts))
-    scan, out, start = _DECODER.scan_once, [], 0  # type: ignore[attr-defined]
-    for payload, length in zip(payloads, lengths, strict=True):
-        end = start + length
-        try:
-            value, stop = scan(text, start)
-            if stop != end:
-                raise ValueError("not exactly one JSON value")
-        except (StopIteration, ValueError, RecursionError):
-            value = _loads(payload)
-        out.append(value)
-        start = end + 1
-    return out
+    """JSON payloads (None for one that is not JSON)."""
+    return decode_payloads(payloads)[0]
 
 
 def _version(value: Any) -> int:
@@ -203,13 +176,6 @@ def _version(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError, OverflowError):  # missing or garbled: version 1, as events.decode does
         return 1
-
-
-def _loads(payload: bytes) -> Any:
-    try:
-        return json.loads(payload) if payload else None
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's stack
-        return None
 
 
 def _split(subjects: list[str]) -> tuple[list[str], list[str]]:

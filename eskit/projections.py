@@ -95,7 +95,8 @@ class Projection:
         self._filters = [f"{store.name}.*.{t}" for t in sorted(handlers)]
         self._model = ReadModel(db, self.name, schema if schema is not None else type(self).schema)
         self._consumer = PullConsumer(store.client, store.stream, f"projection-{self.name}", self._filters,
-                                      max_ack_pending=2 * batch_size, ack_wait=ack_wait)  # fmt: skip
+                                      max_ack_pending=2 * batch_size, ack_wait=ack_wait,
+                                      wide=f"{store.name}.>")  # fmt: skip
         self.dead_letters = DeadLetters(store.client, store.name)
         self._applier = Applier(self.name, handlers, self.dead_letters, max_attempts=max_attempts,
                                 retry_delay=retry_delay)  # fmt: skip

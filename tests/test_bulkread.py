@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pandas as pd
 import pytest
 from conftest import unique
 
 import eskit
-from eskit import _bulkread, frames
+from eskit import _bulkread, _consumer, frames
 from eskit._ahead import PAGE, stream_pages
+from eskit._consumer import PullConsumer
 
 N = PAGE + 700  # more than one page: to_dataframe takes the consumer path
 ADA = {"user": "ada"}
@@ -94,3 +96,56 @@ async def test_a_missing_stream_is_stream_not_found(client: eskit.Client, store:
     with pytest.raises(eskit.StreamNotFoundError):
         async for _ in _bulkread.consumer_batches(store, after=0, filters=[f"{store.name}.>"]):
             pass
+
+
+async def test_consumer_deliveries_decode_to_the_same_events_as_a_replay(mixed: eskit.EventStore) -> None:
+    consumer = PullConsumer(mixed.client, mixed.stream, unique("c"), [f"{mixed.name}.>"], max_ack_pending=5000)
+    await consumer.create(after=0)
+    try:
+        total = await mixed.last_position()
+        events: list[eskit.RecordedEvent] = []
+        for _ in range(20):  # bounded: 1,000 a fetch
+            events += (await consumer.fetch(1000, wait=0.5)).events
+            if len(events) >= total:
+                break
+    finally:
+        await consumer.delete()
+        await consumer.close()
+    replayed = [e async for e in mixed.replay()]
+    assert len(events) == len(replayed) == total
+    assert events == replayed
+    assert events[0].metadata is not events[1].metadata  # each event has a dict of its own
+
+
+class Shipping(eskit.Projection):
+    schema = "CREATE TABLE seen (position INTEGER PRIMARY KEY, type TEXT)"
+
+    @eskit.applies("noted")
+    def _noted(self, db: Any, event: eskit.RecordedEvent) -> None:
+        db.execute("INSERT INTO seen VALUES (?, ?)", (event.position, event.type))
+
+    @eskit.applies("b")
+    def _b(self, db: Any, event: eskit.RecordedEvent) -> None:
+        db.execute("INSERT INTO seen VALUES (?, ?)", (event.position, event.type))
+
+
+async def filters_of(view: eskit.Projection) -> list[str]:
+    info = await view.store.client.js.consumer_info(view.store.stream, f"projection-{view.name}")
+    return list(info.config.filter_subjects or [info.config.filter_subject])
+
+
+@pytest.mark.parametrize("wide_share", [0.0, 1.0])
+async def test_a_projection_reads_through_one_wide_filter_only_when_most_events_are_its_own(
+    mixed: eskit.EventStore, wide_share: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_consumer, "WIDE_SHARE", wide_share)  # noted + b: about a fifth of the events
+    view = Shipping(mixed, name=unique("ship"))
+    try:
+        await view.run_until_caught_up()
+        wide = await filters_of(view) == [f"{mixed.name}.>"]
+        assert wide == (wide_share == 0.0)
+        seen = view.db.execute("SELECT position, type FROM seen ORDER BY position").fetchall()
+        expected = [(e.position, e.type) async for e in mixed.replay() if e.type in ("noted", "b")]
+        assert seen == expected and view.position == (await mixed.last_position() if wide else expected[-1][0])
+    finally:
+        await view.close(delete_consumer=True)

@@ -50,11 +50,11 @@ async def test_a_projection_applies_every_event_once_and_stores_its_position(sto
 
 
 async def test_a_redelivered_batch_is_skipped_not_applied_twice(store: eskit.EventStore) -> None:
-    await fill(store, 10)
-    view = Totals(store, batch_size=20, ack_wait=0.3)
-    await view.step(ack=False)  # committed, never acknowledged: as if the process died before the ack
-    await view.run_until_caught_up(timeout=20)
-    assert view.stats.redelivered == 20 and view.stats.skipped == 20
+    await fill(store, 10)  # 50 events
+    view = Totals(store, batch_size=50, ack_wait=0.3)
+    await view.step(ack=False)  # committed, never acknowledged: as if the ack was lost on the way
+    await view.run_until_caught_up(timeout=20)  # the server redelivers the batch after ack_wait
+    assert view.stats.redelivered == 50 and view.stats.skipped == 50
     assert view.stats.applied == 50
     assert dict(view.db.execute("SELECT kind, n FROM totals").fetchall())["item_added"] == 30
     await view.close()
