@@ -21,7 +21,10 @@ the SQLite connection and the :class:`~eskit.events.RecordedEvent`:
 
 How it stays exactly once in effect: a durable pull consumer (``projection-<name>``) delivers the handled
 event types in batches; each batch is applied in **one SQLite transaction that also stores the position**
-(the last stream sequence applied), and acknowledged only after the commit. An event at or below the position
+(the last stream sequence applied), and acknowledged only after the commit (one ack settles the batch: ack
+policy "all"). When the handled types are at least a quarter of the events to read, the consumer reads the
+whole store with one filter and the other events are passed over (the server serves one filter ~4x faster
+than one per type); ``lag`` then counts those too. An event at or below the position
 (a redelivery, or a replay after a crash between commit and ack) is skipped. On start the consumer is
 recreated at the read model's position, so a crash never lets newer events overtake unacknowledged ones.
 While catching up, the next batch is fetched while the current one is applied. Run one instance per name:
