@@ -183,11 +183,11 @@ def _loads(payload: bytes) -> tuple[Any, str | None]:
         return None, f"payload is not JSON ({len(payload)} bytes): {exc}"
 
 
-def version(value: str) -> int:
+def version(value: str | None) -> int:
     """A schema version header; missing or garbled: version 1, as :func:`eskit.events.decode` does."""
     try:
-        return int(value)
-    except (ValueError, OverflowError):
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
         return 1
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ._ahead import PAGE, last_position, stream_pages
 from ._bulkread import ConsumerRefused, RawBatch, consumer_batches
 from ._rawcolumns import raw_columns
-from ._rawdecode import decode_payloads
+from ._rawdecode import decode_payloads, version
 from ._wire import StoredMsg
 from .errors import ValidationError
 from .eventlog import ACTIVITY, CASE, TIMESTAMP, decode_token
@@ -142,7 +142,7 @@ class _Columns:
                 "timestamp": _times(stamp),
                 "occurred_at": _times(occ),
                 "event_id": pd.array(ids, dtype=object),
-                "schema_version": pd.array([_version(v) for v in ver], dtype="int64"),
+                "schema_version": pd.array([version(v) for v in ver], dtype="int64"),
                 "correlation_id": pd.array(corr, dtype=object),
                 "causation_id": pd.array(caus, dtype=object),
                 "subject": subj,
@@ -169,13 +169,6 @@ def _joined(df: pd.DataFrame, meta: list[dict[str, str]] | None, data: list[Any]
 def _decode_all(payloads: list[bytes]) -> list[Any]:
     """JSON payloads (None for one that is not JSON)."""
     return decode_payloads(payloads)[0]
-
-
-def _version(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):  # missing or garbled: version 1, as events.decode does
-        return 1
 
 
 def _split(subjects: list[str]) -> tuple[list[str], list[str]]:
