@@ -126,9 +126,12 @@ view = OrdersView(orders, name="orders_view", ack_wait=1.0)  # db=":memory:" by 
 print("delivered:", await view.run_until_caught_up(), "| position:", view.position)
 
 # %% [markdown]
-# The consumer is durable (`projection-orders_view`, explicit acks) and only asks for the three event types
-# the class handles. The read model is plain SQLite: query it with pandas (the synchronous writer's `s1` and
-# `s2` are there — the projection does not care how the events got into the stream).
+# The consumer is durable (`projection-orders_view`); one ack after each committed batch settles the whole
+# batch (ack policy *all*). Only the three event types the class handles are applied: the consumer asks for
+# them with one filter per type, or — when they are most of what is to be read, as here — with one filter
+# over the whole store, passing over the rest (nats-server serves one filter ~4x faster than several).
+# The read model is plain SQLite: query it with pandas (the synchronous writer's `s1` and `s2` are there —
+# the projection does not care how the events got into the stream).
 
 # %%
 QUERY = "SELECT id, customer, status, items, tracking FROM orders_view ORDER BY id"
