@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import nats
 import pytest
 from conftest import unique
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.protocol.parser import Parser
 
 import eskit
 from eskit import _fastlane
@@ -119,3 +123,87 @@ async def test_empty_and_large_payloads_reach_an_ordinary_subscription(client: e
     finally:
         await sub.unsubscribe()
     assert msg.data == payload
+
+
+class Recorder:
+    """What a nats-py client would receive from its parser (the parser's hand-offs, recorded in order)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[object, ...]] = []
+
+    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        self.seen.append(("msg", sid, subject, reply, data, headers))
+
+    async def _process_ping(self) -> None:
+        self.seen.append(("ping",))
+
+    async def _process_pong(self) -> None:
+        self.seen.append(("pong",))
+
+    async def _process_info(self, info: dict[str, object]) -> None:
+        self.seen.append(("info", info))
+
+    async def _process_err(self, err: str) -> None:
+        self.seen.append(("err", err))
+
+
+def frame(kind: str, n: int, payload: bytes, headers: bytes) -> bytes:
+    if kind == "msg":
+        return b"MSG subj.%d %d %d\r\n%s\r\n" % (n, n % 3 + 1, len(payload), payload)
+    if kind == "msg-reply":
+        return b"MSG subj.%d %d _INBOX.x.%d %d\r\n%s\r\n" % (n, n % 3 + 1, n, len(payload), payload)
+    if kind == "hmsg":
+        block = b"NATS/1.0\r\n" + headers + b"\r\n"
+        size = len(block)
+        return b"HMSG subj.%d %d %d %d\r\n%s%s\r\n" % (n, n % 3 + 1, size, size + len(payload), block, payload)
+    if kind == "hmsg-reply":
+        block = b"NATS/1.0 404 No Messages\r\n" + headers + b"\r\n"
+        size = len(block)
+        return b"HMSG s %d r.%d %d %d\r\n%s%s\r\n" % (n % 3 + 1, n, size, size + len(payload), block, payload)
+    return {"ping": b"PING\r\n", "pong": b"PONG\r\n", "ok": b"+OK\r\n", "info": b'INFO {"a":1}\r\n',
+            "err": b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n"}[kind]  # fmt: skip
+
+
+frames = st.lists(
+    st.tuples(
+        st.sampled_from(["msg", "msg-reply", "hmsg", "hmsg-reply", "ping", "pong", "ok", "info", "err"]),
+        st.binary(max_size=300) | st.sampled_from([b"", b"\r\n", b"MSG x 1 2\r\n", b"HMSG", b"PING\r\n"]),
+        st.sampled_from([b"", b"A: 1\r\n", b"Nats-Msg-Id: x\r\nB: y\r\n"]),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@given(items=frames, cuts=st.lists(st.integers(0, 20_000), max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_the_fast_parser_hands_off_exactly_what_nats_py_does_wherever_the_reads_split(
+    items: list[tuple[str, bytes, bytes]], cuts: list[int]
+) -> None:
+    wire = b"".join(frame(kind, n, payload, headers) for n, (kind, payload, headers) in enumerate(items))
+    points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
+    chunks = [wire[a:b] for a, b in itertools.pairwise(points)]
+
+    async def feed(parser: Parser) -> list[tuple[object, ...]]:
+        for chunk in chunks:
+            await parser.parse(chunk)
+        return parser.nc.seen  # type: ignore[no-any-return]
+
+    theirs = asyncio.run(feed(Parser(Recorder())))
+    ours = asyncio.run(feed(_fastlane.FastParser(Recorder())))
+    assert ours == theirs
+    assert len([s for s in ours if s[0] == "msg"]) == len([i for i in items if "msg" in i[0]])
+
+
+def test_routed_frames_reach_their_sink_and_others_the_client() -> None:
+    parser = _fastlane.FastParser(Recorder())
+    routed: list[tuple[bytes, ...]] = []
+    parser.sinks[3] = lambda *parts: routed.append(parts)  # frames 2 and 5 are on sid 3, frame 1 on sid 2
+    wire = frame("hmsg", 1, b"one", b"A: 1\r\n") + frame("msg", 2, b"two", b"") + frame("msg-reply", 5, b"three", b"")
+    for i in range(len(wire)):  # every split point
+        routed.clear()
+        parser.nc.seen.clear()
+        asyncio.run(parser.parse(wire[:i]))
+        asyncio.run(parser.parse(wire[i:]))
+        assert routed == [(b"subj.2", b"", b"", b"two"), (b"subj.5", b"_INBOX.x.5", b"", b"three")]
+        assert [s[4] for s in parser.nc.seen] == [b"one"]
