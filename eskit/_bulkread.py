@@ -15,6 +15,7 @@ then read with Direct Get.
 
 >>> async for batch in consumer_batches(store, after=0, filters=["orders.>"]):   # doctest: +SKIP
 ...     print(len(batch.payloads))
+>>> async for events in event_batches(store, after=0, filters=["orders.>"]): ...  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import contextlib
 import json
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import _fastlane
+from ._rawdecode import recorded_events
 from .errors import EskitError, EventStoreError, PermissionDeniedError, StoreTimeoutError, StreamNotFoundError
+from .events import RecordedEvent
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -111,6 +114,14 @@ async def consumer_batches(
         if created and nc.is_connected:
             with contextlib.suppress(EskitError):  # else the server deletes it after 30 s unused
                 await store._wire.request(f"$JS.API.CONSUMER.DELETE.{store.stream}.{name}", b"", timeout=2)
+
+
+async def event_batches(
+    store: EventStore, *, after: int, filters: Sequence[str]
+) -> AsyncGenerator[list[RecordedEvent], None]:
+    """:func:`consumer_batches`, decoded: the events after ``after`` on ``filters``, a batch at a time."""
+    async for batch in consumer_batches(store, after=after, filters=filters):
+        yield recorded_events(batch.subjects, batch.replies, batch.headers, batch.payloads)[0]
 
 
 class _Reader:

@@ -66,17 +66,20 @@ class Applier:
         self.dead_letters = dead_letters
         self.max_attempts, self.retry_delay = max(1, max_attempts), retry_delay
 
-    async def apply(self, model: ReadModel, events: list[RecordedEvent], counts: Counts) -> None:
-        """Apply ``events`` (in order) to ``model``, skipping those at or below its position."""
+    async def apply(self, model: ReadModel, events: list[RecordedEvent], counts: Counts, *, through: int = 0) -> None:
+        """Apply ``events`` (in order) to ``model``, skipping those at or below its position; then move the
+        position to ``through`` if that is further (events of other types were passed over up to there)."""
         todo = [e for e in events if e.position > model.position]
         counts.skipped += len(events) - len(todo)
         while todo:
             done, error = model.run(todo, self.handle)
             counts.applied += done
             if error is None:
-                return
+                break
             await self._retry_or_park(model, todo[done], error, counts)
             todo = todo[done + 1 :]
+        if through > model.position:
+            model.advance(through)
 
     def handle(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
         """Run the event's handler (none: nothing to do); an undecodable event raises."""

@@ -221,9 +221,10 @@ async def to_dataframe(
     """One row per event of a store (after position ``after``, on ``subjects``) or of any event stream.
 
     A store is read with what the events were when the read started, built into columns 100,000 rows at a
-    time. More than one page (2,000 events) or a subject filter: through a short-lived pull consumer, 2,000
+    time. A whole store of more than one page (2,000 events): through a short-lived pull consumer, 2,000
     events a pull and 4 pulls in flight, raw messages cut into columns in bulk (:mod:`eskit._bulkread`);
-    fewer, or an account that may not create consumers: batch Direct Get pages. ``progress``: None shows a
+    fewer, subject filters (a consumer's wildcard filters slow down with the number of aggregates), or an
+    account that may not create consumers: batch Direct Get pages. ``progress``: None shows a
     bar on a terminal only, for reads that take over half a second; True always; False never.
 
     >>> df = await to_dataframe(store, subjects=["orders.*.shipped"], names="pm4py")  # doctest: +SKIP
@@ -257,7 +258,7 @@ async def _read(source: Any, after: int, subjects: Sequence[str] | None, bar: tq
 
     if isinstance(source, EventStore):
         last = await last_position(source)
-        if subjects is not None or last - after > PAGE:  # more than one page: a consumer is faster
+        if subjects is None and last - after > PAGE:  # more than one page: a consumer is faster
             try:
                 return await _read_by_consumer(source, after, subjects, bar)
             except ConsumerRefused:

@@ -22,10 +22,11 @@ the SQLite connection and the :class:`~eskit.events.RecordedEvent`:
 How it stays exactly once in effect: a durable pull consumer (``projection-<name>``) delivers the handled
 event types in batches; each batch is applied in **one SQLite transaction that also stores the position**
 (the last stream sequence applied), and acknowledged only after the commit (one ack settles the batch: ack
-policy "all"). When the handled types are at least a quarter of the events to read, the consumer reads the
-whole store with one filter and the other events are passed over (the server serves one filter ~4x faster
-than one per type); ``lag`` then counts those too. An event at or below the position
-(a redelivery, or a replay after a crash between commit and ack) is skipped. On start the consumer is
+policy "all"). The consumer reads the whole store with one filter and hands on only the handled types
+(per-type filters cost nats-server a search of its subject index per event, which grows with the number of
+aggregates: see :mod:`eskit._consumer`); the position moves past the other events too, so ``wait_for``
+works for any appended event, and ``lag`` counts all events not yet delivered. An event at or below the
+position (a redelivery, or a replay after a crash between commit and ack) is skipped. On start the consumer is
 recreated at the read model's position, so a crash never lets newer events overtake unacknowledged ones.
 While catching up, the next batch is fetched while the current one is applied. Run one instance per name:
 a second one would reposition the same consumer under the first.
@@ -95,11 +96,10 @@ class Projection:
         self.store = store
         self.batch_size, self.max_wait = batch_size, max_wait
         handlers = {t: (f"{type(self).__name__}.{a}", getattr(self, a)) for t, a in self._appliers.items()}
-        self._filters = [f"{store.name}.*.{t}" for t in sorted(handlers)]
         self._model = ReadModel(db, self.name, schema if schema is not None else type(self).schema)
-        self._consumer = PullConsumer(store.client, store.stream, f"projection-{self.name}", self._filters,
+        self._consumer = PullConsumer(store.client, store.stream, f"projection-{self.name}", [f"{store.name}.>"],
                                       max_ack_pending=2 * batch_size, ack_wait=ack_wait,
-                                      wide=f"{store.name}.>")  # fmt: skip
+                                      types=frozenset(handlers))  # fmt: skip
         self.dead_letters = DeadLetters(store.client, store.name)
         self._applier = Applier(self.name, handlers, self.dead_letters, max_attempts=max_attempts,
                                 retry_delay=retry_delay)  # fmt: skip
@@ -165,11 +165,14 @@ class Projection:
 
     async def step(self, *, wait: float = 0.0, ack: bool = True) -> int:
         """Fetch one batch (waiting up to ``wait`` s for the first event), apply it in one transaction that
-        also stores the position, commit, then ack. Returns how many events were delivered.
+        also stores the position, commit, then ack. Returns how many events of handled types it held.
 
         ``ack=False`` leaves the batch unacknowledged, as if the process died between commit and ack: the
         server redelivers it after ``ack_wait``, and the projection skips it.
         """
+        return len((await self._step(wait=wait, ack=ack)).events)
+
+    async def _step(self, *, wait: float, ack: bool) -> Batch:
         async with self._lock:
             if not self._ready:
                 self._drop_prefetch()
@@ -179,19 +182,19 @@ class Projection:
             try:
                 prefetched, self._prefetch = self._prefetch, None
                 batch = await (prefetched or await self._consumer.request(self.batch_size, wait=wait))
-                if len(batch.events) == self.batch_size:  # catching up: the server prepares the next batch
+                if batch.delivered == self.batch_size:  # catching up: the server prepares the next batch
                     self._prefetch = await self._consumer.request(self.batch_size, wait=0)  # as we apply this
-                if batch.pending is not None or not batch.events:
+                if batch.pending is not None or not batch.delivered:
                     self._lag = batch.pending or 0  # set before the position moves: wait_for() sees both
                 self._counts.redelivered += batch.redelivered
-                await self._applier.apply(self._model, batch.events, self._counts)
+                await self._applier.apply(self._model, batch.events, self._counts, through=batch.last_position)
                 if ack:
                     await self._consumer.ack(batch)
                 settled = True
             finally:
                 if not settled:  # delivered but not acknowledged: reposition before fetching again
                     self._ready = False
-            return len(batch.events)
+            return batch
 
     def _drop_prefetch(self) -> None:
         if inspect.iscoroutine(self._prefetch):
@@ -199,22 +202,24 @@ class Projection:
         self._prefetch = None
 
     async def run_until_caught_up(self, *, timeout: float = 60.0) -> int:
-        """Apply everything stored so far (and wait for pending redeliveries); return the events delivered."""
+        """Apply everything stored so far (and wait for pending redeliveries); return how many events of
+        handled types were delivered."""
         delivered = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            n = await self.step()
-            delivered += n
-            if n and self._lag:
+            batch = await self._step(wait=0.0, ack=True)
+            delivered += len(batch.events)
+            if batch.delivered and self._lag:
                 continue  # more is waiting
             await self._consumer.flush()  # the acks reach the server before we ask it
             pending, unacked = await self._consumer.info()
             self._lag = pending
             if pending == 0 and unacked == 0:
                 return delivered
-            if not n and unacked:  # only redeliveries are due (after ack_wait): wait for them
-                delivered += await self.step(wait=min(self.max_wait, max(0.01, deadline - loop.time())))
+            if not batch.delivered and unacked:  # only redeliveries are due (after ack_wait): wait for them
+                wait = min(self.max_wait, max(0.01, deadline - loop.time()))
+                delivered += len((await self._step(wait=wait, ack=True)).events)
         raise ProjectionError(
             f"projection {self.name} did not catch up within {timeout:.0f}s (lag {self._lag})"
         )
@@ -291,13 +296,16 @@ class Projection:
 
     async def _replay_into(self, model: ReadModel, counts: Counts) -> None:
         batch: list[RecordedEvent] = []
-        async for event in self.store.replay(after=model.position, subjects=self._filters):
-            batch.append(event)
-            if len(batch) >= self.batch_size:
-                await self._applier.apply(model, batch, counts)
-                batch = []
-        if batch:
-            await self._applier.apply(model, batch, counts)
+        seen, last = 0, 0
+        async for event in self.store.replay(after=model.position):  # the whole store: see _consumer
+            seen, last = seen + 1, event.position
+            if event.type in self._applier.handlers:
+                batch.append(event)
+            if seen >= self.batch_size:
+                await self._applier.apply(model, batch, counts, through=last)
+                batch, seen = [], 0
+        if seen:
+            await self._applier.apply(model, batch, counts, through=last)
 
     async def parked(self) -> list[ParkedEvent]:
         """The events this projection parked, oldest first."""

@@ -228,7 +228,7 @@ async def test_several_projections_on_one_stream_are_independent(parked_store: e
     await good.close()
 
 
-async def test_a_projection_only_receives_the_event_types_it_handles(store: eskit.EventStore) -> None:
+async def test_a_projection_applies_only_its_event_types_and_moves_past_the_rest(store: eskit.EventStore) -> None:
     class Shipments(Projection):
         schema = "CREATE TABLE shipped (id TEXT PRIMARY KEY)"
 
