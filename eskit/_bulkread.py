@@ -25,7 +25,7 @@ import contextlib
 import json
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -70,7 +70,7 @@ async def consumer_batches(
     ahead: int = AHEAD,
     timeout: float = 5.0,
     on_total: Callable[[int], None] | None = None,
-) -> AsyncIterator[RawBatch]:
+) -> AsyncGenerator[RawBatch, None]:
     """The messages after position ``after`` on ``filters``, in stream order, ``batch`` at a time.
 
     ``on_total`` is called once with the number of messages the read will deliver (for a progress bar).
@@ -120,8 +120,9 @@ async def event_batches(
     store: EventStore, *, after: int, filters: Sequence[str]
 ) -> AsyncGenerator[list[RecordedEvent], None]:
     """:func:`consumer_batches`, decoded: the events after ``after`` on ``filters``, a batch at a time."""
-    async for batch in consumer_batches(store, after=after, filters=filters):
-        yield recorded_events(batch.subjects, batch.replies, batch.headers, batch.payloads)[0]
+    async with contextlib.aclosing(consumer_batches(store, after=after, filters=filters)) as batches:
+        async for batch in batches:  # closed with this generator: the consumer goes at once
+            yield recorded_events(batch.subjects, batch.replies, batch.headers, batch.payloads)[0]
 
 
 class _Reader:

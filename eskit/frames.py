@@ -17,6 +17,7 @@ straight into pm4py.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterable, Iterable, Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal
@@ -300,12 +301,14 @@ async def _read_by_consumer(
         bar.total = n
         bar.refresh()
 
-    async for batch in consumer_batches(store, after=after, filters=_filters(store, subjects), on_total=total):
-        columns.add_raw(batch)
-        bar.update(len(batch))
-        if len(columns) >= CHUNK:
-            chunks.append(columns.frame())
-            columns = _Columns()
+    reader = consumer_batches(store, after=after, filters=_filters(store, subjects), on_total=total)
+    async with contextlib.aclosing(reader) as batches:  # on an error too: the consumer goes at once
+        async for batch in batches:
+            columns.add_raw(batch)
+            bar.update(len(batch))
+            if len(columns) >= CHUNK:
+                chunks.append(columns.frame())
+                columns = _Columns()
     if len(columns):
         chunks.append(columns.frame())
     return chunks

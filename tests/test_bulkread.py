@@ -12,6 +12,7 @@ from conftest import unique
 
 import eskit
 from eskit import _bulkread, frames
+from eskit import store as store_module
 from eskit._ahead import PAGE, stream_pages
 from eskit._consumer import PullConsumer
 
@@ -146,3 +147,33 @@ async def test_a_projection_reads_the_whole_store_and_applies_only_its_types(mix
         await view.wait_for(await mixed.last_position(), timeout=1)  # read-your-writes works for any event
     finally:
         await view.close(delete_consumer=True)
+
+
+async def test_a_whole_store_replay_through_a_consumer_equals_one_through_direct_get(
+    mixed: eskit.EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "BULK_REPLAY", 10**9)
+    by_direct_get = [e async for e in mixed.replay(after=3)]
+    monkeypatch.setattr(store_module, "BULK_REPLAY", 100)
+    by_consumer = [e async for e in mixed.replay(after=3)]
+    assert by_consumer == by_direct_get and len(by_consumer) == await mixed.last_position() - 3
+    middle = by_direct_get[len(by_direct_get) // 2]
+    up_to_position = [e async for e in mixed.replay(up_to=middle.position)]
+    assert up_to_position[-1] == middle and len(up_to_position) == middle.position
+    info = await mixed.client.js.stream_info(mixed.stream)
+    assert info.state.consumer_count == 0  # the replay that stopped early removed its consumer too
+
+
+async def test_a_replay_through_a_consumer_includes_events_appended_while_it_runs(
+    store: eskit.EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "BULK_REPLAY", 100)
+    await store.append_many([(f"o{i}", [eskit.Event("a", {"i": i})], None) for i in range(3000)])
+    seen: list[int] = []
+    async for event in store.replay():
+        if not seen:  # the consumer was made before this: the new events come with the Direct Get tail
+            await store.append_many([(f"late{i}", [eskit.Event("late", {})], None) for i in range(5)])
+        seen.append(event.position)
+        if len(seen) > 3100:  # bounded
+            break
+    assert seen == list(range(1, 3006))
