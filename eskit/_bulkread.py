@@ -9,9 +9,10 @@ object per message. Several pulls are in flight, so the server sends the next ba
 decodes this one.
 
 The consumer is ephemeral (memory storage, one replica, no acks, deleted at the end, and by the server
-after 30 s unused if this process dies). It reads what matched when it was created: events appended later
-are not included. A server or account that refuses to create it gives :class:`ConsumerRefused`; callers
-then read with Direct Get.
+after 10 minutes without a pull, if this process dies or its reader stalls). It reads what matched when it
+was created: events appended later are not included. A server or account that refuses to create it gives
+:class:`ConsumerRefused`; callers then read with Direct Get. If the read ends early (events deleted
+meanwhile) or fails half-way, callers read on with Direct Get from the last position they got.
 
 >>> async for batch in consumer_batches(store, after=0, filters=["orders.>"]):   # doctest: +SKIP
 ...     print(len(batch.payloads))
@@ -29,6 +30,8 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import nats
+
 from . import _fastlane
 from ._rawdecode import recorded_events
 from .errors import EskitError, EventStoreError, PermissionDeniedError, StoreTimeoutError, StreamNotFoundError
@@ -39,9 +42,10 @@ if TYPE_CHECKING:
 
 BATCH = 2000
 AHEAD = 4
-IDLE_CLEANUP_NS = 30_000_000_000  # the server deletes the consumer after 30 s without pulls
+IDLE_CLEANUP_NS = 600_000_000_000  # the server deletes the consumer after 10 min without pulls
 STREAM_NOT_FOUND = 10059
-_END = (b"404", b"408")  # the consumer has nothing more right now (events deleted since it was created)
+_END = (b"404", b"408")  # nothing more right now (events deleted since the consumer was made): callers read
+# on from the last position with Direct Get
 
 
 class ConsumerRefused(Exception):
@@ -66,15 +70,17 @@ async def consumer_batches(
     *,
     after: int,
     filters: Sequence[str],
-    batch: int = BATCH,
-    ahead: int = AHEAD,
+    batch: int = 0,
+    ahead: int = 0,
     timeout: float = 5.0,
     on_total: Callable[[int], None] | None = None,
 ) -> AsyncGenerator[RawBatch, None]:
-    """The messages after position ``after`` on ``filters``, in stream order, ``batch`` at a time.
+    """The messages after position ``after`` on ``filters``, in stream order, ``batch`` at a time
+    (default ``BATCH``) with ``ahead`` pulls in flight (default ``AHEAD``).
 
     ``on_total`` is called once with the number of messages the read will deliver (for a progress bar).
     """
+    batch, ahead = batch or BATCH, ahead or AHEAD
     nc = store.client.nc
     if not _fastlane.available(nc):
         raise ConsumerRefused("this nats-py has no fast lane")
@@ -110,7 +116,8 @@ async def consumer_batches(
             yield ready
     finally:
         _fastlane.unroute(nc, sub)
-        await sub.unsubscribe()
+        with contextlib.suppress(nats.errors.Error):  # a closed connection: nothing to unsubscribe from
+            await sub.unsubscribe()
         if created and nc.is_connected:
             with contextlib.suppress(EskitError):  # else the server deletes it after 30 s unused
                 await store._wire.request(f"$JS.API.CONSUMER.DELETE.{store.stream}.{name}", b"", timeout=2)
@@ -159,9 +166,11 @@ class _Reader:
         code = headers[9:12]  # NATS/1.0 <code> <description>
         if code in _END:
             self.ended = True
+        elif code == b"503":  # no responders: the consumer is gone (deleted, or idle for too long)
+            self.error = EventStoreError("bulk read: its consumer is gone (removed, or idle 10 min); read again")
         elif code != b"100":  # 100: a heartbeat or flow control, not asked for
             line = headers[9 : headers.find(b"\r\n")].decode("utf-8", "replace")
-            self.error = EventStoreError(f"bulk read interrupted by the server: {line}; retry the read")
+            self.error = EventStoreError(f"bulk read interrupted by the server: {line}; read again")
         self._wake()
 
     def _wake(self) -> None:

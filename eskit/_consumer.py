@@ -20,6 +20,7 @@ whole store ~170,000 events/s; ``*.created`` over 2,000 aggregates ~16,000/s; tw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import deque
 from collections.abc import Awaitable
@@ -158,10 +159,12 @@ class PullConsumer:
             if len(wanted) < len(subjects):
                 subjects, replies = [subjects[i] for i in wanted], [replies[i] for i in wanted]
                 headers, payloads = [headers[i] for i in wanted], [payloads[i] for i in wanted]
-        events, acks = recorded_events(subjects, replies, headers, payloads)
+        events, _ = recorded_events(subjects, replies, headers, payloads)
+        acks = ack_tokens(raw.replies)  # all delivered, handed on or not
         redelivered = len(acks.delivered) - acks.delivered.count(1)
-        last = ack_tokens([raw.replies[-1]])
-        return Batch(events, raw.replies[-1].decode(), last.pending[0], redelivered, last.positions[0], len(raw))
+        top = acks.positions.index(max(acks.positions))  # a redelivery may come after newer events
+        ack = raw.replies[top].decode()
+        return Batch(events, ack, acks.pending[-1], redelivered, acks.positions[top], len(raw))
 
     def _on_raw(self, subject: bytes, reply: bytes, headers: bytes, data: bytes) -> None:
         if not self._requests:
@@ -204,9 +207,10 @@ class PullConsumer:
                 request.done.cancel()
         self._requests.clear()
         if self._sub is not None:
-            _fastlane.unroute(self.client.nc, self._sub)
-            await self._sub.unsubscribe()
-            self._sub = None
+            sub, self._sub = self._sub, None
+            _fastlane.unroute(self.client.nc, sub)
+            with contextlib.suppress(nats.errors.Error):  # a closed connection: nothing to unsubscribe from
+                await sub.unsubscribe()
 
     async def ack(self, batch: Batch) -> None:
         """Acknowledge every event of ``batch`` (call it after the read model committed them)."""

@@ -30,7 +30,6 @@ from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
 Sink = Callable[[bytes, bytes, bytes, bytes], None]
-MAX_CONTROL_LINE = 4096  # nats-server's default max_control_line
 _log = logging.getLogger("eskit")
 
 
@@ -60,9 +59,7 @@ class FastParser(Parser):
         while pos < size:
             eol = data.find(b"\r\n", pos)
             if eol < 0:
-                if size - pos > MAX_CONTROL_LINE and data[pos] not in b"HM":
-                    raise ProtocolError("nats: unknown protocol")
-                break
+                break  # a line still arriving (nats-py's parser waits for the rest too, however long)
             if not (data.startswith(b"HMSG ", pos) or data.startswith(b"MSG ", pos)):
                 self.buf = bytearray(data[pos : eol + 2])  # PING, PONG, INFO, +OK, -ERR: nats-py's own code
                 await super().parse()

@@ -28,9 +28,9 @@ from tqdm import tqdm
 from ._ahead import PAGE, last_position, stream_pages
 from ._bulkread import ConsumerRefused, RawBatch, consumer_batches
 from ._rawcolumns import raw_columns
-from ._rawdecode import decode_payloads, version
+from ._rawdecode import ack_tokens, decode_payloads, version
 from ._wire import StoredMsg
-from .errors import ValidationError
+from .errors import EventStoreError, ValidationError
 from .eventlog import ACTIVITY, CASE, TIMESTAMP, decode_token
 from .events import (
     CAUSATION_ID,
@@ -257,15 +257,11 @@ async def _read(source: Any, after: int, subjects: Sequence[str] | None, bar: tq
             return _Columns()
         return columns
 
-    if isinstance(source, EventStore):
-        last = await last_position(source)
-        if subjects is None and last - after > PAGE:  # more than one page: a consumer is faster
-            try:
-                return await _read_by_consumer(source, after, subjects, bar)
-            except ConsumerRefused:
-                pass  # this account may not create consumers: Direct Get below
     if isinstance(source, EventStore) and subjects is None:
+        last = await last_position(source)
         bar.total = max(0, last - after)
+        if last - after > PAGE:  # more than one page: a consumer is faster; Direct Get reads on from its end
+            chunks, after = await _read_by_consumer(source, after, bar)
         async for messages in stream_pages(source, after=after, last=last):
             columns.add_messages(messages)
             bar.update(len(messages))
@@ -291,27 +287,27 @@ async def _read(source: Any, after: int, subjects: Sequence[str] | None, bar: tq
     return chunks
 
 
-async def _read_by_consumer(
-    store: EventStore, after: int, subjects: Sequence[str] | None, bar: tqdm
-) -> list[pd.DataFrame]:
+async def _read_by_consumer(store: EventStore, after: int, bar: tqdm) -> tuple[list[pd.DataFrame], int]:
+    """Frames of the events after ``after``, as far as a consumer gets; and the last position it got.
+
+    Refused (an account that may not create consumers), ended early (events deleted meanwhile) or failed
+    half-way (its consumer gone): the caller reads on from the position returned, with Direct Get.
+    """
     chunks: list[pd.DataFrame] = []
     columns = _Columns()
-
-    def total(n: int) -> None:
-        bar.total = n
-        bar.refresh()
-
-    reader = consumer_batches(store, after=after, filters=_filters(store, subjects), on_total=total)
-    async with contextlib.aclosing(reader) as batches:  # on an error too: the consumer goes at once
-        async for batch in batches:
-            columns.add_raw(batch)
-            bar.update(len(batch))
-            if len(columns) >= CHUNK:
-                chunks.append(columns.frame())
-                columns = _Columns()
+    reader = consumer_batches(store, after=after, filters=[f"{store.name}.>"])
+    with contextlib.suppress(ConsumerRefused, EventStoreError):
+        async with contextlib.aclosing(reader) as batches:  # on an error too: the consumer goes at once
+            async for batch in batches:
+                columns.add_raw(batch)
+                bar.update(len(batch))
+                after = ack_tokens(batch.replies[-1:]).positions[0]
+                if len(columns) >= CHUNK:
+                    chunks.append(columns.frame())
+                    columns = _Columns()
     if len(columns):
         chunks.append(columns.frame())
-    return chunks
+    return chunks, after
 
 
 def _filters(store: EventStore, subjects: Sequence[str] | None) -> list[str]:

@@ -237,8 +237,8 @@ class EventStore:
                                 return
                             yield event
                             after = event.position
-                except ConsumerRefused:
-                    pass  # this account may not create consumers: Direct Get pages below
+                except (ConsumerRefused, EventStoreError):
+                    pass  # refused (permissions), or its consumer failed half-way: Direct Get from `after` below
         if len(filters) == 1:  # the rest (events appended since the consumer was made): Direct Get pages
             async for event in self._scan(filters[0], after=after, up_to=up_to):
                 yield event

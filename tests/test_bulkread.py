@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -177,3 +178,49 @@ async def test_a_replay_through_a_consumer_includes_events_appended_while_it_run
         if len(seen) > 3100:  # bounded
             break
     assert seen == list(range(1, 3006))
+
+
+async def drop_read_consumers(store: eskit.EventStore) -> int:
+    js = store.client.js
+    names = [c.name for c in await js.consumers_info(store.stream) if c.name.startswith("eskit_read_")]
+    for name in names:
+        await js.delete_consumer(store.stream, name)
+    return len(names)
+
+
+@pytest.fixture
+async def small_pulls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_bulkread, "BATCH", 100)
+    monkeypatch.setattr(_bulkread, "AHEAD", 2)
+    monkeypatch.setattr(store_module, "BULK_REPLAY", 100)
+
+
+@pytest.mark.usefixtures("small_pulls")
+async def test_a_replay_whose_consumer_vanishes_half_way_reads_on_with_direct_get(store: eskit.EventStore) -> None:
+    await store.append_many([(f"o{i}", [eskit.Event("a", {"i": i})], None) for i in range(3000)])
+    seen: list[int] = []
+    async for event in store.replay():
+        if not seen:
+            assert await drop_read_consumers(store) == 1  # as if the server removed it (idle, or restarted)
+        seen.append(event.position)
+        if len(seen) > 3100:  # bounded
+            break
+    assert seen == list(range(1, 3001))
+
+
+@pytest.mark.usefixtures("small_pulls")
+async def test_a_frame_whose_consumer_vanishes_half_way_is_still_whole(
+    store: eskit.EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.append_many([(f"o{i}", [eskit.Event("a", {"i": i})], None) for i in range(3000)])
+    add_raw, dropped = frames._Columns.add_raw, []
+
+    def add_and_drop(columns: frames._Columns, batch: _bulkread.RawBatch) -> None:
+        if not dropped:
+            dropped.append(asyncio.ensure_future(drop_read_consumers(store)))
+        add_raw(columns, batch)
+
+    monkeypatch.setattr(frames._Columns, "add_raw", add_and_drop)
+    df = await eskit.to_dataframe(store)
+    assert await dropped[0] == 1
+    assert df["position"].tolist() == list(range(1, 3001)) and df["i"].tolist() == list(range(3000))

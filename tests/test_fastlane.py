@@ -207,3 +207,13 @@ def test_routed_frames_reach_their_sink_and_others_the_client() -> None:
         asyncio.run(parser.parse(wire[i:]))
         assert routed == [(b"subj.2", b"", b"", b"two"), (b"subj.5", b"_INBOX.x.5", b"", b"three")]
         assert [s[4] for s in parser.nc.seen] == [b"one"]
+
+
+def test_a_long_control_line_split_across_reads_is_waited_for_as_nats_py_does() -> None:
+    info = b'INFO {"connect_urls": [' + b",".join(b'"10.0.0.%d:4222"' % i for i in range(600)) + b"]}\r\n"
+    assert len(info) > 8192
+    parser = _fastlane.FastParser(Recorder())
+    for at in range(0, len(info), 1000):  # arrives in 1 kB reads
+        asyncio.run(parser.parse(info[at : at + 1000]))
+    [(kind, parsed)] = parser.nc.seen
+    assert kind == "info" and len(parsed["connect_urls"]) == 600  # type: ignore[index]
