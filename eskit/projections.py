@@ -19,8 +19,8 @@ the SQLite connection and the :class:`~eskit.events.RecordedEvent`:
 >>> view.start(); ...; await view.stop()                 # a notebook: in the background # doctest: +SKIP
 >>> pandas.read_sql("SELECT * FROM orders_view", view.db)                               # doctest: +SKIP
 
-How it stays exactly once in effect: a durable pull consumer (``projection-<name>``) delivers the handled
-event types in batches; each batch is applied in **one SQLite transaction that also stores the position**
+How it stays exactly once in effect: a durable pull consumer (``projection-<name>``) delivers the store's
+events in batches; each batch is applied in **one SQLite transaction that also stores the position**
 (the last stream sequence applied), and acknowledged only after the commit (one ack settles the batch: ack
 policy "all"). The consumer reads the whole store with one filter and hands on only the handled types
 (per-type filters cost nats-server a search of its subject index per event, which grows with the number of
