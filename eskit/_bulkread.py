@@ -26,7 +26,7 @@ import contextlib
 import json
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -73,12 +73,10 @@ async def consumer_batches(
     batch: int = 0,
     ahead: int = 0,
     timeout: float = 5.0,
-    on_total: Callable[[int], None] | None = None,
 ) -> AsyncGenerator[RawBatch, None]:
     """The messages after position ``after`` on ``filters``, in stream order, ``batch`` at a time
-    (default ``BATCH``) with ``ahead`` pulls in flight (default ``AHEAD``).
-
-    ``on_total`` is called once with the number of messages the read will deliver (for a progress bar).
+    (default ``BATCH``) with ``ahead`` pulls in flight (default ``AHEAD``); ``timeout``: the longest wait
+    for the next message before :class:`~eskit.errors.StoreTimeoutError`.
     """
     batch, ahead = batch or BATCH, ahead or AHEAD
     nc = store.client.nc
@@ -93,8 +91,6 @@ async def consumer_batches(
     try:
         total = await _create(store, name, after, filters)
         created = True
-        if on_total is not None:
-            on_total(total)
         pull = f"$JS.API.CONSUMER.MSG.NEXT.{store.stream}.{name}"
         pulled = 0
 
@@ -119,7 +115,7 @@ async def consumer_batches(
         with contextlib.suppress(nats.errors.Error):  # a closed connection: nothing to unsubscribe from
             await sub.unsubscribe()
         if created and nc.is_connected:
-            with contextlib.suppress(EskitError):  # else the server deletes it after 30 s unused
+            with contextlib.suppress(EskitError):  # else the server deletes it after 10 min unused
                 await store._wire.request(f"$JS.API.CONSUMER.DELETE.{store.stream}.{name}", b"", timeout=2)
 
 
