@@ -7,6 +7,7 @@ last token to the waiting request: no subscription per request, no consumer, one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
@@ -95,11 +96,25 @@ class Wire:
         self._handlers: dict[str, Callable[[Msg], None]] = {}
         self._waiting: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._batch_slots = asyncio.Semaphore(MAX_INFLIGHT_BATCHES)
+        self._connected = asyncio.Event()  # cleared while nats-py reconnects
+        self._connected.set()
         self._sub: Any = None
         self._lock = asyncio.Lock()
         self._counter = 0
 
+    def on_disconnected(self) -> None:
+        """The connection dropped: requests wait for :meth:`on_reconnected` (see :meth:`_ensure_subscribed`)."""
+        self._connected.clear()
+
+    def on_reconnected(self) -> None:
+        self._connected.set()
+
     async def _ensure_subscribed(self) -> None:
+        if not self._connected.is_set() and not self._nc.is_closed:
+            # nats-py reports "connected" once the handshake is done, before it has subscribed again: a
+            # request sent in between would have its reply go nowhere. Wait for the reconnect to finish.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), self._timeout)
         if self._sub is None:
             async with self._lock:
                 if self._sub is None:

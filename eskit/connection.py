@@ -184,12 +184,21 @@ async def connect(
         for c in errors_to:
             c.wire.on_server_error(exc)
 
+    async def on_disconnected() -> None:
+        for c in errors_to:
+            c.wire.on_disconnected()
+
+    async def on_reconnected() -> None:
+        for c in errors_to:
+            c.wire.on_reconnected()
+
     if url is None:
         server = EmbeddedServer(store_dir=store_dir).start()
         url = server.url
     options: dict[str, Any] = {
         "name": name, "connect_timeout": timeout, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.2,
-        "error_cb": on_error, "user": user, "password": password, "token": token,
+        "error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected,
+        "user": user, "password": password, "token": token,
         "nkeys_seed": nkeys_seed, "user_credentials": creds, "tls": tls,
     }  # fmt: skip
     try:
