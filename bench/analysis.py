@@ -9,6 +9,7 @@ One embedded nats-server and one stream serve both; the stream is filled with ``
 (a) ``eskit.to_dataframe(store)``: every event decoded into a DataFrame (data flattened, timestamps
 parsed); (b) ``js.subscribe(f"{name}.>", ordered_consumer=True, cb=count)``: a push ordered consumer whose
 callback only counts, timed from subscribe to the last message. Goal: (a) at least as fast as (b).
+Also shown: (c) ``async for event in store.replay()`` (a RecordedEvent per event) against (b).
 Peak memory (max RSS) is printed at the end.
 """
 
@@ -59,6 +60,16 @@ async def eskit_frame(store: eskit.EventStore, n: int) -> float:
     return elapsed
 
 
+async def eskit_replay(store: eskit.EventStore, n: int) -> float:
+    t0 = time.perf_counter()
+    count = 0
+    async for _ in store.replay():
+        count += 1
+    elapsed = time.perf_counter() - t0
+    assert count == n, count
+    return elapsed
+
+
 async def ordered_count(nc: nats.aio.client.Client, subject: str, n: int) -> float:
     js = nc.jetstream()
     done = asyncio.Event()
@@ -91,13 +102,14 @@ async def main(n: int, reps: int) -> None:
                 print(f"filled {n:,} events in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
                 await eskit_frame(store, n)  # warm-up
                 await ordered_count(nc, f"{name}.>", n)
-                runs: dict[str, list[float]] = {"eskit": [], "ordered": []}
+                runs: dict[str, list[float]] = {"eskit": [], "ordered": [], "replay": []}
                 for rep in range(reps):
                     runs["eskit"].append(n / await eskit_frame(store, n))
                     runs["ordered"].append(n / await ordered_count(nc, f"{name}.>", n))
+                    runs["replay"].append(n / await eskit_replay(store, n))
                     print(
                         f"  rep {rep + 1}: to_dataframe {runs['eskit'][-1]:,.0f}/s, "
-                        f"ordered consumer {runs['ordered'][-1]:,.0f}/s",
+                        f"ordered consumer {runs['ordered'][-1]:,.0f}/s, replay {runs['replay'][-1]:,.0f}/s",
                         file=sys.stderr,
                     )
             finally:
@@ -110,6 +122,8 @@ async def main(n: int, reps: int) -> None:
     print(f"  eskit.to_dataframe                  {eskit_rate:>12,.0f} events/s")
     print(f"  nats-py ordered consumer (counting) {ordered_rate:>12,.0f} events/s")
     print(f"  ratio {ratio:.2f}x   goal >= {GOAL:.1f}x: {'ok' if ratio >= GOAL else 'BELOW GOAL'}")
+    replay_rate = statistics.median(runs["replay"])
+    print(f"  eskit store.replay() (RecordedEvents) {replay_rate:>12,.0f} events/s ({replay_rate / ordered_rate:.2f}x)")
     print(f"  peak memory (max RSS of this process) {rss:,.0f} MiB")
 
 
