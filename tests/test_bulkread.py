@@ -12,7 +12,7 @@ import pytest
 from conftest import unique
 
 import eskit
-from eskit import _bulkread, frames
+from eskit import _bulkread, _fastlane, frames
 from eskit import store as store_module
 from eskit._ahead import PAGE, stream_pages
 from eskit._consumer import PullConsumer
@@ -258,3 +258,22 @@ async def test_bulk_reads_and_a_projection_go_on_after_the_server_is_killed_and_
     finally:
         await client.close()
         server.stop()
+
+
+async def test_without_a_fast_lane_reads_and_projections_take_nats_py_s_ordinary_path(
+    store: eskit.EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_fastlane, "available", lambda nc: False)  # as with a nats-py whose internals differ
+    monkeypatch.setattr(_fastlane, "route", lambda nc, sub, sink: False)
+    monkeypatch.setattr(store_module, "BULK_REPLAY", 100)
+    await store.append_many([(f"o{i}", [eskit.Event("a", {"i": i})], None) for i in range(2500)])
+    await store.append("x", [eskit.Event("b", {}, metadata={"user": "ada"})])
+    assert [e.position async for e in store.replay()] == list(range(1, 2502))
+    df = await eskit.to_dataframe(store)
+    assert df["position"].tolist() == list(range(1, 2502)) and df["meta:user"].iloc[-1] == "ada"
+    view = Count(store, batch_size=700)
+    try:
+        assert await view.run_until_caught_up() == 2500
+        assert view.position == 2501 and view.db.execute("SELECT v FROM n").fetchone() == (2500,)
+    finally:
+        await view.close(delete_consumer=True)
