@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import nats
 
 from . import _fastlane
-from ._rawdecode import recorded_events
+from ._rawdecode import ack_tokens, recorded_events
 from .errors import EskitError, EventStoreError, PermissionDeniedError, StoreTimeoutError, StreamNotFoundError
 from .events import RecordedEvent
 
@@ -125,7 +125,7 @@ async def event_batches(
     """:func:`consumer_batches`, decoded: the events after ``after`` on ``filters``, a batch at a time."""
     async with contextlib.aclosing(consumer_batches(store, after=after, filters=filters)) as batches:
         async for batch in batches:  # closed with this generator: the consumer goes at once
-            yield recorded_events(batch.subjects, batch.replies, batch.headers, batch.payloads)[0]
+            yield recorded_events(batch.subjects, ack_tokens(batch.replies), batch.headers, batch.payloads)
 
 
 class _Reader:

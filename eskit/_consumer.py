@@ -32,7 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import _fastlane
 from ._bulkread import RawBatch
-from ._rawdecode import ack_tokens, recorded_events
+from ._rawdecode import ack_tokens, recorded_events, split_subjects
 from .errors import ProjectionError
 from .events import RecordedEvent
 
@@ -153,14 +153,15 @@ class PullConsumer:
         raw = request.raw
         if not raw.payloads:
             return Batch([], None, None, 0, 0, 0)
-        subjects, replies, headers, payloads = raw.subjects, raw.replies, raw.headers, raw.payloads
+        acks = ack_tokens(raw.replies)  # of all delivered, handed on or not
+        subjects, events_acks, headers, payloads = raw.subjects, acks, raw.headers, raw.payloads
         if self.types is not None:  # drop other types before decoding them
-            wanted = [i for i, t in enumerate(_types(subjects)) if t in self.types]
+            types = split_subjects(subjects, original_names=False)[2]
+            wanted = [i for i, t in enumerate(types) if t in self.types]
             if len(wanted) < len(subjects):
-                subjects, replies = [subjects[i] for i in wanted], [replies[i] for i in wanted]
+                subjects, events_acks = [subjects[i] for i in wanted], acks.pick(wanted)
                 headers, payloads = [headers[i] for i in wanted], [payloads[i] for i in wanted]
-        events, _ = recorded_events(subjects, replies, headers, payloads)
-        acks = ack_tokens(raw.replies)  # all delivered, handed on or not
+        events = recorded_events(subjects, events_acks, headers, payloads)
         redelivered = len(acks.delivered) - acks.delivered.count(1)
         top = acks.positions.index(max(acks.positions))  # a redelivery may come after newer events
         ack = raw.replies[top].decode()
@@ -220,9 +221,3 @@ class PullConsumer:
     async def flush(self) -> None:
         """Wait until the server has received everything sent so far (e.g. the acks)."""
         await self.client.nc.flush()
-
-
-def _types(subjects: list[bytes]) -> list[str]:
-    """The event type of each ``<store>.<aggregate>.<type>`` subject (as :func:`eskit.events.decode` reads it)."""
-    named = {s: (s.split(b".", 2)[2:] or [b""])[0].decode("utf-8", "replace") for s in dict.fromkeys(subjects)}
-    return [named[s] for s in subjects]

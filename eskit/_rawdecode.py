@@ -9,7 +9,7 @@ Each field is cut from all messages of a batch at once, with C-level string oper
 - JSON payloads with one C scanner call each over one joined string;
 - aggregate id and type once per distinct subject.
 
->>> events = recorded_events(batch)                                   # doctest: +SKIP
+>>> events = recorded_events(subjects, ack_tokens(replies), headers, payloads)   # doctest: +SKIP
 >>> events[0].position, events[0].type
 (1, 'created')
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import repeat
@@ -56,6 +57,11 @@ class AckTokens:
     positions: list[int]  # stream sequences
     nanos: list[int]  # store times, ns since the epoch
     pending: list[int]  # messages after this one not yet delivered
+
+    def pick(self, indices: list[int]) -> AckTokens:
+        """The tokens of the messages at ``indices`` only."""
+        columns = (self.delivered, self.positions, self.nanos, self.pending)
+        return AckTokens(*([column[i] for i in indices] for column in columns))
 
 
 def ack_tokens(replies: list[bytes]) -> AckTokens:
@@ -127,11 +133,14 @@ def _meta(headers: list[bytes], markers: tuple[str, ...]) -> tuple[list[dict[str
     return rows, any(rows)
 
 
-def split_subjects(subjects: list[bytes], *, original_names: bool) -> tuple[list[str], list[str], list[str]]:
-    """Subject, aggregate id and type per message (``original_names``: ``%XX`` escapes undone)."""
-    named: dict[bytes, tuple[str, str, str]] = {}
+def split_subjects(
+    subjects: Sequence[bytes | str], *, original_names: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """Subject, aggregate id and type per message (``original_names``: ``%XX`` escapes undone), worked
+    out once per distinct subject."""
+    named: dict[bytes | str, tuple[str, str, str]] = {}
     for raw in dict.fromkeys(subjects):
-        text = raw.decode("utf-8", "replace")
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
         parts = text.split(".", 2)
         aggregate, event_type = [*parts, "", ""][1:3]
         if original_names:
@@ -192,10 +201,10 @@ def version(value: str | None) -> int:
 
 
 def recorded_events(
-    subjects: list[bytes], replies: list[bytes], headers: list[bytes], payloads: list[bytes]
-) -> tuple[list[RecordedEvent], AckTokens]:
-    """The messages as :class:`RecordedEvent` (as :func:`eskit.events.decode` builds them), and their acks."""
-    acks = ack_tokens(replies)
+    subjects: list[bytes], acks: AckTokens, headers: list[bytes], payloads: list[bytes]
+) -> list[RecordedEvent]:
+    """The messages as :class:`RecordedEvent` (as :func:`eskit.events.decode` builds them); ``acks`` are
+    their :func:`ack_tokens`."""
     texts, aggregates, types = split_subjects(subjects, original_names=False)
     fields = header_fields(headers)
     values, errors = decode_payloads(payloads)
@@ -208,7 +217,7 @@ def recorded_events(
     failed = [errors.get(i) for i in range(n)] if errors else [None] * n
     columns = (acks.positions, texts, aggregates, types, values, ids, stamps, versions, _times(fields.occurred),
                correlations, causations, fields.meta, payloads, failed)  # fmt: skip
-    return list(map(_event, *columns)), acks
+    return list(map(_event, *columns))
 
 
 def _times(values: tuple[str, ...]) -> list[datetime | None]:

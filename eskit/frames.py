@@ -28,10 +28,10 @@ from tqdm import tqdm
 from ._ahead import PAGE, last_position, stream_pages
 from ._bulkread import ConsumerRefused, RawBatch, consumer_batches
 from ._rawcolumns import raw_columns
-from ._rawdecode import ack_tokens, decode_payloads, version
+from ._rawdecode import ack_tokens, decode_payloads, split_subjects, version
 from ._wire import StoredMsg
 from .errors import EventStoreError, ValidationError
-from .eventlog import ACTIVITY, CASE, TIMESTAMP, decode_token
+from .eventlog import ACTIVITY, CASE, TIMESTAMP
 from .events import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -134,7 +134,7 @@ class _Columns:
         if self.batches:
             return self._raw_frame()
         pos, subj, stamp, occ, ids, ver, corr, caus = self.rows
-        aggregates, types = _split(subj)
+        _, aggregates, types = split_subjects(subj, original_names=True)
         df = pd.DataFrame(
             {
                 "position": pd.array(pos, dtype="int64"),
@@ -170,21 +170,6 @@ def _joined(df: pd.DataFrame, meta: list[dict[str, str]] | None, data: list[Any]
 def _decode_all(payloads: list[bytes]) -> list[Any]:
     """JSON payloads (None for one that is not JSON)."""
     return decode_payloads(payloads)[0]
-
-
-def _split(subjects: list[str]) -> tuple[list[str], list[str]]:
-    """Aggregate ids and event types from ``store.<id>.<type>`` subjects, with original names."""
-    aggregates, types = [], []
-    for s in subjects:
-        parts = s.split(".", 2)
-        aggregates.append(parts[1] if len(parts) > 1 else "")
-        types.append(parts[2] if len(parts) > 2 else "")
-    return _decoded(aggregates), _decoded(types)
-
-
-def _decoded(tokens: list[str]) -> list[str]:
-    escaped = {t: decode_token(t) for t in set(tokens) if "%" in t}
-    return [escaped.get(t, t) for t in tokens] if escaped else tokens
 
 
 def _times(values: list[Any]) -> pd.Series:
