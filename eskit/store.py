@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,7 +47,7 @@ EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MAX_BATCH = 1000  # the server's atomic batch limit (err_code 10199)
 READ_PAGE = 2000
-BULK_REPLAY = 4000  # positions: more, and a replay reads through a consumer (see replay)
+BULK_REPLAY = 4000  # events after a replay's first page: more, and it reads through a consumer (see replay)
 BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-Batch-Commit
 WRONG_LAST_SEQUENCE, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS = 10071, 10201, 10158
 WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same conflict without the number: clustered streams, batches
@@ -215,10 +215,10 @@ class EventStore:
         """Every event in the stream (or on ``subjects``, e.g. ``["orders.*.shipped"]``), in order.
 
         Events appended while the replay runs are included, up to ``up_to`` (a position or a time) if given.
-        A whole store over more than ``BULK_REPLAY`` positions comes through a short-lived consumer, decoded
-        a batch at a time (:mod:`eskit._bulkread`), then the rest with batch Direct Get. Subject filters are
-        read with Direct Get only: nats-server's consumers find the next match of a wildcard filter by
-        searching their subject index, which slows down with the number of aggregates.
+        A whole store with more than ``BULK_REPLAY`` events after the first page comes through a short-lived
+        consumer, decoded a batch at a time (:mod:`eskit._bulkread`), then the rest with batch Direct Get.
+        Subject filters are read with Direct Get only: nats-server's consumers find the next match of a
+        wildcard filter by searching their subject index, which slows down with the number of aggregates.
 
         >>> async for event in orders.replay(after=0): ...                # doctest: +SKIP
         """
@@ -226,30 +226,47 @@ class EventStore:
         for f in filters:
             if not (f == f"{self.name}.>" or f.startswith(f"{self.name}.")):
                 raise ValidationError(f"subject filter {f!r} is outside store {self.name!r} ({self.name}.>)")
+        if filters == [f"{self.name}.>"]:
+            async for event in self._replay_store(after, up_to):
+                yield event
+            return
         if len(filters) > 1 and up_to is None:  # one cut for all filters: no scan sees later events than another
             up_to = await self.last_position()
-        if filters == [f"{self.name}.>"] and await self._bulk_pays(after, up_to):  # through a short-lived consumer
-            async with contextlib.aclosing(event_batches(self, after=after, filters=filters)) as batches:
-                try:
-                    async for events in batches:
-                        for event in events:
-                            if _beyond(event, up_to):
-                                return
-                            yield event
-                            after = event.position
-                except (ConsumerRefused, EventStoreError):
-                    pass  # refused (permissions), or its consumer failed half-way: Direct Get from `after` below
-        if len(filters) == 1:  # the rest (events appended since the consumer was made): Direct Get pages
+        if len(filters) == 1:
             async for event in self._scan(filters[0], after=after, up_to=up_to):
                 yield event
             return
         async for event in _merge([self._scan(f, after=after, up_to=up_to) for f in filters]):
             yield event
 
-    async def _bulk_pays(self, after: int, up_to: Position) -> bool:
-        """Whether a replay from ``after`` spans enough of the stream for a consumer to beat Direct Get."""
-        end = up_to if isinstance(up_to, int) else await self.last_position()
-        return end - after > BULK_REPLAY
+    async def _replay_store(self, after: int, up_to: Position) -> AsyncIterator[RecordedEvent]:
+        """The whole store: a first Direct Get page; if it says more than ``BULK_REPLAY`` events follow, a
+        short-lived consumer; then Direct Get pages for what was appended meanwhile."""
+        whole, limit = f"{self.name}.>", up_to if isinstance(up_to, int) else None
+        async with contextlib.aclosing(self._pages(whole, after, limit)) as pages:
+            async for page in pages:
+                for m in page.messages:
+                    event = decode(m.seq, m.subject, m.headers, m.data)
+                    if _beyond(event, up_to):
+                        return
+                    yield event
+                    after = event.position
+                if page.pending > BULK_REPLAY and (limit is None or limit - after > BULK_REPLAY):
+                    break
+            else:
+                return  # all read
+        async with contextlib.aclosing(event_batches(self, after=after, filters=[whole])) as batches:
+            try:
+                async for events in batches:
+                    for event in events:
+                        if _beyond(event, up_to):
+                            return
+                        yield event
+                        after = event.position
+            except (ConsumerRefused, EventStoreError):
+                pass  # refused (permissions), or its consumer failed half-way: Direct Get from `after` below
+        async for event in self._scan(whole, after=after, up_to=up_to):
+            yield event
 
     async def _scan(self, filter_subject: str, *, after: int, up_to: Position) -> AsyncIterator[RecordedEvent]:
         async for page in self._pages(filter_subject, after, up_to if isinstance(up_to, int) else None):
@@ -261,7 +278,7 @@ class EventStore:
 
     async def _pages(
         self, filter_subject: str, after: int, up_to: int | None, *, first: int = READ_PAGE
-    ) -> AsyncIterator[Page]:
+    ) -> AsyncGenerator[Page, None]:
         """Pages of a Direct Get scan; the next page is requested while the caller works on this one.
 
         Every page after the first asks for exactly as many messages as the server said were pending
