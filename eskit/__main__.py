@@ -2,7 +2,7 @@
 
     python -m eskit server [--store-dir DIR] [--port N]   a nats-server in the foreground; prints its URL
     python -m eskit server --cluster 3                    a 3-node JetStream cluster on loopback instead
-    python -m eskit lab [--notebooks DIR] [-- LAB ARGS]   JupyterLab on the notebooks, with NATS_URL set
+    python -m eskit lab [--notebooks DIR] [LAB ARGS]      JupyterLab on the notebooks, with NATS_URL set
     python -m eskit bench [ARGS]                          the benchmarks in bench/ (from a checkout)
     python -m eskit import FILE --stream NAME             a CSV/XES event log into a stream (NATS_URL)
 
@@ -85,13 +85,16 @@ def cmd_lab(args: argparse.Namespace) -> int:
     lab = subprocess.Popen(cmd, env=env)
     try:
         return lab.wait()
-    except KeyboardInterrupt:
-        lab.send_signal(signal.SIGINT)
-        lab.send_signal(signal.SIGINT)  # jupyter asks for confirmation on the first one
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop Jupyter (and its kernels), then the server
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        print("eskit: stopping JupyterLab and its kernels ...", flush=True)
+        lab.terminate()  # Jupyter's SIGTERM handler shuts its kernels down and exits without asking
         try:
-            lab.wait(15)
+            lab.wait(30)
         except subprocess.TimeoutExpired:
             lab.kill()
+            lab.wait()
         return 0
     finally:
         if server is not None:
@@ -113,10 +116,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=-1, help="client port (default: a free one)")
     s.add_argument("--cluster", type=int, default=0, metavar="N", help="run an N-node cluster instead (e.g. 3)")
     s.set_defaults(func=cmd_server)
-    lab = sub.add_parser("lab", help="JupyterLab on the notebooks, on the embedded server unless NATS_URL is set")
+    lab = sub.add_parser(
+        "lab",
+        help="JupyterLab on the notebooks, on the embedded server unless NATS_URL is set",
+        epilog="Other options go to jupyter lab as they are, e.g. `python -m eskit lab --port 9999 --no-browser`.",
+    )
     lab.add_argument("--notebooks", default="notebooks")
     lab.add_argument("--store-dir", help="JetStream store directory for the embedded server (kept)")
-    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab (after --)")
     lab.set_defaults(func=cmd_lab)
     b = sub.add_parser("bench", help="run the benchmarks (bench/run.py)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -130,10 +136,12 @@ def _interrupt(*_: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args, unknown = parser().parse_known_args(argv)
+    if unknown and args.command != "lab":
+        parser().error(f"unrecognized arguments: {' '.join(unknown)}")
     signal.signal(signal.SIGTERM, _interrupt)
-    if getattr(args, "lab_args", None) and args.lab_args[0] == "--":
-        args.lab_args = args.lab_args[1:]
+    if args.command == "lab":  # `lab --port 9999` and `lab -- --port 9999` both reach Jupyter
+        args.lab_args = [a for a in unknown if a != "--"]
     try:
         return int(args.func(args))
     except EskitError as exc:
