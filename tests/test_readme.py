@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -26,3 +29,17 @@ async def test_the_readme_api_example_runs_and_reads_back_what_it_wrote(client: 
         assert [e.data for e in history][1:] == [{"sku": "A1"}, {"sku": "B2"}]
     finally:
         await client.delete_store("orders")
+
+
+def test_the_quickstart_script_runs_as_a_script_from_any_folder(nats_url: str, tmp_path: Path) -> None:
+    script = README.parent / "examples" / "quickstart.py"
+    env = {**os.environ, "NATS_URL": nats_url}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "1 123 created {'customer': 'c1'}",
+        "2 123 item_added {'sku': 'A1'}",
+        "3 123 item_added {'sku': 'B2'}",
+    ]
