@@ -5,7 +5,9 @@
 ('case-10011', 'Confirmation of receipt')
 
 Column names follow the XES / pm4py convention (``case:concept:name``, ``concept:name``,
-``time:timestamp``); pass ``case=``, ``activity=``, ``timestamp=`` for other names. The whole file is read
+``time:timestamp``); pass ``case=``, ``activity=``, ``timestamp=`` for other names (on the command line:
+``--case``, ``--activity``, ``--timestamp``). A CSV's delimiter (``,`` ``;`` tab ``|``) and quoting are
+sniffed from its first lines. The whole file is read
 and checked first: a malformed file raises :class:`~eskit.errors.EventLogError` naming the line (CSV) or the
 element (XES), before anything is stored. Timestamps without a UTC offset are taken as UTC.
 
@@ -84,9 +86,7 @@ def parse_timestamp(value: str, where: str) -> datetime:
     try:
         stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise EventLogError(
-            f"{where}: timestamp {value!r} is not ISO 8601 (e.g. 2011-10-11 13:45:40+02:00)"
-        ) from None
+        raise EventLogError(f"{where}: timestamp {value!r} is not ISO 8601 (e.g. 2011-10-11 13:45:40+02:00)") from None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
@@ -127,16 +127,33 @@ def read_csv(
     case: str = CASE,
     activity: str = ACTIVITY,
     timestamp: str = TIMESTAMP,
-    delimiter: str = ",",
+    delimiter: str | None = None,
 ) -> list[LogEvent]:
-    """Events of a CSV log with a header line; empty cells are left out of the attributes."""
+    """Events of a CSV log with a header line; empty cells are left out of the attributes.
+
+    ``delimiter=None`` sniffs the dialect (delimiter and quoting) from the first lines.
+    """
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            return list(_csv_rows(csv.reader(f, delimiter=delimiter), str(path), case, activity, timestamp))
+            dialect = _dialect(f.read(_SNIFF_BYTES)) if delimiter is None else None
+            f.seek(0)
+            reader = csv.reader(f, dialect) if dialect else csv.reader(f, delimiter=delimiter or ",")
+            return list(_csv_rows(reader, str(path), case, activity, timestamp))
     except UnicodeDecodeError as exc:
         raise EventLogError(f"{path}: not UTF-8 text (byte {exc.start}); save the log as UTF-8") from None
     except csv.Error as exc:
         raise EventLogError(f"{path}: malformed CSV: {exc}") from None
+
+
+_SNIFF_BYTES = 64 * 1024
+
+
+def _dialect(sample: str) -> type[csv.Dialect] | None:
+    """The CSV dialect of a sample (None: too little to tell, read as plain commas)."""
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        return None
 
 
 def _csv_rows(reader: Any, name: str, case: str, activity: str, timestamp: str) -> Iterator[LogEvent]:
@@ -146,8 +163,8 @@ def _csv_rows(reader: Any, name: str, case: str, activity: str, timestamp: str) 
     for column in (case, activity, timestamp):
         if column not in header:
             raise EventLogError(
-                f"{name}: line 1: no column {column!r} (columns: {', '.join(header)}); "
-                "name the columns with case=, activity=, timestamp="
+                f"{name}: line 1: no column {column!r} (columns: {', '.join(header)}); name the log's columns "
+                "with --case/--activity/--timestamp (python -m eskit import) or case=, activity=, timestamp="
             )
     named = (case, activity, timestamp)
     keep = [i for i, h in enumerate(header) if h and not h.startswith("Unnamed:") and h not in named]
@@ -211,16 +228,12 @@ def read_xes(
                 element.clear()
             elif tag == "trace":
                 traces += 1
-                events.extend(
-                    _trace_events(element, pending, f"{path}: trace #{traces}", case, activity, timestamp)
-                )
+                events.extend(_trace_events(element, pending, f"{path}: trace #{traces}", case, activity, timestamp))
                 pending = []
                 element.clear()
     except ET.ParseError as exc:
         line, column = exc.position
-        raise EventLogError(
-            f"{path}: line {line}, column {column}: not well-formed XML ({exc.msg})"
-        ) from None
+        raise EventLogError(f"{path}: line {line}, column {column}: not well-formed XML ({exc.msg})") from None
     return events
 
 
@@ -240,9 +253,7 @@ def _trace_events(
     for values, event_where in pending:
         name, stamp = values.pop(activity, None), values.pop(timestamp, None)
         if not name:
-            raise EventLogError(
-                f"{event_where}: <event> has no {activity!r} attribute (its activity); add one"
-            )
+            raise EventLogError(f"{event_where}: <event> has no {activity!r} attribute (its activity); add one")
         if not stamp:
             raise EventLogError(f"{event_where}: <event> has no <date key={timestamp!r}>; add one")
         yield LogEvent(

@@ -32,7 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .errors import EventLogError
-from .eventlog import LogEvent, decode_token, encode_token, read_log
+from .eventlog import ACTIVITY, CASE, TIMESTAMP, LogEvent, decode_token, encode_token, read_log
 from .events import MSG_ID, Event, check_token
 from .store import EventStore
 
@@ -59,14 +59,21 @@ async def import_log(
     source: str | Path | Sequence[LogEvent],
     *,
     format: str | None = None,
+    case: str = CASE,
+    activity: str = ACTIVITY,
+    timestamp: str = TIMESTAMP,
     progress: bool | None = None,
     concurrency: int = 32,
 ) -> ImportResult:
     """Append the events of a log file (or of :class:`LogEvent` rows) to ``store``; see the module doc.
 
+    ``case``, ``activity``, ``timestamp``: the file's column (or XES attribute) names, by default the XES /
+    pm4py ones (``case:concept:name``, ``concept:name``, ``time:timestamp``), e.g.
+    ``await import_log(store, "log.csv", case="case_id", activity="activity", timestamp="timestamp")``.
     ``progress``: None shows a progress bar on a terminal only, True always, False never.
     """
-    rows = read_log(source, format=format) if isinstance(source, str | Path) else list(source)
+    columns = {"case": case, "activity": activity, "timestamp": timestamp}
+    rows = read_log(source, format=format, **columns) if isinstance(source, str | Path) else list(source)
     cases = _by_case(rows)
     stored = await _stored_ids(store)
     plans = [p for case, events in cases.items() if (p := _plan(store, case, events, stored)) is not None]
@@ -102,9 +109,7 @@ def _by_case(rows: Sequence[LogEvent]) -> dict[str, list[Event]]:
         except ValueError as exc:
             raise EventLogError(f"{row.where}: {exc}") from None
         events = cases.setdefault(aggregate_id, [])
-        events.append(
-            Event(event_type, row.attributes, id=row.event_id(len(events)), occurred_at=row.timestamp)
-        )
+        events.append(Event(event_type, row.attributes, id=row.event_id(len(events)), occurred_at=row.timestamp))
     return cases
 
 
@@ -138,12 +143,20 @@ def _plan(
 
 def add_command(sub: Any) -> None:
     """``python -m eskit import FILE --stream NAME``: the CLI twin of :func:`import_log`."""
-    p = sub.add_parser("import", help="import a CSV or XES event log into a stream (one aggregate per case)")
-    p.add_argument("file", help="the .csv or .xes event log")
-    p.add_argument(
-        "--stream", required=True, help="the store to import into (created if needed), e.g. receipt"
+    p = sub.add_parser(
+        "import",
+        help="import a CSV or XES event log into a stream (one aggregate per case)",
+        description="Import a CSV or XES event log into a stream: one aggregate per case, one event per row. "
+        f"A CSV needs a header line naming a case id, an activity and a timestamp column: by default "
+        f"{CASE!r}, {ACTIVITY!r} and {TIMESTAMP!r} (pm4py's names); other names with --case, --activity, "
+        "--timestamp. Every other column becomes the event's data. Re-running adds nothing.",
     )
+    p.add_argument("file", help="the .csv or .xes event log")
+    p.add_argument("--stream", required=True, help="the store to import into (created if needed), e.g. receipt")
     p.add_argument("--format", choices=["csv", "xes"], help="default: from the file's extension")
+    p.add_argument("--case", default=CASE, help=f"the case id column (default {CASE!r})")
+    p.add_argument("--activity", default=ACTIVITY, help=f"the activity column (default {ACTIVITY!r})")
+    p.add_argument("--timestamp", default=TIMESTAMP, help=f"the timestamp column, ISO 8601 (default {TIMESTAMP!r})")
     p.add_argument("--url", help="NATS server URL (default: $NATS_URL)")
     p.set_defaults(func=_command)
 
@@ -151,10 +164,9 @@ def add_command(sub: Any) -> None:
 def _command(args: argparse.Namespace) -> int:
     url = args.url or os.environ.get("NATS_URL")
     if not url:
-        raise EventLogError(
-            "no server to import into: pass --url or set NATS_URL (see `python -m eskit server`)"
-        )
-    result = asyncio.run(_import(url, args.file, args.stream, args.format))
+        raise EventLogError("no server to import into: pass --url or set NATS_URL (see `python -m eskit server`)")
+    columns = {"case": args.case, "activity": args.activity, "timestamp": args.timestamp}
+    result = asyncio.run(_import(url, args.file, args.stream, args.format, columns))
     print(
         f"{args.file}: {result.cases:,} cases, {result.events:,} events; appended {result.appended:,} events "
         f"to {args.stream} ({result.cases_already_stored:,} cases were already there)"
@@ -162,9 +174,9 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _import(url: str, path: str, stream: str, format: str | None) -> ImportResult:
+async def _import(url: str, path: str, stream: str, format: str | None, columns: dict[str, str]) -> ImportResult:
     from .connection import connect
 
-    rows = read_log(path, format=format)  # checked before connecting
+    rows = read_log(path, format=format, **columns)  # checked before connecting
     async with await connect(url) as client:
         return await import_log(await client.event_store(stream), rows)

@@ -248,3 +248,40 @@ def test_the_cli_names_a_missing_file_in_one_line(
 
     assert main(["import", str(tmp_path / "nope.csv"), "--stream", "x", "--url", nats_url]) == 1
     assert "nope.csv not found" in capsys.readouterr().err
+
+
+async def test_the_cli_imports_a_semicolon_log_with_its_own_column_names(
+    client: eskit.Client, logs: eskit.EventStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(
+        'case_id;activity;timestamp;note\nc1;"Register; quickly";2024-01-02T10:00:00Z;a\n'
+        "c1;Approve;2024-01-02T11:00:00Z;b\nc2;Register;2024-01-03T09:00:00+01:00;\n"
+    )
+    base = [sys.executable, "-m", "eskit", "import", str(path), "--stream", logs.name]
+    env = {**os.environ, "NATS_URL": client.url}
+    refused = subprocess.run(base, env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "no column 'case:concept:name'" in refused.stderr and "--case/--activity/--timestamp" in refused.stderr
+    named = ["--case", "case_id", "--activity", "activity", "--timestamp", "timestamp"]
+    done = subprocess.run([*base, *named], env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "2 cases, 3 events" in done.stdout
+    history = await logs.read("c1")
+    assert [decode_token(e.type) for e in history] == ["Register; quickly", "Approve"]
+    assert [e.data for e in history] == [{"note": "a"}, {"note": "b"}]
+
+
+def test_the_cli_help_names_the_expected_columns() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "eskit", "import", "--help"], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert shown.returncode == 0
+    assert "case:concept:name" in shown.stdout and "--activity" in shown.stdout and "--timestamp" in shown.stdout
+
+
+async def test_import_log_takes_the_column_names_too(logs: eskit.EventStore, tmp_path: Path) -> None:
+    path = tmp_path / "tabs.csv"
+    path.write_text("id\tstep\tat\nx1\tOpen\t2024-01-02 10:00:00\nx1\tClose\t2024-01-02 10:05:00\n")
+    result = await eskit.import_log(logs, path, case="id", activity="step", timestamp="at", progress=False)
+    assert (result.cases, result.events, result.appended) == (1, 2, 2)
