@@ -4,7 +4,7 @@
     python3 dev.py lab     # create .venv, install eskit + JupyterLab, open the notebooks on an embedded server
     python3 dev.py test    # create .venv, install eskit + the test tools, run unit + integration + notebook tests
     python3 dev.py bench   # the benchmarks (bench/run.py)
-    python3 dev.py install # only the set-up (everything: lab, test and dev tools)
+    python3 dev.py install # only the set-up (everything: lab, test and dev tools, pm4py)
 
 Extra arguments go to the tool: `python3 dev.py test -k store -x`, `python3 dev.py lab --port 9999`.
 The lab needs only eskit and JupyterLab; `test` adds pytest, nbval, mypy and the peer libraries. Each
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 STAMP = VENV / ".eskit-installed"
-EVERYTHING = ("lab", "test", "dev")
+EVERYTHING = ("lab", "test", "dev", "pm4py")  # the tests run pm4py against eskit's frames (tests/test_pm4py.py)
 EXTRAS = {"lab": ("lab",), "test": EVERYTHING, "bench": EVERYTHING, "install": EVERYTHING}
 
 

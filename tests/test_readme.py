@@ -43,3 +43,15 @@ def test_the_quickstart_script_runs_as_a_script_from_any_folder(nats_url: str, t
         "2 123 item_added {'sku': 'A1'}",
         "3 123 item_added {'sku': 'B2'}",
     ]
+
+
+def test_the_readme_lists_every_dependency_of_every_extra() -> None:
+    import tomllib
+
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]
+    text = README.read_text().split("## Dependencies", 1)[1].split("\n## ", 1)[0]
+    wanted = list(project["dependencies"]) + [d for deps in project["optional-dependencies"].values() for d in deps]
+    names = {re.split(r"[<>=\[; ]", d, maxsplit=1)[0] for d in wanted}
+    missing = sorted(n for n in names if f"`{n}`" not in text)
+    assert missing == [], f"README's Dependencies section does not name {missing}"
+    assert all(f"| `{extra}` |" in text for extra in project["optional-dependencies"])
