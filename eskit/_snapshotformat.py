@@ -1,0 +1,78 @@
+"""The stored form of a snapshot: a header line (what it is, where it belongs), a newline, then the state.
+
+>>> raw = encode({"format": FORMAT, "version": 3}, {"balance": 78})
+>>> raw
+b'{"format":2,"version":3,"digest":"...","state_bytes":14}\\n{"balance":78}'
+>>> decode(raw)
+({'format': 2, 'version': 3}, {'balance': 78})
+
+The digest (SHA-256 of the state's bytes) catches a state edited by hand or cut short. It is not a
+signature: whoever may write the snapshot bucket and read the stream can forge a snapshot, so let only the
+accounts that run aggregates write the bucket. Every value is checked for nesting depth before it is parsed,
+so a hostile value (``b"[" * 100000``) cannot make the decoder recurse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from itertools import accumulate
+from typing import Any
+
+FORMAT = 2  # 1: one JSON object without the stream identity, event mark and digest (ignored when read)
+MAX_NESTING = 100  # arrays/objects inside each other; deeper state is refused when written, ignored when read
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = [1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256)]
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def nesting_within(raw: bytes, limit: int = MAX_NESTING) -> bool:
+    """Whether the JSON text ``raw`` nests arrays and objects at most ``limit`` deep (strings do not count).
+
+    >>> nesting_within(b'{"a": [1, [2]], "b": "[[[["}', 3), nesting_within(b"[" * 100_000)
+    (True, False)
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # cannot be deeper: the common case, at C speed
+        return True
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) <= limit
+
+
+def encode(header: dict[str, Any], state: dict[str, Any]) -> bytes:
+    """The stored bytes; raises TypeError or ValueError if ``state`` is not JSON (or nested too deep)."""
+    body = _JSON(state).encode()
+    if not nesting_within(body):
+        raise ValueError(f"it nests deeper than {MAX_NESTING} levels")
+    head = {**header, "digest": hashlib.sha256(body).hexdigest(), "state_bytes": len(body)}
+    return _JSON(head).encode() + b"\n" + body
+
+
+def decode(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and the state; raises ValueError saying why they cannot be trusted."""
+    head, newline, body = raw.partition(b"\n")
+    if not newline:
+        raise ValueError("no header line: an older format, or not written by eskit")
+    header = _parse(head, "header")
+    if header.get("format") != FORMAT:
+        raise ValueError(f"format {header.get('format')!r}, expected {FORMAT}")
+    if header.get("state_bytes") != len(body) or header.get("digest") != hashlib.sha256(body).hexdigest():
+        raise ValueError("its state does not match its digest (edited or cut short)")
+    del header["digest"], header["state_bytes"]
+    return header, _parse(body, "state")
+
+
+def _parse(raw: bytes, what: str) -> dict[str, Any]:
+    if not nesting_within(raw):
+        raise ValueError(f"its {what} nests deeper than {MAX_NESTING} levels")
+    try:
+        value = json.loads(raw)
+    except RecursionError:  # not reachable after the depth check; kept so no decoder error escapes
+        raise ValueError(f"its {what} nests too deep") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"its {what} is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"its {what} is not a JSON object")
+    return value
