@@ -43,7 +43,10 @@ def nesting_within(raw: bytes, limit: int = MAX_NESTING) -> bool:
 
 def encode(header: dict[str, Any], state: dict[str, Any]) -> bytes:
     """The stored bytes; raises TypeError or ValueError if ``state`` is not JSON (or nested too deep)."""
-    body = _JSON(state).encode()
+    try:
+        body = _JSON(state).encode()
+    except RecursionError:
+        raise ValueError(f"it nests deeper than {MAX_NESTING} levels") from None
     if not nesting_within(body):
         raise ValueError(f"it nests deeper than {MAX_NESTING} levels")
     head = {**header, "digest": hashlib.sha256(body).hexdigest(), "state_bytes": len(body)}

@@ -337,8 +337,8 @@ def _encode(aggregate: Aggregate, timestamp: datetime | None, stream: str, mark:
         return _snapshotformat.encode(header, aggregate.snapshot())
     except (TypeError, ValueError) as exc:
         raise EncodeError(
-            f"{type(aggregate).__name__} state is not JSON-serialisable ({exc}); override snapshot() and "
-            "restore() to convert it"
+            f"{type(aggregate).__name__} state cannot be stored as a snapshot ({exc}); override snapshot() "
+            "and restore() to convert it"
         ) from None
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import eskit
 from eskit import Aggregate, SnapshotPolicy, applies
-from eskit.examples import Order
+from eskit.examples import Account, Order
 from eskit.snapshots import key_for
 
 
@@ -284,3 +284,177 @@ async def test_snapshot_plus_tail_equals_a_full_replay_for_any_history(
     )
     after = await snap_store.snapshots.check(Cart, cart_id)
     assert after.ok == (len(events) >= 5), after.differences
+
+
+# -- a snapshot must prove it belongs to this stream and this aggregate's history (issue 11, item 5) ---------
+
+
+class Balance(Aggregate):
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.total = 0
+
+    @applies("deposited")
+    def _deposited(self, data: dict[str, Any]) -> None:
+        self.total += data["amount"]
+
+
+class Elsewhere:
+    class Balance(Aggregate):
+        """Another aggregate class named Balance, over the same events: it counts them."""
+
+        def __init__(self, id: str) -> None:
+            super().__init__(id)
+            self.count = 0
+
+        @applies("deposited")
+        def _deposited(self, data: dict[str, Any]) -> None:
+            self.count += 1
+
+
+def deposits(*amounts: int) -> list[eskit.Event]:
+    return [eskit.Event("deposited", {"amount": a}) for a in amounts]
+
+
+async def publish_raw(client: eskit.Client, store: eskit.EventStore, aggregate_id: str, *amounts: int) -> None:
+    """Events published by someone else with plain JetStream: no event id (Nats-Msg-Id)."""
+    for amount in amounts:
+        await client.js.publish(f"{store.name}.{aggregate_id}.deposited", json.dumps({"amount": amount}).encode())
+
+
+@pytest.mark.parametrize("reopened", [False, True], ids=["same-store-object", "store-opened-again"])
+@pytest.mark.parametrize("new_events", [3, 15], ids=["shorter-history", "longer-history"])
+async def test_a_stream_deleted_and_recreated_outside_eskit_is_replayed_not_served_from_the_old_snapshot(
+    client: eskit.Client, reopened: bool, new_events: int
+) -> None:
+    name = unique("snap")
+    store = await client.event_store(name, snapshots=SnapshotPolicy(every=5))
+    try:
+        await store.append("a1", deposits(*[6] * 11, 12))  # balance 78 at version 12
+        assert (await store.load(Account, "a1")).balance == 78  # writes the snapshot at position 12
+        await client.js.delete_stream(store.stream)  # outside eskit: the snapshot bucket stays
+        again = await client.event_store(name, snapshots=SnapshotPolicy(every=5))
+        amounts = [100] * 3 if new_events == 3 else [20] * 15
+        await again.append("a1", deposits(*amounts))
+        with pytest.warns(eskit.SnapshotWarning, match="another stream|not from this stream's history"):
+            account = await (again if reopened else store).load(Account, "a1")
+        assert (account.balance, account.version) == (sum(amounts), new_events)
+        with warnings.catch_warnings():  # the ignored snapshot was replaced by one of the new stream
+            warnings.simplefilter("error")
+            assert (await (again if reopened else store).load(Account, "a1")).balance == sum(amounts)
+    finally:
+        await client.delete_store(name)
+
+
+async def test_a_recreated_stream_whose_events_have_no_ids_is_told_apart_by_their_store_times(
+    client: eskit.Client,
+) -> None:
+    name = unique("snap")
+    store = await client.event_store(name, snapshots=SnapshotPolicy(every=5))
+    try:
+        await publish_raw(client, store, "a1", *[6] * 11, 12)
+        assert (await store.load(Account, "a1")).balance == 78  # snapshot at 12: an event without an id
+        await client.js.delete_stream(store.stream)
+        await client.event_store(name)
+        await publish_raw(client, store, "a1", *[20] * 15)  # position 12 is again a1's, again without an id
+        with pytest.warns(eskit.SnapshotWarning, match="not from this stream's history"):
+            account = await store.load(Account, "a1")  # the same store object: its stream identity is stale
+        assert (account.balance, account.version) == (300, 15)
+    finally:
+        await client.delete_store(name)
+
+
+async def test_two_aggregate_classes_with_the_same_name_do_not_share_snapshots(snap_store: eskit.EventStore) -> None:
+    assert Balance.__name__ == Elsewhere.Balance.__name__
+    await snap_store.append("a1", deposits(10, 20, 30, 40, 50, 60))
+    assert (await snap_store.load(Balance, "a1")).total == 210  # writes Balance's snapshot
+    await snap_store.append("a1", deposits(70))
+    counted = await snap_store.load(Elsewhere.Balance, "a1")  # no warning: it never sees Balance's snapshot
+    assert (counted.count, counted.version, vars(counted).get("total")) == (7, 7, None)
+    assert key_for(Balance, "a1") != key_for(Elsewhere.Balance, "a1")
+
+
+async def test_a_snapshot_whose_position_is_beyond_the_streams_last_is_ignored_with_a_warning(
+    snap_store: eskit.EventStore, client: eskit.Client
+) -> None:
+    await snap_store.append("c1", [added(s) for s in "ABCDE"])
+    await snap_store.load(Cart, "c1")
+    await forge(client, snap_store, Cart, "c1", position=999, version=50, state={"lines": {"Z": 1}, "checked_out": 0})
+    with pytest.warns(eskit.SnapshotWarning, match="not from this stream's history"):
+        cart = await snap_store.load(Cart, "c1")
+    assert (list(cart.lines), cart.version, cart.position) == (list("ABCDE"), 5, 5)
+
+
+async def test_a_snapshot_whose_state_was_edited_is_ignored_with_a_warning(
+    snap_store: eskit.EventStore, client: eskit.Client
+) -> None:
+    await snap_store.append("c1", [added(s) for s in "ABCDE"])
+    await snap_store.load(Cart, "c1")
+    await forge(client, snap_store, Cart, "c1", digest=False, state={"lines": {"FREE": 99}, "checked_out": 0})
+    with pytest.warns(eskit.SnapshotWarning, match="digest"):
+        cart = await snap_store.load(Cart, "c1")
+    assert list(cart.lines) == list("ABCDE")
+
+
+async def test_a_snapshot_of_another_aggregate_copied_under_this_key_is_ignored_with_a_warning(
+    snap_store: eskit.EventStore, client: eskit.Client
+) -> None:
+    await snap_store.append("c1", [added(s) for s in "ABCDE"])
+    await snap_store.append("c2", [added(s) for s in "VWXYZ"])
+    await snap_store.load(Cart, "c1")
+    await snap_store.load(Cart, "c2")
+    assert snap_store.snapshots is not None
+    kv = await client.js.key_value(snap_store.snapshots.bucket)
+    await kv.put(key_for(Cart, "c1"), (await kv.get(key_for(Cart, "c2"))).value or b"")
+    with pytest.warns(eskit.SnapshotWarning, match="undecodable"):
+        cart = await snap_store.load(Cart, "c1")
+    assert list(cart.lines) == list("ABCDE")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("id", "someone-else"), ("record", 1), ("snapshot_schema", 7), ("_pending", "xyz"), ("pending", [1])],
+)
+async def test_a_snapshot_state_key_that_is_not_a_plain_attribute_never_overwrites_it(
+    snap_store: eskit.EventStore, client: eskit.Client, key: str, value: Any
+) -> None:
+    await snap_store.append("c1", [added(s) for s in "ABCDE"])
+    await snap_store.load(Cart, "c1")
+    await forge(client, snap_store, Cart, "c1", state={"lines": {"Z": 1}, "checked_out": 0, key: value})
+    with pytest.warns(eskit.SnapshotWarning, match="restore"):
+        cart = await snap_store.load(Cart, "c1")
+    assert (cart.id, cart.pending, cart.snapshot_schema, callable(cart.record)) == ("c1", (), 1, True)
+    assert list(cart.lines) == list("ABCDE")  # replayed, not the snapshot's state
+
+
+def with_header(state: bytes) -> bytes:
+    """A snapshot value with a well-formed header (format, digest) and ``state`` as it is."""
+    header = {"format": 2, "digest": hashlib.sha256(state).hexdigest(), "state_bytes": len(state)}
+    return json.dumps(header).encode() + b"\n" + state
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[" * 100_000, b'{"a":' * 100_000, with_header(b'{"a":' + b"[" * 100_000), with_header(b"[" * 5000)],
+    ids=["open-brackets", "open-objects", "deep-state", "deep-state-array"],
+)
+async def test_a_snapshot_nested_too_deep_is_ignored_with_a_warning_never_a_recursion_error(
+    snap_store: eskit.EventStore, client: eskit.Client, payload: bytes
+) -> None:
+    await snap_store.append("c1", [added("A"), added("B")])
+    await write_raw_snapshot(client, snap_store, key_for(Cart, "c1"), payload)
+    with pytest.warns(eskit.SnapshotWarning, match="undecodable"):
+        cart = await snap_store.load(Cart, "c1")
+    assert cart.lines == {"A": 1, "B": 1}
+
+
+async def test_a_state_nested_deeper_than_a_snapshot_may_hold_is_a_clear_error(snap_store: eskit.EventStore) -> None:
+    deep: Any = "bottom"
+    for _ in range(150):
+        deep = [deep]
+    await snap_store.append("d1", [eskit.Event("added", {"sku": "A", "qty": 1})] * 1)
+    cart = await snap_store.load(Cart, "d1")
+    cart.lines = {"A": deep}  # type: ignore[dict-item]
+    assert snap_store.snapshots is not None
+    with pytest.raises(eskit.EncodeError, match="nests deeper than 100"):
+        await snap_store.snapshots.save(cart)
