@@ -16,39 +16,56 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from itertools import accumulate
 from typing import Any
 
 FORMAT = 2  # 1: one JSON object without the stream identity, event mark and digest (ignored when read)
 MAX_NESTING = 100  # arrays/objects inside each other; deeper state is refused when written, ignored when read
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_STEP = [1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256)]
+_DROP = bytes(b for b in range(256) if b not in b'[]{}"')  # all but brackets and quotes
+_DROP_KEEP_ESCAPES = _DROP.replace(b"\\", b"")
+_SQUARE = bytes.maketrans(b"{}", b"[]")  # one kind of bracket: a pass of replace(b"[]") strips one level
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+class TooDeep(ValueError):
+    """A state that nests deeper than :data:`MAX_NESTING`."""
 
 
 def nesting_within(raw: bytes, limit: int = MAX_NESTING) -> bool:
     """Whether the JSON text ``raw`` nests arrays and objects at most ``limit`` deep (strings do not count).
 
-    >>> nesting_within(b'{"a": [1, [2]], "b": "[[[["}', 3), nesting_within(b"[" * 100_000)
+    Bytes operations only (C speed, no recursion): escapes are removed, then everything but brackets and
+    quotes, then the strings; then each pass strips the innermost level.
+
+    >>> nesting_within(b'{"a": [1, [2]], "b": "[[[[", "c": "\\\\\\"[["}', 3), nesting_within(b"[" * 100_000)
     (True, False)
     """
-    if raw.count(b"[") + raw.count(b"{") <= limit:  # cannot be deeper: the common case, at C speed
+    skeleton = raw.translate(_SQUARE, _DROP_KEEP_ESCAPES)
+    if len(skeleton) <= limit:  # cannot open more than `limit`: the common case
         return True
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
-    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) <= limit
+    if b"\\" in skeleton:  # in JSON a backslash escapes the next byte: drop the pairs as a parser reads them
+        skeleton = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(_SQUARE, _DROP)
+    skeleton = skeleton.replace(b'""', b"")  # an empty string, or the ends of two strings with no bracket between
+    if b'"' in skeleton:  # strings that hold brackets: keep what lies between strings
+        skeleton = b"".join(skeleton.split(b'"')[::2])
+    for _ in range(limit):
+        if not skeleton:
+            return True
+        inner = skeleton.replace(b"[]", b"")
+        if len(inner) == len(skeleton):  # unbalanced: not JSON, and the parser would recurse on it
+            return False
+        skeleton = inner
+    return not skeleton
 
 
 def encode(header: dict[str, Any], state: dict[str, Any]) -> bytes:
-    """The stored bytes; raises TypeError or ValueError if ``state`` is not JSON (or nested too deep)."""
+    """The stored bytes; raises TypeError or ValueError if ``state`` is not JSON, TooDeep if it nests too deep."""
     try:
         body = _JSON(state).encode()
     except RecursionError:
-        raise ValueError(f"it nests deeper than {MAX_NESTING} levels") from None
+        raise TooDeep(f"it nests deeper than {MAX_NESTING} levels") from None
     if not nesting_within(body):
-        raise ValueError(f"it nests deeper than {MAX_NESTING} levels")
+        raise TooDeep(f"it nests deeper than {MAX_NESTING} levels")
     head = {**header, "digest": hashlib.sha256(body).hexdigest(), "state_bytes": len(body)}
     return _JSON(head).encode() + b"\n" + body
 

@@ -333,12 +333,14 @@ def _encode(aggregate: Aggregate, timestamp: datetime | None, stream: str, mark:
         "event_id": mark.event_id,
         "stored_at": mark.stored_at,
     }
+    name = type(aggregate).__name__
     try:
         return _snapshotformat.encode(header, aggregate.snapshot())
+    except _snapshotformat.TooDeep as exc:
+        raise EncodeError(f"{name} state cannot be snapshotted: {exc}; override snapshot() to flatten it") from None
     except (TypeError, ValueError) as exc:
         raise EncodeError(
-            f"{type(aggregate).__name__} state cannot be stored as a snapshot ({exc}); override snapshot() "
-            "and restore() to convert it"
+            f"{name} state is not JSON-serialisable ({exc}); override snapshot() and restore() to convert it"
         ) from None
 
 

@@ -458,3 +458,27 @@ async def test_a_state_nested_deeper_than_a_snapshot_may_hold_is_a_clear_error(s
     assert snap_store.snapshots is not None
     with pytest.raises(eskit.EncodeError, match="nests deeper than 100"):
         await snap_store.snapshots.save(cart)
+
+
+def json_depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(json_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(json_depth, value), default=0)
+    return 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\\\ab\n\u00e9', max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\\\k'), inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values, limit=st.integers(0, 6))
+def test_the_depth_check_agrees_with_a_parser_on_any_json(value: Any, limit: int) -> None:
+    from eskit._snapshotformat import nesting_within
+
+    for raw in (json.dumps(value).encode(), json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()):
+        assert nesting_within(raw, limit) == (json_depth(value) <= limit), raw
