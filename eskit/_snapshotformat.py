@@ -45,8 +45,9 @@ def nesting_within(raw: bytes, limit: int = MAX_NESTING) -> bool:
         return True
     if b"\\" in skeleton:  # in JSON a backslash escapes the next byte: drop the pairs as a parser reads them
         skeleton = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(_SQUARE, _DROP)
-    skeleton = skeleton.replace(b'""', b"")  # an empty string, or the ends of two strings with no bracket between
-    if b'"' in skeleton:  # strings that hold brackets: keep what lies between strings
+    if skeleton.count(b'"') == 2 * skeleton.count(b'""'):  # no string holds a bracket: drop the quotes
+        skeleton = skeleton.translate(None, b'"')
+    else:  # keep what lies between strings
         skeleton = b"".join(skeleton.split(b'"')[::2])
     for _ in range(limit):
         if not skeleton:
