@@ -272,7 +272,9 @@ class Snapshots:
                 return False
             mark = Mark.of(stored)
         subject = f"$KV.{self.bucket}.{key_for(cls, aggregate.id)}"
-        payload = _encode(aggregate, timestamp or parse_time(mark.stored_at), await self.refresh_identity(), mark)
+        # The identity as last seen: if the stream was recreated since, the mark (an event of the new stream) and
+        # the old identity disagree, and a load elsewhere ignores this snapshot once and writes a right one.
+        payload = _encode(aggregate, timestamp or parse_time(mark.stored_at), self.stream_identity, mark)
         for _ in range(_WRITE_ATTEMPTS):
             reply = parse_ack(await self._wire.request(subject, payload, {EXPECTED_SEQ: str(revision)}))
             if not isinstance(reply, ApiError):

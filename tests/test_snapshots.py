@@ -482,3 +482,49 @@ def test_the_depth_check_agrees_with_a_parser_on_any_json(value: Any, limit: int
 
     for raw in (json.dumps(value).encode(), json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()):
         assert nesting_within(raw, limit) == (json_depth(value) <= limit), raw
+
+
+async def test_a_snapshot_written_by_a_store_that_missed_a_recreation_is_set_right_by_the_next_load(
+    client: eskit.Client,
+) -> None:
+    name = unique("snap")
+    stale = await client.event_store(name, snapshots=SnapshotPolicy(every=5))
+    try:
+        await client.js.delete_stream(stale.stream)
+        fresh = await client.event_store(name, snapshots=SnapshotPolicy(every=5))
+        await fresh.append("a1", deposits(*[10] * 6))
+        assert (await stale.load(Account, "a1")).balance == 60  # writes a snapshot naming the old stream
+        with pytest.warns(eskit.SnapshotWarning, match="another stream"):
+            assert (await fresh.load(Account, "a1")).balance == 60  # once: it writes a right one
+        await fresh.append("a1", deposits(1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert (await fresh.load(Account, "a1")).balance == 61
+            assert (await stale.load(Account, "a1")).balance == 61  # it learns the new identity, silently
+    finally:
+        await client.delete_store(name)
+
+
+async def test_a_load_as_of_a_position_at_or_after_the_snapshot_uses_it_and_equals_a_replay(
+    snap_store: eskit.EventStore,
+) -> None:
+    await snap_store.append("c1", [added(s) for s in "ABCDEFG"])
+    await snap_store.load(CountedCart, "c1")  # snapshot at the 7th event
+    await snap_store.append("c1", [added(s) for s in "HIJ"])
+    history = await snap_store.read("c1")
+    for event in history[6:]:
+        CountedCart.calls = 0
+        then = await snap_store.load(CountedCart, "c1", up_to=event.position)
+        replayed = Cart.from_events("c1", [e for e in history if e.position <= event.position])
+        assert (then.lines, then.version, then.position) == (replayed.lines, replayed.version, replayed.position)
+        assert CountedCart.calls == history.index(event) - 6  # only the events after the snapshot
+
+
+def test_the_snapshot_format_and_mark_doctests_pass() -> None:
+    import doctest
+
+    from eskit import _marks, _snapshotformat
+
+    for module in (_marks, _snapshotformat):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
