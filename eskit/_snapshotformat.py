@@ -1,13 +1,13 @@
-"""The stored form of a snapshot: a header line (what it is, where it belongs), a newline, then the state.
+"""The stored form of a snapshot: three lines, a digest, a header (what it is, where it belongs), the state.
 
 >>> raw = encode({"format": FORMAT, "version": 3}, {"balance": 78})
 >>> raw
-b'{"format":2,"version":3,"digest":"...","state_bytes":14}\\n{"balance":78}'
+b'...\\n{"format":2,"version":3}\\n{"balance":78}'
 >>> decode(raw)
 ({'format': 2, 'version': 3}, {'balance': 78})
 
-The digest (SHA-256 of the state's bytes) catches a state edited by hand or cut short. It is not a
-signature: whoever may write the snapshot bucket and read the stream can forge a snapshot, so let only the
+The digest (SHA-256 of the two lines after it, in hex) catches a snapshot edited by hand or cut short. It is
+not a signature: whoever may write the snapshot bucket and read the stream can forge a snapshot, so let only the
 accounts that run aggregates write the bucket. Every value is checked for nesting depth before it is parsed,
 so a hostile value (``b"[" * 100000``) cannot make the decoder recurse.
 """
@@ -24,6 +24,7 @@ MAX_NESTING = 100  # arrays/objects inside each other; deeper state is refused w
 _DROP = bytes(b for b in range(256) if b not in b'[]{}"')  # all but brackets and quotes
 _DROP_KEEP_ESCAPES = _DROP.replace(b"\\", b"")
 _SQUARE = bytes.maketrans(b"{}", b"[]")  # one kind of bracket: a pass of replace(b"[]") strips one level
+_DIGEST_HEX = 64
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
@@ -67,21 +68,21 @@ def encode(header: dict[str, Any], state: dict[str, Any]) -> bytes:
         raise TooDeep(f"it nests deeper than {MAX_NESTING} levels") from None
     if not nesting_within(body):
         raise TooDeep(f"it nests deeper than {MAX_NESTING} levels")
-    head = {**header, "digest": hashlib.sha256(body).hexdigest(), "state_bytes": len(body)}
-    return _JSON(head).encode() + b"\n" + body
+    signed = _JSON(header).encode() + b"\n" + body
+    return hashlib.sha256(signed).hexdigest().encode() + b"\n" + signed
 
 
 def decode(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """The header and the state; raises ValueError saying why they cannot be trusted."""
-    head, newline, body = raw.partition(b"\n")
-    if not newline:
-        raise ValueError("no header line: an older format, or not written by eskit")
+    digest, _, signed = raw.partition(b"\n")
+    if len(digest) != _DIGEST_HEX:
+        raise ValueError("no digest line: an older format, or not written by eskit")
+    if hashlib.sha256(signed).hexdigest().encode() != digest:
+        raise ValueError("it does not match its digest (edited or cut short)")
+    head, _, body = signed.partition(b"\n")
     header = _parse(head, "header")
     if header.get("format") != FORMAT:
         raise ValueError(f"format {header.get('format')!r}, expected {FORMAT}")
-    if header.get("state_bytes") != len(body) or header.get("digest") != hashlib.sha256(body).hexdigest():
-        raise ValueError("its state does not match its digest (edited or cut short)")
-    del header["digest"], header["state_bytes"]
     return header, _parse(body, "state")
 
 
