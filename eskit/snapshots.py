@@ -183,7 +183,10 @@ class Snapshots:
         """The usable snapshot of an aggregate, or None (none stored, other schema, stream or history, or
         undecodable: warned). Reads the event at its position to prove it (one more round trip)."""
         snapshot = (await self.find(cls, aggregate_id)).snapshot
-        if snapshot is None or snapshot.proven_by(await self._stored_at(aggregate_id, snapshot.position), ""):
+        if snapshot is None:
+            return None
+        stored = await self._stored_at(aggregate_id, snapshot.position)
+        if snapshot.proven_by(stored, f"{self.store.name}.{aggregate_id}."):
             return snapshot
         await self.ignore(cls, snapshot, stacklevel=3)
         return None
@@ -259,6 +262,7 @@ class Snapshots:
         """Write the aggregate's snapshot unless the bucket already holds one as late; True if written.
 
         ``at`` is the stored message at the aggregate's position, if the caller has it (else it is read).
+        An aggregate with unsaved events has no snapshot yet (ValidationError).
         """
         cls = type(aggregate)
         if aggregate.pending:
