@@ -26,21 +26,27 @@ One handler per event type, declared with :func:`applies`, so the event -> state
 aggregate's last *stored* event (0 for a new aggregate): the two differ, because a stream sequence counts
 every aggregate in the stream. State is snapshotted as JSON: by default every public attribute other than
 ``id``/``version``/``position``; override :meth:`Aggregate.snapshot` and :meth:`Aggregate.restore` for
-anything JSON cannot hold (sets, dataclasses, datetimes).
+anything JSON cannot hold (sets, dataclasses, datetimes). A snapshot or cached state is used only once the
+event it was built up to is found at its position in the stream (see :mod:`eskit._marks`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import inspect
 import json
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from .errors import AggregateError, UndecodableEventError, UnknownEventError
-from .events import Event, RecordedEvent, check_token, parse_time
-from .snapshots import SnapshotWarning
+from ._marks import Mark
+from .errors import AggregateError, UndecodableEventError, UnknownEventError, ValidationError
+from .events import Event, RecordedEvent, check_token
+from .snapshots import SnapshotWarning, ignored
 
 if TYPE_CHECKING:
     from ._wire import StoredMsg
@@ -52,6 +58,8 @@ Handler = Callable[[Any, Any], None]
 F = TypeVar("F", bound=Handler)
 
 _RESERVED = frozenset({"id", "version", "position"})
+_KEY_TOKEN = re.compile(r"[-_A-Za-z0-9]+")
+_MISSING = object()
 
 
 def applies(event_type: str) -> Callable[[F], F]:
@@ -73,7 +81,8 @@ class Aggregate:
 
     Class options: ``on_unknown = "raise"`` (default) or ``"ignore"`` for event types without a handler;
     ``snapshot_schema``: bump it whenever the shape of :meth:`snapshot` changes, so old snapshots are
-    ignored; ``snapshot_name``: the key prefix of its snapshots (default: the class name).
+    ignored; ``snapshot_name``: the key prefix of its snapshots (default: the class's module and qualified
+    name, so two classes named alike do not share snapshots; give two classes one name to share them).
     """
 
     on_unknown: ClassVar[Literal["raise", "ignore"]] = "raise"
@@ -86,6 +95,7 @@ class Aggregate:
         self.version = 0
         self.position = 0
         self._pending: list[Event] = []
+        self._mark: Mark | None = None  # the stored event at `position`, once known
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -100,7 +110,7 @@ class Aggregate:
             own[event_type] = appliers[event_type] = name
         cls._appliers = appliers
         if not cls.__dict__.get("snapshot_name"):
-            cls.snapshot_name = cls.__name__
+            cls.snapshot_name = _qualified_name(cls)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id!r} version={self.version} position={self.position}>"
@@ -125,8 +135,9 @@ class Aggregate:
 
     def mark_saved(self, position: int) -> None:
         """Called by ``save`` once the pending events are stored, the last at ``position``."""
+        last_id = self._pending[-1].id if self._pending else None
         self._pending.clear()
-        self.position = position
+        self.position, self._mark = position, Mark(position, last_id)
 
     # -- rebuilding ----------------------------------------------------------------------------------------
 
@@ -149,9 +160,11 @@ class Aggregate:
             self._dispatch(event.type, event.data, where=f"position {event.position}")
             self.version += 1
             self.position = event.position
+            self._mark = Mark(event.position, event.id)
 
     def apply_stored(self, messages: Iterable[StoredMsg]) -> None:
         """:meth:`apply` for raw stored messages: the load path, without building RecordedEvents."""
+        m = None
         for m in messages:
             try:
                 data = json.loads(m.data) if m.data else None
@@ -163,6 +176,8 @@ class Aggregate:
             self._dispatch(m.subject.rsplit(".", 1)[-1], data, where=f"position {m.seq}")
             self.version += 1
             self.position = m.seq
+        if m is not None:
+            self._mark = Mark.of(m)
 
     def _dispatch(self, event_type: str, data: Any, *, where: str) -> None:
         name = self._appliers.get(event_type)
@@ -188,9 +203,44 @@ class Aggregate:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in _RESERVED}
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        """Set the state from :meth:`snapshot`'s output, on an aggregate fresh from ``cls(id)``."""
+        """Set the state from :meth:`snapshot`'s output, on an aggregate fresh from ``cls(id)``.
+
+        Only plain public attributes are set: a key that names ``id``/``version``/``position``, a private
+        attribute, a method, a property or a class setting is refused (ValidationError), never set.
+        """
         for key, value in state.items():
+            if not _plain_attribute(self, key):
+                raise ValidationError(
+                    f"{type(self).__name__}.restore: state key {key!r} is not a plain public attribute; "
+                    "override restore() to read this state"
+                )
             setattr(self, key, value)
+
+
+_BASE_MEMBERS = frozenset(vars(Aggregate))
+
+
+def _plain_attribute(aggregate: Aggregate, key: object) -> bool:
+    """Whether ``key`` may be set by :meth:`Aggregate.restore`: a public instance attribute, not a method,
+    property, class setting or one of ``id``/``version``/``position``."""
+    if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+        return False
+    if key in _RESERVED or key in _BASE_MEMBERS:
+        return False
+    if key in vars(aggregate):
+        return True
+    member = inspect.getattr_static(type(aggregate), key, _MISSING)
+    return not (callable(member) or hasattr(type(member), "__get__"))
+
+
+def _qualified_name(cls: type) -> str:
+    """The class's module and qualified name as one KV key token (dots become '-'; other characters that a
+    token cannot hold become '_', with a hash of the full name so such names stay apart)."""
+    full = f"{cls.__module__}.{cls.__qualname__}"
+    token = full.replace(".", "-")
+    if _KEY_TOKEN.fullmatch(token):
+        return token
+    return re.sub(r"[^-_A-Za-z0-9]", "_", token) + "-" + hashlib.sha256(full.encode()).hexdigest()[:8]
 
 
 async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Position = None) -> A:
@@ -211,32 +261,72 @@ async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Pos
     lookup = await snapshots.find(cls, aggregate_id) if snapshots is not None else None
     aggregate = _start(cls, aggregate_id, lookup.snapshot if lookup else None, up_to)
     check_token(aggregate_id, "aggregate id")
-    replayed, last = 0, None
-    async for page in store._pages(f"{store.name}.{aggregate_id}.>", aggregate.position, up_to):
-        messages = page.messages if up_to is None else [m for m in page.messages if m.seq <= up_to]
-        aggregate.apply_stored(messages)
-        replayed, last = replayed + len(messages), messages[-1] if messages else last
-    if snapshots is not None and up_to is None and last is not None:
-        timestamp = parse_time(last.headers.get("Nats-Time-Stamp"))
-        await snapshots.maybe_save(aggregate, lookup, replayed, timestamp, time.perf_counter() - started)
+    restored = aggregate.position > 0
+    replayed, last = await _replay(store, aggregate, up_to)
+    if replayed < 0 and snapshots is not None and lookup is not None and lookup.snapshot is not None:
+        await snapshots.ignore(cls, lookup.snapshot)  # the event at its position is another one, or none
+        aggregate, restored = cls(aggregate_id), False
+        replayed, last = await _replay(store, aggregate, up_to)
+    if lookup is not None and lookup.snapshot is not None and not restored and lookup.snapshot.fits(up_to):
+        lookup = ignored(lookup)  # not proven, or restore() refused it: the next write replaces it
+    if snapshots is not None and lookup is not None and up_to is None and last is not None:
+        await snapshots.maybe_save(aggregate, lookup, replayed, last, time.perf_counter() - started)
     if store.cache is not None and up_to is None:
         store.cache.put(aggregate)
     return aggregate
 
 
+async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) -> tuple[int, StoredMsg | None]:
+    """Apply the events after the aggregate's position; return how many, and the last one.
+
+    An aggregate restored from a snapshot or a cache (position > 0) must first prove it: the scan starts AT
+    its position, and the message there must be the event it was built up to (:class:`Mark`), else nothing
+    is applied and the count is -1. The proof rides on the read the load does anyway: no round trip more.
+    """
+    prefix = f"{store.name}.{aggregate.id}."
+    mark = aggregate._mark if aggregate.position > 0 else None
+    if aggregate.position > 0 and mark is None:
+        return -1, None
+    replayed, last = 0, None
+    after = aggregate.position - 1 if mark is not None else 0
+    async with contextlib.aclosing(store._pages(prefix + ">", after, up_to)) as pages:
+        async for page in pages:
+            messages = page.messages if up_to is None else [m for m in page.messages if m.seq <= up_to]
+            if mark is not None:
+                if not messages or not mark.matches(messages[0], prefix):
+                    return -1, None
+                messages, mark = messages[1:], None
+            aggregate.apply_stored(messages)
+            replayed, last = replayed + len(messages), messages[-1] if messages else last
+    return (-1, None) if mark is not None else (replayed, last)
+
+
 async def _from_cache(store: EventStore, cls: type[A], aggregate_id: str) -> A | None:
-    """The cached aggregate, brought up to date: one indexed lookup, plus a read only if it moved on."""
+    """The cached aggregate, brought up to date: one indexed lookup, plus a read only if it moved on.
+
+    The lookup returns the aggregate's last stored event: if it is at the cached position it must be the
+    event the cached state was built up to (else the stream was recreated: start over).
+    """
     assert store.cache is not None
     aggregate = store.cache.get(cls, aggregate_id)
     if aggregate is None:
         return None
-    last = await store.last_position(aggregate_id)
-    if last < aggregate.position:  # the stream was recreated or purged since: start over
+    last = await store._last_stored(aggregate_id)
+    last_position, mark = (last.seq if last is not None else 0), aggregate._mark
+    if last_position == aggregate.position and last is not None:
+        if mark is None or not mark.matches(last, f"{store.name}.{aggregate_id}."):
+            last_position = -1  # the same position, another event: the stream was recreated
+        elif mark.stored_at is None:  # cached by save(): learn the event's store time for the next check
+            aggregate._mark = Mark.of(last)
+            store.cache.put(aggregate)
+    if last_position < aggregate.position:  # the stream was recreated or purged since: start over
         store.cache.discard(cls, aggregate_id)
         return None
-    if last > aggregate.position:
-        async for page in store._pages(f"{store.name}.{aggregate_id}.>", aggregate.position, None):
-            aggregate.apply_stored(page.messages)
+    if last_position > aggregate.position:
+        replayed, _ = await _replay(store, aggregate, None)
+        if replayed < 0:
+            store.cache.discard(cls, aggregate_id)
+            return None
         store.cache.put(aggregate)
     return aggregate
 
@@ -253,6 +343,8 @@ def _start(cls: type[A], aggregate_id: str, snapshot: Snapshot | None, up_to: Po
         return aggregate
     try:
         snapshot.restore_into(aggregate)
+        if aggregate.id != aggregate_id:
+            raise ValidationError(f"it changed the id to {aggregate.id!r}")
     except Exception as exc:  # a restore() hook that cannot read this state: replay instead
         message = f"{cls.__name__} {aggregate_id!r}: restore() failed on the snapshot ({exc!r}); replaying"
         warnings.warn(message, SnapshotWarning, stacklevel=3)

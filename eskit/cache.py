@@ -9,7 +9,9 @@ aggregate's events (JetStream indexes subjects per block, not per message), whil
 position comes from a per-subject index. A cached aggregate whose last position has not moved is current.
 
 Why it is safe: the cache only ever saves work. A state cached at position P is used only if the stream
-says the aggregate's last event is still at P, or after the events after P are applied; and ``save`` checks
+says the aggregate's last event is still at P and is the very event the state was built up to (its id and
+store time: a stream deleted and recreated starts its positions again), or after the events after P are
+applied, read in a scan that starts at P and checks that event the same way; and ``save`` checks
 ``expected_position`` on the server anyway, so even a stale answer (a lagging replica) can only cause a
 :class:`~eskit.errors.ConcurrencyError` and a retry, never a lost update. State is kept as a deep copy of
 :meth:`Aggregate.snapshot` and restored with :meth:`Aggregate.restore`, so callers never share objects.
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from ._marks import Mark
     from .aggregate import Aggregate
 
 A = TypeVar("A", bound="Aggregate")
@@ -33,6 +36,7 @@ class _Entry:
     version: int
     position: int
     state: dict[str, Any]
+    mark: Mark | None  # the stored event at `position`
 
 
 class AggregateCache:
@@ -55,7 +59,7 @@ class AggregateCache:
         self.hits += 1
         aggregate = cls(aggregate_id)
         aggregate.restore(copy.deepcopy(entry.state))
-        aggregate.version, aggregate.position = entry.version, entry.position
+        aggregate.version, aggregate.position, aggregate._mark = entry.version, entry.position, entry.mark
         return aggregate
 
     def put(self, aggregate: Aggregate) -> None:
@@ -63,7 +67,8 @@ class AggregateCache:
         if aggregate.pending:
             return
         key = (type(aggregate), aggregate.id)
-        self._entries[key] = _Entry(aggregate.version, aggregate.position, copy.deepcopy(aggregate.snapshot()))
+        state = copy.deepcopy(aggregate.snapshot())
+        self._entries[key] = _Entry(aggregate.version, aggregate.position, state, aggregate._mark)
         self._entries.move_to_end(key)
         while len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)

@@ -5,11 +5,18 @@
 >>> (await orders.snapshots.check(Order, "123")).ok                                    # doctest: +SKIP
 True
 
-The bucket ``snapshots_<store>`` holds one key per aggregate (``<snapshot_name>.<id>``). A snapshot is written
+The bucket ``snapshots_<store>`` holds one key per aggregate class and id (``<snapshot_name>.<id>``; the
+name defaults to the class's module and qualified name, ``eskit-examples-Account``). A snapshot is written
 after a load that replayed ``every`` events or more, or took longer than ``slower_than`` seconds. Writes are
 revision-checked (``Nats-Expected-Last-Subject-Sequence`` on the key), and a snapshot at a later position is
-never replaced by an earlier one. A snapshot from another ``snapshot_schema``, or one that cannot be decoded,
-is ignored with a :class:`SnapshotWarning` (the load replays everything) and replaced.
+never replaced by an earlier one.
+
+A snapshot proves where it belongs: it records the stream's identity (its creation time, which changes when
+the stream is deleted and recreated), the id and store time of the event at its position, the aggregate's
+class name and id, and a digest of its state (see :mod:`eskit._snapshotformat`). A load reads the event at
+the snapshot's position in the same Direct Get as the events after it, so checking costs no round trip. A
+snapshot from another ``snapshot_schema``, another stream or history, or one that cannot be decoded, is
+ignored with a :class:`SnapshotWarning` (the load replays everything) and replaced.
 """
 
 from __future__ import annotations
@@ -18,15 +25,17 @@ import base64
 import json
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.js.api import KeyValueConfig, StorageType
 
-from ._wire import ApiError, parse_ack
-from .errors import EncodeError, InvalidNameError
+from . import _snapshotformat
+from ._marks import Mark
+from ._wire import ApiError, StoredMsg, parse_ack
+from .errors import EncodeError, EventStoreError, InvalidNameError, ValidationError
 from .events import parse_time
 from .store import CONFLICT, EXPECTED_SEQ, Position
 
@@ -41,7 +50,8 @@ _WRITE_ATTEMPTS = 3
 
 
 class SnapshotWarning(UserWarning):
-    """A snapshot was ignored (other schema, undecodable) or could not be written; loading still works."""
+    """A snapshot was ignored (other schema, stream or history; undecodable) or could not be written; loading
+    still works."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +75,8 @@ class SnapshotPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One stored snapshot: ``state`` as of ``position`` (``version`` events applied)."""
+    """One stored snapshot: ``state`` as of ``position`` (``version`` events applied), taken from the stream
+    created at ``stream``, where the event at ``position`` is ``mark``."""
 
     aggregate_id: str
     schema: int
@@ -74,6 +85,8 @@ class Snapshot:
     timestamp: datetime | None
     state: dict[str, Any]
     revision: int
+    stream: str = ""
+    mark: Mark | None = None
 
     def fits(self, up_to: Position) -> bool:
         """Whether the snapshot is no later than ``up_to`` (a position or a time)."""
@@ -87,6 +100,12 @@ class Snapshot:
     def restore_into(self, aggregate: Aggregate) -> None:
         aggregate.restore(self.state)
         aggregate.version, aggregate.position = self.version, self.position
+        aggregate._mark = self.mark
+
+    def proven_by(self, msg: StoredMsg | None, prefix: str) -> bool:
+        """Whether ``msg`` (the stored message at ``position``, on a subject under ``prefix``) is the event
+        this snapshot was taken at."""
+        return self.mark is not None and self.mark.matches(msg, prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +153,7 @@ class Snapshots:
         self.policy = policy
         self.bucket = bucket_name(store.name)
         self._wire = store.client.wire
+        self.stream_identity = ""  # the stream's creation time, as last seen (see refresh_identity)
 
     @classmethod
     async def open(cls, store: EventStore, policy: SnapshotPolicy) -> Snapshots:
@@ -145,15 +165,35 @@ class Snapshots:
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != 10058:  # exists with another configuration: use it as it is
                 raise
+        await snapshots.refresh_identity()
         return snapshots
+
+    async def refresh_identity(self) -> str:
+        """Ask the server for the stream's identity: its creation time (new when the stream is recreated)."""
+        reply = json.loads((await self._wire.request(f"$JS.API.STREAM.INFO.{self.store.stream}", b"")).data)
+        if "error" in reply:
+            description = reply["error"].get("description", "unavailable")
+            raise EventStoreError(f"stream {self.store.stream}: {description}")
+        self.stream_identity = str(reply.get("created", ""))
+        return self.stream_identity
 
     # -- reading -------------------------------------------------------------------------------------------
 
     async def get(self, cls: type[Aggregate], aggregate_id: str) -> Snapshot | None:
-        """The usable snapshot of an aggregate, or None (none stored, other schema or undecodable: warned)."""
-        return (await self.find(cls, aggregate_id)).snapshot
+        """The usable snapshot of an aggregate, or None (none stored, other schema, stream or history, or
+        undecodable: warned). Reads the event at its position to prove it (one more round trip)."""
+        snapshot = (await self.find(cls, aggregate_id)).snapshot
+        if snapshot is None:
+            return None
+        stored = await self._stored_at(aggregate_id, snapshot.position)
+        if snapshot.proven_by(stored, f"{self.store.name}.{aggregate_id}."):
+            return snapshot
+        await self.ignore(cls, snapshot, stacklevel=3)
+        return None
 
     async def find(self, cls: type[Aggregate], aggregate_id: str) -> Lookup:
+        """The stored snapshot, decoded and checked against this stream's identity; the event at its
+        position is for the caller to check (:meth:`Snapshot.proven_by`)."""
         key = key_for(cls, aggregate_id)
         msg = await self._wire.request(f"$JS.API.DIRECT.GET.KV_{self.bucket}.$KV.{self.bucket}.{key}", b"")
         headers = msg.headers or {}
@@ -163,35 +203,82 @@ class Snapshots:
         if headers.get("KV-Operation") in ("DEL", "PURGE"):
             return Lookup(revision, None)
         snapshot, problem = _decode(msg.data, aggregate_id, revision, cls)
+        taken_from = snapshot.stream if snapshot is not None else self.stream_identity
+        if taken_from != self.stream_identity and taken_from != await self.refresh_identity():
+            snapshot = None  # the stream was deleted and recreated since the snapshot was taken
+            problem = (
+                f"snapshot of {cls.__name__} {aggregate_id!r} was taken from another stream {self.store.stream} "
+                f"(created {taken_from}; this one was created {self.stream_identity})"
+            )
         if problem:
             message = f"{problem}; replaying {cls.__name__} {aggregate_id!r} from the start"
             warnings.warn(message, SnapshotWarning, stacklevel=4)
         return Lookup(revision, snapshot, ignored=bool(problem))
 
+    async def ignore(self, cls: type[Aggregate], snapshot: Snapshot, *, stacklevel: int = 4) -> None:
+        """Warn that ``snapshot`` is not from this stream's history (the event at its position differs), and
+        look at the stream's identity again: it may have been recreated."""
+        warnings.warn(
+            f"snapshot of {cls.__name__} {snapshot.aggregate_id!r} at position {snapshot.position} is not from "
+            f"this stream's history (the event there is another one, or none); replaying {cls.__name__} "
+            f"{snapshot.aggregate_id!r} from the start",
+            SnapshotWarning,
+            stacklevel=stacklevel,
+        )
+        await self.refresh_identity()
+
+    async def _stored_at(self, aggregate_id: str, position: int) -> StoredMsg | None:
+        """The stored message at ``position`` if it is one of the aggregate's events (a Direct Get by sequence,
+        which the server answers from its index: no scan)."""
+        request = f'{{"seq":{position}}}'.encode()
+        msg = await self._wire.request(f"$JS.API.DIRECT.GET.{self.store.stream}", request)
+        headers = msg.headers or {}
+        if "Status" in headers or "Nats-Sequence" not in headers:
+            return None
+        stored = StoredMsg(int(headers["Nats-Sequence"]), headers.get("Nats-Subject", ""), headers, msg.data)
+        return stored if stored.subject.startswith(f"{self.store.name}.{aggregate_id}.") else None
+
     # -- writing -------------------------------------------------------------------------------------------
 
     async def maybe_save(
-        self,
-        aggregate: Aggregate,
-        lookup: Lookup | None,
-        replayed: int,
-        timestamp: datetime | None,
-        seconds: float,
+        self, aggregate: Aggregate, lookup: Lookup | None, replayed: int, last: StoredMsg, seconds: float
     ) -> bool:
-        """After a load that replayed events (the last stored at ``timestamp``), write a snapshot if the
-        policy asks for one, or to replace one that was ignored."""
+        """After a load that replayed events (the last is ``last``), write a snapshot if the policy asks for
+        one, or to replace one that was ignored."""
         ignored = lookup is not None and lookup.ignored
         if replayed <= 0 or not (self.policy.wants(replayed, seconds) or ignored):
             return False
-        return await self.save(aggregate, timestamp=timestamp, revision=lookup.revision if lookup else 0)
+        revision = lookup.revision if lookup else 0
+        return await self.save(aggregate, revision=revision, at=last)
 
     async def save(
-        self, aggregate: Aggregate, *, timestamp: datetime | None = None, revision: int = 0
+        self,
+        aggregate: Aggregate,
+        *,
+        timestamp: datetime | None = None,
+        revision: int = 0,
+        at: StoredMsg | None = None,
     ) -> bool:
-        """Write the aggregate's snapshot unless the bucket already holds one as late; True if written."""
+        """Write the aggregate's snapshot unless the bucket already holds one as late; True if written.
+
+        ``at`` is the stored message at the aggregate's position, if the caller has it (else it is read).
+        An aggregate with unsaved events has no snapshot yet (ValidationError).
+        """
         cls = type(aggregate)
+        if aggregate.pending:
+            raise ValidationError(f"{aggregate!r} has unsaved events: save them, then its snapshot")
+        mark = Mark.of(at) if at is not None else aggregate._mark
+        if mark is None or mark.position != aggregate.position or mark.stored_at is None:
+            stored = await self._stored_at(aggregate.id, aggregate.position)
+            if stored is None:
+                message = f"snapshot of {aggregate!r} not written: the stream holds no event of it at its position"
+                warnings.warn(message, SnapshotWarning, stacklevel=3)
+                return False
+            mark = Mark.of(stored)
         subject = f"$KV.{self.bucket}.{key_for(cls, aggregate.id)}"
-        payload = _encode(aggregate, timestamp)
+        # The identity as last seen: if the stream was recreated since, the mark (an event of the new stream) and
+        # the old identity disagree, and a load elsewhere ignores this snapshot once and writes a right one.
+        payload = _encode(aggregate, timestamp or parse_time(mark.stored_at), self.stream_identity, mark)
         for _ in range(_WRITE_ATTEMPTS):
             reply = parse_ack(await self._wire.request(subject, payload, {EXPECTED_SEQ: str(revision)}))
             if not isinstance(reply, ApiError):
@@ -228,26 +315,38 @@ class Snapshots:
         return SnapshotCheck(not differences, snapshot.position, differences)
 
 
+def ignored(lookup: Lookup) -> Lookup:
+    """The same lookup, its snapshot set aside (it did not prove itself): the next write replaces it."""
+    return replace(lookup, snapshot=None, ignored=True)
+
+
 def _comparable(aggregate: Aggregate) -> dict[str, Any]:
     state = json.loads(json.dumps(aggregate.snapshot()))
     flat = {f"state.{k}": v for k, v in state.items()}
     return {"version": aggregate.version, "position": aggregate.position, **flat}
 
 
-def _encode(aggregate: Aggregate, timestamp: datetime | None) -> bytes:
-    body = {
+def _encode(aggregate: Aggregate, timestamp: datetime | None, stream: str, mark: Mark) -> bytes:
+    header = {
+        "format": _snapshotformat.FORMAT,
+        "name": type(aggregate).snapshot_name,
+        "id": aggregate.id,
         "schema": aggregate.snapshot_schema,
         "version": aggregate.version,
         "position": aggregate.position,
         "timestamp": timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if timestamp else None,
-        "state": aggregate.snapshot(),
+        "stream": stream,
+        "event_id": mark.event_id,
+        "stored_at": mark.stored_at,
     }
+    name = type(aggregate).__name__
     try:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return _snapshotformat.encode(header, aggregate.snapshot())
+    except _snapshotformat.TooDeep as exc:
+        raise EncodeError(f"{name} state cannot be snapshotted: {exc}; override snapshot() to flatten it") from None
     except (TypeError, ValueError) as exc:
         raise EncodeError(
-            f"{type(aggregate).__name__} state is not JSON-serialisable ({exc}); override snapshot() and "
-            "restore() to convert it"
+            f"{name} state is not JSON-serialisable ({exc}); override snapshot() and restore() to convert it"
         ) from None
 
 
@@ -256,25 +355,34 @@ def _decode(
 ) -> tuple[Snapshot | None, str]:
     """The snapshot, or None and why it cannot be used."""
     try:
-        body = json.loads(raw)
-        schema = int(body["schema"])
-        snapshot = Snapshot(
-            aggregate_id,
-            schema,
-            int(body["version"]),
-            int(body["position"]),
-            parse_time(body.get("timestamp")),
-            dict(body["state"]),
-            revision,
-        )
+        header, state = _snapshotformat.decode(raw)
+        schema, version, position = _ints(header, "schema", "version", "position")
+        stream, event_id, stored_at = header.get("stream"), header.get("event_id"), header.get("stored_at")
+        if not (isinstance(stream, str) and isinstance(stored_at, str) and isinstance(event_id, str | None)):
+            raise ValueError("no stream identity or event mark")
+        if header.get("name") != cls.snapshot_name or header.get("id") != aggregate_id:
+            raise ValueError(f"it is {header.get('name')!r} {header.get('id')!r}'s")
+        if not 1 <= version <= position:
+            raise ValueError(f"version {version} at position {position}")
+        mark = Mark(position, event_id, stored_at)
+        timestamp = parse_time(header.get("timestamp"))
+        snapshot = Snapshot(aggregate_id, schema, version, position, timestamp, state, revision, stream, mark)
     except (ValueError, TypeError, KeyError) as exc:
-        return None, f"snapshot of {cls.__name__} {aggregate_id!r} is undecodable ({exc!r})"
+        return None, f"snapshot of {cls.__name__} {aggregate_id!r} is undecodable ({exc})"
     if schema != cls.snapshot_schema:
         return None, (
             f"snapshot of {cls.__name__} {aggregate_id!r} has schema {schema}, "
             f"{cls.__name__} expects {cls.snapshot_schema}"
         )
     return snapshot, ""
+
+
+def _ints(header: dict[str, Any], *names: str) -> list[int]:
+    values = [header.get(name) for name in names]
+    bad = [name for name, value in zip(names, values, strict=True) if type(value) is not int]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} not an integer")
+    return values  # type: ignore[return-value]
 
 
 async def drop_bucket(js: JetStreamContext, store: str) -> bool:

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bulkread import ConsumerRefused, event_batches
-from ._wire import ApiError, Page, parse_ack
+from ._wire import ApiError, Page, StoredMsg, parse_ack
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -339,6 +339,11 @@ class EventStore:
             if "error" in reply:
                 raise EventStoreError(f"stream {self.stream}: {reply['error'].get('description', 'unavailable')}")
             return int(reply["state"]["last_seq"])
+        last = await self._last_stored(aggregate_id)
+        return 0 if last is None else last.seq
+
+    async def _last_stored(self, aggregate_id: str) -> StoredMsg | None:
+        """The aggregate's last stored event (from the server's per-subject index), None if it has none."""
         check_token(aggregate_id, "aggregate id")
         filter_subject = f"{self.name}.{aggregate_id}.>"
         msg = await self._wire.request(
@@ -346,10 +351,10 @@ class EventStore:
         )
         headers = msg.headers or {}
         if headers.get("Status") == "404":
-            return 0
+            return None
         if "Nats-Sequence" not in headers:
             raise EventStoreError(f"last position of {filter_subject} failed: {headers.get('Description', '')}")
-        return int(headers["Nats-Sequence"])
+        return StoredMsg(int(headers["Nats-Sequence"]), headers.get("Nats-Subject", ""), headers, msg.data)
 
 
 def _header_bytes(headers: dict[str, str]) -> int:

@@ -98,3 +98,28 @@ async def test_deleting_a_store_clears_its_caches_so_a_recreated_stream_is_read_
     loaded = await cached.load(Order, "o1")
     await client.delete_store(name)
     assert (loaded.customer, [i["sku"] for i in loaded.items], loaded.version) == ("bob", ["B2"], 2)
+
+
+@pytest.mark.parametrize("items", [1, 3], ids=["same-last-position", "later-last-position"])
+async def test_a_cached_aggregate_of_a_stream_recreated_outside_eskit_is_not_served(
+    cached: eskit.EventStore, client: eskit.Client, items: int
+) -> None:
+    await placed(cached, "o1")  # ada's order, positions 1-2, cached at 2
+    await client.js.delete_stream(cached.stream)  # outside eskit: nobody clears the cache
+    fresh = await client.event_store(cached.name)
+    late = Order("o1")
+    late.create("bob")
+    for k in range(items):
+        late.add_item(f"B{k}", qty=1, price=1.0)
+    await fresh.save(late)  # positions 1..1+items of the new stream
+    loaded = await cached.load(Order, "o1")
+    assert (loaded.customer, [i["sku"] for i in loaded.items], loaded.version) == (
+        "bob", [f"B{k}" for k in range(items)], 1 + items)  # fmt: skip
+
+
+async def test_a_cached_aggregate_is_served_again_after_its_stored_event_was_checked(cached: eskit.EventStore) -> None:
+    await placed(cached, "o1")  # cached by save(): the event's store time is not known yet
+    for _ in range(3):
+        order = await cached.load(Order, "o1")
+    assert cached.cache is not None and (cached.cache.hits, cached.cache.misses) == (3, 0)
+    assert order._mark is not None and order._mark.stored_at is not None  # learnt on the first load
