@@ -157,7 +157,7 @@ class Snapshots:
         key = key_for(cls, aggregate_id)
         msg = await self._wire.request(f"$JS.API.DIRECT.GET.KV_{self.bucket}.$KV.{self.bucket}.{key}", b"")
         headers = msg.headers or {}
-        if headers.get("Status") == "404" or "Nats-Sequence" not in headers:
+        if "Nats-Sequence" not in headers:  # a status reply (404): none stored
             return Lookup(0, None)
         revision = int(headers["Nats-Sequence"])
         if headers.get("KV-Operation") in ("DEL", "PURGE"):
