@@ -9,6 +9,7 @@ read failed, for 503). Every read path is checked, with eskit's fast lane and wi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import pytest
 from conftest import unique
 
 import eskit
-from eskit import _fastlane
+from eskit import _fastlane, dcb_subscription
 from eskit import store as store_module
 from eskit._ahead import PAGE
 from eskit.dcb import Query, QueryItem, TaggedEvent
@@ -150,7 +151,8 @@ async def test_a_stored_status_header_hides_no_event_from_a_dcb_read_or_its_head
 
     async def enrol_hostile(s: str) -> int:  # a copy of s1's enrolment (its tags), other data
         headers = {**(original.headers or {}), **STATUSES[status], "Nats-Msg-Id": uuid.uuid4().hex}
-        ack = await js.publish(original.subject, json.dumps({"s": s}).encode(), headers=headers)
+        data = b"" if status == "100" else json.dumps({"s": s}).encode()  # 100: empty, as a heartbeat is
+        ack = await js.publish(original.subject, data, headers=headers)
         return int(ack.seq)
 
     try:
@@ -160,11 +162,35 @@ async def test_a_stored_status_header_hides_no_event_from_a_dcb_read_or_its_head
         seen = await courses.read(enrolled)
         assert seen.head == positions[-1]
         assert [e.position for e in seen] == sorted(positions)
-        assert [e.data["s"] for e in seen] == ["s1", "s2", "s3", "s5", "s4"]
+        expected = [
+            {"s": s} if s in ("s1", "s2", "s5") or status != "100" else None for s in ("s1", "s2", "s3", "s5", "s4")
+        ]
+        assert [e.data for e in seen] == expected
         last = await courses.last(enrolled)
         assert last is not None and last.position == positions[-1]
+        async with await courses.subscribe(enrolled, after=0) as following:  # nats-py's ordered consumer took
+            followed = [(await asyncio.wait_for(anext(following), 5)).position for _ in positions]  # 100 for a
+        assert followed == sorted(positions)  # heartbeat, dropped it and recreated itself at it, again and again
     finally:
         await hostile_client.delete_store(name)
+
+
+async def test_a_dcb_subscription_goes_on_after_its_consumer_vanished(
+    client: eskit.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dcb_subscription, "HEARTBEAT", 0.2)
+    name = unique("course")
+    courses = await client.dcb_store(name, tag_keys=("course", "student"))
+    enrolled = Query([QueryItem(types=["Enrolled"], tags=["course:c1"])])
+    try:
+        first = await courses.append([TaggedEvent("Enrolled", {"s": "s1"}, ["course:c1", "student:s1"])])
+        async with await courses.subscribe(enrolled, after=0) as following:
+            assert (await asyncio.wait_for(anext(following), 5)).position == first
+            await client.js.delete_consumer(courses.stream, following._consumer)  # as a server restart would
+            second = await courses.append([TaggedEvent("Enrolled", {"s": "s2"}, ["course:c1", "student:s2"])])
+            assert (await asyncio.wait_for(anext(following), 5)).position == second  # heartbeats stopped: reopened
+    finally:
+        await client.delete_store(name)
 
 
 @pytest.mark.parametrize("status", ["404", "503"])  # the statuses a KV read answers with
