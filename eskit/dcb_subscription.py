@@ -129,7 +129,7 @@ class Subscription:
 
     async def _watch(self) -> None:
         """Two heartbeat intervals without a word from the server (it restarted, the consumer is gone): reopen."""
-        while not self._closed:
+        while not self._closed and not self._js._nc.is_closed:
             await asyncio.sleep(2 * HEARTBEAT)
             if not self._active and not self._closed:
                 with contextlib.suppress(nats.errors.Error):
