@@ -70,7 +70,8 @@ class Subscription:
     async def _replace(self) -> None:
         nc = self._js._nc
         self._live = None
-        old_sub, old_consumer = self._sub, self._consumer
+        old_sub, old_consumer, self._sub, self._consumer = self._sub, self._consumer, None, None
+        await self._drop(old_sub, old_consumer)
         inbox = nc.new_inbox()
         self._delivered, self._active = 0, True
 
@@ -85,7 +86,6 @@ class Subscription:
             mem_storage=True, num_replicas=1,
         )  # fmt: skip
         self._consumer = (await self._js.add_consumer(self._stream, config=config)).name
-        await self._drop(old_sub, old_consumer)
 
     async def _drop(self, sub: Any, consumer: str | None) -> None:
         if sub is not None:
