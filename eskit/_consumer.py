@@ -196,7 +196,7 @@ class PullConsumer:
     async def _on_msg(self, msg: Msg) -> None:
         """The same, from nats-py's ordinary delivery (when this nats-py has no fast lane)."""
         headers = dict(msg.headers or {})
-        status = headers.pop("Status", None)
+        status = None if msg.reply else headers.pop("Status", None)  # a delivery's Status is a stored header
         first = f"NATS/1.0 {status} {headers.pop('Description', '')}" if status else "NATS/1.0"
         block = "".join([first, "\r\n", *(f"{k}: {v}\r\n" for k, v in headers.items()), "\r\n"])
         self._on_raw(msg.subject.encode(), (msg.reply or "").encode(), block.encode(), msg.data)

@@ -36,6 +36,7 @@ from .events import (
     SCHEMA_VERSION,
     RecordedEvent,
     parse_time,
+    subject_parts,
 )
 
 _FIELDS = (MSG_ID, SCHEMA_VERSION, OCCURRED_AT, CORRELATION_ID, CAUSATION_ID)
@@ -141,8 +142,7 @@ def split_subjects(
     named: dict[bytes | str, tuple[str, str, str]] = {}
     for raw in dict.fromkeys(subjects):
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        parts = text.split(".", 2)
-        aggregate, event_type = [*parts, "", ""][1:3]
+        aggregate, event_type = subject_parts(text)
         if original_names:
             aggregate, event_type = decode_token(aggregate), decode_token(event_type)
         named[raw] = (text, aggregate, event_type)

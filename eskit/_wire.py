@@ -2,6 +2,10 @@
 
 All replies arrive on one wildcard inbox subscription per connection (``_INBOX.<nuid>.*``), routed by the
 last token to the waiting request: no subscription per request, no consumer, one round trip per page.
+
+A server's status reply (``NATS/1.0 404 No Messages``, ``204 EOB``, ``503``) is told from a message by
+:func:`status_of`: by its status line, and never for a stored message (Direct Get adds ``Nats-Sequence`` to
+those), so a ``Status`` header that someone published into a stream is just a header.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from . import _fastlane
-from ._headers import parse_headers
+from ._headers import parse_block
 from .errors import (
     EskitError,
     EventStoreError,
@@ -32,6 +36,7 @@ from .errors import (
 
 STATUS = "Status"
 DESCRIPTION = "Description"
+SEQUENCE = "Nats-Sequence"  # on every message Direct Get returns, never on a status reply
 DEFAULT_TIMEOUT = 5.0
 MAX_INFLIGHT_BATCHES = 32  # open atomic batches per connection (the server allows 50 per stream)
 STREAM_NOT_FOUND = 10059
@@ -67,15 +72,47 @@ class ApiError:
 
 
 class Reply:
-    """What the Wire's handlers read of a fast-lane message: subject, reply, data, headers (as ``Msg``)."""
+    """What the Wire's handlers read of a fast-lane message: subject, reply, data, headers (as ``Msg``), and
+    apart from the headers the status line's code (None: no status line) and description."""
 
-    __slots__ = ("data", "headers", "reply", "subject")
+    __slots__ = ("data", "description", "headers", "reply", "status", "subject")
 
-    def __init__(self, subject: str, reply: str, data: bytes, headers: Mapping[str, str] | None) -> None:
+    def __init__(
+        self, subject: str, reply: str, data: bytes, headers: Mapping[str, str] | None,
+        status: str | None = None, description: str = "",
+    ) -> None:  # fmt: skip
         self.subject = subject
         self.reply = reply
         self.data = data
         self.headers = headers
+        self.status = status
+        self.description = description
+
+
+def status_of(msg: Msg | Reply) -> str | None:
+    """The status code of a server's status reply (``"404"``); None for a message, stored ones included.
+
+    A fast-lane :class:`Reply` keeps its status line apart from its headers. nats-py merges the two into
+    ``headers["Status"]``, so on its path a stored message (one that carries ``Nats-Sequence``) never counts
+    as a status, whatever headers it was published with.
+
+    >>> status_of(Reply("_INBOX.x.1", "", b"", {"Status": "404", "Nats-Sequence": "7"}))
+    >>> status_of(Reply("_INBOX.x.1", "", b"", {}, "404", "No Messages"))
+    '404'
+    """
+    headers = msg.headers
+    if headers and SEQUENCE in headers:
+        return None
+    if isinstance(msg, Reply):
+        return msg.status
+    return headers.get(STATUS) if headers else None
+
+
+def description_of(msg: Msg | Reply) -> str:
+    """The description of a status reply (``"No Messages"``), for error messages."""
+    if isinstance(msg, Reply):
+        return msg.description
+    return (msg.headers or {}).get(DESCRIPTION, "")
 
 
 class _NoResponders(Exception):
@@ -125,7 +162,8 @@ class Wire:
         name = subject.decode()
         handler = self._handlers.get(name[len(self._prefix) + 1 :])
         if handler is not None:
-            handler(Reply(name, reply.decode(), data, parse_headers(headers)))  # type: ignore[arg-type]
+            fields, status, description = parse_block(headers) if headers else ({}, None, "")
+            handler(Reply(name, reply.decode(), data, fields or None, status, description))  # type: ignore[arg-type]
 
     async def _on_msg(self, msg: Msg) -> None:
         handler = self._handlers.get(msg.subject[len(self._prefix) + 1 :])
@@ -172,7 +210,7 @@ class Wire:
         """One request, one reply message (a status reply raises)."""
 
         def one(msg: Msg, fut: asyncio.Future[Any]) -> None:
-            if (msg.headers or {}).get(STATUS) == "503":
+            if status_of(msg) == "503":
                 fut.set_exception(_NoResponders())
             else:
                 fut.set_result(msg)
@@ -214,7 +252,7 @@ class Wire:
                 nonlocal inflight, received, failed_subject
                 if handlers.pop(token, None) is None:
                     return
-                if (msg.headers or {}).get(STATUS) == "503" and failed_subject is None:
+                if failed_subject is None and status_of(msg) == "503":
                     failed_subject = messages[i][0]
                 results[i] = msg
                 inflight -= 1
@@ -310,10 +348,12 @@ class Wire:
 
         def collect(msg: Msg, fut: asyncio.Future[Any]) -> None:
             headers = msg.headers or {}
-            status = headers.get(STATUS)
-            if status is None:
-                messages.append(StoredMsg(int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data))
-            elif status == "204":  # EOB: end of this batch
+            seq = headers.get(SEQUENCE)
+            if seq is not None:  # a stored message, whatever headers it was published with
+                messages.append(StoredMsg(int(seq), headers["Nats-Subject"], headers, msg.data))
+                return
+            status = status_of(msg)
+            if status == "204":  # EOB: end of this batch
                 fut.set_result(Page(messages, int(headers.get("Nats-Num-Pending", 0)),
                                     int(headers.get("Nats-Last-Sequence", 0))))
             elif status == "404":  # nothing (more) matches
@@ -321,9 +361,8 @@ class Wire:
             elif status == "503":
                 fut.set_exception(_NoResponders())
             else:
-                fut.set_exception(EventStoreError(
-                    f"direct get on {stream} failed: {status} {headers.get(DESCRIPTION, '')}".strip()
-                ))
+                what = f"{status or 'a reply without a status'} {description_of(msg)}".strip()
+                fut.set_exception(EventStoreError(f"direct get on {stream} failed: {what}"))
 
         subject = f"$JS.API.DIRECT.GET.{stream}"
         try:

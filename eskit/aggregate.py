@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ._marks import Mark
 from .errors import AggregateError, UndecodableEventError, UnknownEventError, ValidationError
-from .events import Event, RecordedEvent, check_token
+from .events import Event, RecordedEvent, check_token, subject_parts
 from .snapshots import SnapshotWarning, ignored
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class Aggregate:
                     f"{type(self).__name__} {self.id!r}: the event at position {m.seq} ({m.subject!r}) "
                     f"cannot be decoded (payload is not JSON: {exc}); fix or skip it in an upcaster"
                 ) from None
-            self._dispatch(m.subject.rsplit(".", 1)[-1], data, where=f"position {m.seq}")
+            self._dispatch(subject_parts(m.subject)[1], data, where=f"position {m.seq}")  # as read() has it
             self.version += 1
             self.position = m.seq
         if m is not None:

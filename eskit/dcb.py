@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
-from ._wire import ApiError, parse_ack
+from ._wire import ApiError, description_of, parse_ack, status_of
 from .dcb_query import (
     AppendCondition,
     Layout,
@@ -282,12 +282,10 @@ class DCBStore:
         request = json.dumps({"last_by_subj": f}).encode()
         msg: Msg = await self._wire.request(f"$JS.API.DIRECT.GET.{self.stream}", request)
         headers = dict(msg.headers or {})
-        if headers.get("Status") == "404":
+        if status_of(msg) == "404":  # a status reply; a stored message's own Status header is not one
             return None
         if "Nats-Sequence" not in headers:
-            raise EventStoreError(
-                f"last message on {f} in {self.stream}: {headers.get('Description', 'no answer')}"
-            )
+            raise EventStoreError(f"last message on {f} in {self.stream}: {description_of(msg) or 'no answer'}")
         return int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data
 
     def _remember(self, f: str, position: int) -> None:

@@ -124,6 +124,20 @@ def subject(prefix: str, aggregate_id: str, event_type: str) -> str:
     return f"{prefix}.{aggregate_id}.{event_type}"
 
 
+def subject_parts(subj: str) -> tuple[str, str]:
+    """The aggregate id and event type of a stored subject, ``<store>.<aggregate id>.<event type>``.
+
+    The one reading of a subject for every read path (read, replay, load, frames, projections): tokens
+    after the id belong to the type, so a message someone else published on ``orders.1.evil.created`` is of
+    type ``evil.created`` (a type no eskit append can write, so no handler of ``created`` applies it).
+
+    >>> subject_parts("orders.1.evil.created")
+    ('1', 'evil.created')
+    """
+    tokens = subj.split(".", 2)
+    return (tokens[1] if len(tokens) > 1 else "", tokens[2] if len(tokens) > 2 else "")
+
+
 def encode_data(event: Event) -> bytes:
     try:
         return _JSON_ENCODE(event.data).encode()
@@ -173,9 +187,7 @@ def _metadata(headers: Mapping[str, str]) -> dict[str, str]:
 
 def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> RecordedEvent:
     """Build a :class:`RecordedEvent` from a stored message; never raises on bad data."""
-    tokens = subj.split(".", 2)
-    aggregate_id = tokens[1] if len(tokens) > 1 else ""
-    event_type = tokens[2] if len(tokens) > 2 else ""
+    aggregate_id, event_type = subject_parts(subj)
     data: Any = None
     error: str | None = None
     try:

@@ -34,7 +34,7 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from . import _snapshotformat
 from ._marks import Mark
-from ._wire import ApiError, StoredMsg, parse_ack
+from ._wire import ApiError, StoredMsg, parse_ack, status_of
 from .errors import EncodeError, EventStoreError, InvalidNameError, ValidationError
 from .events import parse_time
 from .store import CONFLICT, EXPECTED_SEQ, Position
@@ -197,7 +197,7 @@ class Snapshots:
         key = key_for(cls, aggregate_id)
         msg = await self._wire.request(f"$JS.API.DIRECT.GET.KV_{self.bucket}.$KV.{self.bucket}.{key}", b"")
         headers = msg.headers or {}
-        if headers.get("Status") == "404" or "Nats-Sequence" not in headers:
+        if "Nats-Sequence" not in headers:  # a status reply (404): none stored
             return Lookup(0, None)
         revision = int(headers["Nats-Sequence"])
         if headers.get("KV-Operation") in ("DEL", "PURGE"):
@@ -233,7 +233,7 @@ class Snapshots:
         request = f'{{"seq":{position}}}'.encode()
         msg = await self._wire.request(f"$JS.API.DIRECT.GET.{self.store.stream}", request)
         headers = msg.headers or {}
-        if "Status" in headers or "Nats-Sequence" not in headers:
+        if status_of(msg) is not None or "Nats-Sequence" not in headers:  # a server status, not a stored event
             return None
         stored = StoredMsg(int(headers["Nats-Sequence"]), headers.get("Nats-Subject", ""), headers, msg.data)
         return stored if stored.subject.startswith(f"{self.store.name}.{aggregate_id}.") else None

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bulkread import ConsumerRefused, event_batches
-from ._wire import ApiError, Page, StoredMsg, parse_ack
+from ._wire import ApiError, Page, StoredMsg, description_of, parse_ack, status_of
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -350,10 +350,10 @@ class EventStore:
             f"$JS.API.DIRECT.GET.{self.stream}", f'{{"last_by_subj":"{filter_subject}"}}'.encode()
         )
         headers = msg.headers or {}
-        if headers.get("Status") == "404":
+        if status_of(msg) == "404":  # a status reply; a stored message's own Status header is not one
             return None
         if "Nats-Sequence" not in headers:
-            raise EventStoreError(f"last position of {filter_subject} failed: {headers.get('Description', '')}")
+            raise EventStoreError(f"last position of {filter_subject} failed: {description_of(msg)}")
         return StoredMsg(int(headers["Nats-Sequence"]), headers.get("Nats-Subject", ""), headers, msg.data)
 
 

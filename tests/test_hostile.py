@@ -171,3 +171,42 @@ def assert_decoded_or_explained(event: eskit.RecordedEvent, payload: bytes) -> N
     assert json.dumps(event.data, sort_keys=True) == json.dumps(expected, sort_keys=True)  # NaN-safe
     assert isinstance(event.timestamp, datetime) and event.timestamp.tzinfo is not None
     assert event.timestamp > datetime(2020, 1, 1, tzinfo=UTC)
+
+
+class Created(eskit.Aggregate):
+    on_unknown = "ignore"
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.customer = ""
+
+    @eskit.applies("created")
+    def _created(self, data: dict[str, Any]) -> None:
+        self.customer = data["customer"]
+
+
+class CreatedRows(eskit.Projection):
+    schema = "CREATE TABLE created (position INTEGER PRIMARY KEY)"
+
+    @eskit.applies("created")
+    def _created(self, db: Any, event: eskit.RecordedEvent) -> None:
+        db.execute("INSERT INTO created VALUES (?)", (event.position,))
+
+
+async def test_a_subject_with_extra_tokens_is_not_loaded_as_the_last_token_s_type(store: eskit.EventStore) -> None:
+    mine = await store.append("1", [Event("created", {"customer": "ada"})])
+    evil = (await store.client.js.publish(f"{store.name}.1.evil.created", b'{"customer": "mallory"}')).seq
+    assert [e.type for e in await store.read("1")] == ["created", "evil.created"]  # one decoder, one answer:
+    assert [e.type async for e in store.replay()] == ["created", "evil.created"]
+    assert (await eskit.to_dataframe(store))["type"].tolist() == ["created", "evil.created"]
+    order = await store.load(Created, "1")  # no handler for evil.created: ignored, as this class asks
+    assert (order.customer, order.version, order.position) == ("ada", 2, evil)
+    strict = type("Strict", (Created,), {"on_unknown": "raise"})
+    with pytest.raises(eskit.UnknownEventError, match=r"'evil\.created'"):
+        await store.load(strict, "1")
+    view = CreatedRows(store)
+    try:
+        assert await view.run_until_caught_up() == 1
+        assert view.db.execute("SELECT position FROM created").fetchall() == [(mine,)]
+    finally:
+        await view.close(delete_consumer=True)
