@@ -78,6 +78,10 @@ class Reply:
         self.headers = headers
 
 
+class TooManySubjectsError(EventStoreError):
+    """A ``multi_last`` Direct Get spans more subjects than the server answers in one reply (1,024)."""
+
+
 class _NoResponders(Exception):
     """A 503 status reply: nobody listens on the subject (diagnosed into a public error by the Wire)."""
 
@@ -305,8 +309,21 @@ class Wire:
         self, stream: str, filter_subject: str, *, start: int, batch: int, timeout: float | None = None
     ) -> Page:
         """Messages on ``filter_subject`` from sequence ``start`` on, at most ``batch`` of them, in one reply."""
-        messages: list[StoredMsg] = []
         request = {"seq": max(start, 1), "next_by_subj": filter_subject, "batch": batch}
+        return await self._direct(stream, request, timeout)
+
+    async def direct_last_per_subject(
+        self, stream: str, filters: Sequence[str], *, start: int, up_to: int, timeout: float | None = None
+    ) -> Page:
+        """The last message of every subject on ``filters`` in [start, up_to], from one replica, in one reply.
+
+        Raises :class:`TooManySubjectsError` if the filters hold more than 1,024 subjects up to ``up_to``.
+        """
+        request = {"multi_last": list(filters), "seq": max(start, 1), "up_to_seq": up_to}
+        return await self._direct(stream, request, timeout)
+
+    async def _direct(self, stream: str, request: dict[str, Any], timeout: float | None) -> Page:
+        messages: list[StoredMsg] = []
 
         def collect(msg: Msg, fut: asyncio.Future[Any]) -> None:
             headers = msg.headers or {}
@@ -320,6 +337,8 @@ class Wire:
                 fut.set_result(Page(messages, 0, 0))
             elif status == "503":
                 fut.set_exception(_NoResponders())
+            elif status == "413":
+                fut.set_exception(TooManySubjectsError(f"direct get on {stream}: more than 1,024 subjects"))
             else:
                 fut.set_exception(EventStoreError(
                     f"direct get on {stream} failed: {status} {headers.get(DESCRIPTION, '')}".strip()
