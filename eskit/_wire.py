@@ -35,6 +35,7 @@ DESCRIPTION = "Description"
 DEFAULT_TIMEOUT = 5.0
 MAX_INFLIGHT_BATCHES = 32  # open atomic batches per connection (the server allows 50 per stream)
 STREAM_NOT_FOUND = 10059
+NO_MESSAGE = 10037
 _VIOLATION = re.compile(r'Permissions Violation for (Publish|Subscription) to "?([^"\s]+)"?', re.IGNORECASE)
 
 
@@ -350,6 +351,21 @@ class Wire:
         except _NoResponders:
             raise await self._no_responders(subject, stream) from None
         return page
+
+    async def leader_last(self, stream: str, filter_subject: str) -> int:
+        """The last sequence on ``filter_subject`` as the stream's leader knows it (0: none).
+
+        ``$JS.API.STREAM.MSG.GET`` is answered by the leader only (Direct Get by any replica), so this is
+        consistent with the leader's append checks; it is the slower API path, kept for rare cases.
+        """
+        request = json.dumps({"last_by_subj": filter_subject}).encode()
+        reply = json.loads((await self.request(f"$JS.API.STREAM.MSG.GET.{stream}", request)).data)
+        error = reply.get("error")
+        if error and error.get("err_code") != NO_MESSAGE:
+            raise StoreUnavailableError(
+                f"the leader of {stream} cannot answer now ({error.get('description')}); retry"
+            )
+        return int(reply.get("message", {}).get("seq", 0))
 
     async def publish_batch(
         self, messages: Sequence[tuple[str, bytes, dict[str, str]]], timeout: float | None = None

@@ -15,7 +15,6 @@ coherent) how far the aggregate goes, and waits until the read has caught up wit
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 
 TRANSIENT = (StoreTimeoutError, StoreUnavailableError)
 PAUSE = 0.05  # seconds between attempts
-NO_MESSAGE = 10037
 
 
 async def append_through_failover(
@@ -95,13 +93,4 @@ def _find(history: list[RecordedEvent], ids: list[str]) -> int | None:
 
 async def _leader_last(store: EventStore, aggregate_id: str) -> int:
     """The aggregate's last position as the stream's leader knows it (0 if it has no events)."""
-    request = json.dumps({"last_by_subj": f"{store.name}.{aggregate_id}.>"}).encode()
-    reply = json.loads(
-        (await store.client.wire.request(f"$JS.API.STREAM.MSG.GET.{store.stream}", request)).data
-    )
-    error = reply.get("error")
-    if error and error.get("err_code") != NO_MESSAGE:
-        raise StoreUnavailableError(
-            f"the leader of {store.stream} cannot say yet: {error.get('description')}; retry"
-        )
-    return int(reply.get("message", {}).get("seq", 0))
+    return await store.client.wire.leader_last(store.stream, f"{store.name}.{aggregate_id}.>")

@@ -2,7 +2,8 @@
 
 Rules (each decided on a ``read(query)`` and appended with ``AppendCondition(query, after=seen.head)``):
 at most ``CAPACITY`` students per course, at most ``PER_STUDENT`` courses per student, no unenrolment of
-someone who is not enrolled, no enrolment twice. Direct Get reads are answered by *any* replica, and a
+someone who is not enrolled, no enrolment twice. A noise writer appends to another course meanwhile (it makes
+followers lag). Direct Get reads are answered by *any* replica, and a
 follower may lag the leader that checks the condition; eskit must never decide on such a view. The whole
 history is replayed afterwards and every rule checked at every position.
 """
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 WRITERS, RUNS, DECISIONS = 16, 3, 100
 COURSES, STUDENTS, CAPACITY, PER_STUDENT = 4, 12, 3, 2
+NOISE_ROUNDS = 5_000  # a bound: the noise stops when the writers are done
 TYPES = ["Enrolled", "Unenrolled"]
 
 
@@ -79,6 +81,20 @@ async def writer(url: str, name: str, seed: int) -> Counter[str]:
     return outcomes
 
 
+async def noise(url: str, name: str, stop: asyncio.Event) -> int:
+    """Other writers' traffic on the same stream (another course), so that followers lag behind."""
+    appended = 0
+    async with await eskit.connect(url) as client:
+        store = await client.dcb_store(name)
+        for _ in range(NOISE_ROUNDS):
+            if stop.is_set():
+                break
+            batch = [TaggedEvent("Noise", {"n": appended + i}, ["course:other"]) for i in range(20)]
+            await asyncio.gather(*(store.append([e]) for e in batch))
+            appended += len(batch)
+    return appended
+
+
 def violations(history: list[SequencedEvent]) -> list[str]:
     """Every rule broken anywhere in the history, replayed in position order."""
     found = []
@@ -107,14 +123,18 @@ async def test_sixteen_writers_on_a_cluster_never_break_a_dcb_invariant_though_r
     async with await eskit.connect(cluster.url) as client:
         store = await client.dcb_store(name, tag_keys=("course", "student"))
         try:
-            started = time.monotonic()
+            started, stop = time.monotonic(), asyncio.Event()
+            noisy = asyncio.create_task(noise(cluster.url, name, stop))
             results = await asyncio.gather(*(writer(cluster.url, name, run * 100 + w) for w in range(WRITERS)))
+            stop.set()
+            await noisy
             total = sum(results, Counter[str]())
             await asyncio.to_thread(cluster.wait_in_sync, store.stream, 30)
-            history = list(await store.read())
+            history = [e for e in await store.read() if e.type != "Noise"]
             print(f"\nrun {run}: {dict(total)} in {time.monotonic() - started:.1f}s, {len(history)} events")
             assert sum(total.values()) == WRITERS * DECISIONS
             assert total["appended"] == len(history) > 0
             assert violations(history) == []
         finally:
             await client.delete_store(name)
+
