@@ -75,12 +75,7 @@ async def stored_position(
     Read-after-write coherent: the read is repeated until it reaches the aggregate's last position on the
     stream's leader.
     """
-    leader_last = await _leader_last(store, aggregate_id)
-    deadline = time.monotonic() + within
-    history = await store.read(aggregate_id, after=after)
-    while (history[-1].position if history else after) < leader_last and time.monotonic() < deadline:
-        await asyncio.sleep(PAUSE)  # this replica lags: read again
-        history = await store.read(aggregate_id, after=after)
+    history = await store.read_reaching(aggregate_id, after=after, within=within)
     return _find(history, [e.id for e in events])
 
 
@@ -89,8 +84,3 @@ def _find(history: list[RecordedEvent], ids: list[str]) -> int | None:
         if recorded.id == ids[0] and [r.id for r in history[i : i + len(ids)]] == ids:
             return history[i + len(ids) - 1].position
     return None
-
-
-async def _leader_last(store: EventStore, aggregate_id: str) -> int:
-    """The aggregate's last position as the stream's leader knows it (0 if it has no events)."""
-    return await store.client.wire.leader_last(store.stream, f"{store.name}.{aggregate_id}.>")

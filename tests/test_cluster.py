@@ -181,4 +181,5 @@ async def test_a_write_to_a_stream_whose_only_replica_is_down_raises_a_retryable
         finally:
             cluster.start_node(holder)
             cluster.wait_healthy()
+            await asyncio.to_thread(cluster.wait_stream_leader, store.stream)
             await client.delete_store(name)
