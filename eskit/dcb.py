@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
-from ._wire import ApiError, TooManySubjectsError, parse_ack
+from ._wire import ApiError, Page, TooManySubjectsError, parse_ack
 from .dcb_query import (
     AppendCondition,
     Layout,
@@ -110,6 +110,7 @@ class DCBStore:
         self._wire = client.wire
         self._pager = EventStore(client, self.name, stream)
         self.retries = 0  # appends re-sent after a check on a (merged) filter moved: internal, not errors
+        self.lagged = 0  # reads that found a follower behind the position they must reach, and read again
         self._known: dict[str, int] = {}  # filter -> a last position seen on it (a guess the server checks)
 
     def __repr__(self) -> str:
@@ -140,14 +141,22 @@ class DCBStore:
         head, subject = (last[0], last[1]) if last else (0, "")
         self._remember(self.layout.everything, head)
         filters = self.layout.filters(query)
-        scans = list(await asyncio.gather(*(self._scan(f, query, _Scan(start), head, limit) for f in filters)))
+        scanning = [self._scan(f, query, _Scan(start), head, limit) for f in filters]
+        proof: Page | None = None
+        if self.replicas > 1 and limit is None and head > start:  # the proof's request goes with the scans
+            scanned, proof = await asyncio.gather(
+                asyncio.gather(*scanning), self._last_per_subject(filters, start, head, subject)
+            )
+            scans = list(scanned)
+        else:
+            scans = list(await asyncio.gather(*scanning))
         events = _merged(scans, limit)
         if limit is not None:
             if not events:
                 return ReadResult([], None)
             head = events[-1].position
             subject = next(s.subjects[head] for s in scans if head in s.subjects)
-        await self._prove(filters, query, scans, head, subject)
+        await self._prove(filters, query, scans, head, subject, proof)
         events = _merged(scans, limit)
         return ReadResult(events, events[-1].position if limit is not None else head)
 
@@ -198,6 +207,7 @@ class DCBStore:
                             return scan
             if scan.covered >= min(reach, up_to) or self.replicas == 1:
                 break
+            self.lagged += 1
             await _pause(self.name, f"position {reach} on {f}", deadline)
             if not lagged:  # once: if the leader no longer has it (deleted, a new stream), aim lower
                 reach, lagged = min(reach, await self._wire.leader_last(self.stream, f)), True
@@ -205,7 +215,9 @@ class DCBStore:
             self._remember(f, last_seen or 0)
         return scan
 
-    async def _prove(self, filters: list[str], query: Query, scans: list[_Scan], head: int, subject: str) -> None:
+    async def _prove(
+        self, filters: list[str], query: Query, scans: list[_Scan], head: int, subject: str, proof: Page | None
+    ) -> None:
         """Make every scan complete up to ``head`` (a position some replica had, on ``subject``).
 
         Direct Get is answered by any replica, and a follower may lag the one that gave ``head``: its scan
@@ -222,13 +234,9 @@ class DCBStore:
             open_ = [i for i, s in enumerate(scans) if s.covered < head]
             if not open_:
                 return
-            wanted = list(dict.fromkeys([filters[i] for i in open_] + [subject]))
-            try:
-                page = await self._wire.direct_last_per_subject(self.stream, wanted, start=start + 1, up_to=head)
-            except TooManySubjectsError:
-                page = None
+            page, proof = proof or await self._last_per_subject([filters[i] for i in open_], start, head, subject), None
             if page is not None and all(m.seq != head for m in page.messages):
-                lagging += 1  # this replica has not applied head yet: ask again, then ask the leader
+                lagging, self.lagged = lagging + 1, self.lagged + 1  # not at head yet: again, then the leader
                 await _pause(self.name, f"position {head}", deadline)
                 if lagging < PROOF_ATTEMPTS:
                     continue
@@ -241,6 +249,15 @@ class DCBStore:
                 if top > scans[i].covered:
                     await self._scan(filters[i], query, scans[i], head, None, reach=top)
                 scans[i].covered = max(scans[i].covered, head)
+
+    async def _last_per_subject(self, filters: list[str], start: int, head: int, subject: str) -> Page | None:
+        """One replica's last message per subject of ``filters`` and ``subject`` in (start, head]; None if
+        that is more than one reply holds (1,024 subjects)."""
+        wanted = list(dict.fromkeys([*filters, subject]))
+        try:
+            return await self._wire.direct_last_per_subject(self.stream, wanted, start=start + 1, up_to=head)
+        except TooManySubjectsError:
+            return None
 
     # -- writing -------------------------------------------------------------------------------------------
 

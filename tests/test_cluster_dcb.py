@@ -25,7 +25,7 @@ from eskit.dcb import AppendCondition, DCBStore, Query, QueryItem, SequencedEven
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
-WRITERS, RUNS, DECISIONS = 16, 3, 100
+WRITERS, RUNS, DECISIONS = 16, 3, 60
 COURSES, STUDENTS, CAPACITY, PER_STUDENT = 4, 12, 3, 2
 NOISE_ROUNDS = 5_000  # a bound: the noise stops when the writers are done
 TYPES = ["Enrolled", "Unenrolled"]
@@ -78,6 +78,7 @@ async def writer(url: str, name: str, seed: int) -> Counter[str]:
         for _ in range(DECISIONS):
             student, course = f"s{rng.randrange(STUDENTS)}", f"c{rng.randrange(COURSES)}"
             outcomes[await decide_once(store, student, course, rng)] += 1
+        outcomes["lagged reads"] = store.lagged
     return outcomes
 
 
@@ -132,9 +133,10 @@ async def test_sixteen_writers_on_a_cluster_never_break_a_dcb_invariant_though_r
             await asyncio.to_thread(cluster.wait_in_sync, store.stream, 30)
             history = [e for e in await store.read() if e.type != "Noise"]
             print(f"\nrun {run}: {dict(total)} in {time.monotonic() - started:.1f}s, {len(history)} events")
-            assert sum(total.values()) == WRITERS * DECISIONS
+            assert sum(total.values()) - total["lagged reads"] == WRITERS * DECISIONS
             assert total["appended"] == len(history) > 0
             assert violations(history) == []
         finally:
             await client.delete_store(name)
+
 
