@@ -140,3 +140,24 @@ async def test_sixteen_writers_on_a_cluster_never_break_a_dcb_invariant_though_r
             await client.delete_store(name)
 
 
+
+async def test_a_condition_check_aimed_at_a_position_that_vanished_asks_the_leader_instead_of_waiting(
+    cluster: EmbeddedCluster,
+) -> None:
+    """A store deleted and created again: positions this DCBStore remembers no longer exist anywhere."""
+    name, query = unique("gone"), Query([QueryItem(TYPES, ["course:c1"])])
+    async with await eskit.connect(cluster.url) as client:
+        store = await client.dcb_store(name, tag_keys=("course", "student"))
+        try:
+            for student in ("s1", "s2", "s3"):
+                await store.append([TaggedEvent("Enrolled", {}, ["course:c1", f"student:{student}"])])
+            assert (await store.read(query)).head == 3  # remembers position 3 on the course's filter
+            await client.delete_store(name)
+            await client.dcb_store(name, tag_keys=("course", "student"))
+            await store.append([TaggedEvent("Enrolled", {}, ["course:c2", "student:s1"])])
+            started = time.monotonic()
+            enrol = TaggedEvent("Enrolled", {}, ["course:c1", "student:s1"])
+            assert await store.append([enrol], AppendCondition(query, after=0)) == 2
+            assert time.monotonic() - started < 2, "waited for the replicas to reach a position that is gone"
+        finally:
+            await client.delete_store(name)
