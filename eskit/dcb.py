@@ -33,6 +33,13 @@ student), two ways, used in turn:
 
 Either way, writers on disjoint boundaries never see an error; under contention they pay round trips.
 Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all).
+
+**On a cluster** (replicas > 1) Direct Get is answered by any replica, and a follower may not have applied
+what the leader has already checked a condition against. Two rules keep decisions consistent with the
+leader: a scan that must cover a position named by the leader or by another replica (a conflict's actual
+position, a remembered last position) reads on until it has seen that message; and ``read`` proves its
+``head`` with one ``multi_last`` Direct Get sent with the scans (a replica that holds message ``head`` names
+each filter's last message per subject; a scan that has not seen it reads on). R1 stores skip both.
 """
 
 from __future__ import annotations
