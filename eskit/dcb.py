@@ -77,7 +77,7 @@ from .errors import (
     EventStoreError,
     StoreUnavailableError,
 )
-from .store import EXPECTED_SEQ, EXPECTED_SUBJECT, EventStore
+from .store import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE, EventStore
 
 if TYPE_CHECKING:
     from .connection import Client
@@ -402,6 +402,8 @@ def _acked(store: str, ack: int | ApiError) -> int:
 def _error(store: str, ack: ApiError) -> EventStoreError:
     if ack.err_code in DUPLICATES:
         return DuplicateEventError(f"{store}: some of these event ids are already stored; create new events")
+    if ack.err_code == SUBJECT_SEQUENCE_UNAVAILABLE:  # a new stream leader is still catching up
+        return StoreUnavailableError(f"append to {store}: {ack.description}; retry")
     return EventStoreError(f"append to {store} failed: {ack.description} (err_code {ack.err_code})")
 
 

@@ -20,6 +20,7 @@ import pytest
 from conftest import unique
 
 import eskit
+from eskit._wire import TooManySubjectsError
 from eskit.cluster import EmbeddedCluster
 from eskit.dcb import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
 
@@ -161,3 +162,29 @@ async def test_a_condition_check_aimed_at_a_position_that_vanished_asks_the_lead
             assert time.monotonic() - started < 2, "waited for the replicas to reach a position that is gone"
         finally:
             await client.delete_store(name)
+
+
+async def test_a_replicated_read_whose_filters_span_more_than_1024_subjects_proves_its_head_through_the_leader(
+    client: eskit.Client,
+) -> None:
+    """One server, but the store treated as replicated: the proof runs, and its fallback gives the same read."""
+    name, query = unique("wide"), Query([QueryItem(TYPES, ["course:c1"])])
+    plain = await client.dcb_store(name, tag_keys=("course", "student"))
+    try:
+        for chunk in range(0, 1100, 100):  # 1,100 students: 1,100 subjects on the course's filter
+            await asyncio.gather(*(
+                plain.append([TaggedEvent("Enrolled", {"n": n}, ["course:c1", f"student:s{n}"])])
+                for n in range(chunk, chunk + 100)
+            ))  # fmt: skip
+        await plain.append([TaggedEvent("Enrolled", {}, ["course:c2", "student:s1"])])
+        with pytest.raises(TooManySubjectsError):  # the server answers multi_last for at most 1,024 subjects
+            await client.wire.direct_last_per_subject(plain.stream, plain.layout.filters(query), start=1, up_to=1101)
+        proven = DCBStore(client, plain.layout, plain.stream, replicas=3)
+        expected, seen = await plain.read(query), await proven.read(query)
+        assert [e.position for e in seen] == [e.position for e in expected] and len(seen) == 1100
+        assert seen.head == expected.head == 1101
+        narrow = Query([QueryItem(TYPES, ["course:c1", "student:s7"])])
+        assert [e.position for e in await proven.read(narrow)] == [e.position for e in await plain.read(narrow)]
+        assert proven.lagged == 0
+    finally:
+        await client.delete_store(name)
