@@ -150,9 +150,10 @@ class DCBStore:
         filters = self.layout.filters(query)
         scanning = [self._scan(f, query, _Scan(start), head, limit) for f in filters]
         proof: Page | None = None
-        if self.replicas > 1 and limit is None and head > start:  # the proof's request goes with the scans
+        unproven = [f for f in filters if not covers(f, subject)]  # a filter holding head sees it, or reads on
+        if self.replicas > 1 and limit is None and head > start and unproven:  # the proof goes with the scans
             scanned, proof = await asyncio.gather(
-                asyncio.gather(*scanning), self._last_per_subject(filters, start, head, subject)
+                asyncio.gather(*scanning), self._last_per_subject(unproven, start, head, subject)
             )
             scans = list(scanned)
         else:
