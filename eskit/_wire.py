@@ -40,6 +40,7 @@ SEQUENCE = "Nats-Sequence"  # on every message Direct Get returns, never on a st
 DEFAULT_TIMEOUT = 5.0
 MAX_INFLIGHT_BATCHES = 32  # open atomic batches per connection (the server allows 50 per stream)
 STREAM_NOT_FOUND = 10059
+NO_MESSAGE = 10037
 _VIOLATION = re.compile(r'Permissions Violation for (Publish|Subscription) to "?([^"\s]+)"?', re.IGNORECASE)
 
 
@@ -113,6 +114,10 @@ def description_of(msg: Msg | Reply) -> str:
     if isinstance(msg, Reply):
         return msg.description
     return (msg.headers or {}).get(DESCRIPTION, "")
+
+
+class TooManySubjectsError(EventStoreError):
+    """A ``multi_last`` Direct Get spans more subjects than the server answers in one reply (1,024)."""
 
 
 class _NoResponders(Exception):
@@ -343,8 +348,21 @@ class Wire:
         self, stream: str, filter_subject: str, *, start: int, batch: int, timeout: float | None = None
     ) -> Page:
         """Messages on ``filter_subject`` from sequence ``start`` on, at most ``batch`` of them, in one reply."""
-        messages: list[StoredMsg] = []
         request = {"seq": max(start, 1), "next_by_subj": filter_subject, "batch": batch}
+        return await self._direct(stream, request, timeout)
+
+    async def direct_last_per_subject(
+        self, stream: str, filters: Sequence[str], *, start: int, up_to: int, timeout: float | None = None
+    ) -> Page:
+        """The last message of every subject on ``filters`` in [start, up_to], from one replica, in one reply.
+
+        Raises :class:`TooManySubjectsError` if the filters hold more than 1,024 subjects up to ``up_to``.
+        """
+        request = {"multi_last": list(filters), "seq": max(start, 1), "up_to_seq": up_to}
+        return await self._direct(stream, request, timeout)
+
+    async def _direct(self, stream: str, request: dict[str, Any], timeout: float | None) -> Page:
+        messages: list[StoredMsg] = []
 
         def collect(msg: Msg, fut: asyncio.Future[Any]) -> None:
             headers = msg.headers or {}
@@ -360,6 +378,8 @@ class Wire:
                 fut.set_result(Page(messages, 0, 0))
             elif status == "503":
                 fut.set_exception(_NoResponders())
+            elif status == "413":
+                fut.set_exception(TooManySubjectsError(f"direct get on {stream}: more than 1,024 subjects"))
             else:
                 what = f"{status or 'a reply without a status'} {description_of(msg)}".strip()
                 fut.set_exception(EventStoreError(f"direct get on {stream} failed: {what}"))
@@ -370,6 +390,21 @@ class Wire:
         except _NoResponders:
             raise await self._no_responders(subject, stream) from None
         return page
+
+    async def leader_last(self, stream: str, filter_subject: str) -> int:
+        """The last sequence on ``filter_subject`` as the stream's leader knows it (0: none).
+
+        ``$JS.API.STREAM.MSG.GET`` is answered by the leader only (Direct Get by any replica), so this is
+        consistent with the leader's append checks; it is the slower API path, kept for rare cases.
+        """
+        request = json.dumps({"last_by_subj": filter_subject}).encode()
+        reply = json.loads((await self.request(f"$JS.API.STREAM.MSG.GET.{stream}", request)).data)
+        error = reply.get("error")
+        if error and error.get("err_code") != NO_MESSAGE:
+            raise StoreUnavailableError(
+                f"the leader of {stream} cannot answer now ({error.get('description')}); retry"
+            )
+        return int(reply.get("message", {}).get("seq", 0))
 
     async def publish_batch(
         self, messages: Sequence[tuple[str, bytes, dict[str, str]]], timeout: float | None = None

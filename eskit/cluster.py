@@ -71,13 +71,34 @@ class EmbeddedCluster:
         return self
 
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
-        """Wait until every running node reports JetStream healthy (meta leader elected, routes up)."""
+        """Wait until every running node reports JetStream healthy and names the same running meta leader.
+
+        Until the meta leader is elected, JetStream API requests (create a stream, STREAM.INFO) go
+        unanswered: a client would see a StoreTimeoutError under load.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(_healthz_ok(n.monitor_url) for n in self.nodes if n.running):
-                return
+            running = [n for n in self.nodes if n.running]
+            if all(_healthz_ok(n.monitor_url) for n in running):
+                leaders = {_meta_leader(n.monitor_url) for n in running}
+                if len(leaders) == 1 and leaders.pop() in {n.name for n in running}:
+                    return
             time.sleep(0.05)
-        raise ServerStartError(f"cluster {self.name} not healthy after {timeout:.0f}s")
+        raise ServerStartError(f"cluster {self.name} has no healthy JetStream meta leader after {timeout:.0f}s")
+
+    def wait_stream_leader(self, stream: str, timeout: float = START_TIMEOUT) -> EmbeddedServer:
+        """Wait until ``stream`` has a leader among the running nodes; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                leader = self.stream_leader(stream)
+                if leader.running:
+                    return leader
+            except (LookupError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stream {stream} has no leader after {timeout:.0f}s")
+            time.sleep(0.05)
 
     def node_named(self, name: str) -> EmbeddedServer:
         for node in self.nodes:
@@ -151,6 +172,17 @@ def _last_seq(monitor_url: str, stream: str) -> int | None:
             if s.get("name") == stream:
                 return int(s["state"]["last_seq"])
     return None
+
+
+def _meta_leader(monitor_url: str) -> str | None:
+    """The JetStream meta leader one node knows of (None: none yet, or the node does not answer)."""
+    try:
+        with urllib.request.urlopen(f"{monitor_url}/jsz", timeout=1) as r:
+            meta = json.load(r).get("meta_cluster") or {}
+    except (OSError, ValueError):
+        return None
+    leader = meta.get("leader")
+    return str(leader) if leader else None
 
 
 def _healthz_ok(monitor_url: str) -> bool:

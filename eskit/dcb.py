@@ -33,6 +33,13 @@ student), two ways, used in turn:
 
 Either way, writers on disjoint boundaries never see an error; under contention they pay round trips.
 Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all).
+
+**On a cluster** (replicas > 1) Direct Get is answered by any replica, and a follower may not have applied
+what the leader has already checked a condition against. Two rules keep decisions consistent with the
+leader: a scan that must cover a position named by the leader or by another replica (a conflict's actual
+position, a remembered last position) reads on until it has seen that message; and ``read`` proves its
+``head`` with one ``multi_last`` Direct Get sent with the scans (a replica that holds message ``head`` names
+each filter's last message per subject; a scan that has not seen it reads on). R1 stores skip both.
 """
 
 from __future__ import annotations
@@ -41,12 +48,14 @@ import asyncio
 import json
 import random
 import re
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
-from ._wire import ApiError, description_of, parse_ack, status_of
+from ._wire import ApiError, Page, TooManySubjectsError, description_of, parse_ack, status_of
 from .dcb_query import (
     AppendCondition,
     Layout,
@@ -66,8 +75,9 @@ from .errors import (
     ContentionError,
     DuplicateEventError,
     EventStoreError,
+    StoreUnavailableError,
 )
-from .store import EXPECTED_SEQ, EXPECTED_SUBJECT, EventStore
+from .store import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE, EventStore
 
 if TYPE_CHECKING:
     from .connection import Client
@@ -91,19 +101,23 @@ MAX_ATTEMPTS = 200
 MAX_CARRIERS = 15
 MERGED_ATTEMPTS = 8
 KNOWN_MAX = 50_000
+LAG_WAIT, LAG_PAUSE = 5.0, 0.002  # how long a read waits for a lagging follower, and between looks
+PROOF_ATTEMPTS = 4
 
 
 class DCBStore:
     """Tagged events in one stream, read by query and appended on a condition."""
 
-    def __init__(self, client: Client, layout: Layout, stream: str) -> None:
+    def __init__(self, client: Client, layout: Layout, stream: str, *, replicas: int = 1) -> None:
         self.client = client
+        self.replicas = replicas  # > 1: Direct Get may be answered by a lagging follower (see _prove)
         self.layout = layout
         self.name = layout.store
         self.stream = stream
         self._wire = client.wire
         self._pager = EventStore(client, self.name, stream)
         self.retries = 0  # appends re-sent after a check on a (merged) filter moved: internal, not errors
+        self.lagged = 0  # reads that found a follower behind the position they must reach, and read again
         self._known: dict[str, int] = {}  # filter -> a last position seen on it (a guess the server checks)
 
     def __repr__(self) -> str:
@@ -120,17 +134,39 @@ class DCBStore:
     ) -> ReadResult:
         """Events matching ``query`` (all if ``None``) after position ``after``, in order, at most ``limit``.
 
+        On a replicated store every event matching up to ``head`` is returned even if a lagging follower
+        answered a scan (see :meth:`_prove`): a decision is never made on a view with a hole in it.
+
         >>> seen = await courses.read(Query([QueryItem(tags=["course:c1"])]))      # doctest: +SKIP
         >>> seen.head                                                               # doctest: +SKIP
         12
         """
         if limit is not None and limit <= 0:
             return ReadResult([], None)
-        head = await self.head()
-        events = await self._select(query, after=after or 0, up_to=head, limit=limit)
+        start, query = after or 0, query or Query()
+        last = await self._direct_last(self.layout.everything)
+        head, subject = (last[0], last[1]) if last else (0, "")
+        self._remember(self.layout.everything, head)
+        filters = self.layout.filters(query)
+        scanning = [self._scan(f, query, _Scan(start), head, limit) for f in filters]
+        proof: Page | None = None
+        unproven = [f for f in filters if not covers(f, subject)]  # a filter holding head sees it, or reads on
+        if self.replicas > 1 and limit is None and head > start and unproven:  # the proof goes with the scans
+            scanned, proof = await asyncio.gather(
+                asyncio.gather(*scanning), self._last_per_subject(unproven, start, head, subject)
+            )
+            scans = list(scanned)
+        else:
+            scans = list(await asyncio.gather(*scanning))
+        events = _merged(scans, limit)
         if limit is not None:
-            return ReadResult(events, events[-1].position if events else None)
-        return ReadResult(events, head)
+            if not events:
+                return ReadResult([], None)
+            head = events[-1].position
+            subject = next(s.subjects[head] for s in scans if head in s.subjects)
+        await self._prove(filters, query, scans, head, subject, proof)
+        events = _merged(scans, limit)
+        return ReadResult(events, events[-1].position if limit is not None else head)
 
     async def last(self, query: Query) -> SequencedEvent | None:
         """The last event matching ``query`` (e.g. the last invoice); one round trip if filters are exact."""
@@ -147,42 +183,89 @@ class DCBStore:
             event = decode(*msg)
             if item.matches(event.type, event.tags):
                 return event
-        found = await self._select(Query([item]), after=0, up_to=msg[0], limit=None)  # a superset filter
-        return found[-1] if found else None
-
-    async def _select(
-        self, query: Query | None, *, after: int, up_to: int, limit: int | None
-    ) -> list[SequencedEvent]:
-        query = query or Query()
-        scans = await asyncio.gather(
-            *(self._scan(f, query, after, up_to, limit) for f in self.layout.filters(query))
-        )
-        merged = sorted(
-            {e.position: e for events in scans for e in events}.values(), key=lambda e: e.position
-        )
-        return merged[:limit] if limit is not None else merged
+        found = await self._scan(f, Query([item]), _Scan(0), msg[0], None, reach=msg[0])  # a superset filter
+        return found.events[-1] if found.events else None
 
     async def _scan(
-        self, f: str, query: Query, after: int, up_to: int, limit: int | None
-    ) -> list[SequencedEvent]:
-        """Matching events on filter ``f`` in (after, up_to]; remembers the last message seen on ``f``."""
-        out: list[SequencedEvent] = []
-        last_seen = None
-        async for page in self._pager._pages(f, after, up_to):
-            for m in page.messages:
-                if m.seq > up_to:
-                    break
-                last_seen = m.seq
-                if self.layout.is_carrier(m.subject):
-                    continue
-                event = decode(m.seq, m.subject, m.headers, m.data)
-                if query.matches(event.type, event.tags):
-                    out.append(event)
-                    if limit is not None and len(out) >= limit:
-                        return out
+        self, f: str, query: Query, scan: _Scan, up_to: int, limit: int | None, *, reach: int = 0
+    ) -> _Scan:
+        """Matching events on filter ``f`` in (scan.covered, up_to], added to ``scan``; remembers the last
+        message seen on ``f``.
+
+        A Direct Get reply holds every message on ``f`` its replica has, so the scan is complete up to the
+        highest sequence it saw (``scan.covered``, counting messages beyond ``up_to``). ``reach``: a position
+        on ``f`` known to exist (the leader named it): on a replicated store, scan on until it is seen.
+        """
+        after, last_seen, lagged = scan.covered, None, False
+        deadline = time.monotonic() + LAG_WAIT
+        while True:
+            async for page in self._pager._pages(f, scan.covered, up_to):
+                for m in page.messages:
+                    scan.covered = max(scan.covered, m.seq)
+                    if m.seq > up_to:
+                        break
+                    last_seen = m.seq
+                    if self.layout.is_carrier(m.subject):
+                        continue
+                    event = decode(m.seq, m.subject, m.headers, m.data)
+                    if query.matches(event.type, event.tags):
+                        scan.events.append(event)
+                        scan.subjects[m.seq] = m.subject
+                        if limit is not None and len(scan.events) >= limit:
+                            return scan
+            if scan.covered >= min(reach, up_to) or self.replicas == 1:
+                break
+            self.lagged += 1
+            await _pause(self.name, f"position {reach} on {f}", deadline)
+            if not lagged:  # once: if the leader no longer has it (deleted, a new stream), aim lower
+                reach, lagged = min(reach, await self._wire.leader_last(self.stream, f)), True
         if last_seen is not None or after == 0:
             self._remember(f, last_seen or 0)
-        return out
+        return scan
+
+    async def _prove(
+        self, filters: list[str], query: Query, scans: list[_Scan], head: int, subject: str, proof: Page | None
+    ) -> None:
+        """Make every scan complete up to ``head`` (a position some replica had, on ``subject``).
+
+        Direct Get is answered by any replica, and a follower may lag the one that gave ``head``: its scan
+        then silently misses events in (covered, head]. NATS ADR-53's ``min_last_seq`` would let the server
+        refuse such a read, but nats-server removed it before 2.12 (2.15 ignores the field). So one
+        ``multi_last`` Direct Get, answered by one replica, proves it: if it holds message ``head`` (it has
+        applied that far), its last message per subject of each filter in (start, head] must already be
+        covered by that filter's scan; else that scan is continued until it is. R1 stores skip this: their
+        only replica is the leader.
+        """
+        start, lagging = min(s.start for s in scans), 0
+        deadline = time.monotonic() + LAG_WAIT
+        while self.replicas > 1:
+            open_ = [i for i, s in enumerate(scans) if s.covered < head]
+            if not open_:
+                return
+            page, proof = proof or await self._last_per_subject([filters[i] for i in open_], start, head, subject), None
+            if page is not None and all(m.seq != head for m in page.messages):
+                lagging, self.lagged = lagging + 1, self.lagged + 1  # not at head yet: again, then the leader
+                await _pause(self.name, f"position {head}", deadline)
+                if lagging < PROOF_ATTEMPTS:
+                    continue
+                page = None
+            for i in open_:
+                if page is None:  # too many subjects for one reply, or lagging: the leader names each last
+                    top = min(await self._wire.leader_last(self.stream, filters[i]), head)
+                else:
+                    top = max((m.seq for m in page.messages if covers(filters[i], m.subject)), default=0)
+                if top > scans[i].covered:
+                    await self._scan(filters[i], query, scans[i], head, None, reach=top)
+                scans[i].covered = max(scans[i].covered, head)
+
+    async def _last_per_subject(self, filters: list[str], start: int, head: int, subject: str) -> Page | None:
+        """One replica's last message per subject of ``filters`` and ``subject`` in (start, head]; None if
+        that is more than one reply holds (1,024 subjects)."""
+        wanted = list(dict.fromkeys([*filters, subject]))
+        try:
+            return await self._wire.direct_last_per_subject(self.stream, wanted, start=start + 1, up_to=head)
+        except TooManySubjectsError:
+            return None
 
     # -- writing -------------------------------------------------------------------------------------------
 
@@ -242,10 +325,10 @@ class DCBStore:
     async def _verify(self, f: str, query: Query, verified: dict[str, int], upto: int) -> None:
         """Messages on ``f`` in (verified, upto] must not match ``query``; raise if one does."""
         if upto > verified[f]:
-            found = await self._scan(f, query, verified[f], upto, 1)
-            if found:
+            found = await self._scan(f, query, _Scan(verified[f]), upto, 1, reach=upto)
+            if found.events:
                 raise AppendConditionError(
-                    self.name, query=str(query), after=verified[f], position=found[0].position
+                    self.name, query=str(query), after=verified[f], position=found.events[0].position
                 )
             verified[f] = upto
 
@@ -318,4 +401,33 @@ def _acked(store: str, ack: int | ApiError) -> int:
 def _error(store: str, ack: ApiError) -> EventStoreError:
     if ack.err_code in DUPLICATES:
         return DuplicateEventError(f"{store}: some of these event ids are already stored; create new events")
+    if ack.err_code == SUBJECT_SEQUENCE_UNAVAILABLE:  # a new stream leader is still catching up
+        return StoreUnavailableError(f"append to {store}: {ack.description}; retry")
     return EventStoreError(f"append to {store} failed: {ack.description} (err_code {ack.err_code})")
+
+
+@dataclass
+class _Scan:
+    """A scan of one filter: matching events, and how far it is complete (every message up to ``covered``)."""
+
+    start: int
+    events: list[SequencedEvent] = field(default_factory=list)
+    subjects: dict[int, str] = field(default_factory=dict)  # position -> subject, of the matching events
+    covered: int = -1
+
+    def __post_init__(self) -> None:
+        self.covered = max(self.covered, self.start)
+
+
+def _merged(scans: list[_Scan], limit: int | None) -> list[SequencedEvent]:
+    merged = sorted({e.position: e for s in scans for e in s.events}.values(), key=lambda e: e.position)
+    return merged[:limit] if limit is not None else merged
+
+
+async def _pause(store: str, what: str, deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise StoreUnavailableError(
+            f"{store}: the replicas answering reads have not reached {what} within {LAG_WAIT:.0f}s "
+            "(a follower is far behind its leader); retry"
+        )
+    await asyncio.sleep(LAG_PAUSE)

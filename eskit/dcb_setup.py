@@ -50,7 +50,8 @@ async def open_dcb_store(
         raise EventStoreError(
             f"cannot set up DCB store {name}: {info['error'].get('description', info['error'])}"
         )
-    return DCBStore(client, Layout(name, keys), stream)
+    replicas = int(info.get("config", {}).get("num_replicas", replicas))
+    return DCBStore(client, Layout(name, keys), stream, replicas=replicas)
 
 
 def _check_keys(keys: Sequence[str]) -> tuple[str, ...]:

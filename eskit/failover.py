@@ -15,7 +15,6 @@ coherent) how far the aggregate goes, and waits until the read has caught up wit
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 
 TRANSIENT = (StoreTimeoutError, StoreUnavailableError)
 PAUSE = 0.05  # seconds between attempts
-NO_MESSAGE = 10037
 
 
 async def append_through_failover(
@@ -77,12 +75,7 @@ async def stored_position(
     Read-after-write coherent: the read is repeated until it reaches the aggregate's last position on the
     stream's leader.
     """
-    leader_last = await _leader_last(store, aggregate_id)
-    deadline = time.monotonic() + within
-    history = await store.read(aggregate_id, after=after)
-    while (history[-1].position if history else after) < leader_last and time.monotonic() < deadline:
-        await asyncio.sleep(PAUSE)  # this replica lags: read again
-        history = await store.read(aggregate_id, after=after)
+    history = await store.read_reaching(aggregate_id, after=after, within=within)
     return _find(history, [e.id for e in events])
 
 
@@ -91,17 +84,3 @@ def _find(history: list[RecordedEvent], ids: list[str]) -> int | None:
         if recorded.id == ids[0] and [r.id for r in history[i : i + len(ids)]] == ids:
             return history[i + len(ids) - 1].position
     return None
-
-
-async def _leader_last(store: EventStore, aggregate_id: str) -> int:
-    """The aggregate's last position as the stream's leader knows it (0 if it has no events)."""
-    request = json.dumps({"last_by_subj": f"{store.name}.{aggregate_id}.>"}).encode()
-    reply = json.loads(
-        (await store.client.wire.request(f"$JS.API.STREAM.MSG.GET.{store.stream}", request)).data
-    )
-    error = reply.get("error")
-    if error and error.get("err_code") != NO_MESSAGE:
-        raise StoreUnavailableError(
-            f"the leader of {store.stream} cannot say yet: {error.get('description')}; retry"
-        )
-    return int(reply.get("message", {}).get("seq", 0))

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,6 +54,8 @@ WRONG_LAST_SEQUENCE, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS = 10071, 10201, 10158
 WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same conflict without the number: clustered streams, batches
 CONFLICT = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CONSTANT)
 SUBJECT_SEQUENCE_UNAVAILABLE = 10163  # clustered: "expected last sequence per subject temporarily unavailable"
+
+LAG_PAUSE = 0.005  # seconds between reads while a follower catches up with what the leader named
 
 Position = int | datetime | None
 
@@ -123,7 +126,9 @@ class EventStore:
     ) -> int:
         """A conflict or duplicate may be our own earlier attempt (a retry): then the append succeeded."""
         if error.err_code in (*CONFLICT, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS):
-            stored = await self._find_stored(aggregate_id, events, after=expected or 0)
+            named = re.search(r"(\d+)\s*$", error.description) if error.err_code == WRONG_LAST_SEQUENCE else None
+            reach = int(named.group(1)) if named else None  # else: the leader is asked (clusters, batches)
+            stored = await self._find_stored(aggregate_id, events, after=expected or 0, reach=reach)
             if stored is not None:
                 return stored
         if error.err_code == SUBJECT_SEQUENCE_UNAVAILABLE:
@@ -141,9 +146,12 @@ class EventStore:
             )
         raise EventStoreError(f"append to {self.name}/{aggregate_id} failed: {error.description}")
 
-    async def _find_stored(self, aggregate_id: str, events: Sequence[Event], *, after: int) -> int | None:
+    async def _find_stored(
+        self, aggregate_id: str, events: Sequence[Event], *, after: int, reach: int | None
+    ) -> int | None:
+        """Where ``events`` are stored (a retry whose first attempt landed), read up to ``reach``."""
         ids = [e.id for e in events]
-        stored = [e for e in await self.read(aggregate_id, after=after) if e.id is not None]
+        stored = [e for e in await self.read_reaching(aggregate_id, after=after, reach=reach) if e.id is not None]
         for i, recorded in enumerate(stored):
             if recorded.id == ids[0]:
                 run = stored[i : i + len(ids)]
@@ -192,7 +200,8 @@ class EventStore:
         ack = parse_ack(reply)
         if isinstance(ack, ApiError):
             return await self._resolve_error(ack, aggregate_id, events, expected)
-        if ack.get("duplicate") and await self._find_stored(aggregate_id, events, after=0) is None:
+        duplicate = ack.get("duplicate")
+        if duplicate and await self._find_stored(aggregate_id, events, after=0, reach=int(ack["seq"])) is None:
             raise DuplicateEventError(
                 f"{self.name}/{aggregate_id}: event id {events[0].id} is already stored on another aggregate; "
                 "create a new Event object for a new fact"
@@ -208,6 +217,25 @@ class EventStore:
         """
         check_token(aggregate_id, "aggregate id")
         return [e async for e in self._scan(f"{self.name}.{aggregate_id}.>", after=after, up_to=up_to)]
+
+    async def read_reaching(
+        self, aggregate_id: str, *, after: int = 0, reach: int | None = None, within: float = 5.0
+    ) -> list[RecordedEvent]:
+        """:meth:`read`, repeated until it reaches position ``reach`` (``None``: the leader's last position).
+
+        Direct Get is answered by any replica and a follower may lag the leader; a read that judges what the
+        leader did (is my retried append already stored?) must see at least what the leader named. Gives up
+        after ``within`` seconds and returns what it read (then the caller sees a conflict, never a false
+        success).
+        """
+        if reach is None:
+            reach = await self._wire.leader_last(self.stream, f"{self.name}.{aggregate_id}.>")
+        history = await self.read(aggregate_id, after=after)
+        deadline = time.monotonic() + within
+        while (history[-1].position if history else after) < reach and time.monotonic() < deadline:
+            await asyncio.sleep(LAG_PAUSE)  # this replica lags: read the rest again
+            history += await self.read(aggregate_id, after=history[-1].position if history else after)
+        return history
 
     async def replay(
         self, *, after: int = 0, up_to: Position = None, subjects: Sequence[str] | None = None

@@ -50,7 +50,7 @@ async def write_aggregate(store: eskit.EventStore, aggregate: str, log: Log) -> 
 async def kill_and_restart_the_leader(cluster: EmbeddedCluster, stream: str, log: Log) -> tuple[float, float]:
     """SIGKILL the stream leader after KILL_AT acks, restart it once writes went on; return both times."""
     await wait_for_acks(log, KILL_AT)
-    leader = await asyncio.to_thread(cluster.stream_leader, stream)
+    leader = await asyncio.to_thread(cluster.wait_stream_leader, stream)
     await asyncio.to_thread(cluster.kill, leader)
     killed = time.monotonic()
     await wait_for_acks(log, len(log.acks) + RESTART_AFTER)
@@ -60,7 +60,8 @@ async def kill_and_restart_the_leader(cluster: EmbeddedCluster, stream: str, log
 
 async def wait_for_acks(log: Log, count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while len(log.acks) < min(count, TOTAL) and time.monotonic() < deadline:
+    while len(log.acks) < min(count, TOTAL):
+        assert time.monotonic() < deadline, f"only {len(log.acks)} of {count} acks after {timeout:.0f}s"
         await asyncio.sleep(0.01)
 
 
@@ -71,6 +72,7 @@ async def test_killing_the_stream_leader_mid_write_loses_and_duplicates_nothing(
             name = unique("fault")
             store = await client.event_store(name)
             assert client.default_replicas == 3
+            await asyncio.to_thread(cluster.wait_stream_leader, store.stream)
             chaos = asyncio.create_task(kill_and_restart_the_leader(cluster, store.stream, log))
             await asyncio.wait_for(
                 asyncio.gather(*(write_aggregate(store, f"a{i}", log) for i in range(AGGREGATES))), 120
