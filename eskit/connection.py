@@ -4,11 +4,13 @@
 ...     orders = await client.event_store("orders")
 
 Failures are one readable line (:class:`~eskit.errors.ConnectError`): the URL tried and how to start a
-server; nats-py's reconnect noise is kept out of sight.
+server; nats-py's reconnect noise is kept out of sight. Credentials never show: ``client.url``, ``repr(client)``
+and every error name ``nats://writer:***@host`` (see :mod:`eskit._redact`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -21,7 +23,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
-from . import _fastlane, _headers
+from . import _closing, _fastlane, _headers
+from ._redact import redact
 from ._wire import Wire
 from .cache import AggregateCache
 from .dcb import DCBStore
@@ -33,6 +36,7 @@ from .store import EventStore
 from .streams import STREAM_NOT_FOUND, ensure_stream, stream_name
 
 HOW_TO_START = "start one with `python -m eskit server` or `docker compose up -d`, or unset NATS_URL"
+CLOSE_TIMEOUT = 2.0  # seconds close() waits for a drain (a stalled server answers nothing): then it just closes
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +57,7 @@ class Client:
         self.nc = nc
         _headers.install(nc)  # events carry headers: nats-py's pure-Python parser is the bottleneck
         self.js: JetStreamContext = nc.jetstream()
-        self.url = url
+        self.url = redact(url)  # what it is connected to, for messages: credentials masked
         self.server = server
         self.wire = Wire(nc)
         self._caches: dict[str, list[AggregateCache]] = {}  # per store name: cleared when the store is deleted
@@ -130,14 +134,16 @@ class Client:
         )
 
     async def close(self) -> None:
-        """Drain the connection and stop the embedded server, if this client started one."""
+        """Drain the connection and stop the embedded server, if this client started one.
+
+        Always closes, within a few seconds, and never raises: a server that does not answer (stalled, gone)
+        gets no drain, just a closed socket (``CLOSE_TIMEOUT``).
+        """
         try:
             if self.nc.is_connected:
                 with contextlib.suppress(Exception):
-                    await self.wire.close()
-                await self.nc.drain()
-            elif not self.nc.is_closed:  # server gone: stop reconnecting, don't wait for a drain
-                await self.nc.close()
+                    await asyncio.wait_for(self.wire.close(), CLOSE_TIMEOUT)
+            await _closing.close(self.nc, timeout=CLOSE_TIMEOUT)
         finally:
             if self.server is not None:
                 self.server.stop()
@@ -209,15 +215,15 @@ async def connect(
     except Exception as exc:
         if server is not None:
             server.stop()
-        raise _connect_error(url, exc, seen) from None
+        raise _connect_error(url, exc, seen, secrets=(password, token, nkeys_seed, creds)) from None
     nc.options["max_reconnect_attempts"] = -1
     client = Client(nc, url, server)
     errors_to.append(client)
     return client
 
 
-def _connect_error(url: str, exc: Exception, seen: list[Exception]) -> ConnectError:
-    text = str(exc) or type(exc).__name__
+def _connect_error(url: str, exc: Exception, seen: list[Exception], *, secrets: Sequence[str | None]) -> ConnectError:
+    url, text = redact(url, *secrets), redact(str(exc) or type(exc).__name__, *secrets)
     if any("authorization violation" in str(e).lower() for e in [exc, *seen]):
         text = "Authorization Violation"
         return AuthenticationError(
