@@ -33,7 +33,7 @@ from .errors import AuthenticationError, ConnectError, EventStoreError
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
-from .streams import STREAM_NOT_FOUND, ensure_stream, stream_name
+from .streams import STREAM_NOT_FOUND, ensure_stream, owned_stream
 
 HOW_TO_START = "start one with `python -m eskit server` or `docker compose up -d`, or unset NATS_URL"
 CLOSE_TIMEOUT = 2.0  # seconds close() waits for a drain (a stalled server answers nothing): then it just closes
@@ -74,21 +74,24 @@ class Client:
         self,
         name: str,
         *,
-        duplicate_window: float = 120.0,
+        duplicate_window: float | None = None,
         replicas: int | None = None,
         snapshots: SnapshotPolicy | None = None,
         cache: AggregateCache | None = None,
+        reconfigure: bool = False,
     ) -> EventStore:
-        """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or updated.
+        """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or opened.
 
         ``snapshots=SnapshotPolicy(every=100)`` keeps aggregate snapshots in the KV bucket ``snapshots_<name>``;
         ``cache=AggregateCache()`` keeps loaded aggregates in memory (see :mod:`eskit.cache`).
-        ``replicas`` defaults to :attr:`default_replicas` (3 on a cluster, 1 on a single server).
+        A new store gets ``duplicate_window`` (default 120 s) and ``replicas`` (default :attr:`default_replicas`:
+        3 on a cluster, 1 on a single server); an existing one keeps its own, and asking for others is an error
+        unless ``reconfigure=True`` (which changes them for everyone using the store).
 
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
         """
-        replicas = self.default_replicas if replicas is None else replicas
-        stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas)
+        stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas,
+                                     default_replicas=self.default_replicas, reconfigure=reconfigure)  # fmt: skip
         store = EventStore(self, name, stream)
         if snapshots is not None:
             store.snapshots = await Snapshots.open(store, snapshots)
@@ -98,18 +101,26 @@ class Client:
         return store
 
     async def dcb_store(
-        self, name: str, *, tag_keys: Sequence[str] | None = None, replicas: int | None = None
+        self,
+        name: str,
+        *,
+        tag_keys: Sequence[str] | None = None,
+        replicas: int | None = None,
+        reconfigure: bool = False,
     ) -> DCBStore:
         """The DCB store ``name`` (events with a type and tags, read by query, appended on a condition).
 
+        ``replicas`` and ``reconfigure`` as for :meth:`event_store`.
+
         >>> courses = await client.dcb_store("courses", tag_keys=["course", "student"])   # doctest: +SKIP
         """
-        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas)
+        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas, reconfigure=reconfigure)
 
     async def delete_store(self, name: str) -> bool:
         """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist."""
         # The stream first, through the wire: an account that may not delete fails fast (PermissionDeniedError)
-        reply = json.loads((await self.wire.request(f"$JS.API.STREAM.DELETE.{stream_name(name)}", b"")).data)
+        stream = await owned_stream(self.wire, name)  # never another store's or a stream made outside eskit
+        reply = json.loads((await self.wire.request(f"$JS.API.STREAM.DELETE.{stream}", b"")).data)
         await drop_bucket(self.js, name)  # its snapshots, if any
         for cache in self._caches.get(name, []):
             cache.clear()

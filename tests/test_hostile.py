@@ -8,12 +8,15 @@ checks what it reads against what it just wrote (500 examples each, no deadline:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from conftest import unique
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -171,3 +174,92 @@ def assert_decoded_or_explained(event: eskit.RecordedEvent, payload: bytes) -> N
     assert json.dumps(event.data, sort_keys=True) == json.dumps(expected, sort_keys=True)  # NaN-safe
     assert isinstance(event.timestamp, datetime) and event.timestamp.tzinfo is not None
     assert event.timestamp > datetime(2020, 1, 1, tzinfo=UTC)
+
+
+# -- store names and the streams behind them (issue 11, item 6) -------------------------------------------------
+
+FOLDING = [("straße", "strasse"), ("ﬀ", "ff"), ("ıd", "id"), ("σx", "ςx")]  # noqa: RUF001 (STRASSE, FF, ID, ΣX)
+
+
+@pytest.mark.parametrize(("first", "second"), FOLDING)
+async def test_store_names_that_fold_onto_one_stream_never_rewrite_or_delete_each_others_events(
+    client: eskit.Client, first: str, second: str
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    opened: dict[str, eskit.EventStore] = {}
+    try:
+        for name in (first + suffix, second + suffix):
+            try:
+                opened[name] = await client.event_store(name)
+            except eskit.InvalidNameError as exc:
+                assert not name.isascii() and "\n" not in str(exc) and "ASCII" in str(exc)
+                with pytest.raises(eskit.InvalidNameError):
+                    await client.delete_store(name)
+                continue
+            await opened[name].append("1", [Event("created")])
+        assert [n for n in opened if n.isascii()] == [n for n in (first + suffix, second + suffix) if n.isascii()]
+        for store in opened.values():
+            await store.append("1", [Event("again")])  # the other name's open took its subjects: StreamNotFound
+            assert [e.type for e in await store.read("1")] == ["created", "again"]
+    finally:
+        for name in {first + suffix, second + suffix}:
+            with contextlib.suppress(Exception):
+                await client.js.delete_stream(name.upper())
+
+
+async def test_a_stream_made_outside_eskit_with_other_subjects_is_neither_rewritten_nor_deleted(
+    client: eskit.Client,
+) -> None:
+    name, elsewhere = unique("foreign"), unique("elsewhere")
+    await client.js.add_stream(name=name.upper(), subjects=[f"{elsewhere}.>"])
+    try:
+        await client.js.publish(f"{elsewhere}.1", b"theirs")
+        with pytest.raises(eskit.EventStoreError) as opening:
+            await client.event_store(name)
+        with pytest.raises(eskit.EventStoreError) as deleting:
+            await client.delete_store(name)
+        with pytest.raises(eskit.EventStoreError):
+            await client.dcb_store(name)
+        for message in (str(opening.value), str(deleting.value)):
+            assert f"{elsewhere}.>" in message and f"{name}.>" in message and "\n" not in message
+        info = await client.js.stream_info(name.upper())
+        assert (info.config.subjects, info.state.messages) == ([f"{elsewhere}.>"], 1)
+    finally:
+        await client.js.delete_stream(name.upper())
+
+
+async def test_opening_a_store_with_another_duplicate_window_says_what_differs_and_changes_nothing(
+    client: eskit.Client,
+) -> None:
+    name = unique("window")
+    try:
+        await client.event_store(name, duplicate_window=60)
+        await client.event_store(name)  # no setting asked for: the store's own
+        with pytest.raises(eskit.EventStoreError) as info:
+            await client.event_store(name, duplicate_window=30)
+        assert "duplicate_window=60" in str(info.value) and "30" in str(info.value)
+        assert (await client.js.stream_info(name.upper())).config.duplicate_window == 60
+        await client.event_store(name, duplicate_window=30, reconfigure=True)
+        assert (await client.js.stream_info(name.upper())).config.duplicate_window == 30
+    finally:
+        await client.delete_store(name)
+
+
+async def test_an_event_store_and_a_dcb_store_of_one_name_refuse_to_open_each_others_stream(
+    client: eskit.Client,
+) -> None:
+    dcb_name, plain_name = unique("courses"), unique("orders")
+    try:
+        await client.dcb_store(dcb_name, tag_keys=["course"])
+        with pytest.raises(eskit.EventStoreError, match="dcb_store"):
+            await client.event_store(dcb_name)
+        plain = await client.event_store(plain_name)
+        await plain.append("1", [Event("created")])
+        with pytest.raises(eskit.EventStoreError, match="event_store"):
+            await client.dcb_store(plain_name)
+        kept = (await client.js.stream_info(dcb_name.upper())).config.metadata or {}
+        assert kept.get("eskit_dcb_tag_keys") == "course"
+        assert "eskit_dcb_tag_keys" not in ((await client.js.stream_info(plain_name.upper())).config.metadata or {})
+    finally:
+        await client.delete_store(dcb_name)
+        await client.delete_store(plain_name)
