@@ -9,10 +9,14 @@ checks what it reads against what it just wrote (500 examples each, no deadline:
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import math
 import uuid
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -22,6 +26,7 @@ from hypothesis import strategies as st
 
 import eskit
 from eskit import EncodeError, Event, InvalidNameError
+from eskit.dcb import AppendCondition, DCBStore, Query, TaggedEvent
 from eskit.events import check_token
 
 REUSED_STORE = [HealthCheck.function_scoped_fixture]  # on purpose: one store for all examples of a test
@@ -75,7 +80,7 @@ unserialisable = st.one_of(
     st.sets(st.integers(), min_size=1, max_size=3),
     st.binary(min_size=1, max_size=8),
     st.sampled_from([math.nan, math.inf, -math.inf]),
-    st.datetimes(),
+    st.timedeltas(),
     st.builds(object),
     st.dictionaries(st.tuples(st.integers()), st.integers(), min_size=1, max_size=2),
 )
@@ -263,3 +268,173 @@ async def test_an_event_store_and_a_dcb_store_of_one_name_refuse_to_open_each_ot
     finally:
         await client.delete_store(dcb_name)
         await client.delete_store(plain_name)
+
+
+# -- input the envelope and the codec refuse, in one line, before anything is sent (issue 11, item 7) -------------
+
+
+@pytest.fixture
+async def courses(client: eskit.Client) -> AsyncIterator[DCBStore]:
+    name = unique("courses")
+    yield await client.dcb_store(name, tag_keys=["course"])
+    await client.delete_store(name)
+
+
+def nested(depth: int) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    inner = data
+    for _ in range(depth):
+        inner["a"] = {}
+        inner = inner["a"]
+    return data
+
+
+async def refused(store: eskit.EventStore | DCBStore, append: Awaitable[object]) -> eskit.ValidationError:
+    """``append`` raises one line of ValidationError and nothing is stored."""
+    before = await store.last_position() if isinstance(store, eskit.EventStore) else await store.head()
+    with pytest.raises(eskit.ValidationError) as info:
+        await append
+    after = await store.last_position() if isinstance(store, eskit.EventStore) else await store.head()
+    assert "\n" not in str(info.value) and after == before, "a refused append stored something"
+    return info.value
+
+
+async def test_data_nested_100000_deep_is_an_encode_error_not_a_recursion_error_in_both_stores(
+    store: eskit.EventStore, courses: DCBStore
+) -> None:
+    deep = nested(100_000)
+    error = await refused(store, store.append("1", [Event("deep", deep)]))
+    assert isinstance(error, EncodeError) and "nested" in str(error)
+    error = await refused(courses, courses.append([TaggedEvent("Deep", deep, ["course:c1"])]))
+    assert isinstance(error, EncodeError) and "nested" in str(error)
+
+
+BAD_EVENTS = {
+    "int id": Event("x", id=5),  # type: ignore[arg-type]
+    "empty id": Event("x", id=""),
+    "blank id": Event("x", id="   "),
+    "id with surrounding spaces": Event("x", id=" e-1 "),
+    "id with a line break": Event("x", id="e\r\n1"),
+    "int correlation id": Event("x", correlation_id=7),  # type: ignore[arg-type]
+    "bytes causation id": Event("x", causation_id=b"c"),  # type: ignore[arg-type]
+    "int metadata key": Event("x", metadata={1: "a"}),  # type: ignore[dict-item]
+    "str occurred_at": Event("x", occurred_at="2024-05-06T07:08:09Z"),  # type: ignore[arg-type]
+    "str schema_version": Event("x", schema_version="2"),  # type: ignore[arg-type]
+    "colliding keys": Event("x", {1: "a", "1": "b"}),
+    "none key": Event("x", {"lines": [{None: 1}]}),
+}
+
+
+@pytest.mark.parametrize("event", BAD_EVENTS.values(), ids=BAD_EVENTS.keys())
+async def test_an_envelope_or_data_that_headers_or_json_would_change_is_refused_by_append_and_append_many(
+    store: eskit.EventStore, event: Event
+) -> None:
+    for expected in (None, 0):
+        await refused(store, store.append("1", [event], expected_position=expected))
+        await refused(store, store.append_many([("1", [Event("ok"), event], expected)]))
+        await refused(store, store.append_many([("2", [Event("ok")], None), ("1", [event], expected)]))
+
+
+async def test_an_id_with_surrounding_spaces_is_one_rule_for_append_and_append_many(store: eskit.EventStore) -> None:
+    error = await refused(store, store.append("1", [Event("x", id=" e-1 ")]))
+    assert "whitespace" in str(error)
+    assert str(await refused(store, store.append_many([("1", [Event("x", id=" e-1 ")], None)]))) == str(error)
+
+
+NOT_EVENT_LISTS = {
+    "dict": {"created": Event("created")},
+    "generator": (Event("created") for _ in range(2)),
+    "str": "created",
+    "list of dicts": [{"type": "created"}],
+    "none": None,
+}
+
+
+@pytest.mark.parametrize("events", NOT_EVENT_LISTS.values(), ids=NOT_EVENT_LISTS.keys())
+async def test_events_that_are_not_a_list_of_events_are_refused_in_both_stores(
+    store: eskit.EventStore, courses: DCBStore, events: object
+) -> None:
+    await refused(store, store.append("1", events))  # type: ignore[arg-type]
+    await refused(store, store.append_many([("1", events, None)]))  # type: ignore[list-item]
+    await refused(courses, courses.append(events))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("position", ["abc", 2**64, 2**63, -1, 1.5, True], ids=repr)
+async def test_an_expected_position_that_is_no_stream_position_is_refused_on_new_and_existing_aggregates(
+    store: eskit.EventStore, position: object
+) -> None:
+    await refused(store, store.append("new", [Event("created")], expected_position=position))  # type: ignore[arg-type]
+    await store.append("old", [Event("created")])
+    error = await refused(store, store.append("old", [Event("x")], expected_position=position))  # type: ignore[arg-type]
+    assert "expected_position" in str(error) and str(2**63 - 1) in str(error)
+    with pytest.raises(eskit.ValidationError):
+        AppendCondition(Query(), after=position)  # type: ignore[arg-type]
+
+
+# -- data that JSON cannot hold as it is: a documented rule, or a line that says what to pass (issue 15, item 5) --
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Size(enum.IntEnum):
+    LARGE = 3
+
+
+@dataclass
+class Line:
+    sku: str
+    due: date
+
+
+RICH = {
+    "at": datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+    "day": date(2024, 5, 6),
+    "clock": time(7, 8, 9),
+    "price": Decimal("12.50"),
+    "order": uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427"),
+    "colour": Colour.RED,
+    "size": Size.LARGE,
+    "line": Line("A1", date(2024, 5, 7)),
+    "pair": (1, 2),
+}
+STORED = {
+    "at": "2024-05-06T07:08:09.123456+00:00",
+    "day": "2024-05-06",
+    "clock": "07:08:09",
+    "price": "12.50",
+    "order": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+    "colour": "red",
+    "size": 3,
+    "line": {"sku": "A1", "due": "2024-05-07"},
+    "pair": [1, 2],
+}
+
+
+async def test_dates_decimals_uuids_enums_and_dataclasses_are_stored_by_the_documented_rule_in_both_stores(
+    store: eskit.EventStore, courses: DCBStore
+) -> None:
+    await store.append("1", [Event("rich", RICH)])
+    assert [e.data for e in await store.read("1")] == [STORED]
+    await courses.append([TaggedEvent("Rich", RICH, ["course:c1"])])
+    assert [e.data for e in await courses.read()] == [STORED]
+    assert Decimal(STORED["price"]) == RICH["price"] and datetime.fromisoformat(STORED["at"]) == RICH["at"]
+
+
+UNCONVERTED = {
+    "set": ({1, 2}, "list"),
+    "bytes": (b"\x00", "base64"),
+    "timedelta": (timedelta(seconds=3), "total_seconds"),
+}
+
+
+@pytest.mark.parametrize(("value", "advice"), UNCONVERTED.values(), ids=UNCONVERTED.keys())
+async def test_data_without_a_json_rule_is_refused_with_a_line_that_says_what_to_pass(
+    store: eskit.EventStore, courses: DCBStore, value: object, advice: str
+) -> None:
+    for error in (
+        await refused(store, store.append("1", [Event("x", {"v": [value]})])),
+        await refused(courses, courses.append([TaggedEvent("X", {"v": value}, ["course:c1"])])),
+    ):
+        assert isinstance(error, EncodeError) and advice in str(error) and type(value).__name__ in str(error)
