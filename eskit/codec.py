@@ -87,6 +87,12 @@ _ENCODE = json.JSONEncoder(
 
 def check(value: Any, event_type: str) -> None:
     """Raise :class:`EncodeError` unless ``value`` encodes by the rules above (walks it once, no recursion)."""
+    if type(value) is dict:  # the common case first: a flat dict of str keys and plain values
+        for key, item in value.items():
+            if type(key) is not str or type(item) not in _LEAVES:
+                break
+        else:
+            return
     stack = [(value, 1)]
     pop, push = stack.pop, stack.append
     while stack:

@@ -138,10 +138,8 @@ def encode_data(event: Event) -> bytes:
 
 
 def encode_headers(event: Event) -> dict[str, str]:
-    """The envelope as NATS headers, each value checked (see the module docstring)."""
-    event_id, at, version = event.id, event.occurred_at, event.schema_version
-    if type(event_id) is not str or not _PLAIN_VALUE.fullmatch(event_id):
-        event_id = header_text(event_id, "event id", empty=True)  # empty: refused by check_events on append
+    """The envelope as NATS headers, each value checked (the event id by :func:`check_events`, on append)."""
+    event_id, at, version = event.id, event.occurred_at, event.schema_version  # the id: see check_events
     if not isinstance(at, datetime):
         raise ValidationError(f"occurred_at must be a datetime such as datetime.now(UTC), got {_shown(at)}")
     if type(version) is not int:
