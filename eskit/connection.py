@@ -240,4 +240,6 @@ def _connect_error(url: str, exc: Exception, seen: list[Exception], *, secrets: 
         return AuthenticationError(
             f"the server at {url} rejected the credentials ({text}); check user/password, token, nkey seed or creds"
         )
+    if isinstance(exc, OSError) and exc.filename is not None:  # a seed or creds file that cannot be read
+        return ConnectError(f"cannot read the nkey seed or creds file given to connect() ({text}); check its path")
     return ConnectError(f"cannot reach a NATS server at {url} ({text}); {HOW_TO_START}")

@@ -184,6 +184,8 @@ async def test_a_password_in_the_url_never_shows_in_errors_reprs_or_log_records(
         await asyncio.wait_for(eskit.connect(f"nats://writer:{PASSWORD}@{closed_port_url()[7:]}"), 10)
     with pytest.raises(eskit.ConnectError) as tokened:
         await asyncio.wait_for(eskit.connect(f"nats://{TOKEN}@{closed_port_url()[7:]}"), 10)
+    with pytest.raises(eskit.ConnectError, match="seed or creds file") as seed_path:
+        await asyncio.wait_for(eskit.connect(guarded.url, nkeys_seed=f"/nowhere/{TOKEN}.nk"), 10)
     async with await eskit.connect(f"nats://writer:{PASSWORD}@{host}") as client:
         store = await client.event_store(unique("orders"))
         try:
@@ -193,7 +195,7 @@ async def test_a_password_in_the_url_never_shows_in_errors_reprs_or_log_records(
             await client.delete_store(store.name)
         said = [repr(client), str(client.url), repr(store), everything_said_by(refused_append.value)]
     assert "writer:***@" in str(refused.value) and "writer:***@" in said[0]
-    assert_no_secret(*said, *(everything_said_by(e.value) for e in (refused, unreachable, tokened)))
+    assert_no_secret(*said, *(everything_said_by(e.value) for e in (refused, unreachable, tokened, seed_path)))
     assert_no_secret(*(r.getMessage() + (r.exc_text or "") for r in caplog.records))
 
 
