@@ -10,7 +10,7 @@ The event id is fixed when the event is created and travels as ``Nats-Msg-Id``, 
 ``Event`` object twice (a retry after a timeout, within the stream's duplicate window) stores it once.
 
 Checked before anything is sent, each failure one line: ids and other header values are ``str`` without
-surrounding whitespace or control characters (headers would silently drop or change them), an event id is
+surrounding whitespace or line breaks (headers would silently drop or change them), an event id is
 not empty (an empty one turns deduplication off), ``occurred_at`` is a ``datetime``, ``expected_position`` an
 ``int`` in ``0..MAX_POSITION``; data follows :mod:`eskit.codec` (JSON, with a documented rule for dates,
 decimals, UUIDs, enums and dataclasses).
@@ -139,7 +139,7 @@ def encode_data(event: Event) -> bytes:
 
 def encode_headers(event: Event) -> dict[str, str]:
     """The envelope as NATS headers, each value checked (the event id by :func:`check_events`, on append)."""
-    event_id, at, version = event.id, event.occurred_at, event.schema_version  # the id: see check_events
+    event_id, at, version = event.id, event.occurred_at, event.schema_version
     if not isinstance(at, datetime):
         raise ValidationError(f"occurred_at must be a datetime such as datetime.now(UTC), got {_shown(at)}")
     if type(version) is not int:
@@ -186,7 +186,9 @@ def header_text(value: object, what: str, *, empty: bool = False) -> str:
         return value
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be a str, got {_shown(value)}")
-    if value != value.strip() or not value:
+    if not value:
+        raise ValidationError(f"{what} is empty: leave it out (None) or give it a value")
+    if value != value.strip():
         raise ValidationError(f"{what} {value!r} has leading or trailing whitespace, which NATS headers drop: strip it")
     if "\r" in value or "\n" in value:
         raise ValidationError(f"{what} {value!r} contains a line break; a header carries one line of text")
