@@ -116,6 +116,24 @@ def settings(
     if "error" in info:  # not found (created by the caller), or an error the caller reports
         return (DUPLICATE_WINDOW if duplicate_window is None else duplicate_window), replicas or default_replicas
     config = info["config"]
+    _check_owner(store, info, kind)
+    window_ns, have_replicas = int(config.get("duplicate_window", 0)), int(config.get("num_replicas", 1))
+    differs = []
+    if duplicate_window is not None and int(duplicate_window * 1e9) != window_ns:
+        differs.append(f"duplicate_window={window_ns / 1e9:g} (you asked for {duplicate_window:g})")
+    if replicas is not None and replicas != have_replicas:
+        differs.append(f"replicas={have_replicas} (you asked for {replicas})")
+    if differs and not reconfigure:
+        raise EventStoreError(
+            f"store {store!r} exists with {' and '.join(differs)}: open it without them to use its settings, or "
+            "pass reconfigure=True to change them for everyone who uses the store"
+        )
+    return (window_ns / 1e9 if duplicate_window is None else duplicate_window), replicas or have_replicas
+
+
+def _check_owner(store: str, info: dict[str, Any], kind: str) -> None:
+    """Refuse a stream that is not this store's: other subjects, or the other kind of store."""
+    config = info["config"]
     name, subjects = config.get("name"), config.get("subjects")
     if subjects != [f"{store}.>"]:
         raise EventStoreError(
@@ -130,18 +148,6 @@ def settings(
             f"store {store!r} is an event store with events: open it with client.event_store({store!r}), or give "
             "the DCB store another name"
         )
-    window_ns, have_replicas = int(config.get("duplicate_window", 0)), int(config.get("num_replicas", 1))
-    differs = []
-    if duplicate_window is not None and int(duplicate_window * 1e9) != window_ns:
-        differs.append(f"duplicate_window={window_ns / 1e9:g} (you asked for {duplicate_window:g})")
-    if replicas is not None and replicas != have_replicas:
-        differs.append(f"replicas={have_replicas} (you asked for {replicas})")
-    if differs and not reconfigure:
-        raise EventStoreError(
-            f"store {store!r} exists with {' and '.join(differs)}: open it without them to use its settings, or "
-            "pass reconfigure=True to change them for everyone who uses the store"
-        )
-    return (window_ns / 1e9 if duplicate_window is None else duplicate_window), replicas or have_replicas
 
 
 async def owned_stream(wire: Wire, store: str) -> str:
