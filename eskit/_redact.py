@@ -6,9 +6,12 @@
 'nats://***@db:4222'
 >>> redact("seed file /keys/user.nk is unreadable", "/keys/user.nk")
 'seed file *** is unreadable'
+>>> redact('users = [{"user": "writer", "password": "w-secret"}]')
+'users = [{"user": "writer", "password": "***"}]'
 
 What is hidden: a URL's password (``user:PASSWORD@``) or token (``TOKEN@``), anything that looks like an nkey
-seed (``SU...``, 58 characters), and the secrets named by the caller (a password, a token, a seed or creds
+seed (``SU...``, 58 characters), the value after ``password:``, ``"pass":``, ``token =`` (config text, log
+lines), and the secrets named by the caller (a password, a token, a seed or creds
 path given to :func:`eskit.connect`). Every :class:`~eskit.errors.EskitError` message goes through it, and a
 filter on the ``eskit`` and ``nats`` loggers applies it to every log record they emit.
 """
@@ -23,6 +26,8 @@ MASK = "***"
 # after a comma in a server list
 _USERINFO = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.\-]*://)|(?<=,))([^/\s,]*)@")
 _SEED = re.compile(r"\bS[UAONCXP][A-Z2-7]{56}\b")
+# config or JSON text (a server log line, a config file): password: x, "pass":"x", token = x
+_KEY_VALUE = re.compile(r"""(?i)\b(password|pass|auth_token|token|seed)(["']?\s*[:=]\s*["']?)([^"'\s,}\]]+)""")
 
 
 def _userinfo(match: re.Match[str]) -> str:
@@ -39,6 +44,8 @@ def redact(text: str, *secrets: str | None) -> str:
         text = _USERINFO.sub(_userinfo, text)
     if "S" in text:
         text = _SEED.sub(MASK, text)
+    if ":" in text or "=" in text:
+        text = _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     return text
 
 

@@ -247,3 +247,12 @@ async def test_closing_a_client_whose_server_is_stalled_closes_within_seconds_wi
             with contextlib.suppress(nats.errors.Error):
                 await client.nc.close()
         server.stop()
+
+
+def test_redaction_hides_url_passwords_tokens_seeds_and_config_values_as_its_doctests_show() -> None:
+    import doctest
+
+    import eskit._redact
+
+    result = doctest.testmod(eskit._redact)
+    assert result.attempted >= 4 and result.failed == 0

@@ -438,3 +438,14 @@ async def test_data_without_a_json_rule_is_refused_with_a_line_that_says_what_to
         await refused(courses, courses.append([TaggedEvent("X", {"v": value}, ["course:c1"])])),
     ):
         assert isinstance(error, EncodeError) and advice in str(error) and type(value).__name__ in str(error)
+
+
+def test_the_codec_and_store_name_doctests_pass() -> None:
+    import doctest
+
+    import eskit.codec
+    import eskit.streams
+
+    for module in (eskit.codec, eskit.streams):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
