@@ -250,6 +250,24 @@ async def test_opening_a_store_with_another_duplicate_window_says_what_differs_a
         await client.delete_store(name)
 
 
+async def test_opening_either_kind_of_store_with_other_replicas_says_what_differs_and_changes_nothing(
+    client: eskit.Client,
+) -> None:
+    plain, dcb = unique("orders"), unique("courses")
+    try:
+        await client.event_store(plain)
+        await client.dcb_store(dcb, tag_keys=["course"])
+        for kind in (client.event_store, client.dcb_store):
+            with pytest.raises(eskit.EventStoreError) as info:
+                await kind(plain if kind == client.event_store else dcb, replicas=2)
+            assert "replicas=1 (you asked for 2)" in str(info.value) and "reconfigure=True" in str(info.value)
+        for name in (plain, dcb):
+            assert (await client.js.stream_info(name.upper())).config.num_replicas == 1
+    finally:
+        await client.delete_store(plain)
+        await client.delete_store(dcb)
+
+
 async def test_an_event_store_and_a_dcb_store_of_one_name_refuse_to_open_each_others_stream(
     client: eskit.Client,
 ) -> None:
