@@ -27,14 +27,26 @@ EskitError
 ```
 
 Messages are one line and say what to do. NATS errors are translated at the boundary
-(`raise ConcurrencyError(...) from exc`), so a learner never has to read nats-py internals.
+(`raise ConcurrencyError(...) from exc`), so a learner never has to read nats-py internals. Credentials never
+appear in a message: every one goes through :func:`eskit._redact.redact` (a URL's password or token, nkey seeds).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from ._redact import redact
+
 
 class EskitError(Exception):
-    """Root of every error raised by eskit."""
+    """Root of every error raised by eskit; its message is redacted (no passwords, tokens or seeds).
+
+    >>> str(EskitError("cannot reach nats://writer:pw@db:4222"))
+    'cannot reach nats://writer:***@db:4222'
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConnectError(EskitError):

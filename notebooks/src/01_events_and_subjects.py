@@ -160,8 +160,9 @@ print("eskit: both attempts returned the same position:", positions[0] == positi
 
 # %% [markdown]
 # The second `append` did not fail either: it found its own event already stored and returned the same
-# position, so a retry loop can simply try again. (Dedup covers retries within `duplicate_window`; a *new*
-# decision needs a new `Event` object.)
+# position, so a retry loop can simply try again. (The id alone covers retries within `duplicate_window`,
+# 2 minutes by default: a later retry without `expected_position` stores a second copy. With
+# `expected_position` a retry is safe forever. A *new* decision needs a new `Event` object.)
 
 # %% [markdown]
 # ## Summary
