@@ -574,19 +574,20 @@ async def main(url, prefix, order_id):
         msg_id = f"{order_id}-{event_type}-{time.time_ns()}"
         await js.publish(f"{prefix}.{order_id}.{event_type}", json.dumps(data).encode(), headers={"Nats-Msg-Id": msg_id})
         print("published", event_type, flush=True)
-        await asyncio.sleep(5)  # the handler's other work between two publishes
+        sys.stdin.readline()  # the handler's other work between two publishes (here: until we say go)
 
 asyncio.run(main(*sys.argv[1:]))
 """
-writer = await asyncio.create_subprocess_exec(
-    sys.executable, "-c", WRITER, client.url, name, "order-7", stdout=asyncio.subprocess.PIPE
-)
+PIPE = asyncio.subprocess.PIPE
+writer = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, client.url, name, "order-7", stdin=PIPE, stdout=PIPE)
 said = []
-while len(said) < 2:  # until it has published two events (bounded: 30 s)
+while len(said) < 2:  # let it publish two events (each line bounded: 30 s)
     line = await asyncio.wait_for(writer.stdout.readline(), timeout=30)
     if not line:
         break
     said.append(line.decode().strip())
+    if len(said) < 2:
+        writer.stdin.write(b"go\n")
 writer.kill()  # SIGKILL, between the second and the third publish
 print("the writer said:", said, "| exit code:", await writer.wait())
 half = await orders.load(Order, "order-7")
