@@ -146,7 +146,7 @@ def _trial_params() -> list[object]:
 @pytest.mark.parametrize("src", _trial_params())
 def test_each_check_fails_on_the_stub_and_every_wrong_answer_and_passes_on_the_solution_twice(src: Path) -> None:
     nb = mk.build(src.read_text(), "trial")
-    mk.execute(nb, NOTEBOOKS, timeout=300)
+    mk.execute(nb, NOTEBOOKS, timeout=120)
     assert errors(nb) == []
     steps: dict[str, list[tuple[int, str, str]]] = {}
     for cell in tagged(nb, "check"):
