@@ -213,6 +213,7 @@ def test_a_check_prints_one_verdict_line_whatever_the_answer_raises(capsys: pyte
         await asyncio.sleep(0)
 
     assert run_check(passes, capsys) == "✓ fine"
+    assert run_check(passes(), capsys) == "✓ fine"  # the coroutine instead of the function: fine too
     assert run_check(raises(eskit.course.Wrong("count each order once")), capsys) == "✗ count each order once"
     assert run_check(raises(AssertionError("expected 3, got 2")), capsys) == "✗ expected 3, got 2"
     assert run_check(raises(AssertionError()), capsys).startswith("✗ not right yet")
