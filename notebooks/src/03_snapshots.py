@@ -184,7 +184,7 @@ for n in LENGTHS[1:]:
 # %%
 class AccountV2(Account):
     snapshot_schema = 2
-    snapshot_name = "Account"  # the same snapshots as Account
+    snapshot_name = Account.snapshot_name  # the same snapshots as Account
 
     def __init__(self, id: str) -> None:
         super().__init__(id)
@@ -212,7 +212,7 @@ print("state:", v2.balance, v2.largest, "| new snapshot schema:", (await snapped
 
 # %%
 class BuggyAccount(Account):
-    snapshot_name = "Account"  # writes Account's snapshots
+    snapshot_name = Account.snapshot_name  # writes Account's snapshots
 
     @eskit.applies("deposited")
     def _deposited(self, data: dict) -> None:
