@@ -74,17 +74,22 @@ class Client:
         replicas: int | None = None,
         snapshots: SnapshotPolicy | None = None,
         cache: AggregateCache | None = None,
+        allow_delete_history: bool = False,
     ) -> EventStore:
         """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or updated.
 
         ``snapshots=SnapshotPolicy(every=100)`` keeps aggregate snapshots in the KV bucket ``snapshots_<name>``;
         ``cache=AggregateCache()`` keeps loaded aggregates in memory (see :mod:`eskit.cache`).
         ``replicas`` defaults to :attr:`default_replicas` (3 on a cluster, 1 on a single server).
+        A new store's history is immutable: the server refuses to delete single events or purge it
+        (``deny_delete``, ``deny_purge``; :meth:`delete_store` still deletes it whole), unless
+        ``allow_delete_history=True``. The flags are set when the stream is created, never changed later.
 
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
         """
         replicas = self.default_replicas if replicas is None else replicas
-        stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas)
+        stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas,
+                                     allow_delete_history=allow_delete_history)  # fmt: skip
         store = EventStore(self, name, stream)
         if snapshots is not None:
             store.snapshots = await Snapshots.open(store, snapshots)
@@ -94,16 +99,23 @@ class Client:
         return store
 
     async def dcb_store(
-        self, name: str, *, tag_keys: Sequence[str] | None = None, replicas: int | None = None
+        self, name: str, *, tag_keys: Sequence[str] | None = None, replicas: int | None = None,
+        allow_delete_history: bool = False,
     ) -> DCBStore:
-        """The DCB store ``name`` (events with a type and tags, read by query, appended on a condition).
+        """The DCB store ``name`` (events with a type and tags, read by query, appended on a condition);
+        immutable history unless ``allow_delete_history=True``, as in :meth:`event_store`.
 
         >>> courses = await client.dcb_store("courses", tag_keys=["course", "student"])   # doctest: +SKIP
         """
-        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas)
+        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas,
+                                    allow_delete_history=allow_delete_history)  # fmt: skip
 
     async def delete_store(self, name: str) -> bool:
-        """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist."""
+        """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist.
+
+        Works on immutable stores too (``deny_delete`` refuses deleting single events, not the stream); an
+        account without the right (a writer, an analyst) gets :class:`~eskit.errors.PermissionDeniedError`.
+        """
         # The stream first, through the wire: an account that may not delete fails fast (PermissionDeniedError)
         reply = json.loads((await self.wire.request(f"$JS.API.STREAM.DELETE.{stream_name(name)}", b"")).data)
         await drop_bucket(self.js, name)  # its snapshots, if any

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .dcb import DCBStore
 from .dcb_query import Layout
 from .errors import EventStoreError, ValidationError
-from .streams import _api, _compatible, stream_config
+from .streams import _api, _compatible, keep_history_flags, stream_config
 
 if TYPE_CHECKING:
     from .connection import Client
@@ -24,11 +24,13 @@ TAG_KEYS_META = "eskit_dcb_tag_keys"
 
 
 async def open_dcb_store(
-    client: Client, name: str, *, tag_keys: Sequence[str] | None = None, replicas: int | None = None
+    client: Client, name: str, *, tag_keys: Sequence[str] | None = None, replicas: int | None = None,
+    allow_delete_history: bool = False,
 ) -> DCBStore:
-    """Create or open the DCB store ``name``; ``tag_keys`` is fixed at creation (None: the stored ones)."""
+    """Create or open the DCB store ``name``; ``tag_keys`` is fixed at creation (None: the stored ones);
+    ``allow_delete_history`` too (see :mod:`eskit.streams`)."""
     replicas = client.default_replicas if replicas is None else replicas
-    config = stream_config(name, replicas=replicas)
+    config = stream_config(name, replicas=replicas, allow_delete_history=allow_delete_history)
     stream, wanted = str(config.name), None if tag_keys is None else _check_keys(tag_keys)
     info = await _api(client.wire, f"STREAM.INFO.{stream}", b"")
     exists = "error" not in info
@@ -44,6 +46,8 @@ async def open_dcb_store(
     ttl = exists and info["config"].get("allow_msg_ttl")
     if not exists or stored is None or not ttl or not _compatible(info["config"], config):
         config.metadata = {**metadata, TAG_KEYS_META: ",".join(keys)}
+        if exists:
+            keep_history_flags(config, info["config"])
         info = await _api(client.wire, f"STREAM.{'UPDATE' if exists else 'CREATE'}.{stream}",
                           json.dumps(config.as_dict()).encode())  # fmt: skip
     if "error" in info:

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import nats
 
-from ._consumer import Batch, PullConsumer
+from ._consumer import Batch, Progress, PullConsumer
 from .aggregate import applies
 from .applying import Applier, Counts, ProjectionStats
 from .deadletter import DeadLetters, ParkedEvent
@@ -136,7 +136,7 @@ class Projection:
     def stats(self) -> ProjectionStats:
         c = self._counts
         return ProjectionStats(self.name, self.position, self._lag, c.applied, c.skipped, c.parked,
-                               c.redelivered, self.running, self._error)  # fmt: skip
+                               c.redelivered, self.running, self._error, c.recovered)  # fmt: skip
 
     @property
     def running(self) -> bool:
@@ -187,7 +187,11 @@ class Projection:
                 if batch.pending is not None or not batch.delivered:
                     self._lag = batch.pending or 0  # set before the position moves: wait_for() sees both
                 self._counts.redelivered += batch.redelivered
-                await self._applier.apply(self._model, batch.events, self._counts, through=batch.last_position)
+                events = batch.events
+                gaps = missing_ranges(self._model.position, batch.positions)
+                if gaps:  # positions someone else took from this consumer: read them ourselves
+                    events = await self._with_missing(events, gaps)
+                await self._applier.apply(self._model, events, self._counts, through=batch.last_position)
                 if ack:
                     await self._consumer.ack(batch)
                 settled = True
@@ -195,6 +199,30 @@ class Projection:
                 if not settled:  # delivered but not acknowledged: reposition before fetching again
                     self._ready = False
             return batch
+
+    async def _with_missing(self, events: list[RecordedEvent], gaps: list[tuple[int, int]]) -> list[RecordedEvent]:
+        """``events`` with the handled events stored in the ``gaps`` (first, last), read by Direct Get, all in
+        stream order."""
+        found: list[RecordedEvent] = []
+        for first, last in gaps:
+            async for event in self.store._scan(f"{self.store.name}.>", after=first - 1, up_to=last):
+                if event.type in self._applier.handlers:
+                    found.append(event)
+        self._counts.recovered += len(found)
+        merged = {e.position: e for e in events}
+        merged.update((e.position, e) for e in found)
+        return [merged[p] for p in sorted(merged)]
+
+    async def _recover_tail(self, progress: Progress) -> bool:
+        """Nothing pending, nothing unacknowledged, yet the consumer delivered beyond the read model: apply
+        the events up to there (they went to someone else). True if there was such a tail."""
+        position = self._model.position
+        if progress.pending or progress.unacked or progress.delivered <= position:
+            return False
+        async with self._lock:
+            events = await self._with_missing([], [(position + 1, progress.delivered)])
+            await self._applier.apply(self._model, events, self._counts, through=progress.delivered)
+        return True
 
     def _drop_prefetch(self) -> None:
         if inspect.iscoroutine(self._prefetch):
@@ -213,8 +241,11 @@ class Projection:
             if batch.delivered and self._lag:
                 continue  # more is waiting
             await self._consumer.flush()  # the acks reach the server before we ask it
-            pending, unacked = await self._consumer.info()
+            progress = await self._consumer.progress()
+            pending, unacked = progress.pending, progress.unacked
             self._lag = pending
+            if await self._recover_tail(progress):
+                continue  # and ask again: more may have come meanwhile
             if pending == 0 and unacked == 0:
                 return delivered
             if not batch.delivered and unacked:  # only redeliveries are due (after ack_wait): wait for them
@@ -326,3 +357,24 @@ class Projection:
                     applied += done
         self._counts.applied += applied
         return applied
+
+
+def missing_ranges(after: int, positions: list[int]) -> list[tuple[int, int]]:
+    """The (first, last) ranges of positions after ``after`` and up to the highest in ``positions`` that
+    ``positions`` lacks: a consumer of the whole store delivers every position, so these went elsewhere.
+
+    >>> missing_ranges(2, [3, 4, 7, 8, 5])
+    [(6, 6)]
+    """
+    if not positions:
+        return []
+    top = max(positions)
+    if top <= after or (positions[0] == after + 1 and positions[-1] == top == after + len(positions)
+                        and len(set(positions)) == len(positions)):  # fmt: skip
+        return []  # the usual case: exactly after+1 .. top
+    gaps, expected = [], after + 1
+    for position in sorted({p for p in positions if p > after}):
+        if position > expected:
+            gaps.append((expected, position - 1))
+        expected = position + 1
+    return gaps

@@ -2,7 +2,10 @@
 
 ``ORDERS`` holds ``orders.>``: file storage, limits retention, kept forever, no per-subject cap (as in the
 pattern), plus ``allow_direct`` (one-round-trip reads), ``allow_atomic`` (all-or-nothing multi-event
-appends) and a duplicate window for ``Nats-Msg-Id``.
+appends) and a duplicate window for ``Nats-Msg-Id``. History is immutable by default: ``deny_delete`` and
+``deny_purge`` make the server refuse to delete single events or purge the stream (deleting the whole
+stream still works), unless the store is created with ``allow_delete_history=True``. The server refuses
+to turn the flags off later; opening an existing store never changes them.
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ def stream_name(store: str) -> str:
     return store.upper()
 
 
-def stream_config(store: str, *, duplicate_window: float = 120.0, replicas: int = 1) -> StreamConfig:
+def stream_config(
+    store: str, *, duplicate_window: float = 120.0, replicas: int = 1, allow_delete_history: bool = False
+) -> StreamConfig:
+    """The stream of a new store.
+
+    >>> stream_config("orders").deny_purge
+    True
+    """
     return StreamConfig(
         name=stream_name(store),
         subjects=[f"{store}.>"],
@@ -42,27 +52,40 @@ def stream_config(store: str, *, duplicate_window: float = 120.0, replicas: int 
         num_replicas=replicas,
         allow_direct=True,
         allow_atomic=True,
+        deny_delete=not allow_delete_history,
+        deny_purge=not allow_delete_history,
     )
 
 
-async def ensure_stream(wire: Wire, store: str, *, duplicate_window: float, replicas: int) -> str:
+async def ensure_stream(
+    wire: Wire, store: str, *, duplicate_window: float, replicas: int, allow_delete_history: bool = False
+) -> str:
     """Create the store's stream, or update it to our settings; return its name.
 
     An existing stream that already has our settings is left alone, so a read-only account (an analyst)
     can open a store without the right to create streams.
     """
-    config = stream_config(store, duplicate_window=duplicate_window, replicas=replicas)
+    config = stream_config(
+        store, duplicate_window=duplicate_window, replicas=replicas, allow_delete_history=allow_delete_history
+    )
     name = str(config.name)
     info = await _api(wire, f"STREAM.INFO.{name}", b"")
     if info.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
         info = await _api(wire, f"STREAM.CREATE.{name}", json.dumps(config.as_dict()).encode())
     elif "error" not in info and not _compatible(info["config"], config):
+        keep_history_flags(config, info["config"])
         info = await _api(wire, f"STREAM.UPDATE.{name}", json.dumps(config.as_dict()).encode())
     if "error" in info:
         raise EventStoreError(f"cannot set up stream {name}: {info['error'].get('description', info['error'])}")
     if not info["config"].get("allow_atomic"):
         raise EventStoreError(f"stream {name} does not support atomic batches: nats-server 2.12 or newer is required")
     return name
+
+
+def keep_history_flags(config: StreamConfig, current: dict[str, Any]) -> None:
+    """An update keeps the stream's ``deny_delete``/``deny_purge`` as they are (set once, at creation)."""
+    config.deny_delete = bool(current.get("deny_delete"))
+    config.deny_purge = bool(current.get("deny_purge"))
 
 
 def _compatible(current: dict[str, Any], wanted: StreamConfig) -> bool:
