@@ -54,13 +54,16 @@ from .aggregate import applies
 from .applying import Applier, Counts, ProjectionStats
 from .deadletter import DeadLetters, ParkedEvent
 from .errors import EskitError, ProjectionError
-from .events import RecordedEvent, check_token
+from .events import RecordedEvent, check_token, decode
 from .readmodel import ReadModel
 
 if TYPE_CHECKING:
     from .store import EventStore
 
 __all__ = ["Projection", "ProjectionStats", "applies"]
+
+MAX_GAP_READS = 4  # more holes than this in one batch: one Direct Get read over the span instead
+READ_PAGE = 2000
 
 
 class Projection:
@@ -202,15 +205,24 @@ class Projection:
 
     async def _with_missing(self, events: list[RecordedEvent], gaps: list[tuple[int, int]]) -> list[RecordedEvent]:
         """``events`` with the handled events stored in the ``gaps`` (first, last), read by Direct Get, all in
-        stream order."""
-        found: list[RecordedEvent] = []
-        for first, last in gaps:
-            async for event in self.store._scan(f"{self.store.name}.>", after=first - 1, up_to=last):
-                if event.type in self._applier.handlers:
-                    found.append(event)
-        self._counts.recovered += len(found)
+        stream order. Positions that hold nothing (deleted events) are passed over."""
         merged = {e.position: e for e in events}
-        merged.update((e.position, e) for e in found)
+        if len(gaps) > MAX_GAP_READS:  # many small holes (deleted events): one read over all of them
+            gaps = [(gaps[0][0], gaps[-1][1])]
+        wire, stream, whole = self.store._wire, self.store.stream, f"{self.store.name}.>"
+        for first, last in gaps:
+            start = first
+            for _ in range(last - first + 1):  # bounded: each page moves `start` on by at least one
+                page = await wire.direct_get(stream, whole, start=start, batch=min(READ_PAGE, last - start + 1))
+                for m in page.messages:
+                    if m.seq <= last and m.seq not in merged:
+                        event = decode(m.seq, m.subject, m.headers, m.data)
+                        if event.type in self._applier.handlers:
+                            merged[m.seq] = event
+                            self._counts.recovered += 1
+                if not page.messages or page.messages[-1].seq >= last:
+                    break
+                start = page.messages[-1].seq + 1
         return [merged[p] for p in sorted(merged)]
 
     async def _recover_tail(self, progress: Progress) -> bool:
