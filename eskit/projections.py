@@ -31,6 +31,14 @@ recreated at the read model's position, so a crash never lets newer events overt
 While catching up, the next batch is fetched while the current one is applied. Run one instance per name:
 a second one would reposition the same consumer under the first.
 
+Gaps it did not cause: the consumer delivers every position of the store in order, so a batch that skips
+positions after the read model's (someone else with the right pulled and acked them from this consumer, or
+changed its filter), or a consumer that says it delivered beyond the read model when nothing is pending
+(:meth:`Projection.run_until_caught_up` asks; a running projection notices at its next delivery), means
+events this projection never saw. It reads the missing positions itself with Direct Get and applies them in
+order with the batch (``stats.recovered`` counts them); positions that hold nothing (events deleted from a
+store that allows it) are passed over.
+
 A handler that keeps raising (``max_attempts``) or an undecodable event is parked in the dead-letter stream
 (:mod:`eskit.deadletter`) and the projection goes on. :meth:`Projection.rebuild` builds a new read model from
 position 0 beside the live one and switches to it when it has caught up (blue/green).
