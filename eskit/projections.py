@@ -61,7 +61,7 @@ from ._consumer import Batch, Progress, PullConsumer
 from .aggregate import applies
 from .applying import Applier, Counts, ProjectionStats
 from .deadletter import DeadLetters, ParkedEvent
-from .errors import EskitError, ProjectionError
+from .errors import EskitError, PermissionDeniedError, ProjectionError
 from .events import RecordedEvent, check_token, decode
 from .readmodel import ReadModel
 
@@ -276,11 +276,15 @@ class Projection:
         )
 
     async def run(self) -> None:
-        """Apply events as they arrive until :meth:`stop`; server hiccups are retried, not fatal."""
+        """Apply events as they arrive until :meth:`stop`; server hiccups are retried, not fatal; an account
+        that may not run projections (:class:`~eskit.errors.PermissionDeniedError`) ends it."""
         self._stopping, self._error = False, None
         while not self._stopping:
             try:
                 await self.step(wait=self.max_wait)
+            except PermissionDeniedError as exc:  # no retry will grant the permission
+                self._error = f"{type(exc).__name__}: {exc}"
+                raise
             except (EskitError, OSError, TimeoutError, sqlite3.OperationalError, nats.errors.Error) as exc:
                 # a server hiccup (restart, leader election, no responders) or a locked database: retry
                 self._error = f"{type(exc).__name__}: {exc}"

@@ -231,6 +231,10 @@ async def test_an_analyst_cannot_create_a_durable_consumer_nor_run_a_projection_
     await refused_fast(api(analyst, f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": {}}))
     view = Orders(await analyst.event_store(orders), name=unique("analysts"))
     await refused_fast(view.run_until_caught_up(timeout=5))
+    await refused_fast(view.start())  # in the background: ends with the refusal, no retrying forever
+    assert view.stats.error is not None and view.stats.error.startswith("PermissionDeniedError")
+    with pytest.raises(PermissionDeniedError):
+        await view.stop()  # the task's end, said again
     await view.close()
     # what the analyst is for still works: reads, replays, a DataFrame (bulk reads fall back to Direct Get)
     store = await analyst.event_store(orders)
