@@ -79,6 +79,7 @@ class Client:
         snapshots: SnapshotPolicy | None = None,
         cache: AggregateCache | None = None,
         reconfigure: bool = False,
+        allow_delete_history: bool = False,
     ) -> EventStore:
         """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or opened.
 
@@ -87,11 +88,15 @@ class Client:
         A new store gets ``duplicate_window`` (default 120 s) and ``replicas`` (default :attr:`default_replicas`:
         3 on a cluster, 1 on a single server); an existing one keeps its own, and asking for others is an error
         unless ``reconfigure=True`` (which changes them for everyone using the store).
+        A new store's history is immutable: the server refuses to delete single events or purge it
+        (``deny_delete``, ``deny_purge``; :meth:`delete_store` still deletes it whole), unless
+        ``allow_delete_history=True``. The flags are set when the stream is created, never changed later.
 
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
         """
         stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas,
-                                     default_replicas=self.default_replicas, reconfigure=reconfigure)  # fmt: skip
+                                     default_replicas=self.default_replicas, reconfigure=reconfigure,
+                                     allow_delete_history=allow_delete_history)  # fmt: skip
         store = EventStore(self, name, stream)
         if snapshots is not None:
             store.snapshots = await Snapshots.open(store, snapshots)
@@ -107,17 +112,24 @@ class Client:
         tag_keys: Sequence[str] | None = None,
         replicas: int | None = None,
         reconfigure: bool = False,
+        allow_delete_history: bool = False,
     ) -> DCBStore:
-        """The DCB store ``name`` (events with a type and tags, read by query, appended on a condition).
+        """The DCB store ``name`` (events with a type and tags, read by query, appended on a condition);
+        immutable history unless ``allow_delete_history=True``, as in :meth:`event_store`.
 
         ``replicas`` and ``reconfigure`` as for :meth:`event_store`.
 
         >>> courses = await client.dcb_store("courses", tag_keys=["course", "student"])   # doctest: +SKIP
         """
-        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas, reconfigure=reconfigure)
+        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas, reconfigure=reconfigure,
+                                    allow_delete_history=allow_delete_history)  # fmt: skip
 
     async def delete_store(self, name: str) -> bool:
-        """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist."""
+        """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist.
+
+        Works on immutable stores too (``deny_delete`` refuses deleting single events, not the stream); an
+        account without the right (a writer, an analyst) gets :class:`~eskit.errors.PermissionDeniedError`.
+        """
         # The stream first, through the wire: an account that may not delete fails fast (PermissionDeniedError)
         stream = await owned_stream(self.wire, name)  # never another store's or a stream made outside eskit
         reply = json.loads((await self.wire.request(f"$JS.API.STREAM.DELETE.{stream}", b"")).data)

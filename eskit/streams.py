@@ -9,6 +9,11 @@ folds names together (``straße`` and ``strasse`` are both ``STRASSE``). Opening
 stream it does not own (other subjects, or the other kind of store) and never silently changes the settings
 of one it does (``duplicate_window``, ``replicas``: an error says what differs, ``reconfigure=True`` changes
 them).
+
+History is immutable by default: ``deny_delete`` and
+``deny_purge`` make the server refuse to delete single events or purge the stream (deleting the whole
+stream still works), unless the store is created with ``allow_delete_history=True``. The server refuses
+to turn the flags off later; opening an existing store never changes them.
 """
 
 from __future__ import annotations
@@ -48,7 +53,14 @@ def stream_name(store: str) -> str:
     )
 
 
-def stream_config(store: str, *, duplicate_window: float = 120.0, replicas: int = 1) -> StreamConfig:
+def stream_config(
+    store: str, *, duplicate_window: float = 120.0, replicas: int = 1, allow_delete_history: bool = False
+) -> StreamConfig:
+    """The stream of a new store.
+
+    >>> stream_config("orders").deny_purge
+    True
+    """
     return StreamConfig(
         name=stream_name(store),
         subjects=[f"{store}.>"],
@@ -61,6 +73,8 @@ def stream_config(store: str, *, duplicate_window: float = 120.0, replicas: int 
         num_replicas=replicas,
         allow_direct=True,
         allow_atomic=True,
+        deny_delete=not allow_delete_history,
+        deny_purge=not allow_delete_history,
     )
 
 
@@ -72,6 +86,7 @@ async def ensure_stream(
     replicas: int | None = None,
     default_replicas: int = 1,
     reconfigure: bool = False,
+    allow_delete_history: bool = False,
 ) -> str:
     """Create the store's stream, or open the existing one (see :func:`settings`); return its name.
 
@@ -84,10 +99,11 @@ async def ensure_stream(
         store, info, kind="event store", duplicate_window=duplicate_window, replicas=replicas,
         default_replicas=default_replicas, reconfigure=reconfigure,
     )  # fmt: skip
-    config = stream_config(store, duplicate_window=window, replicas=replicas)
+    config = stream_config(store, duplicate_window=window, replicas=replicas, allow_delete_history=allow_delete_history)
     if info.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
         info = await _api(wire, f"STREAM.CREATE.{name}", json.dumps(config.as_dict()).encode())
     elif "error" not in info and not _compatible(info["config"], config):
+        keep_history_flags(config, info["config"])  # set once, at creation
         update = {**info["config"], **config.as_dict()}  # what we do not set (metadata, limits) stays
         info = await _api(wire, f"STREAM.UPDATE.{name}", json.dumps(update).encode())
     if "error" in info:
@@ -160,6 +176,12 @@ async def owned_stream(wire: Wire, store: str) -> str:
             f"stream {name} holds subjects {subjects}, not ['{store}.>']: it is not store {store!r}; not deleted"
         )
     return name
+
+
+def keep_history_flags(config: StreamConfig, current: dict[str, Any]) -> None:
+    """An update keeps the stream's ``deny_delete``/``deny_purge`` as they are (set once, at creation)."""
+    config.deny_delete = bool(current.get("deny_delete"))
+    config.deny_purge = bool(current.get("deny_purge"))
 
 
 def _compatible(current: dict[str, Any], wanted: StreamConfig) -> bool:
