@@ -14,7 +14,7 @@ EskitError
 ├── ValidationError (ValueError) bad input caught before anything is sent
 │   ├── InvalidNameError         aggregate id, event type or store name is not one subject token
 │   ├── PayloadTooLargeError     an event is bigger than the server's max_payload
-│   ├── EncodeError              event data is not JSON-serialisable
+│   ├── EncodeError              event data has no JSON form (see eskit.codec) or is nested too deep
 │   └── EventLogError            an event log file (CSV/XES) is malformed (names the line or element)
 └── EventStoreError              the store refused or failed an operation
     ├── ConcurrencyError         the aggregate moved on since you read it (expected vs actual position)
