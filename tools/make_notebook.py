@@ -209,6 +209,7 @@ def main(names: list[str]) -> None:
     chosen = sources(names)
     if names and len(chosen) != len(names):
         sys.exit(f"no source for {sorted(set(names) - {s.stem for s in chosen})} in {ROOT / 'src'}")
+    os.environ.pop("ESKIT_CLEANUP", None)  # the saved lessons show their "when you are done" button, unpressed
     with eskit.EmbeddedServer() as server:
         os.environ["NATS_URL"] = server.url
         for src in chosen:
