@@ -188,10 +188,10 @@ async def test_lessons_run_all_in_jupyterlab_and_their_widgets_still_work_afterw
 
     # opened fresh, saved widgets render (from the widget state stored in the trusted notebook), not as text
     lesson02 = pages["02"]
-    await lesson02.wait_for_selector(".jp-OutputArea .widget-slider", timeout=60_000)
+    await lesson02.wait_for_selector(".jp-OutputArea .widget-slider", timeout=90_000)
     assert "interactive(children=" not in await text_of(lesson02.locator(".jp-Notebook"))
-    await pages["04"].wait_for_selector(".jp-OutputArea .widget-html th:has-text('applied')", timeout=30_000)
-    await pages["06"].wait_for_selector(".jp-OutputArea .widget-button:has-text('next ▶')", timeout=30_000)
+    await pages["04"].wait_for_selector(".jp-OutputArea .widget-html th:has-text('applied')", timeout=90_000)
+    await pages["06"].wait_for_selector(".jp-OutputArea .widget-button:has-text('next ▶')", timeout=90_000)
 
     for page in pages.values():  # the lessons run side by side, each in its own kernel
         await kernel_idle(page)
