@@ -196,6 +196,9 @@ class CleanUp(_Panel):
         self.say("Everything above keeps running. When you are done, press the button (or restart the kernel).")
         self.widget = widgets.VBox([self.button, self.status])
 
+    def static_html(self) -> str:
+        return f"<button disabled>{html.escape(self.button.description)}</button> {self.status.value}"
+
     async def run(self) -> None:
         """Run the clean-up steps now (what a click does)."""
         if self.done:

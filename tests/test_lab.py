@@ -86,3 +86,19 @@ def test_the_lab_marks_the_lessons_trusted_so_their_saved_widgets_render_when_fi
         "mine.ipynb": False,
     }
     assert trust_lessons(folder) == 0
+
+
+def test_a_saved_widget_gets_a_readable_html_copy_for_viewers_that_show_it_as_raw_text() -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import make_notebook
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    lesson = nbformat.read(ROOT / "notebooks" / "02_rebuilding_state.ipynb", 4)
+    [slider] = [o for c in lesson.cells for o in c.get("outputs", []) if make_notebook.WIDGET_VIEW in o.get("data", {})]
+    slider.data.pop("text/html", None)
+    assert slider.data["text/plain"].startswith("interactive(children=(SelectionSlider(")  # what GitHub shows
+    assert make_notebook.add_widget_fallbacks(lesson) == 1
+    shown = slider.data["text/html"]
+    assert "position: <b>" in shown and "<pre>version " in shown  # the slider and what it printed
+    assert make_notebook.add_widget_fallbacks(lesson) == 0
