@@ -3,6 +3,7 @@
     python -m eskit server [--store-dir DIR] [--port N]   a nats-server in the foreground; prints its URL
     python -m eskit server --cluster 3                    a 3-node JetStream cluster on loopback instead
     python -m eskit lab [--notebooks DIR] [-- LAB ARGS]   JupyterLab on the notebooks, with NATS_URL set
+                                                          (the lessons marked trusted: saved widgets render)
     python -m eskit bench [ARGS]                          the benchmarks in bench/ (from a checkout)
     python -m eskit import FILE --stream NAME             a CSV/XES event log into a stream (NATS_URL)
 
