@@ -297,12 +297,29 @@ async def check_customers() -> None:
 
 await eskit.course.check(check_customers, ok="one row per customer, counting their orders")
 
+# %% [markdown]
+# ## When you are done
+#
+# Run All has run the cell below too, and on purpose it cleaned nothing up: the projection keeps running and
+# the dashboard above keeps refreshing, so you can scroll back, place more orders and watch them arrive.
+# Press **I'm done: clean up** when you have finished: it stops the dashboard and the projections, deletes
+# this lesson's store (and its dead letters) and closes the connection. Restarting the kernel stops
+# everything too, but leaves the store on the server.
+
 # %%
-board.stop()
-await view.close(delete_consumer=True)
-await view.dead_letters.delete()
-await client.delete_store(name)
-await client.close()
+# NBVAL_IGNORE_OUTPUT
+from eskit.widgets import when_done
+
+
+async def clean_up() -> None:
+    board.stop()
+    await view.close(delete_consumer=True)
+    await view.dead_letters.delete()
+    await client.delete_store(name)
+    await client.close()
+
+
+await when_done(clean_up)
 
 # %% [markdown]
 # **Next:** `05_dcb.ipynb` — consistency boundaries that span aggregates (DCB).

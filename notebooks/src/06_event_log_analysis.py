@@ -240,11 +240,27 @@ def check_rework() -> None:
 
 await eskit.course.check(check_rework, ok="rework counted per case")
 
+# %% [markdown]
+# ## When you are done
+#
+# Run All has run the cell below too, and on purpose it cleaned nothing up: the event browser above keeps
+# working, so go back and explore. Press **I'm done: clean up** when you have finished: it deletes this
+# lesson's two stores and the log files and closes the connection. Restarting the kernel closes the
+# connection too, but leaves the stores on the server.
+
 # %%
-await client.delete_store(orders.name)
-await client.delete_store(log.name)
-folder.cleanup()
-await client.close()
+# NBVAL_IGNORE_OUTPUT
+from eskit.widgets import when_done
+
+
+async def clean_up() -> None:
+    await client.delete_store(orders.name)
+    await client.delete_store(log.name)
+    folder.cleanup()
+    await client.close()
+
+
+await when_done(clean_up)
 
 # %% [markdown]
 # **Next:** `07_scaling_and_faults.ipynb` — a 3-node cluster, a node killed mid-write.

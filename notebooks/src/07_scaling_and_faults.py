@@ -56,9 +56,10 @@ print("replicas:", info.config.num_replicas, "| followers:", len(info.cluster.re
 # every acknowledgement: event id → position.
 
 # %%
-ACCOUNTS, DEPOSITS = 20, 30
+ACCOUNTS, DEPOSITS, KILL_AT = 20, 30, 200
 acked: dict[str, int] = {}
 ack_times: list[float] = []
+enough_acked = asyncio.Event()  # set by the writers once KILL_AT deposits are acknowledged
 
 
 async def deposit_all(account: str) -> None:
@@ -68,26 +69,29 @@ async def deposit_all(account: str) -> None:
         position = await append_through_failover(payments, account, [event], expected_position=position)
         acked[event.id] = position
         ack_times.append(time.monotonic())
-
-
-writers = asyncio.gather(*(deposit_all(f"acct-{i}") for i in range(ACCOUNTS)))
+        if len(acked) >= KILL_AT:
+            enough_acked.set()
 
 # %% [markdown]
-# The writers run in the background. Once 200 deposits are acknowledged, we SIGKILL the stream's leader —
-# no clean shutdown, as in a power cut.
+# The next cell starts the writers, waits until 200 deposits are acknowledged, and then SIGKILLs the stream's
+# leader — no clean shutdown, as in a power cut. Starting the writes and killing the leader happen in **one**
+# cell, so the kill always lands in the middle of the writes, whether you run the lesson with Run All or
+# step through it at your own pace. The writers go on in the background while you read.
 
 # %%
-while len(acked) < 200:
-    await asyncio.sleep(0.005)
 leader = cluster.stream_leader(payments.stream)
+writers = asyncio.gather(*(deposit_all(f"acct-{i}") for i in range(ACCOUNTS)))
+await asyncio.wait_for(enough_acked.wait(), 60)
 cluster.kill(leader)
+killed_at = time.monotonic()
 acked_before_kill = len(acked)
 print("leader killed; nodes running:", sum(node.running for node in cluster.nodes))
+print(f"killed with at least {KILL_AT} of {ACCOUNTS * DEPOSITS} deposits acknowledged; the rest are on their way")
 
 # %% [markdown]
 # The two survivors still form a majority (2 of 3): they elect a new leader, and the writers' retries get
-# through. We wait for all writers to finish, then bring the dead node back: it rejoins as itself and
-# catches up from the new leader.
+# through. We wait for all writers to finish (if you took your time, they already have), then bring the dead
+# node back: it rejoins as itself and catches up from the new leader.
 
 # %%
 await asyncio.wait_for(writers, 120)
