@@ -66,9 +66,8 @@ def ours(marker: str) -> list[str]:
 def test_a_signal_to_dev_py_lab_stops_jupyter_its_kernels_and_the_server_and_leaves_nothing(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
-    installed = dev_module()._installed()  # type: ignore[attr-defined]
-    if "lab" not in installed.get("extras", ()):
-        pytest.skip("the venv was not set up by dev.py (run the suite with `python3 dev.py test`)")
+    if not dev_module().up_to_date(("lab",)):  # type: ignore[attr-defined]
+        pytest.skip("the venv is not dev.py's install of pyproject.toml as it is (run `python3 dev.py test`)")
     [port] = free_ports(1)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
