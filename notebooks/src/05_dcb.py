@@ -176,6 +176,61 @@ for verdict in await check(client, course_cases, tag_keys=["course", "student"],
     print(verdict)
 
 # %% [markdown]
+# ### Boundaries overlap — where they must, and only there
+#
+# Each decision reads its own slice of the store. Below: a small history of three courses, and five decisions
+# someone might make next. A square marks an event inside that decision's boundary (its query matches it);
+# shaded columns are read by more than one decision.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import matplotlib.pyplot as plt
+
+history = [course_defined("c1", 2), course_defined("c2", 10), student_subscribed("s1", "c1"),
+           student_subscribed("s2", "c2"), capacity_changed("c2", 12), student_subscribed("s1", "c2"),
+           course_defined("c3", 5), student_subscribed("s3", "c3")]  # fmt: skip
+next_decisions = {"s2 joins c1": subscribe_student("s2", "c1"), "s3 joins c1": subscribe_student("s3", "c1"),
+                  "s1 joins c3": subscribe_student("s1", "c3"), "c2 capacity → 20": change_capacity("c2", 20),
+                  "define c4": define_course("c4", 5)}  # fmt: skip
+inside = {name: [d.query.matches(e.type, e.tags) for e in history] for name, d in next_decisions.items()}
+short = {"CourseDefined": "defined", "CourseCapacityChanged": "capacity", "StudentSubscribedToCourse": "subscribed"}
+columns = [f"{p}: {short[e.type]}\n{' '.join(t.split(':')[1] for t in e.tags)}" for p, e in enumerate(history, 1)]
+fig, ax = plt.subplots(figsize=(9, 3.2))
+for col in range(len(history)):
+    if sum(marks[col] for marks in inside.values()) > 1:
+        ax.axvspan(col - 0.45, col + 0.45, color="gold", alpha=0.3, lw=0)
+for row, (name, marks) in enumerate(inside.items()):
+    hits = [col for col, hit in enumerate(marks) if hit]
+    ax.scatter(hits, [row] * len(hits), s=260, marker="s", color=plt.cm.tab10.colors[row], zorder=3)
+ax.set_xticks(range(len(history)), columns, fontsize=8)
+ax.set_yticks(range(len(inside)), list(inside))
+ax.set(xlim=(-0.6, len(history) - 0.4), ylim=(len(inside) - 0.5, -0.5),
+       title="Consistency boundaries: the events each decision reads (shaded: read by several)",
+       xlabel="stored events (position: type, tags)", ylabel="decision")  # fmt: skip
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Sharing what they *read* is harmless. Two decisions conflict only when one **appends** an event inside the
+# other's boundary — then whichever appends second finds its boundary moved, and decides again:
+
+# %%
+appends = {  # what each decision would append, decided on the events in its boundary
+    name: d.decide([e for e in history if d.query.matches(e.type, e.tags)]) for name, d in next_decisions.items()
+}
+
+
+def lands_in(a: str, b: str) -> bool:
+    """Would a's new events fall inside b's boundary?"""
+    return any(next_decisions[b].query.matches(e.type, e.tags) for e in appends[a])
+
+
+for a, b in [(a, b) for a in next_decisions for b in next_decisions if a < b]:
+    if lands_in(a, b) or lands_in(b, a):
+        print(f"{a} ⟷ {b}: may conflict (one's new event lands in the other's boundary)")
+print("every other pair: never waits for the other")
+
+# %% [markdown]
 # ## Example 2 — unique usernames, with a retention period
 #
 # A username is claimed by `AccountRegistered` and released by `AccountClosed` — but only after a retention

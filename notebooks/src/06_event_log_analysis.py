@@ -58,7 +58,13 @@ weekly
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-weekly.plot.bar(stacked=True, figsize=(8, 3), title="events per week")
+LIFECYCLE = ["created", "item_added", "payment_received", "shipped", "delivered", "cancelled"]
+by_week = weekly[[t for t in LIFECYCLE if t in weekly.columns]]
+by_week.index = by_week.index.strftime("%d %b")  # the Monday each week starts on
+ax = by_week.plot.bar(stacked=True, figsize=(8, 3.2), rot=0, width=0.8)
+ax.set(title="Events per week, by type", xlabel="week starting (Monday)", ylabel="events")
+ax.legend(title="event type", bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)  # beside, not over
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -72,7 +78,9 @@ durations["duration"].describe()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-(durations["duration"].dt.total_seconds() / 86400).plot.hist(bins=20, figsize=(6, 3), title="order duration (days)")
+ax = (durations["duration"].dt.total_seconds() / 86400).plot.hist(bins=20, figsize=(6, 3))
+ax.set(title="How long orders take", xlabel="days from first to last event", ylabel="orders")
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -96,12 +104,21 @@ follows
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-matrix = follows.pivot(index="source", columns="target", values="count").fillna(0)
-fig, ax = plt.subplots(figsize=(5, 4))
-ax.imshow(matrix, cmap="Blues")
-ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=45, ha="right")
-ax.set_yticks(range(len(matrix.index)), matrix.index)
-ax.set_title("directly follows (count)")
+matrix = follows.pivot(index="source", columns="target", values="count")
+types = [t for t in LIFECYCLE if t in set(matrix.index) | set(matrix.columns)]  # same order on both axes
+matrix = matrix.reindex(index=types, columns=types).fillna(0).astype(int)
+fig, ax = plt.subplots(figsize=(6.5, 5))
+image = ax.imshow(matrix, cmap="Blues")
+for row, source in enumerate(types):
+    for col, target in enumerate(types):
+        if count := matrix.loc[source, target]:
+            dark = count > matrix.max().max() / 2
+            ax.text(col, row, count, ha="center", va="center", color="white" if dark else "black")
+ax.set_xticks(range(len(types)), types, rotation=30, ha="right")
+ax.set_yticks(range(len(types)), types)
+ax.set(title="Directly follows: the column's type right after the row's", xlabel="next event", ylabel="event")
+fig.colorbar(image, ax=ax, label="times, over all orders")
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -115,7 +132,10 @@ steps
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-steps.plot.barh(x="step", y="cases", legend=False, figsize=(6, 2.5), title="order funnel").invert_yaxis()
+ax = steps.plot.barh(x="step", y="cases", legend=False, figsize=(6, 2.5))
+ax.invert_yaxis()  # the first step on top
+ax.set(title="Order funnel", xlabel="orders reaching the step", ylabel="step")
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]

@@ -81,6 +81,7 @@ while len(acked) < 200:
     await asyncio.sleep(0.005)
 leader = cluster.stream_leader(payments.stream)
 cluster.kill(leader)
+killed_at = time.monotonic()
 acked_before_kill = len(acked)
 print("leader killed; nodes running:", sum(node.running for node in cluster.nodes))
 
@@ -106,6 +107,27 @@ print("nodes running:", sum(node.running for node in cluster.nodes), "| replicas
 # NBVAL_IGNORE_OUTPUT
 pause = max(later - earlier for earlier, later in zip(ack_times, ack_times[1:]))
 print(f"longest pause between two acknowledgements: {pause:.1f}s")
+
+# %% [markdown]
+# The same, as a picture: every acknowledgement, counted up over time. The line climbs while the leader
+# lives, stays flat while the survivors elect a new one, and climbs again.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import matplotlib.pyplot as plt
+
+t0 = min(ack_times)
+seconds = [t - t0 for t in sorted(ack_times)]
+fig, ax = plt.subplots(figsize=(8, 3.2))
+ax.step(seconds, range(1, len(seconds) + 1), where="post", label="acknowledged appends")
+ax.axvline(killed_at - t0, color="red", linestyle="--", label="leader killed (SIGKILL)")
+gap = max(range(1, len(seconds)), key=lambda i: seconds[i] - seconds[i - 1])
+ax.axvspan(seconds[gap - 1], seconds[gap], color="orange", alpha=0.2, label=f"no acks for {pause:.1f} s")
+ax.set(title="Acknowledged writes through a leader failover", xlabel="seconds since the first acknowledgement",
+       ylabel="acknowledged (cumulative)")
+ax.legend(loc="upper left", frameon=False)
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Count: lost, doubled, out of order?
