@@ -180,21 +180,50 @@ print("eskit: both attempts returned the same position:", positions[0] == positi
 #
 # Write `shipped_orders(store)`: the set of ids of orders that have shipped. Read **only** `shipped` events,
 # using a subject filter (`store.replay(subjects=[...])`; the store's name is `store.name`).
-#
-# The solution is in the next (collapsed) cell — try it yourself first.
+
+# %% [exercise]
+async def shipped_orders(store: eskit.EventStore) -> set[str]:
+    ...  # your code here
+
 
 # %% [solution]
 async def shipped_orders(store: eskit.EventStore) -> set[str]:
     return {e.aggregate_id async for e in store.replay(subjects=[f"{store.name}.*.shipped"])}
 
 
-# %%
-# check: compare with a full scan of the store
-everything = [e async for e in orders.replay()]
-expected = {e.aggregate_id for e in everything if e.type == "shipped"}
-answer = await shipped_orders(orders)
-assert answer == expected, f"expected {sorted(expected)}, got {sorted(answer)}"
-print("✅ correct:", sorted(answer))
+# %% [wrong] a full scan, filtered in Python
+async def shipped_orders(store: eskit.EventStore) -> set[str]:
+    return {e.aggregate_id async for e in store.replay() if e.type == "shipped"}
+
+
+# %% [check]
+class Spy:
+    """The store, noting which subjects each replay asked the server for."""
+
+    def __init__(self, store: eskit.EventStore) -> None:
+        self.store, self.name, self.asked = store, store.name, []
+
+    def replay(self, subjects=None, **options):
+        self.asked.append(subjects)
+        return self.store.replay(subjects=subjects, **options)
+
+    def __getattr__(self, attribute):
+        return getattr(self.store, attribute)
+
+
+async def check_shipped_orders() -> None:
+    expected = {e.aggregate_id async for e in orders.replay() if e.type == "shipped"}
+    spy = Spy(orders)
+    answer = await shipped_orders(spy)
+    eskit.course.require(answer, "shipped_orders returns nothing yet")
+    assert set(answer) == expected, f"expected the orders {sorted(expected)}, got {sorted(answer)}"
+    wanted = [f"{orders.name}.*.shipped"]
+    assert spy.asked and all(asked == wanted for asked in spy.asked), (
+        "right answer, but you read events other than `shipped`: ask the server for "
+        "subjects=[f\"{store.name}.*.shipped\"] only")
+
+
+await eskit.course.check(check_shipped_orders, ok="shipped orders read through one subject filter")
 
 # %%
 await client.delete_store(name)

@@ -236,6 +236,11 @@ print("order-5:", [e.type for e in await orders.read("order-5")])
 # Write `first_position_with_status(store, order_id, status)`: the position of the event after which the
 # order first had `status`, or `None` if it never did. Use `load(..., up_to=...)` (or replay yourself).
 
+# %% [exercise]
+async def first_position_with_status(store: eskit.EventStore, order_id: str, status: str) -> int | None:
+    raise NotImplementedError("write first_position_with_status")
+
+
 # %% [solution]
 async def first_position_with_status(store: eskit.EventStore, order_id: str, status: str) -> int | None:
     for event in await store.read(order_id):
@@ -244,14 +249,27 @@ async def first_position_with_status(store: eskit.EventStore, order_id: str, sta
     return None
 
 
-# %%
-# check: against the events that set each status
-by_type = {e.type: e.position for e in await orders.read("order-1")}
-assert await first_position_with_status(orders, "order-1", "pending") == by_type["created"]
-assert await first_position_with_status(orders, "order-1", "paid") == by_type["payment_received"]
-assert await first_position_with_status(orders, "order-1", "shipped") == by_type["shipped"]
-assert await first_position_with_status(orders, "order-2", "shipped") is None
-print("✅ correct")
+# %% [wrong] the version (events applied), not the position
+async def first_position_with_status(store: eskit.EventStore, order_id: str, status: str) -> int | None:
+    for event in await store.read(order_id):
+        order = await store.load(Order, order_id, up_to=event.position)
+        if order.status == status:
+            return order.version
+    return None
+
+
+# %% [check]
+async def check_first_position() -> None:
+    by_type = {e.type: e.position for e in await orders.read("order-1")}
+    for status, event_type in [("pending", "created"), ("paid", "payment_received"), ("shipped", "shipped")]:
+        got = await first_position_with_status(orders, "order-1", status)
+        assert got == by_type[event_type], (
+            f"order-1 became {status} with its {event_type} event at position {by_type[event_type]}, you said {got}")
+    got = await first_position_with_status(orders, "order-2", "shipped")
+    assert got is None, f"order-2 never shipped, so the answer is None, you said {got}"
+
+
+await eskit.course.check(check_first_position, ok="you can find when an order's state changed")
 
 # %%
 await client.delete_store(name)

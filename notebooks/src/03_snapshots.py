@@ -208,6 +208,17 @@ except eskit.EncodeError as exc:
 # Write `SnapshottableTags(Tags)` with `snapshot()` (state → JSON-ready dict) and `restore(state)` (the
 # reverse), so that a loaded aggregate still holds a `set`.
 
+# %% [exercise]
+class SnapshottableTags(Tags):
+    snapshot_name = "Tags"
+
+    def snapshot(self) -> dict:
+        raise NotImplementedError("write snapshot() and restore()")
+
+    def restore(self, state: dict) -> None:
+        raise NotImplementedError("write snapshot() and restore()")
+
+
 # %% [solution]
 class SnapshottableTags(Tags):
     snapshot_name = "Tags"
@@ -219,16 +230,32 @@ class SnapshottableTags(Tags):
         self.tags = set(state["tags"])
 
 
-# %%
-# check: a snapshot is written, snapshot + tail == full replay, and the state is still a set
-await snapped.load(SnapshottableTags, "post-1")
-await snapped.append("post-1", [eskit.Event("tagged", {"tag": "new"})])
-tags = await snapped.load(SnapshottableTags, "post-1")
-snapshot = await snapped.snapshots.get(SnapshottableTags, "post-1")
-assert snapshot is not None and snapshot.version == 150, "no snapshot was written"
-assert isinstance(tags.tags, set) and len(tags.tags) == 31, f"wrong state: {tags.tags!r}"
-assert (await snapped.snapshots.check(SnapshottableTags, "post-1")).ok
-print("✅ correct")
+# %% [wrong] restore keeps the list
+class SnapshottableTags(Tags):
+    snapshot_name = "Tags"
+
+    def snapshot(self) -> dict:
+        return {"tags": sorted(self.tags)}
+
+    def restore(self, state: dict) -> None:
+        self.tags = state["tags"]
+
+
+# %% [check]
+async def check_tags() -> None:
+    async with eskit.course.scratch(client, "tags", snapshots=eskit.SnapshotPolicy(every=100)) as store:
+        await store.append("post-1", [eskit.Event("tagged", {"tag": f"t{i % 30}"}) for i in range(150)])
+        await store.load(SnapshottableTags, "post-1")  # writes the snapshot
+        await store.append("post-1", [eskit.Event("tagged", {"tag": "new"})])
+        tags = await store.load(SnapshottableTags, "post-1")  # snapshot + tail
+        snapshot = await store.snapshots.get(SnapshottableTags, "post-1")
+        assert snapshot is not None and snapshot.version == 150, "no snapshot was written: does snapshot() return a dict?"
+        assert isinstance(tags.tags, set), f"after a load from the snapshot, tags is a {type(tags.tags).__name__}, not a set"
+        assert len(tags.tags) == 31, f"expected 31 tags, got {len(tags.tags)}"
+        assert (await store.snapshots.check(SnapshottableTags, "post-1")).ok, "snapshot + tail != full replay"
+
+
+await eskit.course.check(check_tags, ok="your snapshot holds a set, and snapshot + tail == full replay")
 
 # %%
 await client.delete_store(plain_name)
