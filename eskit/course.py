@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from .clean import LESSON_PREFIX
+
 if TYPE_CHECKING:
     from .connection import Client
     from .store import EventStore
@@ -59,12 +61,14 @@ def require(value: object, what: str) -> None:
 
 
 def unique(prefix: str) -> str:
-    """A unique name (``prefix`` + 8 hex digits) for a store, bucket or consumer a check creates.
+    """A unique name (``lesson_`` + ``prefix`` + 8 hex digits) for a store, bucket or consumer a lesson creates.
 
-    >>> unique("check").startswith("check")
+    The common ``lesson_`` prefix is how ``python -m eskit clean`` finds what the lessons left on a server.
+
+    >>> unique("check").startswith("lesson_check")
     True
     """
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
+    return f"{LESSON_PREFIX}{prefix}{uuid.uuid4().hex[:8]}"
 
 
 @asynccontextmanager
