@@ -433,8 +433,8 @@ def boundary(decision: Decision, *, needs: dict[str, TaggedEvent], spares: dict[
     eskit.course.require(decision.query, "the decision has no query yet")
     for what, event in needs.items():
         if not decision.query.matches(event.type, event.tags):
-            raise eskit.course.Wrong(f"your boundary misses {what}: the decision cannot see them, and one "
-                                     "stored meanwhile would not stop it")
+            raise eskit.course.Wrong(f"your boundary misses {what}: the decision cannot see those events, and "
+                                     "one stored meanwhile would not stop it")
     for what, event in spares.items():
         if decision.query.matches(event.type, event.tags):
             raise eskit.course.Wrong(f"your boundary is bigger than it needs to be: it holds {what}, so each "
@@ -630,8 +630,8 @@ async def check_yearly() -> None:
     y25 = [yearly_invoice(2025, n, {}) for n in (1, 2)]
     await cases(["year"],
         Case("the first invoice ever", [], create_yearly_invoice(2025, {}), yearly_invoice(2025, 1, {})),
-        Case("the third invoice of 2025", y25, create_yearly_invoice(2025, {}), yearly_invoice(2025, 3, {})),
-        Case("the first invoice of 2026, after two in 2025", y25, create_yearly_invoice(2026, {}),
+        Case("the third invoice of 2025 (after 1 and 2)", y25, create_yearly_invoice(2025, {}), yearly_invoice(2025, 3, {})),
+        Case("the first invoice of 2026 (2025's do not count)", y25, create_yearly_invoice(2026, {}),
              yearly_invoice(2026, 1, {})),
         Case("2025 goes on after 2026 began", [*y25, yearly_invoice(2026, 1, {})], create_yearly_invoice(2025, {}),
              yearly_invoice(2025, 3, {})),
