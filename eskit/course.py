@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .connection import Client
     from .store import EventStore
 
-__all__ = ["Wrong", "check", "last_verdict", "require", "scratch", "unique"]
+__all__ = ["Spy", "Wrong", "check", "last_verdict", "require", "scratch", "unique"]
 
 NOT_DONE = "not done yet: write your answer in the exercise cell above (replace the `...`)"
 
@@ -85,6 +85,36 @@ async def scratch(client: Client, prefix: str = "check", **options: Any) -> Asyn
     finally:
         with contextlib.suppress(Exception):  # cleanup must not hide the verdict
             await client.delete_store(name)
+
+
+class Spy:
+    """A stand-in for a store (or anything) that notes each method call, so a check can see *how* an answer
+    read or wrote, not only what it returned.
+
+    >>> spy = Spy([3, 1, 2]); spy.index(1)
+    1
+    >>> spy.calls
+    [('index', (1,), {})]
+    """
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, attribute: str) -> Any:
+        value = getattr(self.target, attribute)
+        if not callable(value):
+            return value
+
+        def noted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((attribute, args, kwargs))
+            return value(*args, **kwargs)
+
+        return noted
+
+    def called(self, method: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """The (args, kwargs) of each call of ``method``, in order."""
+        return [(args, kwargs) for name, args, kwargs in self.calls if name == method]
 
 
 def _one_line(text: str) -> str:
