@@ -191,9 +191,9 @@ pd.read_sql_query(totals, view.db)
 # ### Exercise 4.1 · A `created` that arrives twice
 #
 # The projection above skips a redelivered event by its position. Code without that guard — the seed's
-# loop, a consumer written by hand, a script that replays the stream into a second table — applies it again,
-# and the seed's `INSERT` then fails on the primary key (in the seed the error is dropped: the view silently
-# misses whatever the batch held after it).
+# loop, a consumer written by hand, a script that replays the stream into a second table — applies it again.
+# The seed's `INSERT` then either adds a second row for the order (a table without a primary key) or fails,
+# and the seed drops that error, together with every real one.
 #
 # Write `apply_created(db, event)` for the table
 # `orders_view (id TEXT PRIMARY KEY, customer TEXT, status TEXT, items INTEGER NOT NULL DEFAULT 0)`: the
@@ -202,7 +202,7 @@ pd.read_sql_query(totals, view.db)
 
 # %% [exercise]
 def apply_created(db: sqlite3.Connection, event: eskit.RecordedEvent) -> None:
-    # the seed's insert, which fails when the event comes again:
+    # the seed's insert (with this table's columns), which fails when the event comes again:
     #   INSERT INTO orders_view (id, customer, status) VALUES (?, ?, 'pending')
     ...  # your code here
 
