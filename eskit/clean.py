@@ -65,8 +65,9 @@ class Removed:
         if self.kind == "consumer":
             return f"consumer {self.name} on stream {self.stream}"
         extra = f", {len(self.consumers)} consumer{'s' if len(self.consumers) != 1 else ''}" if self.consumers else ""
-        unit = "key revisions" if self.kind == "KV bucket" else "messages" if self.kind == "object store" else "events"
-        return f"{self.kind} {self.name} (stream {self.stream}: {self.events:,} {unit}{extra})"
+        unit = "key revision" if self.kind == "KV bucket" else "message" if self.kind == "object store" else "event"
+        plural = "" if self.events == 1 else "s"
+        return f"{self.kind} {self.name} (stream {self.stream}: {self.events:,} {unit}{plural}{extra})"
 
 
 @dataclass(frozen=True)
