@@ -138,14 +138,14 @@ def _verdict(exc: BaseException) -> str:
     return f"your code raised {type(exc).__name__}{where}: {_one_line(str(exc)) or '(no message)'}"
 
 
-async def check(test: Callable[[], Awaitable[object] | object], *, ok: str) -> None:
+async def check(test: Callable[[], Awaitable[object] | object] | Awaitable[object], *, ok: str) -> None:
     """Run ``test`` and print ONE verdict line: ``✓ <ok>`` if it returns, ``✗ <hint>`` if it raises.
 
     Returns nothing (so a notebook shows only the line); the line is kept in ``eskit.course.last_verdict``.
     """
     global last_verdict
     try:
-        result = test()
+        result = test if inspect.isawaitable(test) else test()  # check(test()) works too
         if inspect.isawaitable(result):
             await result
         line = f"✓ {ok}"

@@ -135,8 +135,28 @@ except eskit.InvalidNameError as exc:
 #
 # Each exercise has a cell to fill in (it starts as a stub: `...`) and a check cell below it that prints one
 # line: `✗` and a hint while it is not right yet, `✓` when it is. Checks run your code on a small store of
-# their own, so run them as often as you like.
-#
+# their own (filled by `fill` below), so run them as often as you like.
+
+# %%
+async def fill(store: eskit.EventStore) -> None:
+    """Three orders, their events interleaved in the stream."""
+
+    def item(sku: str, qty: int, price: float) -> eskit.Event:
+        return E("item_added", {"sku": sku, "qty": qty, "price": price})
+
+    await store.append("o-1", [E("created", {"customer": "ada"}), item("A", 2, 4.5)])
+    await store.append("o-2", [E("created", {"customer": "bob"}), item("B", 1, 20.0)])
+    await store.append("o-1", [item("C", 3, 1.0), E("shipped", {"tracking": "T-1"})])
+    await store.append("o-3", [E("created", {"customer": "cy"}), E("shipped", {"tracking": "T-3"})])
+
+
+def whole_store_reads(spy: eskit.course.Spy, wanted: list[str]) -> int:
+    """How many reads asked the server for more than `wanted`."""
+    replays = [args[0] if args else kwargs.get("subjects") for args, kwargs in spy.called("replay")]
+    return sum(1 for subjects in replays if subjects != wanted)
+
+
+# %% [markdown]
 # ### Exercise 1.1 · Read one order
 #
 # Write `order_total(store, order_id)`: the sum of `qty * price` over the order's `item_added` events. Read
@@ -164,23 +184,6 @@ async def order_total(store: eskit.EventStore, order_id: str) -> float:
 
 
 # %% [check]
-async def fill(store: eskit.EventStore) -> None:
-    """Three orders, their events interleaved in the stream."""
-    def item(sku: str, qty: int, price: float) -> eskit.Event:
-        return E("item_added", {"sku": sku, "qty": qty, "price": price})
-
-    await store.append("o-1", [E("created", {"customer": "ada"}), item("A", 2, 4.5)])
-    await store.append("o-2", [E("created", {"customer": "bob"}), item("B", 1, 20.0)])
-    await store.append("o-1", [item("C", 3, 1.0), E("shipped", {"tracking": "T-1"})])
-    await store.append("o-3", [E("created", {"customer": "cy"}), E("shipped", {"tracking": "T-3"})])
-
-
-def whole_store_reads(spy: eskit.course.Spy, wanted: list[str]) -> int:
-    """How many reads asked the server for more than `wanted`."""
-    replays = [args[0] if args else kwargs.get("subjects") for args, kwargs in spy.called("replay")]
-    return sum(1 for subjects in replays if subjects != wanted)
-
-
 async def check_order_total() -> None:
     async with eskit.course.scratch(client, "total") as store:
         await fill(store)
