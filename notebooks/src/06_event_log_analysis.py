@@ -209,7 +209,7 @@ def check_conversion() -> None:
         f"{answer:.3f} is not the share of paid orders that were delivered")
 
 
-await eskit.course.check(check_conversion, ok="paid → delivered, the conversion of that funnel step")
+await eskit.course.check(check_conversion, ok="that is the share of the paid orders that were delivered")
 
 # %% [markdown]
 # ## Part 2 · A real event log
