@@ -75,16 +75,28 @@ def unique(prefix: str) -> str:
 async def scratch(client: Client, prefix: str = "check", **options: Any) -> AsyncIterator[EventStore]:
     """A fresh, uniquely named event store, deleted (with its snapshots) when the block ends.
 
+    If ``client`` is closed already (a learner ran the whole lesson, whose last cell closes it, and then works
+    on the exercises), the store lives on a connection of its own to ``NATS_URL``, closed at the end.
+
     >>> async with eskit.course.scratch(client, "shipped") as store:    # doctest: +SKIP
     ...     await store.append("order-1", [eskit.Event("created", {})])
     """
+    own = None
+    if client.nc.is_closed:  # the lesson's last cell closed it (Run All, then the exercises): connect anew
+        from .connection import connect
+
+        own = client = await connect()
     name = unique(prefix)
-    store = await client.event_store(name, **options)
     try:
-        yield store
+        store = await client.event_store(name, **options)
+        try:
+            yield store
+        finally:
+            with contextlib.suppress(Exception):  # cleanup must not hide the verdict
+                await client.delete_store(name)
     finally:
-        with contextlib.suppress(Exception):  # cleanup must not hide the verdict
-            await client.delete_store(name)
+        if own is not None:
+            await own.close()
 
 
 class Spy:
