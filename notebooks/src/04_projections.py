@@ -227,7 +227,7 @@ def apply_created(db: sqlite3.Connection, event: eskit.RecordedEvent) -> None:
 
 # %% [check]
 async def check_created() -> None:
-    async with eskit.course.scratch(client, "created") as store:  # a fresh store, deleted after the check
+    async with await eskit.connect() as own, eskit.course.scratch(own, "created") as store:  # fresh, then deleted
         await store.append("o1", [eskit.Event("created", {"customer": "ada"})])
         (created,) = await store.read("o1")
     db = sqlite3.connect(":memory:")
@@ -288,7 +288,7 @@ def apply_item_added(db: sqlite3.Connection, event: eskit.RecordedEvent) -> None
 
 # %% [check]
 async def check_item_added() -> None:
-    async with eskit.course.scratch(client, "items") as store:
+    async with await eskit.connect() as own, eskit.course.scratch(own, "items") as store:
         await store.append("o1", [eskit.Event("created", {"customer": "ada"}), eskit.Event("item_added", {"qty": 1})])
         await store.append("o2", [eskit.Event("created", {"customer": "bob"}), eskit.Event("item_added", {"qty": 5})])
         await store.append("o1", [eskit.Event("item_added", {"qty": 2})])
@@ -412,7 +412,7 @@ class CustomersView(eskit.Projection):
 
 # %% [check]
 async def check_customers() -> None:
-    async with eskit.course.scratch(client, "customers") as store:
+    async with await eskit.connect() as own, eskit.course.scratch(own, "customers") as store:
         for i, customer in enumerate(["ada", "bob", "ada", "cy", "ada"]):
             await store.append(f"o{i}", [eskit.Event("created", {"customer": customer}),
                                          eskit.Event("item_added", {"sku": "A1", "qty": 1})])

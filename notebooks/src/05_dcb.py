@@ -18,14 +18,13 @@
 
 # %%
 import asyncio
-import contextlib
 import inspect
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import date
 
 import eskit
-from eskit.dcb import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
+from eskit.dcb import AppendCondition, Query, QueryItem, SequencedEvent, TaggedEvent
 from eskit.dcb_examples import (
     Case,
     Decision,
@@ -58,15 +57,6 @@ def show(text: object) -> str:
         text = str(text).replace(name, kind)
     return str(text)
 
-
-@contextlib.asynccontextmanager
-async def fresh_dcb_store(tag_keys: Sequence[str]) -> AsyncIterator[DCBStore]:
-    """A DCB store of its own for one run of an exercise check, deleted after it (so the check can run again)."""
-    name = eskit.course.unique("check")
-    try:
-        yield await client.dcb_store(name, tag_keys=tag_keys)
-    finally:
-        await client.delete_store(name)
 
 
 # %% [markdown]
@@ -352,6 +342,45 @@ print("invoice numbers:", numbers, "| unique and gapless:", numbers == list(rang
 # decides correctly**. Too small, and a concurrent writer slips past the rule; too big, and unrelated writers
 # make the decision retry for nothing.
 
+# %%
+# Helpers for the checks below. Each check connects on its own and works on fresh stores it deletes after,
+# so it can run again — also after the lesson's last cell has closed `client`.
+import contextlib
+from collections.abc import AsyncIterator
+
+from eskit.dcb import DCBStore
+
+
+def boundary(decision: Decision, *, needs: dict[str, TaggedEvent], spares: dict[str, TaggedEvent]) -> None:
+    """The decision's query must match every event in `needs` and none in `spares`."""
+    eskit.course.require(decision.query, "the decision has no query yet")
+    for what, event in needs.items():
+        if not decision.query.matches(event.type, event.tags):
+            raise eskit.course.Wrong(f"your boundary misses {what}: the decision cannot see those events, and "
+                                     "one stored meanwhile would not stop it")
+    for what, event in spares.items():
+        if decision.query.matches(event.type, event.tags):
+            raise eskit.course.Wrong(f"your boundary is bigger than it needs to be: it holds {what}, so each "
+                                     "of those would make this decision retry for nothing")
+
+
+async def cases(tag_keys: list[str], *given_when_then: Case) -> None:
+    """Run the cases, each on a fresh store; the first mismatch is the hint."""
+    async with await eskit.connect() as own:
+        await check(own, given_when_then, tag_keys=tag_keys, prefix=eskit.course.unique("case"))
+
+
+@contextlib.asynccontextmanager
+async def fresh_dcb_store(tag_keys: Sequence[str]) -> AsyncIterator[DCBStore]:
+    """A DCB store for one run of a check, deleted after it, so the check can run again."""
+    name = eskit.course.unique("check")
+    async with await eskit.connect() as own:
+        try:
+            yield await own.dcb_store(name, tag_keys=tag_keys)
+        finally:
+            await own.delete_store(name)
+
+
 # %% [markdown]
 # ### Exercise 5.1 · Leave a course
 #
@@ -428,24 +457,6 @@ def unsubscribe_student(student_id: str, course_id: str) -> Decision:
 
 
 # %% [check]
-def boundary(decision: Decision, *, needs: dict[str, TaggedEvent], spares: dict[str, TaggedEvent]) -> None:
-    """The decision's query must match every event in `needs` and none in `spares`."""
-    eskit.course.require(decision.query, "the decision has no query yet")
-    for what, event in needs.items():
-        if not decision.query.matches(event.type, event.tags):
-            raise eskit.course.Wrong(f"your boundary misses {what}: the decision cannot see those events, and "
-                                     "one stored meanwhile would not stop it")
-    for what, event in spares.items():
-        if decision.query.matches(event.type, event.tags):
-            raise eskit.course.Wrong(f"your boundary is bigger than it needs to be: it holds {what}, so each "
-                                     "of those would make this decision retry for nothing")
-
-
-async def cases(tag_keys: list[str], *given_when_then: Case) -> None:
-    """Run the cases, each on a fresh store; the first mismatch is the hint."""
-    await check(client, given_when_then, tag_keys=tag_keys, prefix=eskit.course.unique("case"))
-
-
 async def check_leave() -> None:
     joined, left = student_subscribed("s1", "c1"), TaggedEvent(
         "StudentUnsubscribedFromCourse", {"studentId": "s1", "courseId": "c1"}, ["student:s1", "course:c1"])
