@@ -6,6 +6,7 @@
                                                           (the lessons marked trusted: saved widgets render)
     python -m eskit bench [ARGS]                          the benchmarks in bench/ (from a checkout)
     python -m eskit import FILE --stream NAME             a CSV/XES event log into a stream (NATS_URL)
+    python -m eskit clean [--dry-run] [--url URL]         remove what the lessons left on the server (NATS_URL)
 
 Errors are one line on stderr and exit status 1.
 """
@@ -20,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import log_import
+from . import clean, log_import
 from ._redact import redact
 from .errors import EskitError
 from .server import EmbeddedServer
@@ -156,6 +157,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
     log_import.add_command(sub)
+    clean.add_command(sub)
     return p
 
 
