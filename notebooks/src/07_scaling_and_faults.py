@@ -213,6 +213,11 @@ server.stop()
 # (acknowledged ids not stored), `duplicated` (ids stored more than once) and `moved` (stored ids whose
 # position differs from their ack) — each a count.
 
+# %% [exercise]
+def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str, int]:
+    ...  # your code here
+
+
 # %% [solution]
 from collections import Counter
 
@@ -226,8 +231,20 @@ def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str,
     }
 
 
-# %%
-# check: on hand-made cases, then on the run above
+# %% [wrong] "duplicated" counts stored events, not ids
+from collections import Counter
+
+
+def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str, int]:
+    counts = Counter(e.id for e in stored)
+    return {
+        "lost": len(set(acked) - set(counts)),
+        "duplicated": sum(n for n in counts.values() if n > 1),
+        "moved": sum(1 for e in stored if e.id in acked and acked[e.id] != e.position),
+    }
+
+
+# %% [check]
 from datetime import UTC, datetime
 
 
@@ -238,13 +255,23 @@ def recorded(event_id: str, position: int) -> eskit.RecordedEvent:
     )
 
 
-assert audit({"x": 1, "y": 2}, [recorded("x", 1), recorded("y", 2)]) == {"lost": 0, "duplicated": 0, "moved": 0}
-assert audit({"x": 1, "y": 2}, [recorded("x", 1)])["lost"] == 1
-assert audit({"x": 1}, [recorded("x", 1), recorded("x", 3)])["duplicated"] == 1
-assert audit({"x": 1}, [recorded("x", 2)])["moved"] == 1
-assert audit({"x": 1}, [recorded("x", 1), recorded("z", 2)]) == {"lost": 0, "duplicated": 0, "moved": 0}
-assert audit(acked, stored) == {"lost": 0, "duplicated": 0, "moved": 0}
-print("✅ correct — and the fault lost nothing")
+def check_audit() -> None:
+    eskit.course.require(audit({}, []), "audit returns nothing yet")
+    cases = [
+        ({"x": 1, "y": 2}, [recorded("x", 1), recorded("y", 2)], {"lost": 0, "duplicated": 0, "moved": 0}),
+        ({"x": 1, "y": 2}, [recorded("x", 1)], {"lost": 1, "duplicated": 0, "moved": 0}),
+        ({"x": 1}, [recorded("x", 1), recorded("x", 3), recorded("x", 4)], {"lost": 0, "duplicated": 1, "moved": 2}),
+        ({"x": 1}, [recorded("x", 2)], {"lost": 0, "duplicated": 0, "moved": 1}),
+        ({"x": 1}, [recorded("x", 1), recorded("z", 2)], {"lost": 0, "duplicated": 0, "moved": 0}),
+    ]
+    for acked_ids, stored_events, expected in cases:
+        got = audit(acked_ids, stored_events)
+        stored_ids = [(e.id, e.position) for e in stored_events]
+        assert got == expected, f"acked {acked_ids}, stored {stored_ids}: expected {expected}, got {got}"
+    assert audit(acked, stored) == {"lost": 0, "duplicated": 0, "moved": 0}, "the run above lost nothing"
+
+
+await eskit.course.check(check_audit, ok="your audit counts lost, duplicated and moved events — and the fault lost nothing")
 
 # %% [markdown]
 # **That is the series.** You have stored, replayed, snapshotted, projected and analysed events, enforced
