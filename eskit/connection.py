@@ -31,6 +31,7 @@ from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
 from .streams import STREAM_NOT_FOUND, ensure_stream, stream_name
+from .upcasting import Upcasters
 
 HOW_TO_START = "start one with `python -m eskit server` or `docker compose up -d`, or unset NATS_URL"
 
@@ -74,11 +75,14 @@ class Client:
         replicas: int | None = None,
         snapshots: SnapshotPolicy | None = None,
         cache: AggregateCache | None = None,
+        upcasters: Upcasters | None = None,
     ) -> EventStore:
         """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or updated.
 
         ``snapshots=SnapshotPolicy(every=100)`` keeps aggregate snapshots in the KV bucket ``snapshots_<name>``;
         ``cache=AggregateCache()`` keeps loaded aggregates in memory (see :mod:`eskit.cache`).
+        ``upcasters=Upcasters()``: every read sees old events as their current version (see
+        :mod:`eskit.upcasting`); the stored events are never rewritten.
         ``replicas`` defaults to :attr:`default_replicas` (3 on a cluster, 1 on a single server).
 
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
@@ -89,18 +93,24 @@ class Client:
         if snapshots is not None:
             store.snapshots = await Snapshots.open(store, snapshots)
         store.cache = cache
+        store.upcasters = upcasters
         if cache is not None:
             self._caches.setdefault(name, []).append(cache)
         return store
 
     async def dcb_store(
-        self, name: str, *, tag_keys: Sequence[str] | None = None, replicas: int | None = None
+        self, name: str, *, tag_keys: Sequence[str] | None = None, replicas: int | None = None,
+        upcasters: Upcasters | None = None,
     ) -> DCBStore:
         """The DCB store ``name`` (events with a type and tags, read by query, appended on a condition).
 
+        ``upcasters``: reads and subscriptions see old events as their current version (:mod:`eskit.upcasting`).
+
         >>> courses = await client.dcb_store("courses", tag_keys=["course", "student"])   # doctest: +SKIP
         """
-        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas)
+        store = await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas)
+        store.upcasters = upcasters
+        return store
 
     async def delete_store(self, name: str) -> bool:
         """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist."""
