@@ -82,29 +82,31 @@ async def migrate(source: EventStore, target: EventStore, transform: Transform |
             written += len(await target.append_many(singles))
             singles.clear()
 
-    async for event in source.replay(after=resumed):
-        read += 1
-        out = transform(event)
-        events = [] if out is None else [out] if isinstance(out, Event) else list(out)
-        if not all(isinstance(e, Event) for e in events):
-            raise ValidationError(
-                f"transform returned {out!r} for the event at position {event.position}; return an Event, a "
-                "list of Events, or None to drop it"
-            )
-        last = event.position
-        if not events:
-            dropped += 1
-            continue
-        stamped = [_stamped(e, source, event.position, i) for i, e in enumerate(events)]
-        if len(stamped) == 1:
-            singles.append((event.aggregate_id, stamped, None))
-            if len(singles) >= PIPELINE:
+    try:
+        async for event in source.replay(after=resumed):
+            read += 1
+            out = transform(event)
+            events = [] if out is None else [out] if isinstance(out, Event) else list(out)
+            if not all(isinstance(e, Event) for e in events):
+                raise ValidationError(
+                    f"transform returned {out!r} for the event at position {event.position}; return an Event, a "
+                    "list of Events, or None to drop it"
+                )
+            last = event.position
+            if not events:
+                dropped += 1
+                continue
+            stamped = [_stamped(e, source, event.position, i) for i, e in enumerate(events)]
+            if len(stamped) == 1:
+                singles.append((event.aggregate_id, stamped, None))
+                if len(singles) >= PIPELINE:
+                    await flush()
+            else:  # an atomic batch, after everything before it: the target stays in source order
                 await flush()
-        else:  # an atomic batch, after everything before it: the target stays in source order
-            await flush()
-            await target.append(event.aggregate_id, stamped)
-            written += len(stamped)
-    await flush()
+                await target.append(event.aggregate_id, stamped)
+                written += len(stamped)
+    finally:  # what was transformed so far is stored (a transform that raised, a Ctrl-C): a rerun goes on
+        await flush()
     return MigrationResult(resumed, read, written, dropped, last)
 
 
