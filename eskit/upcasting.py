@@ -47,6 +47,7 @@ class Upcasters:
         self._steps: dict[tuple[str, int], Upcaster] = {}
         self._renames: dict[str, str] = {}
         self.types: frozenset[str] = frozenset()  # stored types some rule applies to
+        self._plans: dict[str, dict[int, _Plan | None]] = {}  # stored type -> version -> what a read does
 
     def __repr__(self) -> str:
         steps = ", ".join(f"{t} v{v}->v{v + 1}" for t, v in sorted(self._steps))
@@ -101,6 +102,19 @@ class Upcasters:
 
     def _changed(self) -> None:
         self.types = frozenset({*self._renames, *(t for t, _ in self._steps)})
+        self._plans = {t: {} for t in self.types}
+
+    def _plan(self, event_type: str, version: int) -> _Plan | None:
+        """What reading ``event_type`` stored as ``version`` takes: the type and version it ends as, and the
+        steps in order (None: nothing to do). Worked out once per (type, version)."""
+        renamed, steps = self._renamed(event_type), []
+        final = version
+        while (step := self._steps.get((renamed, final))) is not None:
+            steps.append(step)
+            final += 1
+        plan = None if renamed == event_type and not steps else (renamed, final, tuple(steps))
+        self._plans[event_type][version] = plan
+        return plan
 
     def sources(self, types: Iterable[str]) -> frozenset[str]:
         """``types`` and every stored type renamed (directly or not) into one of them."""
@@ -145,22 +159,36 @@ class Upcasters:
         """Upcast events just decoded (nobody else holds them: changed in place). ``strict=False``: an event
         whose upcaster raises comes back with its renamed type, its stored data and version, and the error
         in ``decode_error`` (a projection parks it)."""
-        types = self.types
-        if not types:
+        plans = self._plans
+        if not plans:
             return events
         for i, event in enumerate(events):
-            if event.type not in types or event.decode_error is not None:
+            by_version = plans.get(event.type)
+            if by_version is None:
                 continue
+            version = event.schema_version
+            plan = by_version[version] if version in by_version else self._plan(event.type, version)
+            if plan is None or event.decode_error is not None:
+                continue
+            data = event.data
             try:
-                t, v, d = self.resolve(event.position, event.subject, event.type, event.schema_version, event.data)
-            except UpcastError as exc:
-                if strict:
-                    raise
-                events[i] = dataclasses.replace(event, type=self._renamed(event.type), decode_error=str(exc))
-                continue
-            _set_type(event, t)
-            _set_version(event, v)
-            _set_data(event, d)
+                for step in plan[2]:
+                    data = step(data)
+                    if data is None:
+                        raise ValueError
+            except Exception:  # again, step by step, for the error that names the step and the event
+                try:
+                    self.resolve(event.position, event.subject, event.type, version, event.data)
+                except UpcastError as exc:
+                    if strict:
+                        raise
+                    events[i] = dataclasses.replace(event, type=plan[0], decode_error=str(exc))
+                    continue
+                raise  # it failed once and not again: not a pure function
+            _set_data(event, data)
+            _set_version(event, plan[1])
+            if plan[0] is not event.type:
+                _set_type(event, plan[0])
         return events
 
     def _renamed(self, event_type: str) -> str:
@@ -174,17 +202,30 @@ class Upcasters:
     ) -> tuple[list[str], Any]:
         """Upcast column lists in place (``types``, ``data``); returns the types and the version column
         (a new list if a version changed, else ``versions`` as given)."""
-        rules = self.types
-        todo = [i for i, t in enumerate(types) if t in rules] if rules else []
+        plans = self._plans
+        todo = [i for i, t in enumerate(types) if t in plans] if plans else []
         if not todo:
             return types, versions
         out = list(map(int, versions))
         for i in todo:
-            if data[i] is None:
-                continue  # not JSON (or empty): nothing to upcast
-            t, v, d = self.resolve(int(positions[i]), subjects[i], types[i], out[i], data[i])
-            types[i], out[i], data[i] = t, v, d
+            event_type, version, data_i = types[i], out[i], data[i]
+            by_version = plans[event_type]
+            plan = by_version[version] if version in by_version else self._plan(event_type, version)
+            if plan is None or data_i is None:  # nothing to do, or not JSON (or empty)
+                continue
+            try:
+                for step in plan[2]:
+                    data_i = step(data_i)
+                    if data_i is None:
+                        raise ValueError
+            except Exception:  # again, step by step, for the error that names the step and the event
+                self.resolve(int(positions[i]), subjects[i], event_type, version, data[i])
+                raise
+            types[i], out[i], data[i] = plan[0], plan[1], data_i
         return types, out
+
+
+_Plan = tuple[str, int, tuple[Upcaster, ...]]
 
 
 def _name(function: Upcaster) -> str:
