@@ -391,3 +391,16 @@ async def test_migrate_refuses_a_target_that_holds_other_events(client: eskit.Cl
     finally:
         await client.delete_store(source)
         await client.delete_store(target)
+
+
+async def test_an_undecodable_event_error_points_to_eskit_migrate_not_to_a_missing_upcaster_api(
+    client: eskit.Client, store: eskit.EventStore
+) -> None:
+    await store.append("o1", [Event("created")])
+    await client.js.publish(f"{store.name}.o1.item_added", b"{not json")
+    for load in (store.load(Order, "o1"), store.load(Order, "o1", up_to=datetime.now(UTC))):
+        with pytest.raises(eskit.UndecodableEventError) as caught:
+            await load
+        message = str(caught.value)
+        assert "eskit.migrate(source, target, transform)" in message and "in an upcaster" not in message
+        assert "') cannot be decoded" in message  # the type, a space, then the reason
