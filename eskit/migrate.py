@@ -55,8 +55,17 @@ class MigrationResult:
 
 
 def copy_event(event: RecordedEvent) -> Event:
-    """The default transform: the event as read (type, data, version, times, ids, metadata)."""
-    return Event(event.type, event.data if isinstance(event.data, dict) else {"value": event.data},
+    """The default transform: the event as read (type, data, version, times, ids, metadata).
+
+    An event whose payload is not JSON is refused: pass a transform that repairs it (from ``event.raw``) or
+    drops it (returns None).
+    """
+    if event.decode_error is not None:
+        raise ValidationError(
+            f"the event at position {event.position} ({event.subject}) is not JSON ({event.decode_error}); pass a "
+            "transform that repairs it from event.raw, or returns None to drop it"
+        )
+    return Event(event.type, {} if event.data is None else event.data,
                  schema_version=event.schema_version, occurred_at=event.occurred_at or event.timestamp,
                  correlation_id=event.correlation_id, causation_id=event.causation_id,
                  metadata=dict(event.metadata))  # fmt: skip

@@ -18,6 +18,11 @@ Open a store with them: ``await client.event_store("orders", upcasters=upcasters
 original events. An upcaster that raises gives :class:`~eskit.errors.UpcastError` naming the event
 (position, type, version); a projection parks that event instead (see :mod:`eskit.deadletter`).
 
+Aggregates loaded through upcasters are built from the upcast events: when you change what an upcaster
+returns, bump the aggregate's ``snapshot_schema`` so snapshots built before are not trusted (lesson 03). In a
+DCB store, queries select events by their stored type and tags; upcasting changes what a read returns, not
+what it matches.
+
 Upcasters change one event into one event. Splitting one event into several, merging several into one, or
 fixing wrong data for good are jobs for a copy-and-transform migration into a new store (:mod:`eskit.migrate`).
 """

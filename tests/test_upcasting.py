@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -404,3 +405,27 @@ async def test_an_undecodable_event_error_points_to_eskit_migrate_not_to_a_missi
         message = str(caught.value)
         assert "eskit.migrate(source, target, transform)" in message and "in an upcaster" not in message
         assert "') cannot be decoded" in message  # the type, a space, then the reason
+
+
+async def test_migrate_refuses_to_copy_an_undecodable_event_as_is_and_a_transform_repairs_it(
+    client: eskit.Client,
+) -> None:
+    source, target = unique("src"), unique("dst")
+    src, dst = await client.event_store(source), await client.event_store(target)
+    try:
+        await src.append("o1", [Event("created")])
+        await client.js.publish(f"{source}.o1.item_added", b"{'sku': 'A1'}")  # not JSON
+        with pytest.raises(eskit.ValidationError, match=r"position 2 .* not JSON"):
+            await eskit.migrate(src, dst)
+
+        def repair(event: RecordedEvent) -> Event:
+            if event.decode_error is not None:
+                return Event(event.type, json.loads(event.raw.replace(b"'", b'"')))
+            return copy_event(event)
+
+        result = await eskit.migrate(src, dst, repair)
+        assert (result.resumed_after, result.written) == (1, 1)  # the first run stored what came before
+        assert [e.data for e in await dst.read("o1")] == [{}, {"sku": "A1"}]
+    finally:
+        await client.delete_store(source)
+        await client.delete_store(target)
