@@ -41,17 +41,20 @@ from .errors import (
     StreamNotFoundError,
     UndecodableEventError,
     UnknownEventError,
+    UpcastError,
     ValidationError,
 )
 from .eventlog import LogEvent, read_log
 from .events import Event, RecordedEvent
 from .frames import to_dataframe
 from .log_import import ImportResult, import_log
+from .migrate import MigrationResult, migrate
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
 from .snapshots import Snapshot, SnapshotCheck, SnapshotPolicy, Snapshots, SnapshotWarning
 from .store import EventStore
+from .upcasting import Upcasters
 
 __version__ = "0.1.0"
 
@@ -80,6 +83,7 @@ __all__ = [
     "ImportResult",
     "InvalidNameError",
     "LogEvent",
+    "MigrationResult",
     "ParkedEvent",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -99,6 +103,8 @@ __all__ = [
     "StreamNotFoundError",
     "UndecodableEventError",
     "UnknownEventError",
+    "UpcastError",
+    "Upcasters",
     "ValidationError",
     "__version__",
     "analysis",
@@ -107,6 +113,7 @@ __all__ = [
     "dashboard",
     "dcb",
     "import_log",
+    "migrate",
     "read_log",
     "retry_on_conflict",
     "run_command",

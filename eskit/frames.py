@@ -44,6 +44,7 @@ from .events import (
 
 if TYPE_CHECKING:
     from .store import EventStore
+    from .upcasting import Upcasters
 
 CHUNK = 100_000  # rows turned into a DataFrame at a time: bounds the per-event Python objects held
 BASE = [
@@ -79,7 +80,8 @@ _KNOWN = frozenset(
 class _Columns:
     """Column lists for one chunk of events."""
 
-    def __init__(self) -> None:
+    def __init__(self, upcasters: Upcasters | None = None) -> None:
+        self.upcasters = upcasters  # applied to stored messages (RecordedEvents come upcast already)
         self.rows: list[list[Any]] = [[] for _ in range(8)]
         self.meta: list[dict[str, str]] = []
         self.data: list[Any] = []  # decoded (from RecordedEvents)
@@ -135,6 +137,9 @@ class _Columns:
             return self._raw_frame()
         pos, subj, stamp, occ, ids, ver, corr, caus = self.rows
         _, aggregates, types = split_subjects(subj, original_names=True)
+        data, versions = self.data or _decode_all(self.raw), [version(v) for v in ver]
+        if self.upcasters is not None and self.raw:
+            types, versions = self.upcasters._apply_columns(pos, subj, types, versions, data)
         df = pd.DataFrame(
             {
                 "position": pd.array(pos, dtype="int64"),
@@ -143,20 +148,26 @@ class _Columns:
                 "timestamp": _times(stamp),
                 "occurred_at": _times(occ),
                 "event_id": pd.array(ids, dtype=object),
-                "schema_version": pd.array([version(v) for v in ver], dtype="int64"),
+                "schema_version": pd.array(versions, dtype="int64"),
                 "correlation_id": pd.array(corr, dtype=object),
                 "causation_id": pd.array(caus, dtype=object),
                 "subject": subj,
             }
         )
-        return _joined(df, self.meta if self.has_meta else None, self.data or _decode_all(self.raw))
+        return _joined(df, self.meta if self.has_meta else None, data)
 
     def _raw_frame(self) -> pd.DataFrame:
         columns = raw_columns(self.batches)
         base = columns.base
         base["occurred_at"] = _times(columns.occurred_at)
+        data = _decode_all(columns.payloads)
+        if self.upcasters is not None:
+            base["type"], versions = self.upcasters._apply_columns(
+                base["position"], base["subject"], base["type"], base["schema_version"], data
+            )
+            base["schema_version"] = pd.array(versions, dtype="int64")
         df = pd.DataFrame({name: base[name] for name in BASE})
-        return _joined(df, columns.meta if columns.has_meta else None, _decode_all(columns.payloads))
+        return _joined(df, columns.meta if columns.has_meta else None, data)
 
 
 def _joined(df: pd.DataFrame, meta: list[dict[str, str]] | None, data: list[Any]) -> pd.DataFrame:
@@ -234,12 +245,13 @@ async def _read(source: Any, after: int, subjects: Sequence[str] | None, bar: tq
     from .store import EventStore
 
     chunks: list[pd.DataFrame] = []
-    columns = _Columns()
+    upcasters = source.upcasters if isinstance(source, EventStore) else None
+    columns = _Columns(upcasters)
 
     def flush(force: bool = False) -> _Columns:
         if len(columns) >= CHUNK or (force and len(columns)):
             chunks.append(columns.frame())
-            return _Columns()
+            return _Columns(upcasters)
         return columns
 
     if isinstance(source, EventStore) and subjects is None:
@@ -279,7 +291,7 @@ async def _read_by_consumer(store: EventStore, after: int, bar: tqdm) -> tuple[l
     half-way (its consumer gone): the caller reads on from the position returned, with Direct Get.
     """
     chunks: list[pd.DataFrame] = []
-    columns = _Columns()
+    columns = _Columns(store.upcasters)
     reader = consumer_batches(store, after=after, filters=[f"{store.name}.>"])
     with contextlib.suppress(ConsumerRefused, EventStoreError):
         async with contextlib.aclosing(reader) as batches:  # on an error too: the consumer goes at once
@@ -289,7 +301,7 @@ async def _read_by_consumer(store: EventStore, after: int, bar: tqdm) -> tuple[l
                 after = ack_tokens(batch.replies[-1:]).positions[0]
                 if len(columns) >= CHUNK:
                     chunks.append(columns.frame())
-                    columns = _Columns()
+                    columns = _Columns(store.upcasters)
     if len(columns):
         chunks.append(columns.frame())
     return chunks, after

@@ -43,3 +43,18 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
         assert append[who]["events_per_s"] > 0
     assert append["eskit_vs_raw"] > 0 and append["eskit_vs_seed"] > 0 and append["goal_vs_raw"] > 0
     assert result["elapsed_s"] > 0
+
+
+def test_quick_upcasting_benchmark_reports_both_ratios() -> None:
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    proc = subprocess.run(
+        [python, str(ROOT / "bench" / "upcasting.py"), "--quick", "--reps", "1", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["events"] == 20_000 and result["upcast_events"] == 10_000
+    for read in ("replay", "to_dataframe"):
+        assert result[read]["without_per_s"] > 0 and result[read]["with_per_s"] > 0
+        assert result[read]["ratio"] > 0 and result[read]["cpu_ratio"] > 0
+    assert result["goal_ratio"] == 0.8 and isinstance(result["goal_met"], bool)
