@@ -1,0 +1,49 @@
+"""Sync callers of the async eskit client: one event loop in a portal thread, one connection.
+
+>>> portal = Portal(url)                                          # doctest: +SKIP
+>>> store = portal.call(portal.client.event_store, "orders")      # doctest: +SKIP
+>>> portal.close()                                                # doctest: +SKIP
+
+pyeventsourcing is synchronous; eskit is async. ``anyio.from_thread.start_blocking_portal`` runs an event loop
+in a thread and every sync method calls its async twin through it: no method body is written twice. Several
+recorders (an application's events and snapshots) share one portal, as they share one connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
+from typing import Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ..connection import Client, connect
+
+
+class Portal:
+    """An eskit :class:`~eskit.connection.Client` (``url``, else ``$NATS_URL``, else an embedded server)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self._cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
+        self._portal = self._cm.__enter__()
+        self.closed = False
+        try:
+            self.client: Client = self._portal.call(partial(connect, url))
+        except BaseException:
+            self._cm.__exit__(None, None, None)
+            raise
+
+    def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run an async eskit call on the portal's event loop and wait for its result."""
+        return self._portal.call(partial(func, *args, **kwargs))
+
+    def close(self) -> None:
+        """Disconnect (stopping an embedded server the client started) and stop the portal thread; once."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.call(self.client.close)
+        finally:
+            self._cm.__exit__(None, None, None)
