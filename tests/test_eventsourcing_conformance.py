@@ -124,5 +124,3 @@ class TestNatsProcessRecorderPassesTheEventsourcingContractOnACluster(
     TestNatsProcessRecorderPassesTheEventsourcingContract
 ):
     pass
-
-

@@ -77,9 +77,7 @@ class Last(NamedTuple):
 class NatsRecorder:
     """The store ``name`` opened through a portal (its own, or one shared with the factory's recorders)."""
 
-    def __init__(
-        self, name: str, *, url: str | None = None, portal: Portal | None = None, create: bool = True
-    ) -> None:
+    def __init__(self, name: str, *, url: str | None = None, portal: Portal | None = None, create: bool = True) -> None:
         self.name = name
         self._owns_portal = portal is None
         self.portal = portal or Portal(url)
@@ -130,7 +128,9 @@ class NatsRecorder:
         for attempt in range(MAX_ATTEMPTS):
             self._judge(firsts, known)
             batch = self._with_checks(messages, keys, known)
-            reply = await (self.store._wire.request(*batch[0]) if len(batch) == 1 else self.store._wire.publish_batch(batch))
+            reply = await (
+                self.store._wire.request(*batch[0]) if len(batch) == 1 else self.store._wire.publish_batch(batch)
+            )
             ack = parse_ack(reply)
             if not isinstance(ack, ApiError):
                 first = int(ack["seq"]) - len(batch) + 1
@@ -318,9 +318,7 @@ class NatsApplicationRecorder(NatsAggregateRecorder, ApplicationRecorder):
         *,
         inclusive_of_start: bool = True,
     ) -> Sequence[Notification]:
-        result: list[Notification] = self._call(
-            self._notifications, start, limit, stop, topics, inclusive_of_start
-        )
+        result: list[Notification] = self._call(self._notifications, start, limit, stop, topics, inclusive_of_start)
         return result
 
     def max_notification_id(self) -> int | None:

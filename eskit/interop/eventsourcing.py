@@ -240,7 +240,9 @@ class Factory(InfrastructureFactory[NatsTrackingRecorder]):
         cls = self._topic(self.APPLICATION_RECORDER_TOPIC, self.application_recorder_class)
         return self._recorder(cls, f"{self.prefix}_events")
 
-    def tracking_recorder(self, tracking_recorder_class: type[NatsTrackingRecorder] | None = None) -> NatsTrackingRecorder:
+    def tracking_recorder(
+        self, tracking_recorder_class: type[NatsTrackingRecorder] | None = None
+    ) -> NatsTrackingRecorder:
         cls = tracking_recorder_class or self._topic(self.TRACKING_RECORDER_TOPIC, self.tracking_recorder_class)
         return self._recorder(cls, f"{self.prefix}_tracking")
 

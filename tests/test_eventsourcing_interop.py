@@ -1,0 +1,160 @@
+"""pyeventsourcing on NATS beyond the library's contract: what the mapping onto JetStream promises.
+
+The contract itself: tests/test_eventsourcing_conformance.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+from conftest import unique
+from eventsourcing.application import Application
+from eventsourcing.cipher import AESCipher
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+
+import eskit
+from eskit.interop.eventsourcing import NatsApplicationRecorder, NatsProcessRecorder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def recorder(nats_url: str) -> Iterator[NatsProcessRecorder]:
+    r = NatsProcessRecorder(unique("esinterop"), url=nats_url)
+    yield r
+    r.close(delete_store=True)
+
+
+def stored(originator: UUID | str, version: int, topic: str = "shop:Order.Created") -> StoredEvent:
+    return StoredEvent(originator_id=originator, originator_version=version, topic=topic, state=b'{"n":1}')
+
+
+def test_the_example_application_runs_on_nats_and_eskit_reads_what_it_wrote(nats_url: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "eventsourcing_app.py")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "NATS_URL": nats_url, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "{'name': 'Fido', 'tricks': ['roll over', 'play dead'], 'version': 3}" in proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines() if "__main__:Dog." in line]
+    assert [(r[0], r[2], r[3]) for r in rows] == [
+        ("1", "__main__:Dog.Registered", "1"),
+        ("2", "__main__:Dog.TrickAdded", "2"),
+        ("3", "__main__:Dog.TrickAdded", "3"),
+    ]
+
+
+def test_str_ids_and_dotted_topics_come_back_as_they_went_in(recorder: NatsProcessRecorder) -> None:
+    ids: list[UUID | str] = ["order 7.b/%2E", uuid4(), str(uuid4())]
+    for originator in ids:
+        recorder.insert_events([stored(originator, 1, "shop.orders:Order.Created")])
+    notifications = recorder.select_notifications(None, 10)
+    assert [n.originator_id for n in notifications] == ids
+    assert [type(n.originator_id) for n in notifications] == [str, UUID, str]
+    assert {n.topic for n in notifications} == {"shop.orders:Order.Created"}
+    assert recorder.select_events("order 7.b/%2E")[0].originator_id == "order 7.b/%2E"
+    assert recorder.select_notifications(None, 10, topics=["shop.orders:Order.Created"]) == notifications
+
+
+def test_a_version_below_the_last_recorded_one_is_refused_even_when_it_is_free(
+    recorder: NatsProcessRecorder,
+) -> None:
+    originator = uuid4()
+    recorder.insert_events([stored(originator, 5)])
+    with pytest.raises(IntegrityError, match="version 5 is recorded; version 3 is not after it"):
+        recorder.insert_events([stored(originator, 3)])
+    assert [e.originator_version for e in recorder.select_events(originator)] == [5]
+
+
+def test_a_recorder_that_knew_an_older_last_event_is_judged_against_the_leader(
+    recorder: NatsProcessRecorder, nats_url: str
+) -> None:
+    other = NatsApplicationRecorder(recorder.name, url=nats_url)  # another process, same store
+    try:
+        originator = uuid4()
+        recorder.insert_events([stored(originator, 1)])
+        assert [e.originator_version for e in other.select_events(originator)] == [1]
+        recorder.insert_events([stored(originator, 2)])
+        with pytest.raises(IntegrityError):  # other still knows version 1 at position 1; 2 is taken
+            other.insert_events([stored(originator, 2)])
+        assert other.insert_events([stored(originator, 3)]) == [3]
+        assert [e.originator_version for e in recorder.select_events(originator)] == [1, 2, 3]
+    finally:
+        other.close()
+
+
+def test_events_and_their_tracking_record_are_stored_together_or_not_at_all(recorder: NatsProcessRecorder) -> None:
+    first, second = uuid4(), uuid4()
+    assert recorder.insert_events([stored(first, 1)], tracking=Tracking("upstream", 4)) == [1]
+    with pytest.raises(IntegrityError):  # tracking id 4 again: the event for `second` is not stored either
+        recorder.insert_events([stored(second, 1)], tracking=Tracking("upstream", 4))
+    assert recorder.select_events(second) == []
+    assert recorder.max_tracking_id("upstream") == 4
+    with pytest.raises(IntegrityError):  # version 1 of `first` again: tracking id 5 is not stored either
+        recorder.insert_events([stored(first, 1)], tracking=Tracking("upstream", 5))
+    assert recorder.max_tracking_id("upstream") == 4
+
+
+def test_max_notification_id_and_notifications_skip_tracking_records(recorder: NatsProcessRecorder) -> None:
+    recorder.insert_events([stored(uuid4(), 1)], tracking=Tracking("upstream", 1))  # positions 1 (event), 2
+    assert recorder.max_notification_id() == 1
+    recorder.insert_events([], tracking=Tracking("upstream", 2))  # position 3
+    assert recorder.max_notification_id() == 1
+    assert recorder.insert_events([stored(uuid4(), 1)]) == [4]
+    assert [n.id for n in recorder.select_notifications(None, 10)] == [1, 4]
+    assert [n.id for n in recorder.select_notifications(2, 1)] == [4]
+
+
+class Account(Aggregate):
+    @event("Opened")
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+
+
+class Bank(Application[UUID]):
+    pass
+
+
+def test_an_application_with_compression_and_encryption_stores_opaque_states_and_reads_them_back(
+    nats_url: str,
+) -> None:
+    env = {
+        "PERSISTENCE_MODULE": "eskit.interop.eventsourcing", "NATS_URL": nats_url,
+        "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor", "CIPHER_KEY": AESCipher.create_key(16),
+    }  # fmt: skip
+    bank = Bank(env=env)
+    try:
+        account = Account("alice")
+        bank.save(account)
+        assert bank.repository.get(account.id).owner == "alice"
+        (state,) = [n.state for n in bank.recorder.select_notifications(None, 10)]  # type: ignore[attr-defined]
+        assert b"alice" not in state
+    finally:
+        bank.factory.portal.call(bank.factory.portal.client.delete_store, "bank_events")  # type: ignore[attr-defined]
+        bank.close()
+
+
+def test_the_stores_an_application_writes_are_ordinary_eskit_stores(nats_url: str) -> None:
+    async def frame() -> list[str]:
+        async with await eskit.connect(nats_url) as client:
+            store = await client.event_store("bank_events")
+            try:
+                return list((await eskit.to_dataframe(store))["type"])
+            finally:
+                await client.delete_store("bank_events")
+
+    bank = Bank(env={"PERSISTENCE_MODULE": "eskit.interop.eventsourcing", "NATS_URL": nats_url})
+    try:
+        bank.save(Account("bob"))
+    finally:
+        bank.close()
+    assert asyncio.run(frame()) == [f"{__name__}:Account.Opened"]
