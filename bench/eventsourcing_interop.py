@@ -139,7 +139,8 @@ def table(r: dict[str, Any]) -> str:
                       ("create", "save a new order (3 events)")):  # fmt: skip
         m = r[op]
         lines.append(
-            f"  {label:<30} {m['nats'] * us:9.0f} us {m['sqlite_memory'] * us:12.0f} us {m['sqlite_file'] * us:12.0f} us"
+            f"  {label:<30} {m['nats'] * us:9.0f} us {m['sqlite_memory'] * us:12.0f} us "
+            f"{m['sqlite_file'] * us:12.0f} us"
             f"   NATS/SQLite: {m['ratio_vs_sqlite_memory']:.2f}x (:memory:), {m['ratio_vs_sqlite_file']:.2f}x (file)"
         )
     return "\n".join(lines)
