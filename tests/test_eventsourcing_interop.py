@@ -11,14 +11,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from conftest import unique
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.cipher import AESCipher
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.system import ProcessApplication, SingleThreadedRunner, System
 
 import eskit
 from eskit.interop.eventsourcing import NatsApplicationRecorder, NatsProcessRecorder
@@ -158,3 +160,54 @@ def test_the_stores_an_application_writes_are_ordinary_eskit_stores(nats_url: st
     finally:
         bank.close()
     assert asyncio.run(frame()) == [f"{__name__}:Account.Opened"]
+
+
+class Opened(Aggregate):
+    @event("Opened")
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+
+
+class Tally(Aggregate):
+    @event("Counted")
+    def __init__(self, account_id: UUID) -> None:
+        self.account_id = account_id
+
+
+class Branch(Application[UUID]):
+    pass
+
+
+class Tallies(ProcessApplication[UUID]):
+    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+        if isinstance(domain_event, Opened.Opened):  # type: ignore[attr-defined]
+            processing_event.collect_events(Tally(domain_event.originator_id))
+
+
+def test_a_process_application_follows_a_leader_on_nats_with_tracking_and_snapshots(nats_url: str) -> None:
+    env = {"PERSISTENCE_MODULE": "eskit.interop.eventsourcing", "NATS_URL": nats_url, "IS_SNAPSHOTTING_ENABLED": "y"}
+    runner: SingleThreadedRunner[UUID] = SingleThreadedRunner(System(pipes=[[Branch, Tallies]]), env=env)
+    runner.start()
+    try:
+        branch, tallies = runner.get(Branch), runner.get(Tallies)
+        ids = []
+        for owner in ("ann", "bob", "cy"):
+            account = Opened(owner)
+            branch.save(account)
+            ids.append(account.id)
+        assert tallies.recorder.max_tracking_id("Branch") == branch.recorder.max_notification_id() == 3
+        tallied = [n.originator_version for n in tallies.recorder.select_notifications(None, 10)]
+        assert tallied == [1, 1, 1]
+        assert [n.id for n in tallies.recorder.select_notifications(None, 10)] == [1, 3, 5]  # 2, 4, 6: tracking
+        branch.take_snapshot(ids[0])
+        (snapshot,) = branch.snapshots.get(ids[0])  # type: ignore[union-attr]
+        assert snapshot.originator_version == 1 and branch.repository.get(ids[0]).owner == "ann"
+    finally:
+        runner.stop()
+        asyncio.run(drop(nats_url, "branch_events", "branch_snapshots", "tallies_events", "tallies_snapshots"))
+
+
+async def drop(url: str, *names: str) -> None:
+    async with await eskit.connect(url) as client:
+        for name in names:
+            await client.delete_store(name)

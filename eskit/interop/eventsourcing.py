@@ -214,7 +214,8 @@ class Factory(InfrastructureFactory[NatsTrackingRecorder]):
     """The library's persistence module on NATS: ``PERSISTENCE_MODULE=eskit.interop.eventsourcing``.
 
     ``NATS_URL`` (or ``<APP>_NATS_URL``) names the server; unset, an embedded one is started and stopped with
-    the factory. One connection serves all the recorders a factory makes.
+    the factory. One connection serves all the recorders a factory makes; it is opened with the first of them
+    (the library also makes factories only for their mappers, and does not close those).
 
     >>> factory = Factory({"NATS_URL": "nats://127.0.0.1:4222"})          # doctest: +SKIP
     >>> recorder = factory.application_recorder()                        # doctest: +SKIP
@@ -230,8 +231,15 @@ class Factory(InfrastructureFactory[NatsTrackingRecorder]):
 
     def __init__(self, env: Environment | EnvType | None) -> None:
         super().__init__(env)
-        self.portal = Portal(self.env.get(self.NATS_URL) or None)
+        self._portal: Portal | None = None
         self.prefix = store_prefix(self.env.name) if self.env.name else "stored"
+
+    @property
+    def portal(self) -> Portal:
+        """The factory's connection, opened on first use."""
+        if self._portal is None:
+            self._portal = Portal(self.env.get(self.NATS_URL) or None)
+        return self._portal
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         return self._recorder(self.aggregate_recorder_class, f"{self.prefix}_{purpose}")
@@ -262,4 +270,5 @@ class Factory(InfrastructureFactory[NatsTrackingRecorder]):
         return cls(name, portal=self.portal, create=create)
 
     def close(self) -> None:
-        self.portal.close()
+        if self._portal is not None:
+            self._portal.close()
