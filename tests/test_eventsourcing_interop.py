@@ -19,7 +19,7 @@ from conftest import unique
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.cipher import AESCipher
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.persistence import DataError, IntegrityError, StoredEvent, Tracking
 from eventsourcing.system import ProcessApplication, SingleThreadedRunner, System
 
 import eskit
@@ -211,3 +211,12 @@ async def drop(url: str, *names: str) -> None:
     async with await eskit.connect(url) as client:
         for name in names:
             await client.delete_store(name)
+
+
+def test_an_insert_bigger_than_one_atomic_batch_is_refused_before_anything_is_sent(
+    recorder: NatsProcessRecorder,
+) -> None:
+    originator = uuid4()
+    with pytest.raises(DataError, match=r"1001 records in one insert .* at most 1000"):
+        recorder.insert_events([stored(originator, v) for v in range(1, 1001)], tracking=Tracking("up", 1))
+    assert recorder.max_notification_id() is None and recorder.max_tracking_id("up") is None

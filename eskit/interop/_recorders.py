@@ -22,6 +22,7 @@ from uuid import UUID
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    DataError,
     IntegrityError,
     Notification,
     OperationalError,
@@ -42,6 +43,7 @@ from ..store import (
     CONFLICT,
     EXPECTED_SEQ,
     EXPECTED_SUBJECT,
+    MAX_BATCH,
     READ_PAGE,
     SUBJECT_SEQUENCE_UNAVAILABLE,
     EventStore,
@@ -122,6 +124,10 @@ class NatsRecorder:
         if tracking is not None:
             messages.append(tracking_message(self.name, tracking))
             versions.append(tracking.notification_id)
+        if len(messages) > MAX_BATCH:
+            raise DataError(
+                f"{len(messages)} records in one insert into {self.name}; an atomic batch holds at most {MAX_BATCH}"
+            )
         keys = [_key(m) for m in messages]
         firsts = _first_versions(keys, versions)
         known = {k: self._known.get(k) for k in firsts}
