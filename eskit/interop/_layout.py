@@ -3,15 +3,15 @@
 >>> event_subject("bank_events", "5f0c5c4e-8c2a-4c1f-9d36-7b1f3c2a9e10", "bank:Account.Opened")
 'bank_events.5f0c5c4e-8c2a-4c1f-9d36-7b1f3c2a9e10.bank:Account%2EOpened'
 >>> tracking_subject("bank_events", "Accounts", 21)
-'bank_events.?tracking=Accounts.processed.21'
+'bank_events.%tracking=Accounts.processed.21'
 
 A stored event is one message on ``<store>.<originator>.<topic>`` (exactly three tokens), its state the
 payload as it is (compressed or encrypted by the library's mapper if configured), its version in a header.
 The originator id is a UUID's text, or a ``str`` id made into one token by :func:`~eskit.eventlog.encode_token`
 (then a header says so, to hand back a ``str``); the topic is made into one token the same way
 (``bank:Account.Opened`` -> ``bank:Account%2EOpened``; ``to_dataframe`` shows it decoded). A tracking record
-is one message on ``<store>.?tracking=<application>.processed.<notification id>`` (four tokens: never an
-event's subject, and ``?`` is never in an encoded originator id).
+is one message on ``<store>.%tracking=<application>.processed.<notification id>`` (four tokens: never an
+event's subject; an encoded originator id has ``%`` only before two hex digits, never before ``t``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..events import META_PREFIX, subject_parts
 
 VERSION = META_PREFIX + "Originator-Version"  # eskit shows it as metadata "Originator-Version"
 ID_TYPE = META_PREFIX + "Originator-Id-Type"  # "str" for str ids; absent for UUIDs (the common case)
-TRACKING = "?tracking="
+TRACKING = "%tracking="
 
 Message = tuple[str, bytes, dict[str, str]]
 
@@ -43,7 +43,7 @@ def originator_token(originator_id: UUID | str) -> str:
 
 
 def tracking_token(application_name: str) -> str:
-    """The aggregate token of an application's tracking records: ``?tracking=<application>``."""
+    """The aggregate token of an application's tracking records: ``%tracking=<application>``."""
     if not isinstance(application_name, str) or not application_name:
         raise DataError(f"application_name must be a non-empty str, got {application_name!r}")
     return TRACKING + encode_token(application_name)

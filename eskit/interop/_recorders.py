@@ -36,7 +36,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from .._wire import ApiError, StoredMsg, parse_ack
-from ..errors import EventStoreError
+from ..errors import EventStoreError, StoreUnavailableError
 from ..eventlog import encode_token
 from ..events import subject_parts
 from ..store import (
@@ -50,6 +50,7 @@ from ..store import (
 )
 from ..streams import stream_name
 from ._layout import (
+    TRACKING,
     Message,
     event_message,
     is_event,
@@ -158,7 +159,7 @@ class NatsRecorder:
         for key, version in firsts.items():
             last = known[key]
             if last is not None and version <= last.version:
-                what = "tracking id" if key.startswith("?") else "version"
+                what = "tracking id" if key.startswith(TRACKING) else "version"
                 raise IntegrityError(
                     f"{self.name}/{key}: {what} {last.version} is recorded; {what} {version} is not after it"
                 )
@@ -189,8 +190,13 @@ class NatsRecorder:
         position = await self.store._wire.leader_last(self.store.stream, subject)
         if position == 0:
             return None
-        msg = (await self._scan(subject, after=position - 1, reach=position, limit=1))[0]
-        last = Last(tracked_id(msg.subject) if key.startswith("?") else version_of(msg.headers), msg.seq)
+        found = await self._scan(subject, after=position - 1, reach=position, limit=1)
+        if not found:
+            raise StoreUnavailableError(
+                f"{self.store.stream}: no replica answering reads holds position {position} yet; retry"
+            )
+        msg = found[0]
+        last = Last(tracked_id(msg.subject) if key.startswith(TRACKING) else version_of(msg.headers), msg.seq)
         self._remember(key, last)
         return last
 
@@ -232,15 +238,19 @@ class NatsRecorder:
     ) -> list[StoredEvent]:
         token = originator_token(originator_id)
         known = self._known.get(token)
-        msgs: list[StoredMsg] = []
+        last = None
         if desc and limit == 1 and lte is None:  # the last one (a latest snapshot): one Direct Get
             last = await self.store._last_stored(token)
-            if last is not None and (known is None or last.seq >= known.position):
-                msgs = [last]
-        if not msgs:
+            if known is not None and (last is None or last.seq < known.position):
+                last = None  # this replica lags behind what this recorder wrote: scan until it has it
+            elif last is None:
+                return []
+        if last is not None:
+            msgs = [last]
+        else:
             msgs = await self._scan(f"{self.name}.{token}.>", after=0, reach=known.position if known else 0)
-            if msgs:
-                self._remember(token, Last(version_of(msgs[-1].headers), msgs[-1].seq))
+        if msgs:
+            self._remember(token, Last(version_of(msgs[-1].headers), msgs[-1].seq))
         events = [
             stored_event(m, originator_id)
             for m in msgs
@@ -384,7 +394,7 @@ class NatsSubscription(Subscription[NatsApplicationRecorder]):
 
 
 def _key(message: Message) -> str:
-    """The sequence a message belongs to: its originator token, or ``?tracking=<application>``."""
+    """The sequence a message belongs to: its originator token, or ``%tracking=<application>``."""
     return subject_parts(message[0])[0]
 
 

@@ -32,7 +32,7 @@ library's own contract tests, unchanged (``tests/test_eventsourcing_conformance.
   for the last message on ``<store>.*.*`` (events only). ``select_notifications`` reads the store with batch
   Direct Get (``start``, ``stop``, ``limit``; ``topics`` filtered as it reads); ``subscribe`` is an ordered
   consumer from ``gt + 1``: it catches up, then stays live.
-- **Tracking.** One message per record on ``<store>.?tracking=<application>.processed.<notification id>``,
+- **Tracking.** One message per record on ``<store>.%tracking=<application>.processed.<notification id>``,
   checked like an originator (ids must grow per upstream application: ``IntegrityError`` otherwise). The
   process recorder puts it in the same atomic batch as the events it caused, so both are stored or neither.
   Tracking records take positions too: a process recorder's notification ids skip them (ids still grow,
