@@ -58,6 +58,13 @@ class TestNatsApplicationRecorderPassesTheEventsourcingContract(OnNats, contract
         self.optional_test_insert_subscribe()
 
 
+class TestNatsNotificationIdsOfConcurrentInsertsDoNotInterleave(
+    OnNats, contract.NonInterleavingNotificationIDsBaseCase
+):
+    def create_recorder(self) -> ApplicationRecorder:
+        return self.made(NatsApplicationRecorder)  # type: ignore[no-any-return]
+
+
 class TestNatsTrackingRecorderPassesTheEventsourcingContract(OnNats, contract.TrackingRecorderTestCase):
     def create_recorder(self) -> TrackingRecorder:
         return self.made(NatsTrackingRecorder)  # type: ignore[no-any-return]
@@ -103,11 +110,15 @@ class TestTheNatsFactoryPassesTheEventsourcingContract(contract.InfrastructureFa
         return NatsProcessRecorder
 
 
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[EmbeddedCluster]:
+    with EmbeddedCluster(3) as c:
+        yield c
+
+
 @pytest.fixture(scope="class")
-def cluster_url(request: pytest.FixtureRequest) -> Iterator[None]:
-    with EmbeddedCluster(3) as cluster:
-        request.cls.url = cluster.url
-        yield
+def cluster_url(cluster: EmbeddedCluster, request: pytest.FixtureRequest) -> None:
+    request.cls.url = cluster.url
 
 
 @pytest.mark.slow
