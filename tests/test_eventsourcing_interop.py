@@ -19,7 +19,7 @@ from conftest import unique
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.cipher import AESCipher
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import DataError, IntegrityError, StoredEvent, Tracking
+from eventsourcing.persistence import DataError, IntegrityError, OperationalError, StoredEvent, Tracking
 from eventsourcing.system import ProcessApplication, SingleThreadedRunner, System
 
 import eskit
@@ -220,3 +220,12 @@ def test_an_insert_bigger_than_one_atomic_batch_is_refused_before_anything_is_se
     with pytest.raises(DataError, match=r"1001 records in one insert .* at most 1000"):
         recorder.insert_events([stored(originator, v) for v in range(1, 1001)], tracking=Tracking("up", 1))
     assert recorder.max_notification_id() is None and recorder.max_tracking_id("up") is None
+
+
+def test_with_create_table_off_a_missing_store_is_an_operational_error_that_says_so(nats_url: str) -> None:
+    recorder = NatsApplicationRecorder(unique("esmissing"), url=nats_url, create=False)
+    try:
+        with pytest.raises(OperationalError, match="no stream listens on"):
+            recorder.insert_events([stored(uuid4(), 1)])
+    finally:
+        recorder.close()
