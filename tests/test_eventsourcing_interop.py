@@ -23,7 +23,7 @@ from eventsourcing.persistence import DataError, IntegrityError, OperationalErro
 from eventsourcing.system import ProcessApplication, SingleThreadedRunner, System
 
 import eskit
-from eskit.interop.eventsourcing import NatsApplicationRecorder, NatsProcessRecorder
+from eskit.interop.eventsourcing import NatsApplicationRecorder, NatsProcessRecorder, NatsSubscription
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -229,3 +229,20 @@ def test_with_create_table_off_a_missing_store_is_an_operational_error_that_says
             recorder.insert_events([stored(uuid4(), 1)])
     finally:
         recorder.close()
+
+
+def test_a_subscription_catching_up_holds_at_most_max_queued_notifications_in_memory(
+    recorder: NatsProcessRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(6):
+        recorder.insert_events([stored(uuid4(), 1) for _ in range(50)])
+    monkeypatch.setattr(NatsSubscription, "max_queued", 20)
+    most, ids = 0, []
+    with recorder.subscribe(gt=0) as subscription:
+        for notification in subscription:
+            most = max(most, subscription._queue.qsize())
+            ids.append(notification.id)
+            if len(ids) == 300:
+                break
+    assert ids == list(range(1, 301))
+    assert most <= 20

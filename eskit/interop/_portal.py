@@ -41,6 +41,10 @@ class Portal:
         """Run an async eskit call on the portal's event loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), self._loop).result()
 
+    def soon(self, func: Callable[[], Any]) -> None:
+        """Run a plain function on the portal's event loop, without waiting (e.g. to set an asyncio.Event)."""
+        self._loop.call_soon_threadsafe(func)
+
     def close(self) -> None:
         """Disconnect (stopping an embedded server the client started) and stop the portal thread; once."""
         if self.closed:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import queue
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -286,11 +286,11 @@ class NatsRecorder:
         known = self._known.get(key)  # what this recorder wrote, if a replica has not got it yet
         return known.version if known is not None else None
 
-    async def _follow(self, after: int, deliver: Callable[[StoredMsg], None]) -> Any:
+    async def _follow(self, after: int, deliver: Callable[[StoredMsg], Awaitable[None]]) -> Any:
         """An ordered consumer on the whole store from ``after + 1``: catch up, then live."""
 
         async def on_msg(msg: Msg) -> None:
-            deliver(StoredMsg(msg.metadata.sequence.stream, msg.subject, msg.headers or {}, msg.data))
+            await deliver(StoredMsg(msg.metadata.sequence.stream, msg.subject, msg.headers or {}, msg.data))
 
         return await self.portal.client.js.subscribe(
             f"{self.name}.>", stream=self.store.stream, cb=on_msg, ordered_consumer=True,
@@ -365,22 +365,35 @@ class NatsProcessRecorder(NatsTrackingRecorder, NatsApplicationRecorder, Process
 
 
 class NatsSubscription(Subscription[NatsApplicationRecorder]):
-    """Notifications after ``gt`` (on ``topics``), then new ones as they are stored, from an ordered consumer."""
+    """Notifications after ``gt`` (on ``topics``), then new ones as they are stored, from an ordered consumer.
+
+    At most ``max_queued`` notifications wait for the iterator: then the consumer's callback waits too, so the
+    server's flow control holds the rest back (a long catch-up is not read into memory ahead of its reader).
+    """
+
+    max_queued = 1000
 
     def __init__(self, recorder: NatsApplicationRecorder, gt: int | None = None, topics: Sequence[str] = ()) -> None:
         super().__init__(recorder, gt=gt, topics=topics)
         self._wanted = {encode_token(t) for t in topics}
         self._queue: queue.Queue[Notification | None] = queue.Queue()
+        self._room = asyncio.Event()  # set while the queue has room; waited on, on the portal's loop
+        self._room.set()
         self._sub = recorder._call(recorder._follow, gt or 0, self._deliver)
 
-    def _deliver(self, msg: StoredMsg) -> None:  # on the portal's event loop
+    async def _deliver(self, msg: StoredMsg) -> None:  # on the portal's event loop
         if is_event(msg.subject) and (not self._wanted or subject_parts(msg.subject)[1] in self._wanted):
             self._queue.put(notification(msg))
+            if self._queue.qsize() >= self.max_queued and not self._has_been_stopped:
+                self._room.clear()
+                await self._room.wait()  # set by __next__ (or stop) from the reader's thread
 
     def __next__(self) -> Notification:
         item = None if self._has_been_stopped else self._queue.get()
         if item is None or self._has_been_stopped:
             raise StopIteration
+        if not self._room.is_set() and self._queue.qsize() <= self.max_queued // 2:
+            self._recorder.portal.soon(self._room.set)
         self._last_notification_id = item.id
         return item
 
@@ -390,6 +403,7 @@ class NatsSubscription(Subscription[NatsApplicationRecorder]):
         super().stop()
         self._queue.put(None)  # wakes a blocked __next__
         with contextlib.suppress(Exception):  # the recorder may be closed already
+            self._recorder.portal.soon(self._room.set)
             self._recorder.portal.call(self._sub.unsubscribe)
 
 
