@@ -75,12 +75,12 @@ from eventsourcing.utils import Environment, EnvType, resolve_topic, strtobool
 from ..connection import Client
 from ..dcb import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, Subscription, TaggedEvent
 from ..errors import AppendConditionError
+from ._base import NatsRecorder
 from ._portal import Portal
 from ._recorders import (
     NatsAggregateRecorder,
     NatsApplicationRecorder,
     NatsProcessRecorder,
-    NatsRecorder,
     NatsSubscription,
     NatsTrackingRecorder,
 )
