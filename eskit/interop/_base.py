@@ -197,6 +197,7 @@ class NatsRecorder:
         stop: int | None = None,
         limit: int | None = None,
         keep: Callable[[StoredMsg], bool] = lambda m: True,
+        expect: int | None = None,
     ) -> list[StoredMsg]:
         """Messages on ``subject`` after ``after`` (up to ``stop``, at most ``limit`` kept), read on until the
         scan has seen position ``reach`` (a replica that lags behind this recorder's writes), for 5 s at most."""
@@ -204,7 +205,7 @@ class NatsRecorder:
         deadline = time.monotonic() + REACH_WITHIN
         target = reach if stop is None else min(reach, stop)
         while True:
-            first = min(limit or READ_PAGE, READ_PAGE)
+            first = min(expect or limit or READ_PAGE, READ_PAGE)
             async with contextlib.aclosing(self.store._pages(subject, after, stop, first=first)) as pages:
                 async for page in pages:
                     for m in page.messages:
@@ -234,7 +235,12 @@ class NatsRecorder:
         if last is not None:
             msgs = [last]
         else:
-            msgs = await self._scan(f"{self.name}.{token}.>", after=0, reach=known.position if known else 0)
+            # Versions usually count from 1: a first page of exactly `version` messages lets the server stop
+            # at the last one instead of searching the rest of the stream for one more (see EventStore._pages)
+            expect = known.version if known and known.version > 0 else None
+            msgs = await self._scan(
+                f"{self.name}.{token}.>", after=0, reach=known.position if known else 0, expect=expect
+            )
         if msgs:
             self._remember(token, Last(version_of(msgs[-1].headers), msgs[-1].seq))
         events = [
