@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -246,3 +247,33 @@ def test_a_subscription_catching_up_holds_at_most_max_queued_notifications_in_me
                 break
     assert ids == list(range(1, 301))
     assert most <= 20
+
+
+def test_racing_writers_on_two_connections_never_store_one_version_twice(
+    recorder: NatsProcessRecorder, nats_url: str
+) -> None:
+    other = NatsApplicationRecorder(recorder.name, url=nats_url)
+    originator: UUID = uuid4()
+    wins: list[tuple[NatsApplicationRecorder, int, int]] = []
+
+    def writer(r: NatsApplicationRecorder, n: int) -> None:
+        for _ in range(200):  # bounded: each writer wins n times or gives up
+            if sum(1 for w in wins if w[0] is r and w[1] == n) >= 5:
+                return
+            last = r.select_events(originator, desc=True, limit=1)
+            version = last[0].originator_version + 1 if last else 1
+            try:
+                r.insert_events([stored(originator, version)])
+                wins.append((r, n, version))
+            except IntegrityError:
+                continue  # another writer took this version: read again
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            jobs = [pool.submit(writer, r, n) for n, r in enumerate([recorder, other, recorder, other])]
+        for job in jobs:
+            job.result()  # a writer's unexpected error fails the test
+        versions = [e.originator_version for e in recorder.select_events(originator)]
+        assert sorted(w[2] for w in wins) == versions == list(range(1, 21))
+    finally:
+        other.close()
