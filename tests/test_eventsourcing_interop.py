@@ -277,3 +277,21 @@ def test_racing_writers_on_two_connections_never_store_one_version_twice(
         assert sorted(w[2] for w in wins) == versions == list(range(1, 21))
     finally:
         other.close()
+
+
+def test_readers_pass_over_messages_someone_else_appended_to_a_recorders_store(
+    recorder: NatsProcessRecorder,
+) -> None:
+    originator = uuid4()
+    recorder.insert_events([stored(originator, 1)])
+
+    async def append_by_hand() -> None:
+        async with await eskit.connect(os.environ["NATS_URL"]) as client:
+            store = await client.event_store(recorder.name)
+            await store.append(str(originator), [eskit.Event("note", {"by": "hand"})])
+
+    asyncio.run(append_by_hand())
+    assert [n.id for n in recorder.select_notifications(None, 10)] == [1]
+    assert [e.originator_version for e in recorder.select_events(originator)] == [1]
+    with pytest.raises(OperationalError, match="was not written by a recorder"):
+        recorder.insert_events([stored(originator, 2)])

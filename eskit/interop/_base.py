@@ -182,6 +182,11 @@ class NatsRecorder:
                 f"{self.store.stream}: no replica answering reads holds position {position} yet; retry"
             )
         msg = found[0]
+        if not key.startswith(TRACKING) and not is_event(msg):
+            raise OperationalError(
+                f"{self.store.stream}: the last message on {subject} (position {msg.seq}) was not written by a "
+                "recorder (it has no version header); keep other writers out of a recorder's store"
+            )
         last = Last(tracked_id(msg.subject) if key.startswith(TRACKING) else version_of(msg.headers), msg.seq)
         self._remember(key, last)
         return last
@@ -241,6 +246,7 @@ class NatsRecorder:
             msgs = await self._scan(
                 f"{self.name}.{token}.>", after=0, reach=known.position if known else 0, expect=expect
             )
+        msgs = [m for m in msgs if is_event(m)]  # pass over messages others appended
         if msgs:
             self._remember(token, Last(version_of(msgs[-1].headers), msgs[-1].seq))
         events = [
@@ -261,7 +267,7 @@ class NatsRecorder:
         wanted = {encode_token(t) for t in topics}
 
         def keep(m: StoredMsg) -> bool:
-            return is_event(m.subject) and (not wanted or subject_parts(m.subject)[1] in wanted)
+            return is_event(m) and (not wanted or subject_parts(m.subject)[1] in wanted)
 
         msgs = await self._scan(f"{self.name}.>", after=after, reach=self._seen, stop=stop, limit=limit, keep=keep)
         return [notification(m) for m in msgs]

@@ -71,9 +71,11 @@ def tracking_message(store: str, tracking: Tracking) -> Message:
     return tracking_subject(store, name, notification_id), data, {}
 
 
-def is_event(subject: str) -> bool:
-    """True for an event's subject (three tokens), False for a tracking record's."""
-    return subject.count(".") == 2 and not subject_parts(subject)[0].startswith(TRACKING)
+def is_event(msg: StoredMsg) -> bool:
+    """True for a stored event a recorder wrote; False for a tracking record, or a message someone else
+    appended to the store (no version header: readers pass over it)."""
+    subject = msg.subject
+    return VERSION in msg.headers and subject.count(".") == 2 and not subject_parts(subject)[0].startswith(TRACKING)
 
 
 def version_of(headers: Mapping[str, str]) -> int:

@@ -119,7 +119,7 @@ class NatsSubscription(Subscription[NatsApplicationRecorder]):
         self._sub = recorder._call(recorder._follow, gt or 0, self._deliver)
 
     async def _deliver(self, msg: StoredMsg) -> None:  # on the portal's event loop
-        if is_event(msg.subject) and (not self._wanted or subject_parts(msg.subject)[1] in self._wanted):
+        if is_event(msg) and (not self._wanted or subject_parts(msg.subject)[1] in self._wanted):
             self._queue.put(notification(msg))
             if self._queue.qsize() >= self.max_queued and not self._has_been_stopped:
                 self._room.clear()
