@@ -31,7 +31,8 @@ library's own contract tests, unchanged (``tests/test_eventsourcing_conformance.
   gaps and a reader never sees a later id before an earlier one. ``max_notification_id`` asks the leader
   for the last message on ``<store>.*.*`` (events only). ``select_notifications`` reads the store with batch
   Direct Get (``start``, ``stop``, ``limit``; ``topics`` filtered as it reads); ``subscribe`` is an ordered
-  consumer from ``gt + 1``: it catches up, then stays live.
+  consumer from ``gt + 1``: it catches up, then stays live, at most ``NatsSubscription.max_queued``
+  notifications ahead of its reader (then flow control holds the rest on the server).
 - **Tracking.** One message per record on ``<store>.%tracking=<application>.processed.<notification id>``,
   checked like an originator (ids must grow per upstream application: ``IntegrityError`` otherwise). The
   process recorder puts it in the same atomic batch as the events it caused, so both are stored or neither.
