@@ -1,7 +1,8 @@
 """pyeventsourcing's own recorder and factory contracts, run unchanged against eskit.interop.eventsourcing.
 
 On the test server; the application and process recorder cases on a 3-node cluster too (``slow``). The
-library's performance tests run as well: they print their figures (reported, not gated).
+library's performance tests run as well: they print their figures (reported, not gated; ``pytest -s`` shows
+them: ``... -s tests/test_eventsourcing_conformance.py -k "performance or concurrent"``).
 """
 
 from __future__ import annotations
