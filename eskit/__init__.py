@@ -43,6 +43,7 @@ from .errors import (
 )
 from .eventlog import LogEvent, read_log
 from .events import Event, RecordedEvent
+from .export import ExportResult, to_arrow, to_parquet
 from .frames import to_dataframe
 from .log_import import ImportResult, import_log
 from .projections import Projection, ProjectionStats
@@ -75,6 +76,7 @@ __all__ = [
     "EventLogError",
     "EventStore",
     "EventStoreError",
+    "ExportResult",
     "ImportResult",
     "InvalidNameError",
     "LogEvent",
@@ -108,5 +110,7 @@ __all__ = [
     "read_log",
     "retry_on_conflict",
     "run_command",
+    "to_arrow",
     "to_dataframe",
+    "to_parquet",
 ]
