@@ -46,6 +46,7 @@ from .events import Event, RecordedEvent
 from .export import ExportResult, to_arrow, to_parquet
 from .frames import to_dataframe
 from .log_import import ImportResult, import_log
+from .ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
@@ -80,6 +81,8 @@ __all__ = [
     "ImportResult",
     "InvalidNameError",
     "LogEvent",
+    "OcelImportResult",
+    "OcelResult",
     "ParkedEvent",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -107,10 +110,12 @@ __all__ = [
     "dashboard",
     "dcb",
     "import_log",
+    "import_ocel",
     "read_log",
     "retry_on_conflict",
     "run_command",
     "to_arrow",
     "to_dataframe",
+    "to_ocel",
     "to_parquet",
 ]

@@ -5,6 +5,7 @@
     python -m eskit lab [--notebooks DIR] [LAB ARGS]      JupyterLab on the notebooks, with NATS_URL set
     python -m eskit bench [ARGS]                          the benchmarks in bench/ (from a checkout)
     python -m eskit import FILE --stream NAME             a CSV/XES event log into a stream (NATS_URL)
+    python -m eskit import FILE.jsonocel --dcb NAME       an OCEL 2.0 log into a DCB store (NATS_URL)
 
 Errors are one line on stderr and exit status 1.
 """

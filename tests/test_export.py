@@ -141,11 +141,11 @@ async def test_an_existing_export_is_kept_unless_overwrite_or_incremental(
 def _start_export(nats_url: str, store: str, path: Path, how: str) -> subprocess.Popen[bytes]:
     code = (
         "import asyncio, eskit, eskit.frames\n"
-        "eskit.frames.CHUNK = 500\n"  # small chunks: the export writes while it reads
+        "eskit.frames.CHUNK = 200\n"  # small chunks: the export writes while it reads
         "async def main():\n"
         "    async with await eskit.connect() as client:\n"
         f"        store = await client.event_store({store!r})\n"
-        f"        await eskit.to_parquet(store, {str(path)!r}, {how}, rows_per_file=2000, row_group=1000,"
+        f"        await eskit.to_parquet(store, {str(path)!r}, {how}, rows_per_file=600, row_group=300,"
         " progress=False)\n"
         "asyncio.run(main())\n"
     )
@@ -174,7 +174,7 @@ async def test_an_export_killed_mid_way_leaves_the_previous_complete_files(
     name = unique("kill")
     orders = await client.event_store(name)
     try:
-        await orders.append_many(order_events(3000, seed=4), concurrency=16)
+        await orders.append_many(order_events(1000, seed=4), concurrency=16)
         frame = await eskit.to_dataframe(orders, progress=False)
         out = tmp_path / "k"
         await eskit.to_parquet(orders, out, progress=False)
