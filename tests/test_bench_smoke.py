@@ -43,3 +43,20 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
         assert append[who]["events_per_s"] > 0
     assert append["eskit_vs_raw"] > 0 and append["eskit_vs_seed"] > 0 and append["goal_vs_raw"] > 0
     assert result["elapsed_s"] > 0
+
+
+def test_quick_export_benchmark_reports_every_figure() -> None:
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    proc = subprocess.run(
+        [python, str(ROOT / "bench" / "export.py"), "--quick", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["meta"]["quick"] is True and result["meta"]["events"] == 20_000
+    for mode in ("to_dataframe", "to_parquet", "to_arrow", "pandas_variants", "duckdb_variants"):
+        figures = result["modes"][mode]
+        assert figures["rows"] == 20_000 and figures["seconds"] > 0 and figures["peak_rss_mib"] > 0, mode
+    assert result["modes"]["import"]["peak_rss_mib"] > 0
+    assert result["parquet_vs_dataframe"] > 0 and result["parquet_files"] >= 1
+    assert result["variants_agree"] is True and result["modes"]["duckdb_variants"]["variants"] > 1
