@@ -36,6 +36,7 @@ class ProjectionStats:
     redelivered: int  # events the server delivered more than once
     running: bool
     error: str | None  # the last error of the background task, if any
+    recovered: int = 0  # events read by Direct Get because their positions went to someone else (a gap)
 
     @property
     def processed(self) -> int:
@@ -50,6 +51,7 @@ class Counts:
     skipped: int = 0
     parked: int = 0
     redelivered: int = 0
+    recovered: int = 0
     parked_positions: set[int] = field(default_factory=set)
 
 

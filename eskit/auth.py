@@ -1,21 +1,63 @@
-"""Least privilege: a writer that may append, an analyst that may only read.
+"""Least privilege: an admin that changes stores, a writer that appends, an analyst that only reads.
 
->>> config = least_privilege_config(writer_password="w-secret", analyst_password="a-secret")
+>>> config = least_privilege_config(writer_password="w-secret", analyst_password="a-secret",
+...                                 admin_password="adm-secret")
 >>> server = EmbeddedServer(config=config).start()                                   # doctest: +SKIP
 >>> analyst = await eskit.connect(server.url, user="analyst", password="a-secret")   # doctest: +SKIP
 >>> await (await analyst.event_store("orders")).append("1", [Event("x")])            # doctest: +SKIP
 eskit.errors.PermissionDeniedError: permission denied: this account may not publish to 'orders.1.x'; ...
 
-Both users live in the server's default account. The writer may publish events and use the JetStream API,
-but not delete or purge streams. The analyst may only read: stream info, Direct Get, and consumers
-(replays, projections, analysis) — no event subjects, no stream changes.
+The users live in the server's default account and are told apart by NATS subject permissions on the
+JetStream API (``$JS.API.<call>.<stream>[.<consumer>]``):
+
+========  ======================================================================================================
+admin     everything: creates, changes (``STREAM.UPDATE``: limits, subjects) and deletes stores, manages every
+          consumer. The only role that can shorten history (and only for a store opened with
+          ``allow_delete_history=True``, or by deleting the whole store).
+writer    publishes events; creates stores that do not exist yet (``STREAM.CREATE`` cannot change an
+          existing stream: the server refuses another configuration under the same name); runs projections
+          (durable consumers, pull, ack) and bulk reads (short-lived consumers). It may **not**
+          ``STREAM.UPDATE`` (a ``max_msgs: 1`` would cut the history), delete or purge a stream, delete a
+          message, restore a stream over one, purge the account, or use the cluster's meta API.
+analyst   reads: stream info, Direct Get (``read``, ``load``, ``replay``, ``to_dataframe``), consumer info. It
+          creates **no consumer at all**, pulls from none and acks none: its bulk reads are refused at once
+          and fall back to Direct Get (:mod:`eskit._bulkread`), so it changes nothing anyone relies on.
+========  ======================================================================================================
+
+Why the analyst gets no consumers, not even ephemeral ones: NATS subject wildcards match whole tokens, and a
+consumer name is one token, so no permission can say "only consumers whose name starts with ``eskit_read_``";
+and the ephemeral-create subject ``$JS.API.CONSUMER.CREATE.<stream>`` (no name in it) accepts a ``name`` in
+its body and then *updates* the durable consumer of that name (checked on nats-server 2.15: an
+"ephemeral" create with ``name: projection-x`` changed that projection's filter). ``CONSUMER.MSG.NEXT`` and
+``$JS.ACK`` are per consumer name too. So the roles are split by what they may do, not by consumer names:
+every durable consumer belongs to the writer (and admin). A projection also notices events delivered past
+a gap it did not cause (someone else with the writer's rights acked them) and reads the missing ones itself
+(:mod:`eskit.projections`).
+
+Stores are created with ``deny_delete`` and ``deny_purge`` (:func:`eskit.streams.stream_config`), so even
+the admin cannot delete single events or purge a store unless it was opened with
+``allow_delete_history=True`` (the server refuses to turn these flags off later); deleting the whole
+store still works (cleanup, tests).
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
-WRITER_DENY = ["$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>"]
+#: What a writer may not publish to (everything else it may: events, the JetStream API, acks).
+WRITER_DENY = [
+    "$JS.API.STREAM.UPDATE.>",  # limits (max_msgs, max_age, max_bytes), subjects, deny flags
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
+    "$JS.API.STREAM.RESTORE.>",  # a restore brings back another history under a store's name
+    "$JS.API.STREAM.PEER.REMOVE.>",
+    "$JS.API.ACCOUNT.PURGE.>",  # every stream of the account
+    "$JS.API.META.>",
+    "$JS.API.SERVER.>",
+]
+#: All an analyst may publish to: reading requests, nothing that creates, changes, pulls or acks.
 ANALYST_ALLOW = [
     "$JS.API.INFO",
     "$JS.API.STREAM.INFO.*",
@@ -23,26 +65,35 @@ ANALYST_ALLOW = [
     "$JS.API.STREAM.LIST",
     "$JS.API.DIRECT.GET.>",
     "$JS.API.STREAM.MSG.GET.*",
-    "$JS.API.CONSUMER.>",
-    "$JS.ACK.>",
-    "$JS.FC.>",
+    "$JS.API.CONSUMER.INFO.*.*",
+    "$JS.API.CONSUMER.NAMES.*",
+    "$JS.API.CONSUMER.LIST.*",
 ]
+INBOXES = {"allow": ["_INBOX.>"]}  # replies to requests
 
 
 def least_privilege_config(
-    *, writer_password: str, analyst_password: str, writer: str = "writer", analyst: str = "analyst"
-) -> str:
-    """nats-server configuration text with the two users (JetStream is enabled by eskit's flags)."""
-    users = [
+    *, writer_password: str, analyst_password: str, admin_password: str | None = None,
+    writer: str = "writer", analyst: str = "analyst", admin: str = "admin",
+) -> str:  # fmt: skip
+    """nats-server configuration text with the users (JetStream is enabled by eskit's flags); the admin
+    user only if ``admin_password`` is given.
+
+    >>> text = least_privilege_config(writer_password="w", analyst_password="a", admin_password="adm")
+    """
+    users: list[dict[str, Any]] = []
+    if admin_password is not None:
+        users.append({"user": admin, "password": admin_password})  # no permissions: may do everything
+    users += [
         {
             "user": writer,
             "password": writer_password,
-            "permissions": {"publish": {"allow": [">"], "deny": WRITER_DENY}, "subscribe": {"allow": ["_INBOX.>"]}},
+            "permissions": {"publish": {"allow": [">"], "deny": WRITER_DENY}, "subscribe": INBOXES},
         },
         {
             "user": analyst,
             "password": analyst_password,
-            "permissions": {"publish": {"allow": ANALYST_ALLOW}, "subscribe": {"allow": ["_INBOX.>"]}},
+            "permissions": {"publish": {"allow": ANALYST_ALLOW}, "subscribe": INBOXES},
         },
     ]
     return "authorization {\n  users = " + json.dumps(users, indent=2) + "\n}\n"

@@ -4,11 +4,13 @@
 ...     orders = await client.event_store("orders")
 
 Failures are one readable line (:class:`~eskit.errors.ConnectError`): the URL tried and how to start a
-server; nats-py's reconnect noise is kept out of sight.
+server; nats-py's reconnect noise is kept out of sight. Credentials never show: ``client.url``, ``repr(client)``
+and every error name ``nats://writer:***@host`` (see :mod:`eskit._redact`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -21,7 +23,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
-from . import _fastlane, _headers
+from . import _closing, _fastlane, _headers
+from ._redact import redact
 from ._wire import Wire
 from .cache import AggregateCache
 from .dcb import DCBStore
@@ -30,9 +33,10 @@ from .errors import AuthenticationError, ConnectError, EventStoreError
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
-from .streams import STREAM_NOT_FOUND, ensure_stream, stream_name
+from .streams import STREAM_NOT_FOUND, ensure_stream, owned_stream
 
 HOW_TO_START = "start one with `python -m eskit server` or `docker compose up -d`, or unset NATS_URL"
+CLOSE_TIMEOUT = 2.0  # seconds close() waits for a drain (a stalled server answers nothing): then it just closes
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +57,7 @@ class Client:
         self.nc = nc
         _headers.install(nc)  # events carry headers: nats-py's pure-Python parser is the bottleneck
         self.js: JetStreamContext = nc.jetstream()
-        self.url = url
+        self.url = redact(url)  # what it is connected to, for messages: credentials masked
         self.server = server
         self.wire = Wire(nc)
         self._caches: dict[str, list[AggregateCache]] = {}  # per store name: cleared when the store is deleted
@@ -70,21 +74,29 @@ class Client:
         self,
         name: str,
         *,
-        duplicate_window: float = 120.0,
+        duplicate_window: float | None = None,
         replicas: int | None = None,
         snapshots: SnapshotPolicy | None = None,
         cache: AggregateCache | None = None,
+        reconfigure: bool = False,
+        allow_delete_history: bool = False,
     ) -> EventStore:
-        """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or updated.
+        """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or opened.
 
         ``snapshots=SnapshotPolicy(every=100)`` keeps aggregate snapshots in the KV bucket ``snapshots_<name>``;
         ``cache=AggregateCache()`` keeps loaded aggregates in memory (see :mod:`eskit.cache`).
-        ``replicas`` defaults to :attr:`default_replicas` (3 on a cluster, 1 on a single server).
+        A new store gets ``duplicate_window`` (default 120 s) and ``replicas`` (default :attr:`default_replicas`:
+        3 on a cluster, 1 on a single server); an existing one keeps its own, and asking for others is an error
+        unless ``reconfigure=True`` (which changes them for everyone using the store).
+        A new store's history is immutable: the server refuses to delete single events or purge it
+        (``deny_delete``, ``deny_purge``; :meth:`delete_store` still deletes it whole), unless
+        ``allow_delete_history=True``. The flags are set when the stream is created, never changed later.
 
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
         """
-        replicas = self.default_replicas if replicas is None else replicas
-        stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas)
+        stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas,
+                                     default_replicas=self.default_replicas, reconfigure=reconfigure,
+                                     allow_delete_history=allow_delete_history)  # fmt: skip
         store = EventStore(self, name, stream)
         if snapshots is not None:
             store.snapshots = await Snapshots.open(store, snapshots)
@@ -94,18 +106,33 @@ class Client:
         return store
 
     async def dcb_store(
-        self, name: str, *, tag_keys: Sequence[str] | None = None, replicas: int | None = None
+        self,
+        name: str,
+        *,
+        tag_keys: Sequence[str] | None = None,
+        replicas: int | None = None,
+        reconfigure: bool = False,
+        allow_delete_history: bool = False,
     ) -> DCBStore:
-        """The DCB store ``name`` (events with a type and tags, read by query, appended on a condition).
+        """The DCB store ``name`` (events with a type and tags, read by query, appended on a condition);
+        immutable history unless ``allow_delete_history=True``, as in :meth:`event_store`.
+
+        ``replicas`` and ``reconfigure`` as for :meth:`event_store`.
 
         >>> courses = await client.dcb_store("courses", tag_keys=["course", "student"])   # doctest: +SKIP
         """
-        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas)
+        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas, reconfigure=reconfigure,
+                                    allow_delete_history=allow_delete_history)  # fmt: skip
 
     async def delete_store(self, name: str) -> bool:
-        """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist."""
+        """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist.
+
+        Works on immutable stores too (``deny_delete`` refuses deleting single events, not the stream); an
+        account without the right (a writer, an analyst) gets :class:`~eskit.errors.PermissionDeniedError`.
+        """
         # The stream first, through the wire: an account that may not delete fails fast (PermissionDeniedError)
-        reply = json.loads((await self.wire.request(f"$JS.API.STREAM.DELETE.{stream_name(name)}", b"")).data)
+        stream = await owned_stream(self.wire, name)  # never another store's or a stream made outside eskit
+        reply = json.loads((await self.wire.request(f"$JS.API.STREAM.DELETE.{stream}", b"")).data)
         await drop_bucket(self.js, name)  # its snapshots, if any
         for cache in self._caches.get(name, []):
             cache.clear()
@@ -130,14 +157,16 @@ class Client:
         )
 
     async def close(self) -> None:
-        """Drain the connection and stop the embedded server, if this client started one."""
+        """Drain the connection and stop the embedded server, if this client started one.
+
+        Always closes, within a few seconds, and never raises: a server that does not answer (stalled, gone)
+        gets no drain, just a closed socket (``CLOSE_TIMEOUT``).
+        """
         try:
             if self.nc.is_connected:
                 with contextlib.suppress(Exception):
-                    await self.wire.close()
-                await self.nc.drain()
-            elif not self.nc.is_closed:  # server gone: stop reconnecting, don't wait for a drain
-                await self.nc.close()
+                    await asyncio.wait_for(self.wire.close(), CLOSE_TIMEOUT)
+            await _closing.close(self.nc, timeout=CLOSE_TIMEOUT)
         finally:
             if self.server is not None:
                 self.server.stop()
@@ -209,18 +238,20 @@ async def connect(
     except Exception as exc:
         if server is not None:
             server.stop()
-        raise _connect_error(url, exc, seen) from None
+        raise _connect_error(url, exc, seen, secrets=(password, token, nkeys_seed, creds)) from None
     nc.options["max_reconnect_attempts"] = -1
     client = Client(nc, url, server)
     errors_to.append(client)
     return client
 
 
-def _connect_error(url: str, exc: Exception, seen: list[Exception]) -> ConnectError:
-    text = str(exc) or type(exc).__name__
+def _connect_error(url: str, exc: Exception, seen: list[Exception], *, secrets: Sequence[str | None]) -> ConnectError:
+    url, text = redact(url, *secrets), redact(str(exc) or type(exc).__name__, *secrets)
     if any("authorization violation" in str(e).lower() for e in [exc, *seen]):
         text = "Authorization Violation"
         return AuthenticationError(
             f"the server at {url} rejected the credentials ({text}); check user/password, token, nkey seed or creds"
         )
+    if isinstance(exc, OSError) and exc.filename is not None:  # a seed or creds file that cannot be read
+        return ConnectError(f"cannot read the nkey seed or creds file given to connect() ({text}); check its path")
     return ConnectError(f"cannot reach a NATS server at {url} ({text}); {HOW_TO_START}")

@@ -24,8 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .codec import encode_json
 from .errors import EventStoreError, PayloadTooLargeError, ValidationError
-from .events import MSG_ID, check_token
+from .events import MSG_ID, check_events, check_position, check_token
 
 TAGS = "Eskit-Tags"
 RAW = "Eskit-Raw"  # the payload is opaque bytes, not JSON
@@ -125,6 +126,9 @@ class AppendCondition:
 
     fail_if_events_match: Query = field(default_factory=Query)
     after: int | None = None
+
+    def __post_init__(self) -> None:
+        check_position(self.after, "AppendCondition's after")
 
 
 def check_tag(tag: object) -> str:
@@ -237,17 +241,12 @@ def encode(event: TaggedEvent, subject: str) -> tuple[str, bytes, dict[str, str]
     if isinstance(event.data, bytes | bytearray):
         headers[RAW] = "1"
         return subject, bytes(event.data), headers
-    try:
-        payload = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"event {event.type!r} data is not JSON-serialisable: {exc}") from None
-    return subject, payload, headers
+    return subject, encode_json(event.data, event.type), headers
 
 
 def encode_all(layout: Layout, events: Sequence[TaggedEvent], *, max_payload: int) -> list[Message]:
     """The messages for an append, checked before anything is sent."""
-    if isinstance(events, TaggedEvent):
-        raise ValidationError("append takes a list of events: append([event], condition)")
+    check_events(events, TaggedEvent, "append([event], condition)")
     if not events or len(events) > MAX_BATCH:
         raise ValidationError(f"{len(events)} events in one append; give 1 to {MAX_BATCH} (one atomic batch)")
     out = []

@@ -15,22 +15,30 @@ from typing import TYPE_CHECKING
 from .dcb import DCBStore
 from .dcb_query import Layout
 from .errors import EventStoreError, ValidationError
-from .streams import _api, _compatible, stream_config
+from .streams import DCB_TAG_KEYS, _api, _compatible, keep_history_flags, settings, stream_config, stream_name
 
 if TYPE_CHECKING:
     from .connection import Client
 
-TAG_KEYS_META = "eskit_dcb_tag_keys"
+TAG_KEYS_META = DCB_TAG_KEYS
 
 
 async def open_dcb_store(
-    client: Client, name: str, *, tag_keys: Sequence[str] | None = None, replicas: int | None = None
+    client: Client,
+    name: str,
+    *,
+    tag_keys: Sequence[str] | None = None,
+    replicas: int | None = None,
+    reconfigure: bool = False,
+    allow_delete_history: bool = False,
 ) -> DCBStore:
-    """Create or open the DCB store ``name``; ``tag_keys`` is fixed at creation (None: the stored ones)."""
-    replicas = client.default_replicas if replicas is None else replicas
-    config = stream_config(name, replicas=replicas)
-    stream, wanted = str(config.name), None if tag_keys is None else _check_keys(tag_keys)
+    """Create or open the DCB store ``name``; ``tag_keys`` is fixed at creation (None: the stored ones);
+    ``allow_delete_history`` too (see :mod:`eskit.streams`)."""
+    stream, wanted = stream_name(name), None if tag_keys is None else _check_keys(tag_keys)
     info = await _api(client.wire, f"STREAM.INFO.{stream}", b"")
+    window, replicas = settings(name, info, kind="DCB store", duplicate_window=None, replicas=replicas,
+                                default_replicas=client.default_replicas, reconfigure=reconfigure)  # fmt: skip
+    config = stream_config(name, duplicate_window=window, replicas=replicas, allow_delete_history=allow_delete_history)
     exists = "error" not in info
     metadata: dict[str, str] = dict(info["config"].get("metadata") or {}) if exists else {}
     stored = tuple(k for k in metadata[TAG_KEYS_META].split(",") if k) if TAG_KEYS_META in metadata else None
@@ -44,8 +52,11 @@ async def open_dcb_store(
     ttl = exists and info["config"].get("allow_msg_ttl")
     if not exists or stored is None or not ttl or not _compatible(info["config"], config):
         config.metadata = {**metadata, TAG_KEYS_META: ",".join(keys)}
+        if exists:
+            keep_history_flags(config, info["config"])  # set once, at creation
+        body = {**info["config"], **config.as_dict()} if exists else config.as_dict()  # the rest stays
         info = await _api(client.wire, f"STREAM.{'UPDATE' if exists else 'CREATE'}.{stream}",
-                          json.dumps(config.as_dict()).encode())  # fmt: skip
+                          json.dumps(body).encode())  # fmt: skip
     if "error" in info:
         raise EventStoreError(
             f"cannot set up DCB store {name}: {info['error'].get('description', info['error'])}"

@@ -65,7 +65,8 @@ class DeadLetters:
     async def park(self, projection: str, event: RecordedEvent, *, reason: str, attempts: int) -> bool:
         """Copy ``event`` to the dead-letter stream; False if this projection had parked it already."""
         if not self._ready:
-            await self.client.event_store(self.name)  # creates the stream the first time
+            # created the first time; not immutable: a parked copy is removed once it was replayed
+            await self.client.event_store(self.name, allow_delete_history=True)
             self._ready = True
         subject = f"{self.name}.{projection}.{event.position}"
         if await self._exists(subject):

@@ -14,7 +14,7 @@ EskitError
 ├── ValidationError (ValueError) bad input caught before anything is sent
 │   ├── InvalidNameError         aggregate id, event type or store name is not one subject token
 │   ├── PayloadTooLargeError     an event is bigger than the server's max_payload
-│   ├── EncodeError              event data is not JSON-serialisable
+│   ├── EncodeError              event data has no JSON form (see eskit.codec) or is nested too deep
 │   └── EventLogError            an event log file (CSV/XES) is malformed (names the line or element)
 └── EventStoreError              the store refused or failed an operation
     ├── ConcurrencyError         the aggregate moved on since you read it (expected vs actual position)
@@ -27,14 +27,26 @@ EskitError
 ```
 
 Messages are one line and say what to do. NATS errors are translated at the boundary
-(`raise ConcurrencyError(...) from exc`), so a learner never has to read nats-py internals.
+(`raise ConcurrencyError(...) from exc`), so a learner never has to read nats-py internals. Credentials never
+appear in a message: every one goes through :func:`eskit._redact.redact` (a URL's password or token, nkey seeds).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from ._redact import redact
+
 
 class EskitError(Exception):
-    """Root of every error raised by eskit."""
+    """Root of every error raised by eskit; its message is redacted (no passwords, tokens or seeds).
+
+    >>> str(EskitError("cannot reach nats://writer:pw@db:4222"))
+    'cannot reach nats://writer:***@db:4222'
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConnectError(EskitError):

@@ -7,7 +7,13 @@ An :class:`Event` is what you append; a :class:`RecordedEvent` is what the strea
 'orders.123.item_added'
 
 The event id is fixed when the event is created and travels as ``Nats-Msg-Id``, so appending the same
-``Event`` object twice (a retry after a timeout) stores it once.
+``Event`` object twice (a retry after a timeout, within the stream's duplicate window) stores it once.
+
+Checked before anything is sent, each failure one line: ids and other header values are ``str`` without
+surrounding whitespace or line breaks (headers would silently drop or change them), an event id is
+not empty (an empty one turns deduplication off), ``occurred_at`` is a ``datetime``, ``expected_position`` an
+``int`` in ``0..MAX_POSITION``; data follows :mod:`eskit.codec` (JSON, with a documented rule for dates,
+decimals, UUIDs, enums and dataclasses).
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import json
 import re
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from .errors import EncodeError, InvalidNameError
+from .codec import encode_json
+from .errors import EncodeError, InvalidNameError, ValidationError
 
 MSG_ID = "Nats-Msg-Id"
 SCHEMA_VERSION = "Eskit-Schema-Version"
@@ -33,11 +40,12 @@ META_PREFIX = "Eskit-Meta-"
 MAX_TOKEN_BYTES = 255
 _FORBIDDEN = frozenset(".*>")
 _PLAIN_TOKEN = re.compile(r"[!-)+-\-/-=?-~]{1,255}")  # printable ASCII but '.', '*', '>': always valid
-_JSON_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 _FRACTION = re.compile(r"(\.\d+)")
 EPOCH = datetime.fromtimestamp(0, UTC)  # the timestamp of an event whose store time is unknown
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_PLAIN_VALUE = re.compile(r"[!-~](?:[ -~]*[!-~])?")  # printable ASCII, no surrounding space: a header as it is
+MAX_POSITION = 2**63 - 1  # the largest stream sequence a JetStream header carries as a number
 
 
 def new_event_id() -> str:
@@ -139,31 +147,109 @@ def subject_parts(subj: str) -> tuple[str, str]:
 
 
 def encode_data(event: Event) -> bytes:
-    try:
-        return _JSON_ENCODE(event.data).encode()
-    except (TypeError, ValueError) as exc:
-        raise EncodeError(f"event {event.type!r} data is not JSON-serialisable: {exc}") from None
+    """The event's data as JSON, by the rules of :mod:`eskit.codec`."""
+    return encode_json(event.data, event.type)
 
 
 def encode_headers(event: Event) -> dict[str, str]:
-    headers = {
-        MSG_ID: event.id,
-        SCHEMA_VERSION: str(event.schema_version),
-        OCCURRED_AT: event.occurred_at.isoformat(),
-    }
+    """The envelope as NATS headers, each value checked (the event id by :func:`check_events`, on append)."""
+    event_id, at, version = event.id, event.occurred_at, event.schema_version
+    if not isinstance(at, datetime):
+        raise ValidationError(f"occurred_at must be a datetime such as datetime.now(UTC), got {_shown(at)}")
+    if type(version) is not int:
+        raise ValidationError(f"schema_version must be an int (1, 2, ...), got {_shown(version)}")
+    headers = {MSG_ID: event_id, SCHEMA_VERSION: str(version), OCCURRED_AT: at.isoformat()}
     if event.correlation_id is not None:
-        headers[CORRELATION_ID] = event.correlation_id
+        headers[CORRELATION_ID] = header_text(event.correlation_id, "correlation_id")
     if event.causation_id is not None:
-        headers[CAUSATION_ID] = event.causation_id
+        headers[CAUSATION_ID] = header_text(event.causation_id, "causation_id")
+    if not isinstance(event.metadata, Mapping):
+        raise ValidationError(f"metadata must be a dict of str to str, got {_shown(event.metadata)}")
     for key, value in event.metadata.items():
-        text = str(value)
-        if not _HEADER_NAME.match(key) or "\r" in text or "\n" in text:
+        text = value if type(value) is str else str(value)
+        if type(key) is not str or not _HEADER_NAME.match(key) or "\r" in text or "\n" in text:
             raise EncodeError(
-                f"metadata {key!r}: keys must be header-name characters (letters, digits, '-', '_') and values "
-                "one line; put structured data in the event's data instead"
+                f"metadata {key!r}: keys must be str of header-name characters (letters, digits, '-', '_') and "
+                "values one line; put structured data in the event's data instead"
             )
-        headers[META_PREFIX + key] = text
+        headers[META_PREFIX + key] = header_text(text, f"metadata {key!r}", empty=True)
     return headers
+
+
+def check_event_id(value: object) -> str:
+    """An event id: a non-empty ``str`` that a header carries as it is.
+
+    >>> check_event_id(" e1")
+    Traceback (most recent call last):
+    eskit.errors.ValidationError: event id ' e1' has leading or trailing whitespace, which NATS headers drop: strip it
+    """
+    if type(value) is str and _PLAIN_VALUE.fullmatch(value):
+        return value
+    if isinstance(value, str) and not value.strip():
+        raise ValidationError(
+            f"event id {value!r} is empty or blank, which turns deduplication off: leave id out and the event "
+            "gets a unique one"
+        )
+    return header_text(value, "event id")
+
+
+def header_text(value: object, what: str, *, empty: bool = False) -> str:
+    """``value`` if a NATS header carries it unchanged: a ``str`` without surrounding whitespace (dropped) or
+    line breaks (changed); ``empty=True`` also allows ``""``. Else :class:`ValidationError`."""
+    if type(value) is str and (_PLAIN_VALUE.fullmatch(value) or (empty and not value)):
+        return value
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a str, got {_shown(value)}")
+    if not value:
+        raise ValidationError(f"{what} is empty: leave it out (None) or give it a value")
+    if value != value.strip():
+        raise ValidationError(f"{what} {value!r} has leading or trailing whitespace, which NATS headers drop: strip it")
+    if "\r" in value or "\n" in value:
+        raise ValidationError(f"{what} {value!r} contains a line break; a header carries one line of text")
+    return value
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+def check_events(events: object, kind: type[_Identified], example: str) -> None:
+    """Raise :class:`ValidationError` unless ``events`` is a list (or tuple) of ``kind`` objects, each with
+    an event id (:func:`check_event_id`).
+
+    >>> check_events({"x": Event("x")}, Event, "append(id, [Event('x')])")
+    Traceback (most recent call last):
+    eskit.errors.ValidationError: events must be a list of Event objects, e.g. append(id, [Event('x')]); got a dict
+    """
+    if type(events) is not list and type(events) is not tuple:
+        if isinstance(events, kind):
+            raise ValidationError(f"append takes a list of events: {example}")
+        if not isinstance(events, Sequence) or isinstance(events, str | bytes):
+            hint = " (pass list(...))" if hasattr(events, "__next__") else ""
+            raise ValidationError(
+                f"events must be a list of {kind.__name__} objects, e.g. {example}; got a {type(events).__name__}{hint}"
+            )
+    for event in events:
+        if not isinstance(event, kind):
+            raise ValidationError(f"events must be {kind.__name__} objects, e.g. {example}; got {_shown(event)}")
+        event_id = event.id
+        if type(event_id) is not str or not (event_id.isascii() and event_id.isalnum()):  # uuid hex: fast
+            check_event_id(event_id)
+
+
+def check_position(value: object, what: str = "expected_position") -> None:
+    """Raise :class:`ValidationError` unless ``value`` is ``None`` or a stream position (0..``MAX_POSITION``)."""
+    if value is None or (type(value) is int and 0 <= value <= MAX_POSITION):
+        return
+    raise ValidationError(
+        f"{what} must be None or a stream position, an int from 0 to {MAX_POSITION}, got {_shown(value)}"
+    )
+
+
+def _shown(value: object) -> str:
+    text = repr(value).replace("\n", " ")
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def parse_time(value: str | None) -> datetime | None:

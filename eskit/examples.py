@@ -7,6 +7,9 @@ business rules as commands:
 >>> order.create("ada"); order.add_item("A1", qty=2, price=4.5)
 >>> order.status, order.total, order.version
 ('pending', 9.0, 2)
+>>> order.pay(5.0)
+Traceback (most recent call last):
+eskit.examples.OrderError: order 123: a payment of 5.0 does not cover the total 9.0
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class Order(Aggregate):
     def pay(self, amount: float) -> None:
         if self.status != "pending" or not self.items:
             raise OrderError(f"order {self.id} is {self.status} with {len(self.items)} items: cannot be paid")
+        if amount < self.total:
+            raise OrderError(f"order {self.id}: a payment of {amount} does not cover the total {self.total}")
         self.record("payment_received", {"amount": amount})
 
     def ship(self, tracking: str) -> None:

@@ -31,6 +31,14 @@ recreated at the read model's position, so a crash never lets newer events overt
 While catching up, the next batch is fetched while the current one is applied. Run one instance per name:
 a second one would reposition the same consumer under the first.
 
+Gaps it did not cause: the consumer delivers every position of the store in order, so a batch that skips
+positions after the read model's (someone else with the right pulled and acked them from this consumer, or
+changed its filter), or a consumer that says it delivered beyond the read model when nothing is pending
+(:meth:`Projection.run_until_caught_up` asks; a running projection notices at its next delivery), means
+events this projection never saw. It reads the missing positions itself with Direct Get and applies them in
+order with the batch (``stats.recovered`` counts them); positions that hold nothing (events deleted from a
+store that allows it) are passed over.
+
 A handler that keeps raising (``max_attempts``) or an undecodable event is parked in the dead-letter stream
 (:mod:`eskit.deadletter`) and the projection goes on. :meth:`Projection.rebuild` builds a new read model from
 position 0 beside the live one and switches to it when it has caught up (blue/green).
@@ -49,18 +57,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import nats
 
-from ._consumer import Batch, PullConsumer
+from ._consumer import Batch, Progress, PullConsumer
 from .aggregate import applies
 from .applying import Applier, Counts, ProjectionStats
 from .deadletter import DeadLetters, ParkedEvent
-from .errors import EskitError, ProjectionError
-from .events import RecordedEvent, check_token
+from .errors import EskitError, PermissionDeniedError, ProjectionError
+from .events import RecordedEvent, check_token, decode
 from .readmodel import ReadModel
 
 if TYPE_CHECKING:
     from .store import EventStore
 
 __all__ = ["Projection", "ProjectionStats", "applies"]
+
+MAX_GAP_READS = 4  # more holes than this in one batch: one Direct Get read over the span instead
+READ_PAGE = 2000
 
 
 class Projection:
@@ -136,7 +147,7 @@ class Projection:
     def stats(self) -> ProjectionStats:
         c = self._counts
         return ProjectionStats(self.name, self.position, self._lag, c.applied, c.skipped, c.parked,
-                               c.redelivered, self.running, self._error)  # fmt: skip
+                               c.redelivered, self.running, self._error, c.recovered)  # fmt: skip
 
     @property
     def running(self) -> bool:
@@ -187,7 +198,11 @@ class Projection:
                 if batch.pending is not None or not batch.delivered:
                     self._lag = batch.pending or 0  # set before the position moves: wait_for() sees both
                 self._counts.redelivered += batch.redelivered
-                await self._applier.apply(self._model, batch.events, self._counts, through=batch.last_position)
+                events = batch.events
+                gaps = missing_ranges(self._model.position, batch.positions)
+                if gaps:  # positions someone else took from this consumer: read them ourselves
+                    events = await self._with_missing(events, gaps)
+                await self._applier.apply(self._model, events, self._counts, through=batch.last_position)
                 if ack:
                     await self._consumer.ack(batch)
                 settled = True
@@ -195,6 +210,39 @@ class Projection:
                 if not settled:  # delivered but not acknowledged: reposition before fetching again
                     self._ready = False
             return batch
+
+    async def _with_missing(self, events: list[RecordedEvent], gaps: list[tuple[int, int]]) -> list[RecordedEvent]:
+        """``events`` with the handled events stored in the ``gaps`` (first, last), read by Direct Get, all in
+        stream order. Positions that hold nothing (deleted events) are passed over."""
+        merged = {e.position: e for e in events}
+        if len(gaps) > MAX_GAP_READS:  # many small holes (deleted events): one read over all of them
+            gaps = [(gaps[0][0], gaps[-1][1])]
+        wire, stream, whole = self.store._wire, self.store.stream, f"{self.store.name}.>"
+        for first, last in gaps:
+            start = first
+            for _ in range(last - first + 1):  # bounded: each page moves `start` on by at least one
+                page = await wire.direct_get(stream, whole, start=start, batch=min(READ_PAGE, last - start + 1))
+                for m in page.messages:
+                    if m.seq <= last and m.seq not in merged:
+                        event = decode(m.seq, m.subject, m.headers, m.data)
+                        if event.type in self._applier.handlers:
+                            merged[m.seq] = event
+                            self._counts.recovered += 1
+                if not page.messages or page.messages[-1].seq >= last:
+                    break
+                start = page.messages[-1].seq + 1
+        return [merged[p] for p in sorted(merged)]
+
+    async def _recover_tail(self, progress: Progress) -> bool:
+        """Nothing pending, nothing unacknowledged, yet the consumer delivered beyond the read model: apply
+        the events up to there (they went to someone else). True if there was such a tail."""
+        position = self._model.position
+        if progress.pending or progress.unacked or progress.delivered <= position:
+            return False
+        async with self._lock:
+            events = await self._with_missing([], [(position + 1, progress.delivered)])
+            await self._applier.apply(self._model, events, self._counts, through=progress.delivered)
+        return True
 
     def _drop_prefetch(self) -> None:
         if inspect.iscoroutine(self._prefetch):
@@ -213,8 +261,11 @@ class Projection:
             if batch.delivered and self._lag:
                 continue  # more is waiting
             await self._consumer.flush()  # the acks reach the server before we ask it
-            pending, unacked = await self._consumer.info()
+            progress = await self._consumer.progress()
+            pending, unacked = progress.pending, progress.unacked
             self._lag = pending
+            if await self._recover_tail(progress):
+                continue  # and ask again: more may have come meanwhile
             if pending == 0 and unacked == 0:
                 return delivered
             if not batch.delivered and unacked:  # only redeliveries are due (after ack_wait): wait for them
@@ -225,11 +276,15 @@ class Projection:
         )
 
     async def run(self) -> None:
-        """Apply events as they arrive until :meth:`stop`; server hiccups are retried, not fatal."""
+        """Apply events as they arrive until :meth:`stop`; server hiccups are retried, not fatal; an account
+        that may not run projections (:class:`~eskit.errors.PermissionDeniedError`) ends it."""
         self._stopping, self._error = False, None
         while not self._stopping:
             try:
                 await self.step(wait=self.max_wait)
+            except PermissionDeniedError as exc:  # no retry will grant the permission
+                self._error = f"{type(exc).__name__}: {exc}"
+                raise
             except (EskitError, OSError, TimeoutError, sqlite3.OperationalError, nats.errors.Error) as exc:
                 # a server hiccup (restart, leader election, no responders) or a locked database: retry
                 self._error = f"{type(exc).__name__}: {exc}"
@@ -326,3 +381,24 @@ class Projection:
                     applied += done
         self._counts.applied += applied
         return applied
+
+
+def missing_ranges(after: int, positions: list[int]) -> list[tuple[int, int]]:
+    """The (first, last) ranges of positions after ``after`` and up to the highest in ``positions`` that
+    ``positions`` lacks: a consumer of the whole store delivers every position, so these went elsewhere.
+
+    >>> missing_ranges(2, [3, 4, 7, 8, 5])
+    [(6, 6)]
+    """
+    if not positions:
+        return []
+    top = max(positions)
+    if top <= after or (positions[0] == after + 1 and positions[-1] == top == after + len(positions)
+                        and len(set(positions)) == len(positions)):  # fmt: skip
+        return []  # the usual case: exactly after+1 .. top
+    gaps, expected = [], after + 1
+    for position in sorted({p for p in positions if p > after}):
+        if position > expected:
+            gaps.append((expected, position - 1))
+        expected = position + 1
+    return gaps

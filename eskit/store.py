@@ -34,7 +34,17 @@ from .errors import (
     StreamNotFoundError,
     ValidationError,
 )
-from .events import Event, RecordedEvent, check_token, decode, encode_data, encode_headers, subject
+from .events import (
+    Event,
+    RecordedEvent,
+    check_events,
+    check_position,
+    check_token,
+    decode,
+    encode_data,
+    encode_headers,
+    subject,
+)
 
 if TYPE_CHECKING:
     from .aggregate import Aggregate
@@ -96,8 +106,8 @@ class EventStore:
         self, aggregate_id: str, events: Sequence[Event], expected_position: int | None
     ) -> list[tuple[str, bytes, dict[str, str]]]:
         check_token(aggregate_id, "aggregate id")
-        if isinstance(events, Event):
-            raise ValidationError("append takes a list of events: append(id, [event])")
+        check_events(events, Event, "append(id, [event])")
+        check_position(expected_position)
         if not events:
             raise ValidationError(f"nothing to append to {self.name}/{aggregate_id}: the event list is empty")
         if len(events) > MAX_BATCH:

@@ -3,11 +3,23 @@
 ``ORDERS`` holds ``orders.>``: file storage, limits retention, kept forever, no per-subject cap (as in the
 pattern), plus ``allow_direct`` (one-round-trip reads), ``allow_atomic`` (all-or-nothing multi-event
 appends) and a duplicate window for ``Nats-Msg-Id``.
+
+Store names are ASCII (``a-z``, ``0-9``, ``-``, ``_``), so each names its own stream: upper-casing unicode
+folds names together (``straße`` and ``strasse`` are both ``STRASSE``). Opening a store never rewrites a
+stream it does not own (other subjects, or the other kind of store) and never silently changes the settings
+of one it does (``duplicate_window``, ``replicas``: an error says what differs, ``reconfigure=True`` changes
+them).
+
+History is immutable by default: ``deny_delete`` and
+``deny_purge`` make the server refuse to delete single events or purge the stream (deleting the whole
+stream still works), unless the store is created with ``allow_delete_history=True``. The server refuses
+to turn the flags off later; opening an existing store never changes them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -17,19 +29,38 @@ from .errors import EventStoreError, InvalidNameError, StoreUnavailableError
 from .events import check_token
 
 STREAM_NOT_FOUND = 10059
+DUPLICATE_WINDOW = 120.0  # seconds: the default for a new store
+DCB_TAG_KEYS = "eskit_dcb_tag_keys"  # stream metadata: present on a DCB store's stream, never on an event store's
+_STORE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 def stream_name(store: str) -> str:
-    """The stream behind a store: ``'orders'`` -> ``'ORDERS'``."""
+    """The stream behind a store: ``'orders'`` -> ``'ORDERS'``.
+
+    >>> stream_name("order-lines")
+    'ORDER-LINES'
+    """
+    if type(store) is str and _STORE_NAME.fullmatch(store) and len(store) <= 255:
+        return store.upper()
     check_token(store, "store name")
     if "/" in store or "\\" in store:
         raise InvalidNameError(f"store name {store!r} may not contain '/' or '\\'")
-    if store != store.lower():
+    if store.isascii() and store != store.lower():
         raise InvalidNameError(f"store names are lowercase (the stream is the uppercase): use {store.lower()!r}")
-    return store.upper()
+    raise InvalidNameError(
+        f"store name {store!r}: use lowercase ASCII letters, digits, '-' and '_', starting with a letter or digit "
+        "(e.g. 'orders'); other characters can fold onto another store's stream ('straße' and 'strasse')"
+    )
 
 
-def stream_config(store: str, *, duplicate_window: float = 120.0, replicas: int = 1) -> StreamConfig:
+def stream_config(
+    store: str, *, duplicate_window: float = 120.0, replicas: int = 1, allow_delete_history: bool = False
+) -> StreamConfig:
+    """The stream of a new store.
+
+    >>> stream_config("orders").deny_purge
+    True
+    """
     return StreamConfig(
         name=stream_name(store),
         subjects=[f"{store}.>"],
@@ -42,27 +73,115 @@ def stream_config(store: str, *, duplicate_window: float = 120.0, replicas: int 
         num_replicas=replicas,
         allow_direct=True,
         allow_atomic=True,
+        deny_delete=not allow_delete_history,
+        deny_purge=not allow_delete_history,
     )
 
 
-async def ensure_stream(wire: Wire, store: str, *, duplicate_window: float, replicas: int) -> str:
-    """Create the store's stream, or update it to our settings; return its name.
+async def ensure_stream(
+    wire: Wire,
+    store: str,
+    *,
+    duplicate_window: float | None = None,
+    replicas: int | None = None,
+    default_replicas: int = 1,
+    reconfigure: bool = False,
+    allow_delete_history: bool = False,
+) -> str:
+    """Create the store's stream, or open the existing one (see :func:`settings`); return its name.
 
     An existing stream that already has our settings is left alone, so a read-only account (an analyst)
     can open a store without the right to create streams.
     """
-    config = stream_config(store, duplicate_window=duplicate_window, replicas=replicas)
-    name = str(config.name)
+    name = stream_name(store)
     info = await _api(wire, f"STREAM.INFO.{name}", b"")
+    window, replicas = settings(
+        store, info, kind="event store", duplicate_window=duplicate_window, replicas=replicas,
+        default_replicas=default_replicas, reconfigure=reconfigure,
+    )  # fmt: skip
+    config = stream_config(store, duplicate_window=window, replicas=replicas, allow_delete_history=allow_delete_history)
     if info.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
         info = await _api(wire, f"STREAM.CREATE.{name}", json.dumps(config.as_dict()).encode())
     elif "error" not in info and not _compatible(info["config"], config):
-        info = await _api(wire, f"STREAM.UPDATE.{name}", json.dumps(config.as_dict()).encode())
+        keep_history_flags(config, info["config"])  # set once, at creation
+        update = {**info["config"], **config.as_dict()}  # what we do not set (metadata, limits) stays
+        info = await _api(wire, f"STREAM.UPDATE.{name}", json.dumps(update).encode())
     if "error" in info:
         raise EventStoreError(f"cannot set up stream {name}: {info['error'].get('description', info['error'])}")
     if not info["config"].get("allow_atomic"):
         raise EventStoreError(f"stream {name} does not support atomic batches: nats-server 2.12 or newer is required")
     return name
+
+
+def settings(
+    store: str,
+    info: dict[str, Any],
+    *,
+    kind: str,
+    duplicate_window: float | None,
+    replicas: int | None,
+    default_replicas: int,
+    reconfigure: bool,
+) -> tuple[float, int]:
+    """The ``(duplicate_window, replicas)`` a store opens with, given its stream's ``STREAM.INFO`` reply.
+
+    A new stream gets what was asked, else the defaults; an existing one keeps its own unless asked otherwise
+    with ``reconfigure=True``. A stream that is not this store's (other subjects, the other kind of store) is
+    an error, as is a setting that differs from the stream's without ``reconfigure``.
+    """
+    if "error" in info:  # not found (created by the caller), or an error the caller reports
+        return (DUPLICATE_WINDOW if duplicate_window is None else duplicate_window), replicas or default_replicas
+    config = info["config"]
+    _check_owner(store, info, kind)
+    window_ns, have_replicas = int(config.get("duplicate_window", 0)), int(config.get("num_replicas", 1))
+    differs = []
+    if duplicate_window is not None and int(duplicate_window * 1e9) != window_ns:
+        differs.append(f"duplicate_window={window_ns / 1e9:g} (you asked for {duplicate_window:g})")
+    if replicas is not None and replicas != have_replicas:
+        differs.append(f"replicas={have_replicas} (you asked for {replicas})")
+    if differs and not reconfigure:
+        raise EventStoreError(
+            f"store {store!r} exists with {' and '.join(differs)}: open it without them to use its settings, or "
+            "pass reconfigure=True to change them for everyone who uses the store"
+        )
+    return (window_ns / 1e9 if duplicate_window is None else duplicate_window), replicas or have_replicas
+
+
+def _check_owner(store: str, info: dict[str, Any], kind: str) -> None:
+    """Refuse a stream that is not this store's: other subjects, or the other kind of store."""
+    config = info["config"]
+    name, subjects = config.get("name"), config.get("subjects")
+    if subjects != [f"{store}.>"]:
+        raise EventStoreError(
+            f"stream {name} already exists with subjects {subjects}, not ['{store}.>']: it is not store {store!r} "
+            "(made outside eskit?); eskit will not rewrite it: choose another store name"
+        )
+    is_dcb = DCB_TAG_KEYS in (config.get("metadata") or {})
+    if kind == "event store" and is_dcb:
+        raise EventStoreError(f"store {store!r} is a DCB store: open it with client.dcb_store({store!r})")
+    if kind == "DCB store" and not is_dcb and info.get("state", {}).get("messages", 0):
+        raise EventStoreError(
+            f"store {store!r} is an event store with events: open it with client.event_store({store!r}), or give "
+            "the DCB store another name"
+        )
+
+
+async def owned_stream(wire: Wire, store: str) -> str:
+    """The stream of ``store``, checked to be the store's (its subjects) if it exists: before deleting it."""
+    name = stream_name(store)
+    info = await _api(wire, f"STREAM.INFO.{name}", b"")
+    subjects = info.get("config", {}).get("subjects", [f"{store}.>"])
+    if subjects != [f"{store}.>"]:
+        raise EventStoreError(
+            f"stream {name} holds subjects {subjects}, not ['{store}.>']: it is not store {store!r}; not deleted"
+        )
+    return name
+
+
+def keep_history_flags(config: StreamConfig, current: dict[str, Any]) -> None:
+    """An update keeps the stream's ``deny_delete``/``deny_purge`` as they are (set once, at creation)."""
+    config.deny_delete = bool(current.get("deny_delete"))
+    config.deny_purge = bool(current.get("deny_purge"))
 
 
 def _compatible(current: dict[str, Any], wanted: StreamConfig) -> bool:

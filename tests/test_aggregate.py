@@ -223,3 +223,14 @@ async def test_the_retry_helper_gives_up_after_its_attempts() -> None:
         await eskit.retry_on_conflict(always_conflicts, attempts=3, base_delay=0.001)
     assert calls == 3
     assert "gave up after 3 attempts" in caught.value.__notes__[0]
+
+
+def test_a_payment_that_does_not_cover_the_total_is_refused_and_records_nothing() -> None:
+    order = Order("o1")
+    order.create("ada")
+    order.add_item("A1", qty=2, price=4.5)
+    with pytest.raises(OrderError, match=r"a payment of 5\.0 does not cover the total 9\.0"):
+        order.pay(5.0)
+    assert [e.type for e in order.pending] == ["created", "item_added"] and order.status == "pending"
+    order.pay(9.0)
+    assert order.status == "paid"

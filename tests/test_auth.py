@@ -1,4 +1,5 @@
-"""Least privilege: a writer that may append, an analyst that may only read; credentials passed through.
+"""Least privilege: an admin, a writer that may append, an analyst that may only read; immutable history;
+projections that notice a gap someone else made; credentials passed through.
 
 Every refusal is one line, fast (the server's -ERR fails the waiting request), never a 5 s timeout.
 """
@@ -6,7 +7,9 @@ Every refusal is one line, fast (the server's -ERR fails the waiting request), n
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,15 +19,19 @@ from conftest import unique
 
 import eskit
 from eskit import EmbeddedServer, Event, PermissionDeniedError
+from eskit.aggregate import applies
 from eskit.auth import least_privilege_config
+from eskit.events import RecordedEvent
+from eskit.projections import Projection
 
-WRITER, ANALYST = "w-secret", "a-secret"
+WRITER, ANALYST, ADMIN = "w-secret", "a-secret", "adm-secret"
 FAST = 2.0  # seconds: well under the wire's 5 s request timeout
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EmbeddedServer]:
-    with EmbeddedServer(config=least_privilege_config(writer_password=WRITER, analyst_password=ANALYST)) as s:
+    config = least_privilege_config(writer_password=WRITER, analyst_password=ANALYST, admin_password=ADMIN)
+    with EmbeddedServer(config=config) as s:
         yield s
 
 
@@ -42,6 +49,18 @@ async def orders(server: EmbeddedServer) -> AsyncIterator[str]:
 @pytest.fixture
 async def analyst(server: EmbeddedServer) -> AsyncIterator[eskit.Client]:
     async with await eskit.connect(server.url, user="analyst", password=ANALYST) as client:
+        yield client
+
+
+@pytest.fixture
+async def writer(server: EmbeddedServer) -> AsyncIterator[eskit.Client]:
+    async with await eskit.connect(server.url, user="writer", password=WRITER) as client:
+        yield client
+
+
+@pytest.fixture
+async def admin(server: EmbeddedServer) -> AsyncIterator[eskit.Client]:
+    async with await eskit.connect(server.url, user="admin", password=ADMIN) as client:
         yield client
 
 
@@ -136,3 +155,216 @@ async def test_an_nkey_seed_is_passed_through(
     nkey_user(other_seed)  # a valid nkey the server does not know
     with pytest.raises(eskit.AuthenticationError):
         await asyncio.wait_for(eskit.connect(server.url, nkeys_seed=str(other_seed)), 10)
+
+
+# -- consumers, limits, history ---------------------------------------------------------------------------
+
+
+class Orders(Projection):
+    """One row per order; only ``created`` and ``shipped`` are handled (``noted`` events are passed over)."""
+
+    schema = "CREATE TABLE orders (id TEXT PRIMARY KEY, status TEXT NOT NULL)"
+
+    @applies("created")
+    def _created(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        db.execute("INSERT INTO orders VALUES (?, 'open')", (event.aggregate_id,))  # twice: IntegrityError
+
+    @applies("shipped")
+    def _shipped(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        db.execute("UPDATE orders SET status = 'shipped' WHERE id = ?", (event.aggregate_id,))
+
+
+async def fill_orders(store: eskit.EventStore, orders: int, *, first: int = 0) -> int:
+    """Orders ``o<first>``...: created, noted (a type the projection does not handle), and the even ones
+    shipped; returns the last position."""
+    last = 0
+    for i in range(first, first + orders):
+        events = [Event("created"), Event("noted", {"n": i})] + ([Event("shipped")] if i % 2 == 0 else [])
+        last = await store.append(f"o{i}", events)
+    return last
+
+
+async def api(client: eskit.Client, call: str, body: object = None) -> dict[str, object]:
+    """One JetStream API request through the client's wire (a refusal raises PermissionDeniedError)."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    answer: dict[str, object] = json.loads((await client.wire.request(f"$JS.API.{call}", payload)).data)
+    return answer
+
+
+async def messages(client: eskit.Client, stream: str) -> int:
+    info = await api(client, f"STREAM.INFO.{stream}")
+    return int(info["state"]["messages"])  # type: ignore[index]
+
+
+async def steal(thief: eskit.Client, stream: str, consumer: str, count: int) -> list[int]:
+    """Pull up to ``count`` events from someone else's consumer and ack them (ack policy "all": the last
+    ack settles them all); the positions taken."""
+    inbox = thief.nc.new_inbox()
+    sub = await thief.nc.subscribe(inbox)
+    body = json.dumps({"batch": count, "no_wait": True}).encode()
+    await thief.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", body, reply=inbox)
+    taken = []
+    for _ in range(count):  # bounded: at most `count` messages, each within 5 s
+        msg = await sub.next_msg(timeout=5)
+        if not msg.reply:  # a status: nothing (more) to take
+            break
+        taken.append(int(msg.reply.split(".")[5]))
+        last = msg.reply
+    if taken:
+        await thief.nc.publish(last, b"+ACK")
+    await thief.nc.flush()
+    await sub.unsubscribe()
+    return taken
+
+
+async def test_an_analyst_cannot_create_a_durable_consumer_nor_run_a_projection_yet_reads_everything(
+    analyst: eskit.Client, orders: str
+) -> None:
+    stream = orders.upper()
+    config = {"durable_name": "thief", "ack_policy": "all", "filter_subject": f"{orders}.>"}
+    body = {"stream_name": stream, "config": config}
+    await refused_fast(api(analyst, f"CONSUMER.DURABLE.CREATE.{stream}.thief", body))
+    named = {"stream_name": stream, "config": {"name": "thief", "ack_policy": "none"}}
+    await refused_fast(api(analyst, f"CONSUMER.CREATE.{stream}.thief", named))  # the 2.9+ form
+    await refused_fast(api(analyst, f"CONSUMER.CREATE.{stream}.thief.{orders}.>", named))  # with its filter
+    # the ephemeral form: its body may name a durable, which the server then updates
+    await refused_fast(api(analyst, f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": {}}))
+    view = Orders(await analyst.event_store(orders), name=unique("analysts"))
+    await refused_fast(view.run_until_caught_up(timeout=5))
+    await refused_fast(view.start())  # in the background: ends with the refusal, no retrying forever
+    assert view.stats.error is not None and view.stats.error.startswith("PermissionDeniedError")
+    with pytest.raises(PermissionDeniedError):
+        await view.stop()  # the task's end, said again
+    await view.close()
+    # what the analyst is for still works: reads, replays, a DataFrame (bulk reads fall back to Direct Get)
+    store = await analyst.event_store(orders)
+    assert [e.type for e in await store.read("1")] == ["created", "item_added"]
+    assert len([e async for e in store.replay()]) >= 2
+    frames = pytest.importorskip("eskit.frames")
+    assert len(await frames.to_dataframe(store)) >= 2
+
+
+async def test_an_analysts_bulk_reads_are_refused_a_consumer_and_read_everything_by_direct_get(
+    writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client
+) -> None:
+    name = unique("big")
+    store = await writer.event_store(name)
+    for start in range(0, 6000, 1000):  # more than a replay's first page reads before it asks for a consumer
+        await store.append_many([(f"a{i}", [Event("created", {"i": i})], None) for i in range(start, start + 1000)])
+    mine = await analyst.event_store(name)
+    started = time.monotonic()
+    assert [e.data["i"] async for e in mine.replay()] == list(range(6000))  # type: ignore[index]
+    frames = pytest.importorskip("eskit.frames")
+    assert len(await frames.to_dataframe(mine)) == 6000
+    assert time.monotonic() - started < 30, "a refused consumer must not cost a timeout"
+    consumers = await api(analyst, f"CONSUMER.NAMES.{name.upper()}")
+    assert consumers["consumers"] == []  # the analyst left nothing behind
+    assert await admin.delete_store(name)
+
+
+async def test_an_analyst_can_neither_delete_nor_pull_from_nor_ack_a_projections_consumer(
+    writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client
+) -> None:
+    name = unique("shop")
+    store = await writer.event_store(name)
+    await fill_orders(store, 2)
+    view = Orders(store)
+    assert await view.run_until_caught_up() == 3  # 2 created + 1 shipped, of 5 events
+    last = await fill_orders(store, 6, first=2)  # 15 more events the analyst would like to take
+    stream, consumer = name.upper(), "projection-Orders"
+    await refused_fast(api(analyst, f"CONSUMER.DELETE.{stream}.{consumer}"))
+    pull = json.dumps({"batch": 18, "no_wait": True}).encode()
+    await refused_fast(analyst.wire.request(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", pull))
+    await refused_fast(analyst.wire.request(f"$JS.ACK.{stream}.{consumer}.1.13.13.0.0", b"+ACK"))
+    assert await view.run_until_caught_up() == 9
+    assert view.position == last == 20
+    assert view.db.execute("SELECT count(*), sum(status = 'shipped') FROM orders").fetchone() == (8, 4)
+    assert view.stats.parked == 0
+    await view.close(delete_consumer=True)
+    await api(writer, f"CONSUMER.INFO.{stream}.{consumer}")  # the writer's own consumer: gone, no error
+    assert await admin.delete_store(name)
+
+
+async def test_the_writer_may_neither_change_a_stores_limits_nor_purge_or_delete_its_events(
+    writer: eskit.Client, admin: eskit.Client
+) -> None:
+    name = unique("ledger")
+    store = await writer.event_store(name)  # the writer may create a store that does not exist yet
+    last = await fill_orders(store, 12)
+    stream = name.upper()
+    config = (await api(writer, f"STREAM.INFO.{stream}"))["config"]
+    await refused_fast(api(writer, f"STREAM.UPDATE.{stream}", {**config, "max_msgs": 1}))  # type: ignore[dict-item]
+    await refused_fast(api(writer, f"STREAM.PURGE.{stream}", {}))
+    await refused_fast(api(writer, f"STREAM.MSG.DELETE.{stream}", {"seq": 1}))
+    recreate = await api(writer, f"STREAM.CREATE.{stream}", {**config, "max_msgs": 1})  # type: ignore[dict-item]
+    assert "already in use" in str(recreate.get("error"))  # the writer may create, but not over a store
+    await refused_fast(writer.delete_store(name))
+    assert await messages(writer, stream) == last == 30
+    view = Orders(store)  # and it still runs its projections
+    assert await view.run_until_caught_up() == 18
+    await view.close(delete_consumer=True)
+    assert await admin.delete_store(name)
+
+
+async def test_a_store_keeps_its_history_even_against_the_admin_unless_created_to_allow_deletes(
+    admin: eskit.Client,
+) -> None:
+    name, mutable = unique("books"), unique("scratch")
+    store = await admin.event_store(name)
+    await fill_orders(store, 2)
+    stream = name.upper()
+    refusals = [await api(admin, f"STREAM.PURGE.{stream}", {}),
+                await api(admin, f"STREAM.MSG.DELETE.{stream}", {"seq": 1})]  # fmt: skip
+    assert all("not permitted" in str(r.get("error")) for r in refusals), refusals
+    assert await messages(admin, stream) == 5
+    config = (await api(admin, f"STREAM.INFO.{stream}"))["config"]
+    assert config["deny_delete"] and config["deny_purge"]  # type: ignore[index]
+    dcb = await admin.dcb_store(unique("courses"), tag_keys=["course"])
+    dcb_config = (await api(admin, f"STREAM.INFO.{dcb.stream}"))["config"]
+    assert dcb_config["deny_delete"] and dcb_config["deny_purge"]  # type: ignore[index]
+    scratch = await admin.event_store(mutable, allow_delete_history=True)
+    await fill_orders(scratch, 2)
+    assert (await api(admin, f"STREAM.PURGE.{mutable.upper()}", {})).get("success")
+    assert await messages(admin, mutable.upper()) == 0
+    for each in (name, mutable, dcb.name):  # deleting a whole store still works: cleanup
+        assert await admin.delete_store(each)
+
+
+async def test_a_projection_recovers_the_events_another_connection_took_from_its_consumer(
+    writer: eskit.Client, admin: eskit.Client, server: EmbeddedServer
+) -> None:
+    name = unique("shop")
+    store = await writer.event_store(name)
+    await fill_orders(store, 2)  # 5 events: o0 created, noted, shipped; o1 created, noted
+    view = Orders(store, batch_size=4)
+    assert await view.run_until_caught_up() == 3
+    last = await fill_orders(store, 6, first=2)  # 15 more, 20 in all
+    stream, consumer = name.upper(), "projection-Orders"
+    async with await eskit.connect(server.url, user="writer", password=WRITER) as thief:
+        assert await steal(thief, stream, consumer, 4) == [6, 7, 8, 9]  # o2 created..o3 created
+        await view.step()  # delivered 10..13: the projection notices 6..9 are missing and reads them
+        assert view.db.execute("SELECT count(*) FROM orders").fetchone() == (5,)  # o0..o4, none skipped
+        taken: list[int] = []
+        for _ in range(20):  # the rest, a few at a time (the consumer allows 8 unacknowledged)
+            more = await steal(thief, stream, consumer, 3)
+            if not more:
+                break
+            taken += more
+        assert taken and taken[-1] == last  # the projection's consumer has nothing left to deliver
+    await view.run_until_caught_up()  # the consumer says "all delivered and acked", beyond the read model
+    assert view.position == last
+    assert view.db.execute("SELECT count(*), sum(status = 'shipped') FROM orders").fetchone() == (8, 4)
+    assert view.stats.parked == 0 and view.stats.recovered > 3  # the handled ones of 6..9, and of the tail
+    await view.close(delete_consumer=True)
+    assert await admin.delete_store(name)
+
+
+def test_a_gap_is_positions_missing_from_the_deliveries_not_from_the_handled_types() -> None:
+    from eskit.projections import missing_ranges
+
+    assert missing_ranges(5, [6, 7, 8]) == []  # other types among them or not: every position came
+    assert missing_ranges(5, [10, 11]) == [(6, 9)]
+    assert missing_ranges(5, [6, 9, 7, 12]) == [(8, 8), (10, 11)]
+    assert missing_ranges(5, [3, 4, 6, 7]) == []  # redeliveries at or below the position are no gap
+    assert missing_ranges(5, [6, 6, 8]) == [(7, 7)]
+    assert missing_ranges(5, []) == []

@@ -90,11 +90,11 @@ def test_the_auth_profile_mounts_exactly_what_eskit_auth_generates_for_the_compo
     assert flag(svc["command"], "-c") == target and "-js" in svc["command"]
     text = (COMPOSE.parent / source).read_text()
     assert text == least_privilege_config(
-        writer_password=passwords["writer"], analyst_password=passwords["analyst"]
+        writer_password=passwords["writer"], analyst_password=passwords["analyst"], admin_password=passwords["admin"]
     )
 
 
-async def test_the_compose_auth_file_is_a_config_nats_server_accepts_with_both_accounts() -> None:
+async def test_the_compose_auth_file_is_a_config_nats_server_accepts_with_all_three_users() -> None:
     passwords = spec()["x-workshop-passwords"]
     with EmbeddedServer(config=(COMPOSE.parent / "compose" / "auth.conf").read_text()) as server:
         async with await eskit.connect(server.url, user="writer", password=passwords["writer"]) as writer:
@@ -105,3 +105,5 @@ async def test_the_compose_auth_file_is_a_config_nats_server_accepts_with_both_a
             assert len(await store.read("1")) == 1
             with pytest.raises(eskit.PermissionDeniedError):
                 await store.append("1", [eskit.Event("shipped")])
+        async with await eskit.connect(server.url, user="admin", password=passwords["admin"]) as admin:
+            assert await admin.delete_store("compose")

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -144,3 +152,107 @@ async def test_closing_a_client_whose_server_went_away_does_not_raise_and_closes
             with contextlib.suppress(nats.errors.Error):
                 await client.nc.close()
         server.stop()
+
+
+PASSWORD, TOKEN = "pw-Sesame-7731", "tok-Opensesame-4410"
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[EmbeddedServer]:
+    config = 'authorization { users = [{user: "writer", password: "' + PASSWORD + '"}] }\n'
+    with EmbeddedServer(config=config) as server:
+        yield server
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        assert PASSWORD not in text and TOKEN not in text, f"a secret leaked: {text!r}"
+
+
+def everything_said_by(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)) + repr(exc)
+
+
+async def test_a_password_in_the_url_never_shows_in_errors_reprs_or_log_records(
+    guarded: EmbeddedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    host = guarded.url.split("://", 1)[1]
+    with pytest.raises(eskit.AuthenticationError) as refused:
+        await asyncio.wait_for(eskit.connect(f"nats://writer:{PASSWORD}x@{host}"), 10)
+    with pytest.raises(eskit.ConnectError) as unreachable:
+        await asyncio.wait_for(eskit.connect(f"nats://writer:{PASSWORD}@{closed_port_url()[7:]}"), 10)
+    with pytest.raises(eskit.ConnectError) as tokened:
+        await asyncio.wait_for(eskit.connect(f"nats://{TOKEN}@{closed_port_url()[7:]}"), 10)
+    with pytest.raises(eskit.ConnectError, match="seed or creds file") as seed_path:
+        await asyncio.wait_for(eskit.connect(guarded.url, nkeys_seed=f"/nowhere/{TOKEN}.nk"), 10)
+    async with await eskit.connect(f"nats://writer:{PASSWORD}@{host}") as client:
+        store = await client.event_store(unique("orders"))
+        try:
+            with pytest.raises(eskit.ConcurrencyError) as refused_append:
+                await store.append("1", [Event("created")], expected_position=7)
+        finally:
+            await client.delete_store(store.name)
+        said = [repr(client), str(client.url), repr(store), everything_said_by(refused_append.value)]
+    assert "writer:***@" in str(refused.value) and "writer:***@" in said[0]
+    assert_no_secret(*said, *(everything_said_by(e.value) for e in (refused, unreachable, tokened, seed_path)))
+    assert_no_secret(*(r.getMessage() + (r.exc_text or "") for r in caplog.records))
+
+
+def test_an_eskit_log_record_naming_a_url_with_a_password_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("eskit").warning("reconnecting to %s", f"nats://writer:{PASSWORD}@db:4222")
+    try:
+        raise RuntimeError(f"lost nats://{TOKEN}@db:4222")
+    except RuntimeError:
+        logging.getLogger("eskit").exception("a handler failed")
+    assert "nats://writer:***@db:4222" in caplog.text
+    assert_no_secret(caplog.text)
+
+
+def test_the_cli_never_prints_a_password_from_the_url(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text("case:concept:name,concept:name,time:timestamp\nc1,start,2024-01-01T00:00:00Z\n")
+    url = f"nats://writer:{PASSWORD}@{closed_port_url()[7:]}"
+    run = [sys.executable, "-m", "eskit"]
+    imported = subprocess.run([*run, "import", str(log), "--stream", "t", "--url", url],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert imported.returncode == 1 and "writer:***@" in imported.stderr
+    lab = subprocess.run([*run, "lab", "--notebooks", str(tmp_path), "--", "--version"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "NATS_URL": url})  # fmt: skip
+    assert "using NATS_URL=nats://writer:***@" in lab.stdout
+    assert_no_secret(imported.stdout, imported.stderr, lab.stdout, lab.stderr)
+
+
+async def test_closing_a_client_whose_server_is_stalled_closes_within_seconds_without_raising() -> None:
+    server = EmbeddedServer().start()
+    pid = server._proc.pid  # type: ignore[union-attr]
+    client = await eskit.connect(server.url)
+    try:
+        store = await client.event_store("stalled")
+        await store.append("1", [Event("created")])
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        failure: BaseException | None = None
+        try:
+            await asyncio.wait_for(client.close(), 15)
+        except (Exception, asyncio.CancelledError) as exc:
+            failure = exc
+        took = time.monotonic() - started
+        assert failure is None, f"close() raised {failure!r}"
+        assert client.nc.is_closed and took < 5, f"closed: {client.nc.is_closed} after {took:.1f} s"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        if not client.nc.is_closed:
+            with contextlib.suppress(nats.errors.Error):
+                await client.nc.close()
+        server.stop()
+
+
+def test_redaction_hides_url_passwords_tokens_seeds_and_config_values_as_its_doctests_show() -> None:
+    import doctest
+
+    import eskit._redact
+
+    result = doctest.testmod(eskit._redact)
+    assert result.attempted >= 4 and result.failed == 0

@@ -3,77 +3,228 @@
     .venv/bin/python tools/make_notebook.py                 # every notebooks/src/NN_*.py
     .venv/bin/python tools/make_notebook.py 00_setup_check  # one
 
-Sources are scripts whose cells are separated by `# %%` (code) and `# %% [markdown]` lines: they are what
-we edit and review. `# %% [solution]` starts a code cell that is collapsed in JupyterLab (an exercise's
-answer), followed by an empty cell for the learner's own answer, which replaces it before the check runs.
-The .ipynb files are generated, executed on an embedded server (so the stored outputs are real)
-and committed; nbval re-executes them in the test suite and compares the outputs.
+Sources are scripts whose cells are separated by `# %%` lines: they are what we edit and review.
+
+    # %% [markdown]      a markdown cell (each line's leading "# " removed)
+    # %%                 a code cell
+    # %% [exercise]      the learner's cell: a stub that is plainly not done and never raises (tag `exercise`)
+    # %% [solution]      its answer: never in the lesson; in notebooks/solutions/NN_*.ipynb it replaces the stub
+    # %% [wrong] label   a plausible mistake (any number): never in a notebook; tests/test_exercises.py runs it
+    # %% [check]         prints one verdict line, `✗ hint` or `✓ confirmation` (tag `check`; eskit.course.check)
+
+A `# NBVAL_IGNORE_OUTPUT` or `# NBVAL_SKIP` line in a code cell becomes the cell tag `nbval-ignore-output` /
+`nbval-skip` and is removed from the code the learner sees.
+
+Each source gives two notebooks, both executed on an embedded server (so the stored outputs are real) and
+committed: the lesson `notebooks/NN_name.ipynb` (stubs: its checks say `✗`) and, when the lesson has exercises,
+`notebooks/solutions/NN_name.ipynb` (every exercise solved: its checks say `✓`). nbval re-executes both in the
+test suite and compares the outputs.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-YOUR_ANSWER = (
-    "# Your answer: write your own version here. It replaces the hidden solution above (expand it only\n"
-    "# when you are done), and the check below then tests yours."
-)
+ROOT = Path(__file__).resolve().parent.parent / "notebooks"
+KINDS = ("markdown", "exercise", "solution", "wrong", "check")
+MARKER = re.compile(r"^# %%(?:\s*\[(?P<kind>[a-z]+)\])?(?P<label>.*)$")
+NBVAL_TAGS = {"# NBVAL_IGNORE_OUTPUT": "nbval-ignore-output", "# NBVAL_SKIP": "nbval-skip"}
 
 
-def build(source: str) -> nbformat.NotebookNode:
+@dataclass
+class Cell:
+    """One cell of a source: its kind (`code`, `markdown`, or an exercise part), text, label and tags."""
+
+    kind: str
+    text: str
+    label: str = ""
+    line: int = 0
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Exercise:
+    """An exercise: the stub, its solution, its wrong answers and its check (cells of the source)."""
+
+    number: int
+    stub: Cell
+    solution: Cell
+    check: Cell
+    wrongs: list[Cell] = field(default_factory=list)
+
+
+def parse(source: str, where: str = "source") -> list[Cell]:
+    """The cells of a source, in order (code cells' NBVAL comment lines turned into tags)."""
+    cells: list[Cell] = []
+    current: Cell | None = None
+
+    def flush() -> None:
+        if current is None:
+            return
+        text = current.text.strip("\n")
+        if current.kind == "markdown":
+            text = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in text.splitlines())
+        else:
+            kept = []
+            for line in text.splitlines():
+                tag = NBVAL_TAGS.get(line.strip())
+                if tag:
+                    current.tags.append(tag)
+                else:
+                    kept.append(line)
+            text = "\n".join(kept).strip("\n")
+        if text or current.kind != "code":
+            current.text = text
+            cells.append(current)
+
+    for number, line in enumerate(source.splitlines(), 1):
+        match = MARKER.match(line)
+        if match:
+            flush()
+            kind = match["kind"] or "code"
+            if kind not in ("code", *KINDS):
+                raise ValueError(f"{where}:{number}: unknown cell marker [{kind}]; use one of {', '.join(KINDS)}")
+            current = Cell(kind, "", match["label"].strip(), number)
+        elif current is None:
+            if line.strip():
+                raise ValueError(f"{where}:{number}: text before the first `# %%` line")
+        else:
+            current.text += line + "\n"
+    flush()
+    return cells
+
+
+def exercises(cells: list[Cell], where: str = "source") -> list[Exercise]:
+    """Group [exercise] / [solution] / [wrong] / [check] cells; a malformed group is refused with its line."""
+    found: list[Exercise] = []
+    stub: Cell | None = None
+    solution: Cell | None = None
+    wrongs: list[Cell] = []
+    for cell in cells:
+        if cell.kind == "exercise":
+            if stub is not None:
+                raise ValueError(f"{where}:{cell.line}: [exercise] before the previous one's [check]")
+            stub, solution, wrongs = cell, None, []
+        elif cell.kind in ("solution", "wrong"):
+            if stub is None:
+                raise ValueError(
+                    f"{where}:{cell.line}: [{cell.kind}] without an [exercise] stub before it (the old layout, a "
+                    "hidden solution before the learner's cell, is gone: write the stub in an [exercise] cell)"
+                )
+            if cell.kind == "solution":
+                if solution is not None:
+                    raise ValueError(f"{where}:{cell.line}: a second [solution] for one exercise")
+                solution = cell
+            else:
+                wrongs.append(cell)
+        elif cell.kind == "check":
+            if stub is None or solution is None:
+                raise ValueError(f"{where}:{cell.line}: [check] without an [exercise] and its [solution] before it")
+            found.append(Exercise(len(found) + 1, stub, solution, cell, wrongs))
+            stub = None
+    if stub is not None:
+        raise ValueError(f"{where}:{stub.line}: [exercise] without a [check] after it")
+    return found
+
+
+def _notebook() -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    kind, lines, hidden = None, [], False
+    return nb
 
-    def flush() -> None:
-        text = "\n".join(lines).strip("\n")
-        if kind == "markdown":
-            text = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in text.splitlines())
-            nb.cells.append(nbformat.v4.new_markdown_cell(text))
-        elif kind == "code" and text:
-            cell = nbformat.v4.new_code_cell(text)
-            if hidden:
-                cell.metadata.update({"jupyter": {"source_hidden": True}, "tags": ["solution"]})
-            nb.cells.append(cell)
-            if hidden:  # the learner's answer goes after the solution, so the check below tests theirs
-                nb.cells.append(nbformat.v4.new_code_cell(YOUR_ANSWER))
 
-    for line in source.splitlines():
-        if line.startswith("# %%"):
-            flush()
-            kind, lines, hidden = ("markdown" if "[markdown]" in line else "code"), [], "[solution]" in line
-        else:
-            lines.append(line)
-    flush()
+def _cell(cell: Cell, text: str | None = None, tags: list[str] | None = None, **meta: object) -> nbformat.NotebookNode:
+    if cell.kind == "markdown":
+        return nbformat.v4.new_markdown_cell(cell.text)
+    out = nbformat.v4.new_code_cell(cell.text if text is None else text)
+    all_tags = [*(tags or []), *cell.tags]
+    if all_tags:
+        out.metadata["tags"] = all_tags
+    if meta:
+        out.metadata["eskit"] = dict(meta)
+    return out
+
+
+def build(source: str, variant: str = "lesson", where: str = "source") -> nbformat.NotebookNode:
+    """The lesson (`variant="lesson"`: stubs) or its solved copy (`"solution"`) as an unexecuted notebook.
+
+    `"trial"` is the tests' variant: the lesson, with each check followed by every wrong answer and the check,
+    then the solution and the check twice (cell metadata `eskit.step` says which is which).
+    """
+    if variant not in ("lesson", "solution", "trial"):
+        raise ValueError(f"variant must be lesson, solution or trial, not {variant!r}")
+    cells = parse(source, where)
+    by_check = {id(e.check): e for e in exercises(cells, where)}
+    nb = _notebook()
+    for cell in cells:
+        if cell.kind in ("solution", "wrong"):
+            continue
+        if cell.kind == "exercise":
+            exercise = next(e for e in by_check.values() if e.stub is cell)
+            text = exercise.solution.text if variant == "solution" else cell.text
+            nb.cells.append(_cell(cell, text, ["exercise"], exercise=exercise.number, step="exercise"))
+            continue
+        if cell.kind != "check":
+            nb.cells.append(_cell(cell))
+            continue
+        exercise = by_check[id(cell)]
+        first = "solution-check" if variant == "solution" else "stub-check"
+        nb.cells.append(_cell(cell, tags=["check"], exercise=exercise.number, step=first))
+        if variant != "trial":
+            continue
+        n = exercise.number
+        for wrong in exercise.wrongs:
+            nb.cells.append(_cell(wrong, tags=["exercise"], exercise=n, step="wrong", label=wrong.label))
+            nb.cells.append(_cell(cell, tags=["check"], exercise=n, step="wrong-check", label=wrong.label))
+        nb.cells.append(_cell(exercise.solution, tags=["exercise"], exercise=n, step="solution"))
+        nb.cells.append(_cell(cell, tags=["check"], exercise=n, step="solution-check"))
+        nb.cells.append(_cell(cell, tags=["check"], exercise=n, step="recheck"))
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i:02d}"
     return nb
 
 
-def execute(nb: nbformat.NotebookNode, cwd: Path) -> None:
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> None:
     from nbclient import NotebookClient
 
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+
+
+def sources(names: list[str] | None = None) -> list[Path]:
+    """The lesson sources (all, or those whose stem is in `names`)."""
+    found = sorted((ROOT / "src").glob("[0-9][0-9]_*.py"))
+    return [s for s in found if not names or s.stem in names]
 
 
 def main(names: list[str]) -> None:
     import eskit
 
-    root = Path(__file__).resolve().parent.parent / "notebooks"
-    sources = sorted((root / "src").glob("[0-9][0-9]_*.py"))
-    chosen = [s for s in sources if not names or s.stem in names]
+    chosen = sources(names)
+    if names and len(chosen) != len(names):
+        sys.exit(f"no source for {sorted(set(names) - {s.stem for s in chosen})} in {ROOT / 'src'}")
     with eskit.EmbeddedServer() as server:
         os.environ["NATS_URL"] = server.url
         for src in chosen:
-            nb = build(src.read_text())
-            print(f"executing {src.stem} ...", flush=True)
-            execute(nb, root)
-            nbformat.write(nb, root / f"{src.stem}.ipynb")
+            text, where = src.read_text(), str(src.relative_to(ROOT.parent))
+            solved = ROOT / "solutions" / f"{src.stem}.ipynb"
+            variants = [("lesson", ROOT / f"{src.stem}.ipynb")]
+            if exercises(parse(text, where), where):
+                variants.append(("solution", solved))
+            elif solved.exists():
+                solved.unlink()
+            for variant, path in variants:
+                nb = build(text, variant, where)
+                print(f"executing {src.stem} ({variant}) ...", flush=True)
+                execute(nb, ROOT)
+                path.parent.mkdir(exist_ok=True)
+                nbformat.write(nb, path)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,18 @@
 # # 01 · Events and subjects
 #
 # **What you'll do:** store the history of a few orders as events in a JetStream stream, read them back by
-# order and by event type, attach metadata, and retry a publish safely.
+# order and by event type, attach metadata, and retry a publish safely. You write three small functions
+# yourself (exercises 1.1-1.3): read one order, read one event type, and append only if nothing changed.
 #
 # **What you'll learn:**
 # - the core idea of event sourcing: store *what happened*, derive the current state from it;
 # - how the stream is configured for events, and why;
-# - how subjects (`orders.<id>.<event-type>`) let you read one aggregate or one event type without scanning;
+# - how subjects (`orders.<id>.<event-type>`) let the server send you one aggregate or one event type, and
+#   what finding them costs the server;
 # - why a message id must be fixed when the event is created — measured: a retried publish with the
 #   seed's time-based id stores a duplicate, eskit's stable id does not.
 #
-# **What you need:** `00_setup_check` green. About 10 minutes.
+# **What you need:** `00_setup_check` green. About 20 minutes.
 
 # %% [markdown]
 # ## Store what happened, not the current state
@@ -26,6 +28,8 @@
 import json
 import time
 import uuid
+
+import matplotlib.pyplot as plt
 
 import eskit
 
@@ -65,7 +69,8 @@ print("duplicate_window:    ", config.duplicate_window, "seconds")
 
 # %%
 E = eskit.Event
-await orders.append("order-1", [E("created", {"customer": "ada"}), E("item_added", {"sku": "A1", "qty": 2})])
+item = {"sku": "A1", "qty": 2, "price": 4.5}
+await orders.append("order-1", [E("created", {"customer": "ada"}), E("item_added", item)])
 await orders.append("order-2", [E("created", {"customer": "bob"})])
 await orders.append("order-1", [E("payment_received", {"amount": 9.0}), E("shipped", {"tracking": "T-1"})])
 await orders.append("order-3", [E("created", {"customer": "cy"}), E("shipped", {"tracking": "T-3"})])
@@ -75,15 +80,41 @@ async for event in orders.replay():
 
 # %% [markdown]
 # Positions are the stream's sequence numbers: they count **every** event in the stream, so one order's
-# events have gaps between them (order-1 sits at 1, 2, 4, 5).
-#
-# Subject wildcards give you the two reads event sourcing needs, without scanning everything:
+# events have gaps between them (order-1 sits at 1, 2, 4, 5):
+
+# %%
+events = [e async for e in orders.replay()]
+ids = sorted({e.aggregate_id for e in events})
+fig, ax = plt.subplots(figsize=(6, 2.2))
+for row, order_id in enumerate(ids):
+    mine = [e for e in events if e.aggregate_id == order_id]
+    ax.plot([e.position for e in mine], [row] * len(mine), "o-", lw=1)
+    for e in mine:
+        ax.annotate(e.type, (e.position, row), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
+ax.set_yticks(range(len(ids)), ids)
+ax.set_ylim(-0.6, len(ids) - 0.2)
+ax.set_xticks([e.position for e in events])
+ax.set_xlabel("position in the stream (stream sequence)")
+ax.set_ylabel("aggregate")
+ax.set_title("One stream, three orders: each order's positions have gaps")
+plt.show()
+
+# %% [markdown]
+# Subject filters give you the two reads event sourcing needs. The server applies the filter and sends only
+# the matching events:
 #
 # | filter | reads |
 # |---|---|
 # | `orders.order-1.>` | one aggregate (everything that happened to order-1) |
 # | `orders.*.shipped` | one event type, across all orders |
 # | `orders.>` | the whole store |
+#
+# Only the matches travel, but the server still has to *find* them. For one aggregate it looks through the
+# stream between that order's first and last event. For one type across all orders, the wildcard in the
+# middle makes it search its subject index for each next match, so a consumer that follows `orders.*.shipped`
+# slows down as the number of orders grows (the README's benchmark measures it: with 2,000 orders, far slower
+# than reading the whole store; lesson 04's read models read the whole store for this reason). Filters save
+# you the transfer and the decoding, not the server's search.
 
 # %%
 print("order-1:", [e.type for e in await orders.read("order-1")])
@@ -99,6 +130,178 @@ try:
     await orders.append("order.4", [E("created", {})])
 except eskit.InvalidNameError as exc:
     print(type(exc).__name__, "-", exc)
+
+# %% [markdown]
+# ## Your turn
+#
+# Each exercise has a cell to fill in (it starts as a stub: `...`) and a check cell below it that prints one
+# line: `✗` and a hint while it is not right yet, `✓` when it is. Checks run your code on a small store of
+# their own (filled by `fill` below), so run them as often as you like.
+
+# %%
+async def fill(store: eskit.EventStore) -> None:
+    """Three orders, their events interleaved in the stream."""
+
+    def item(sku: str, qty: int, price: float) -> eskit.Event:
+        return E("item_added", {"sku": sku, "qty": qty, "price": price})
+
+    await store.append("o-1", [E("created", {"customer": "ada"}), item("A", 2, 4.5)])
+    await store.append("o-2", [E("created", {"customer": "bob"}), item("B", 1, 20.0)])
+    await store.append("o-1", [item("C", 3, 1.0), E("shipped", {"tracking": "T-1"})])
+    await store.append("o-3", [E("created", {"customer": "cy"}), E("shipped", {"tracking": "T-3"})])
+
+
+def whole_store_reads(spy: eskit.course.Spy, wanted: list[str]) -> int:
+    """How many reads asked the server for more than `wanted`."""
+    replays = [args[0] if args else kwargs.get("subjects") for args, kwargs in spy.called("replay")]
+    return sum(1 for subjects in replays if subjects != wanted)
+
+
+# %% [markdown]
+# ### Exercise 1.1 · Read one order
+#
+# Write `order_total(store, order_id)`: the sum of `qty * price` over the order's `item_added` events. Read
+# only that order (`store.read(order_id)` asks the server for `<store>.<order_id>.>`), not the whole store.
+
+# %% [exercise]
+async def order_total(store: eskit.EventStore, order_id: str) -> float:
+    ...  # your code here
+
+
+# %% [solution]
+async def order_total(store: eskit.EventStore, order_id: str) -> float:
+    return sum(e.data["qty"] * e.data["price"] for e in await store.read(order_id) if e.type == "item_added")
+
+
+# %% [wrong] forgets the quantity
+async def order_total(store: eskit.EventStore, order_id: str) -> float:
+    return sum(e.data["price"] for e in await store.read(order_id) if e.type == "item_added")
+
+
+# %% [wrong] reads the whole store and keeps one order's events
+async def order_total(store: eskit.EventStore, order_id: str) -> float:
+    history = [e async for e in store.replay() if e.aggregate_id == order_id]
+    return sum(e.data["qty"] * e.data["price"] for e in history if e.type == "item_added")
+
+
+# %% [check]
+async def check_order_total() -> None:
+    async with eskit.course.scratch(client, "total") as store:
+        await fill(store)
+        spy = eskit.course.Spy(store)
+        total = await order_total(spy, "o-1")
+        eskit.course.require(total, "order_total returns nothing yet")
+        assert total == 12.0, f"o-1 has 2 x 4.5 and 3 x 1.0 = 12.0, you said {total}"
+        assert whole_store_reads(spy, [f"{store.name}.o-1.>"]) == 0, (
+            "right total, but you read other orders' events too: read only this order (store.read(order_id))")
+        assert await order_total(store, "o-3") == 0, "o-3 has no items: its total is 0"
+
+
+await eskit.course.check(check_order_total, ok="one order read, its total right")
+
+# %% [markdown]
+# ### Exercise 1.2 · Read one event type
+#
+# Write `shipped_orders(store)`: the set of ids of orders that have shipped. Read **only** `shipped` events,
+# using a subject filter (`store.replay(subjects=[...])`; the store's name is `store.name`).
+
+# %% [exercise]
+async def shipped_orders(store: eskit.EventStore) -> set[str]:
+    ...  # your code here
+
+
+# %% [solution]
+async def shipped_orders(store: eskit.EventStore) -> set[str]:
+    return {e.aggregate_id async for e in store.replay(subjects=[f"{store.name}.*.shipped"])}
+
+
+# %% [wrong] a full scan, filtered in Python
+async def shipped_orders(store: eskit.EventStore) -> set[str]:
+    return {e.aggregate_id async for e in store.replay() if e.type == "shipped"}
+
+
+# %% [check]
+async def check_shipped_orders() -> None:
+    async with eskit.course.scratch(client, "shipped") as store:
+        await fill(store)
+        spy = eskit.course.Spy(store)
+        answer = await shipped_orders(spy)
+        eskit.course.require(answer, "shipped_orders returns nothing yet")
+        assert set(answer) == {"o-1", "o-3"}, f"o-1 and o-3 have shipped, you said {sorted(answer)}"
+        wanted = [f"{store.name}.*.shipped"]
+        assert spy.called("replay") and whole_store_reads(spy, wanted) == 0, (
+            "right answer, but you read events other than `shipped`: ask the server for "
+            "subjects=[f\"{store.name}.*.shipped\"] only")
+
+
+await eskit.course.check(check_shipped_orders, ok="shipped orders read through one subject filter")
+
+# %% [markdown]
+# ### Exercise 1.3 · Append only if nothing changed
+#
+# Write `pay(store, order_id, amount)`: read the order, then append one event `payment_received`
+# `{"amount": amount}` with the `expected_position` that makes the server refuse the append if anything was
+# appended to the order since you read it — the **position** of its last event. Return the position `append`
+# returns. (Lesson 00 used `expected_position=0`: "this order must not exist yet".)
+
+# %% [exercise]
+async def pay(store: eskit.EventStore, order_id: str, amount: float) -> int:
+    ...  # your code here
+
+
+# %% [solution]
+async def pay(store: eskit.EventStore, order_id: str, amount: float) -> int:
+    history = await store.read(order_id)
+    payment = E("payment_received", {"amount": amount})
+    return await store.append(order_id, [payment], expected_position=history[-1].position)
+
+
+# %% [wrong] counts the order's events instead of taking the last position
+async def pay(store: eskit.EventStore, order_id: str, amount: float) -> int:
+    history = await store.read(order_id)
+    return await store.append(order_id, [E("payment_received", {"amount": amount})], expected_position=len(history))
+
+
+# %% [wrong] no expected position at all
+async def pay(store: eskit.EventStore, order_id: str, amount: float) -> int:
+    await store.read(order_id)
+    return await store.append(order_id, [E("payment_received", {"amount": amount})])
+
+
+# %% [check]
+class Busy(eskit.course.Spy):
+    """The store, and a colleague who adds an item to the order just after each of your reads."""
+
+    async def read(self, *args, **kwargs):
+        history = await self.target.read(*args, **kwargs)
+        await self.target.append("o-2", [E("item_added", {"sku": "Z", "qty": 1, "price": 5.0})])
+        return history
+
+
+async def check_pay() -> None:
+    async with eskit.course.scratch(client, "pay") as store:
+        await fill(store)
+        last = (await store.read("o-2"))[-1].position
+        try:
+            position = await pay(store, "o-2", 20.0)
+        except eskit.ConcurrencyError:
+            raise eskit.course.Wrong(
+                f"the store refused your append: o-2 has 2 events, its last at position {last}; "
+                "expected_position is that position, not a count of events") from None
+        eskit.course.require(position, "pay returns nothing yet (return the position append gives you)")
+        stored = await store.read("o-2")
+        assert [e.type for e in stored] == ["created", "item_added", "payment_received"], (
+            f"o-2 should end with one payment_received, it holds {[e.type for e in stored]}")
+        assert position == stored[-1].position, f"return the position append returns ({stored[-1].position})"
+        try:
+            await pay(Busy(store), "o-2", 20.0)
+        except eskit.ConcurrencyError:
+            return
+        raise eskit.course.Wrong("a colleague added an item between your read and your append, and your payment "
+                                 "was stored anyway: pass expected_position so the server refuses it")
+
+
+await eskit.course.check(check_pay, ok="your append is refused when the order changed after your read")
 
 # %% [markdown]
 # ## Metadata
@@ -160,8 +363,9 @@ print("eskit: both attempts returned the same position:", positions[0] == positi
 
 # %% [markdown]
 # The second `append` did not fail either: it found its own event already stored and returned the same
-# position, so a retry loop can simply try again. (Dedup covers retries within `duplicate_window`; a *new*
-# decision needs a new `Event` object.)
+# position, so a retry loop can simply try again. (The id alone covers retries within `duplicate_window`,
+# 2 minutes by default: a later retry without `expected_position` stores a second copy. With
+# `expected_position` a retry is safe forever. A *new* decision needs a new `Event` object.)
 
 # %% [markdown]
 # ## Summary
@@ -169,32 +373,12 @@ print("eskit: both attempts returned the same position:", positions[0] == positi
 # - An event store keeps immutable facts in order; state is derived from them.
 # - One stream per aggregate type (`ORDERS`: `orders.>`), file storage, kept forever, direct get and atomic
 #   batches on, a duplicate window for message ids.
-# - Subjects `orders.<id>.<type>` let you read one order (`orders.<id>.>`) or one event type
-#   (`orders.*.<type>`) without scanning the rest.
+# - Subjects `orders.<id>.<type>` let the server send you one order (`orders.<id>.>`) or one event type
+#   (`orders.*.<type>`) and nothing else; the server still searches for them, and a wildcard type filter
+#   gets slower as the number of orders grows.
 # - Positions are stream sequences: they count every event in the stream, not one order's.
 # - Metadata rides in headers; the event id is fixed when the event is created, so retries are harmless —
 #   the seed's clock-based id stored the payment twice.
-
-# %% [markdown]
-# ## Exercise
-#
-# Write `shipped_orders(store)`: the set of ids of orders that have shipped. Read **only** `shipped` events,
-# using a subject filter (`store.replay(subjects=[...])`; the store's name is `store.name`).
-#
-# The solution is in the next (collapsed) cell — try it yourself first.
-
-# %% [solution]
-async def shipped_orders(store: eskit.EventStore) -> set[str]:
-    return {e.aggregate_id async for e in store.replay(subjects=[f"{store.name}.*.shipped"])}
-
-
-# %%
-# check: compare with a full scan of the store
-everything = [e async for e in orders.replay()]
-expected = {e.aggregate_id for e in everything if e.type == "shipped"}
-answer = await shipped_orders(orders)
-assert answer == expected, f"expected {sorted(expected)}, got {sorted(answer)}"
-print("✅ correct:", sorted(answer))
 
 # %%
 await client.delete_store(name)

@@ -2,7 +2,9 @@
 # # 03 · Snapshots
 #
 # **What you'll do:** measure how load time grows with history length, switch snapshots on, measure again,
-# look inside a snapshot, and break snapshots on purpose (old schema, garbage) to see loading survive.
+# look inside a snapshot, and break snapshots on purpose (old schema, garbage) to see loading survive. You
+# choose a snapshot policy, find stale snapshots, and make a state JSON cannot hold snapshottable (exercises
+# 3.1-3.3).
 #
 # **What you'll learn:**
 # - a snapshot is a cache of an aggregate's state *at a position*: load = latest snapshot + the events after it;
@@ -12,7 +14,7 @@
 # - how to check that snapshot + tail equals a full replay — the test that keeps snapshots honest;
 # - how to make state JSON cannot hold snapshottable (`snapshot()` / `restore()`).
 #
-# **What you need:** lesson 02. About 10 minutes; the measurement takes a few seconds.
+# **What you need:** lesson 02. About 20 minutes; the measurement takes a few seconds.
 
 # %%
 import statistics
@@ -100,6 +102,52 @@ print(f"3,000 events: full replay {without[-1]:.1f} ms, snapshot + tail {with_sn
 # Snapshots cost little here because `Account`'s state is small; a state that grows with the history (every item
 # ever added) makes the snapshot itself grow.
 #
+# ## Your turn
+#
+# Each exercise has a cell to fill in (a stub) and a check cell below it that prints one line: `✗` and a hint
+# while it is not right yet, `✓` when it is. Checks use small stores of their own: run them as often as you like.
+#
+# ### Exercise 3.1 · Choose a snapshot policy
+#
+# A busy account gets about 10 deposits between two loads. A snapshot costs a KV write, so you want one on at
+# most every 5th load; and once the account has a snapshot, no load should replay more than 200 events after it.
+# Set `policy` to an `eskit.SnapshotPolicy(every=...)` that meets both. (A load that replays at least `every`
+# events writes a new snapshot.) The check replays 40 rounds of "10 deposits, one load" on a 1,000-event account.
+
+# %% [exercise]
+policy = ...  # your code here: eskit.SnapshotPolicy(every=...)
+
+# %% [solution]
+policy = eskit.SnapshotPolicy(every=100)
+
+# %% [wrong] snapshots too often
+policy = eskit.SnapshotPolicy(every=10)
+
+# %% [wrong] snapshots too rarely
+policy = eskit.SnapshotPolicy(every=1000)
+
+# %% [check]
+async def check_policy() -> None:
+    eskit.course.require(policy, "set policy = eskit.SnapshotPolicy(every=...)")
+    async with eskit.course.scratch(client, "policy", snapshots=policy) as store:
+        await fill(store, "acc-1", 1000)
+        await store.load(Account, "acc-1")
+        rounds, written, longest = 40, 0, 0
+        for _ in range(rounds):
+            await store.append("acc-1", [eskit.Event("deposited", {"amount": 1}) for _ in range(10)])
+            before = await store.snapshots.get(Account, "acc-1")
+            account = await store.load(Account, "acc-1")
+            after = await store.snapshots.get(Account, "acc-1")
+            longest = max(longest, account.version - (before.version if before else 0))
+            written += (after.version if after else 0) != (before.version if before else 0)
+        assert longest <= 200, f"a load replayed {longest} events after the snapshot (at most 200): snapshot more often"
+        assert written <= rounds // 5, (
+            f"a snapshot was written on {written} of {rounds} loads (at most {rounds // 5}): snapshot less often")
+
+
+await eskit.course.check(check_policy, ok="short tails, and a snapshot on at most every 5th load")
+
+# %% [markdown]
 # ## Inside a snapshot
 #
 # Snapshots live in a JetStream KV bucket next to the stream (`snapshots_<store>`), one key per aggregate.
@@ -136,7 +184,7 @@ for n in LENGTHS[1:]:
 # %%
 class AccountV2(Account):
     snapshot_schema = 2
-    snapshot_name = "Account"  # the same snapshots as Account
+    snapshot_name = Account.snapshot_name  # the same snapshots as Account
 
     def __init__(self, id: str) -> None:
         super().__init__(id)
@@ -155,6 +203,95 @@ print("warned:", [str(w.message) for w in caught])
 print("state:", v2.balance, v2.largest, "| new snapshot schema:", (await snapped.snapshots.get(AccountV2, "acc-1000")).schema)
 
 # %% [markdown]
+# ### Stale snapshots
+#
+# A schema bump covers a change you *know* about. Now suppose a handler had a bug — say it counted every deposit
+# twice — and snapshots were written while it ran. You fix the handler, but not `snapshot_schema`: the old
+# snapshots still hold the buggy balance, load trusts them, and only accounts without a snapshot come out right.
+# Such a snapshot is *stale*: snapshot + tail no longer equals a full replay, and `snapshots.check` finds it.
+
+# %%
+class BuggyAccount(Account):
+    snapshot_name = Account.snapshot_name  # writes Account's snapshots
+
+    @eskit.applies("deposited")
+    def _deposited(self, data: dict) -> None:
+        self.balance += 2 * data["amount"]  # the bug
+        self.deposits += 1
+
+
+await fill(snapped, "acc-bug", 200)
+await snapped.load(BuggyAccount, "acc-bug")  # a snapshot of the wrong balance
+fixed = await snapped.load(Account, "acc-bug")  # the fixed code, the stale snapshot
+print("balance after 200 deposits of 1:", fixed.balance)
+print("check:", await snapped.snapshots.check(Account, "acc-bug"))
+
+# %% [markdown]
+# ### Exercise 3.2 · Find the stale snapshots
+#
+# Write `stale_snapshots(store, ids)`: the set of account ids whose snapshot disagrees with a full replay
+# (`Account`). An account without any snapshot is not stale: it is simply replayed in full. (Look at what
+# `store.snapshots.check(Account, id)` returns.)
+
+# %% [exercise]
+async def stale_snapshots(store: eskit.EventStore, ids: list[str]) -> set[str]:
+    ...  # your code here
+
+
+# %% [solution]
+async def stale_snapshots(store: eskit.EventStore, ids: list[str]) -> set[str]:
+    stale = set()
+    for account_id in ids:
+        result = await store.snapshots.check(Account, account_id)
+        if result.snapshot_position is not None and not result.ok:
+            stale.add(account_id)
+    return stale
+
+
+# %% [wrong] every account whose check is not ok, with or without a snapshot
+async def stale_snapshots(store: eskit.EventStore, ids: list[str]) -> set[str]:
+    return {i for i in ids if not (await store.snapshots.check(Account, i)).ok}
+
+
+# %% [wrong] a snapshot behind the stream is taken for a stale one
+async def stale_snapshots(store: eskit.EventStore, ids: list[str]) -> set[str]:
+    stale = set()
+    for account_id in ids:
+        snapshot = await store.snapshots.get(Account, account_id)
+        if snapshot is not None and snapshot.version != len(await store.read(account_id)):
+            stale.add(account_id)
+    return stale
+
+
+# %% [check]
+async def check_stale() -> None:
+    async with eskit.course.scratch(client, "stale", snapshots=eskit.SnapshotPolicy(every=100)) as store:
+        writers = {"acc-1": Account, "acc-2": BuggyAccount, "acc-3": Account, "acc-4": BuggyAccount}
+        for account_id, writer in writers.items():
+            await fill(store, account_id, 120)
+            await store.load(writer, account_id)  # the snapshot, right or wrong
+            await store.append(account_id, [eskit.Event("deposited", {"amount": 1}) for _ in range(3)])  # a tail
+        await fill(store, "acc-5", 20)  # too short for a snapshot
+        ids = ["acc-1", "acc-2", "acc-3", "acc-4", "acc-5"]
+        found = await stale_snapshots(store, ids)
+        eskit.course.require(found, "stale_snapshots returns nothing yet")
+        hints = {
+            "acc-5": "acc-5 has no snapshot at all, so it is not stale (check(...).snapshot_position is None)",
+            "acc-1": "acc-1's snapshot is right, it just has a tail of newer events: compare states, not versions",
+        }
+        for account_id, hint in hints.items():
+            assert account_id not in found, hint
+        assert set(found) == {"acc-2", "acc-4"}, f"acc-2 and acc-4 have stale snapshots, you found {sorted(found)}"
+
+
+await eskit.course.check(check_stale, ok="stale snapshots found; missing ones and tails are not stale")
+
+# %% [markdown]
+# When you fix a handler, bump `snapshot_schema` too: every snapshot written by the old code is then ignored and
+# rewritten. `snapshots.check` over a sample of aggregates, after a deploy, is the test that catches a
+# forgotten bump.
+
+# %% [markdown]
 # ## A corrupt snapshot is ignored, never a crash
 
 # %%
@@ -171,19 +308,7 @@ print("balance:", account.balance, "| replaced by a snapshot at version", replac
 print("snapshot + tail == full replay:", (await snapped.snapshots.check(Account, "acc-2000")).ok)
 
 # %% [markdown]
-# ## Summary
-#
-# - Full replay costs time proportional to the history; snapshot + tail stays flat.
-# - `client.event_store(name, snapshots=eskit.SnapshotPolicy(every=100, slower_than=None))` turns them on:
-#   a load that replayed `every` events (or took longer than `slower_than` seconds) writes one.
-# - Snapshots are a cache: they carry a schema version and a position; an old-schema or undecodable snapshot
-#   is ignored with a `SnapshotWarning` and replaced; an older one never overwrites a newer one.
-# - `snapshots.check(cls, id)` proves snapshot + tail == full replay.
-# - Default state = the aggregate's public attributes as JSON; override `snapshot()` / `restore()` for
-#   anything else.
-
-# %% [markdown]
-# ## Exercise
+# ### Exercise 3.3 · A state JSON cannot hold
 #
 # `Tags` keeps a `set`, which JSON cannot hold, so writing its snapshot fails:
 
@@ -208,6 +333,17 @@ except eskit.EncodeError as exc:
 # Write `SnapshottableTags(Tags)` with `snapshot()` (state → JSON-ready dict) and `restore(state)` (the
 # reverse), so that a loaded aggregate still holds a `set`.
 
+# %% [exercise]
+class SnapshottableTags(Tags):
+    snapshot_name = "Tags"
+
+    def snapshot(self) -> dict:
+        raise NotImplementedError("write snapshot() and restore()")
+
+    def restore(self, state: dict) -> None:
+        raise NotImplementedError("write snapshot() and restore()")
+
+
 # %% [solution]
 class SnapshottableTags(Tags):
     snapshot_name = "Tags"
@@ -219,16 +355,49 @@ class SnapshottableTags(Tags):
         self.tags = set(state["tags"])
 
 
-# %%
-# check: a snapshot is written, snapshot + tail == full replay, and the state is still a set
-await snapped.load(SnapshottableTags, "post-1")
-await snapped.append("post-1", [eskit.Event("tagged", {"tag": "new"})])
-tags = await snapped.load(SnapshottableTags, "post-1")
-snapshot = await snapped.snapshots.get(SnapshottableTags, "post-1")
-assert snapshot is not None and snapshot.version == 150, "no snapshot was written"
-assert isinstance(tags.tags, set) and len(tags.tags) == 31, f"wrong state: {tags.tags!r}"
-assert (await snapped.snapshots.check(SnapshottableTags, "post-1")).ok
-print("✅ correct")
+# %% [wrong] restore keeps the list
+class SnapshottableTags(Tags):
+    snapshot_name = "Tags"
+
+    def snapshot(self) -> dict:
+        return {"tags": sorted(self.tags)}
+
+    def restore(self, state: dict) -> None:
+        self.tags = state["tags"]
+
+
+# %% [check]
+async def check_tags() -> None:
+    async with eskit.course.scratch(client, "tags", snapshots=eskit.SnapshotPolicy(every=100)) as store:
+        await store.append("post-1", [eskit.Event("tagged", {"tag": f"t{i % 30}"}) for i in range(150)])
+        await store.load(SnapshottableTags, "post-1")  # writes the snapshot
+        await store.append("post-1", [eskit.Event("tagged", {"tag": "new"})])
+        try:
+            tags = await store.load(SnapshottableTags, "post-1")  # snapshot + tail
+        except AttributeError as exc:
+            raise eskit.course.Wrong(f"loading snapshot + tail failed ({exc}): restore() must give back a set") from None
+        snapshot = await store.snapshots.get(SnapshottableTags, "post-1")
+        assert snapshot is not None and snapshot.version == 150, "no snapshot was written: does snapshot() return a dict?"
+        assert isinstance(tags.tags, set), f"after a load from the snapshot, tags is a {type(tags.tags).__name__}, not a set"
+        assert len(tags.tags) == 31, f"expected 31 tags, got {len(tags.tags)}"
+        assert (await store.snapshots.check(SnapshottableTags, "post-1")).ok, "snapshot + tail != full replay"
+
+
+await eskit.course.check(check_tags, ok="your snapshot holds a set, and snapshot + tail == full replay")
+
+# %% [markdown]
+# ## Summary
+#
+# - Full replay costs time proportional to the history; snapshot + tail stays flat.
+# - `client.event_store(name, snapshots=eskit.SnapshotPolicy(every=100, slower_than=None))` turns them on:
+#   a load that replayed `every` events (or took longer than `slower_than` seconds) writes one.
+# - Snapshots are a cache: they carry a schema version and a position; an old-schema or undecodable snapshot
+#   is ignored with a `SnapshotWarning` and replaced; an older one never overwrites a newer one.
+# - `snapshots.check(cls, id)` proves snapshot + tail == full replay, and finds stale snapshots (written by
+#   code that has changed since, without a schema bump).
+# - Choose `every` from your load pattern: it bounds the tail a load replays, and sets how often you pay a write.
+# - Default state = the aggregate's public attributes as JSON; override `snapshot()` / `restore()` for
+#   anything else.
 
 # %%
 await client.delete_store(plain_name)

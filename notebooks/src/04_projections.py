@@ -251,8 +251,16 @@ pd.read_sql_query("SELECT id, customer, status, items, tracking FROM orders_view
 # ## Exercise
 #
 # Write `CustomersView`: a projection with a table `customers (customer TEXT PRIMARY KEY, orders INTEGER)`
-# counting the orders each customer created. (Hint: one handler, an upsert.) The solution is in the next
-# (collapsed) cell — try it yourself first.
+# counting the orders each customer created. (Hint: one handler, an upsert.)
+
+# %% [exercise]
+class CustomersView(eskit.Projection):
+    schema = "CREATE TABLE customers (customer TEXT PRIMARY KEY, orders INTEGER NOT NULL)"
+
+    @applies("created")
+    def _created(self, db: sqlite3.Connection, event: eskit.RecordedEvent) -> None:
+        ...  # your code here: one SQL statement
+
 
 # %% [solution]
 class CustomersView(eskit.Projection):
@@ -264,20 +272,34 @@ class CustomersView(eskit.Projection):
                    (event.data["customer"],))
 
 
-# %%
-# check: compare with a count over the stream's created events
-customers = CustomersView(orders, name="customers")
-await customers.run_until_caught_up()
-created = [e async for e in orders.replay(subjects=[f"{name}.*.created"]) if e.is_decodable]
-expected = Counter(e.data["customer"] for e in created)
-got = dict(customers.db.execute("SELECT customer, orders FROM customers").fetchall())
-assert got == dict(expected), f"expected {dict(expected)}, got {got}"
-print("✅ correct:", sorted(got.items()))
+# %% [wrong] a plain INSERT: the second order of a customer breaks it
+class CustomersView(eskit.Projection):
+    schema = "CREATE TABLE customers (customer TEXT PRIMARY KEY, orders INTEGER NOT NULL)"
+
+    @applies("created")
+    def _created(self, db: sqlite3.Connection, event: eskit.RecordedEvent) -> None:
+        db.execute("INSERT OR REPLACE INTO customers VALUES (?, 1)", (event.data["customer"],))
+
+
+# %% [check]
+async def check_customers() -> None:
+    customers = CustomersView(orders, name=eskit.course.unique("customers"))
+    try:
+        await customers.run_until_caught_up()
+        created = [e async for e in orders.replay(subjects=[f"{name}.*.created"]) if e.is_decodable]
+        expected = dict(Counter(e.data["customer"] for e in created))
+        got = dict(customers.db.execute("SELECT customer, orders FROM customers").fetchall())
+        eskit.course.require(got or None, "CustomersView writes no rows yet")
+        assert got == expected, f"expected the counts {expected}, got {got}"
+    finally:
+        await customers.close(delete_consumer=True)
+
+
+await eskit.course.check(check_customers, ok="one row per customer, counting their orders")
 
 # %%
 board.stop()
 await view.close(delete_consumer=True)
-await customers.close(delete_consumer=True)
 await view.dead_letters.delete()
 await client.delete_store(name)
 await client.close()

@@ -209,17 +209,36 @@ overview.summary[["events"]]
 # *Rework* is when a case repeats an activity (a claim whose documents are checked twice). Write
 # `rework_cases(frame)`: the number of cases in which some activity occurs more than once.
 
+# %% [exercise]
+def rework_cases(frame: pd.DataFrame) -> int:
+    ...  # your code here
+
+
 # %% [solution]
 def rework_cases(frame: pd.DataFrame) -> int:
     counts = frame.groupby(["case:concept:name", "concept:name"]).size()
     return int((counts > 1).groupby(level=0).any().sum())
 
 
-# %%
-# check: against the variants (a variant with a repeated activity is rework)
-expected = sum(n for v, n in zip(log_variants["variant"], log_variants["cases"]) if len(set(v)) < len(v))
-assert rework_cases(log_df) == expected, f"expected {expected}, got {rework_cases(log_df)}"
-print("✅ correct")
+# %% [wrong] counts the repeated (case, activity) pairs, not the cases
+def rework_cases(frame: pd.DataFrame) -> int:
+    counts = frame.groupby(["case:concept:name", "concept:name"]).size()
+    return int((counts > 1).sum())
+
+
+# %% [check]
+def check_rework() -> None:
+    expected = sum(n for v, n in zip(log_variants["variant"], log_variants["cases"]) if len(set(v)) < len(v))
+    got = rework_cases(log_df)
+    eskit.course.require(got, "rework_cases returns nothing yet")
+    assert got == expected, f"expected {expected} cases with rework, got {got}"
+    # case a repeats two activities, case b one activity three times, case c none: 2 cases with rework
+    tiny = pd.DataFrame({"case:concept:name": list("aaaabbbcc"), "concept:name": list("xxyyzzzxy")})
+    got = rework_cases(tiny)
+    assert got == 2, f"on a log where case a repeats two activities and b one, 2 cases have rework; you said {got}"
+
+
+await eskit.course.check(check_rework, ok="rework counted per case")
 
 # %%
 await client.delete_store(orders.name)

@@ -191,6 +191,65 @@ try:
 except eskit.AuthenticationError as exc:
     print(type(exc).__name__, "- wrong credentials are refused at connect")
 
+# %% [markdown]
+# ### Refused: taking a projection's events, cutting the history
+#
+# A projection keeps its place in a *durable consumer* on the server (`projection-<name>`). Whoever may pull
+# from that consumer and acknowledge could take events away from it: the projection would skip them and
+# still report "caught up". So the analyst may create, pull from, acknowledge or delete **no** consumer at
+# all — its replays and DataFrames read with Direct Get instead. The writer runs its own projection:
+
+# %%
+import json
+
+
+class Balances(eskit.Projection):
+    schema = "CREATE TABLE balances (account TEXT PRIMARY KEY, amount INTEGER NOT NULL)"
+
+    @eskit.applies("deposited")
+    def _deposited(self, db, event):
+        db.execute("INSERT INTO balances VALUES (?, ?) ON CONFLICT (account) DO UPDATE SET amount = amount + ?",
+                   (event.aggregate_id, event.data["amount"], event.data["amount"]))
+
+
+balances = Balances(ledger)  # the writer's store: its consumer is projection-Balances
+await balances.run_until_caught_up()
+
+stream, consumer = ledger.stream, "projection-Balances"
+attempts = {
+    "pull its events": (f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", b'{"batch": 10, "no_wait": true}'),
+    "ack them": (f"$JS.ACK.{stream}.{consumer}.1.1.1.0.0", b"+ACK"),
+    "delete it": (f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}", b""),
+}
+for attempt, (subject, payload) in attempts.items():
+    try:
+        await analyst.wire.request(subject, payload)  # the raw JetStream API, as a thief would use it
+    except eskit.PermissionDeniedError as exc:
+        print(f"analyst, {attempt}: {exc}")
+
+# %% [markdown]
+# The writer appends, but may not shorten the history: not by a new limit (a `STREAM.UPDATE` with
+# `max_msgs: 1` would keep one event), not by a purge. And the store itself refuses deletes of single events
+# and purges — eskit creates stores with `deny_delete` and `deny_purge` unless you ask for
+# `allow_delete_history=True`, and the server never turns them off again.
+
+# %%
+info = json.loads((await writer.wire.request(f"$JS.API.STREAM.INFO.{stream}", b"")).data)
+cuts = {
+    "keep only 1 event": (f"$JS.API.STREAM.UPDATE.{stream}", {**info["config"], "max_msgs": 1}),
+    "purge": (f"$JS.API.STREAM.PURGE.{stream}", {}),
+}
+for attempt, (subject, body) in cuts.items():
+    try:
+        await writer.wire.request(subject, json.dumps(body).encode())
+    except eskit.PermissionDeniedError as exc:
+        print(f"writer, {attempt}: {exc}")
+
+print("deny_delete:", info["config"]["deny_delete"], "· deny_purge:", info["config"]["deny_purge"])
+print("events still stored:", len(await ledger.read("acct-1")))
+print("balances:", balances.db.execute("SELECT * FROM balances").fetchall())
+await balances.close(delete_consumer=True)
+
 # %%
 await analyst.close()
 await writer.close()
@@ -213,6 +272,11 @@ server.stop()
 # (acknowledged ids not stored), `duplicated` (ids stored more than once) and `moved` (stored ids whose
 # position differs from their ack) — each a count.
 
+# %% [exercise]
+def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str, int]:
+    ...  # your code here
+
+
 # %% [solution]
 from collections import Counter
 
@@ -226,8 +290,20 @@ def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str,
     }
 
 
-# %%
-# check: on hand-made cases, then on the run above
+# %% [wrong] "duplicated" counts stored events, not ids
+from collections import Counter
+
+
+def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str, int]:
+    counts = Counter(e.id for e in stored)
+    return {
+        "lost": len(set(acked) - set(counts)),
+        "duplicated": sum(n for n in counts.values() if n > 1),
+        "moved": sum(1 for e in stored if e.id in acked and acked[e.id] != e.position),
+    }
+
+
+# %% [check]
 from datetime import UTC, datetime
 
 
@@ -238,13 +314,23 @@ def recorded(event_id: str, position: int) -> eskit.RecordedEvent:
     )
 
 
-assert audit({"x": 1, "y": 2}, [recorded("x", 1), recorded("y", 2)]) == {"lost": 0, "duplicated": 0, "moved": 0}
-assert audit({"x": 1, "y": 2}, [recorded("x", 1)])["lost"] == 1
-assert audit({"x": 1}, [recorded("x", 1), recorded("x", 3)])["duplicated"] == 1
-assert audit({"x": 1}, [recorded("x", 2)])["moved"] == 1
-assert audit({"x": 1}, [recorded("x", 1), recorded("z", 2)]) == {"lost": 0, "duplicated": 0, "moved": 0}
-assert audit(acked, stored) == {"lost": 0, "duplicated": 0, "moved": 0}
-print("✅ correct — and the fault lost nothing")
+def check_audit() -> None:
+    eskit.course.require(audit({}, []), "audit returns nothing yet")
+    cases = [
+        ({"x": 1, "y": 2}, [recorded("x", 1), recorded("y", 2)], {"lost": 0, "duplicated": 0, "moved": 0}),
+        ({"x": 1, "y": 2}, [recorded("x", 1)], {"lost": 1, "duplicated": 0, "moved": 0}),
+        ({"x": 1}, [recorded("x", 1), recorded("x", 3), recorded("x", 4)], {"lost": 0, "duplicated": 1, "moved": 2}),
+        ({"x": 1}, [recorded("x", 2)], {"lost": 0, "duplicated": 0, "moved": 1}),
+        ({"x": 1}, [recorded("x", 1), recorded("z", 2)], {"lost": 0, "duplicated": 0, "moved": 0}),
+    ]
+    for acked_ids, stored_events, expected in cases:
+        got = audit(acked_ids, stored_events)
+        stored_ids = [(e.id, e.position) for e in stored_events]
+        assert got == expected, f"acked {acked_ids}, stored {stored_ids}: expected {expected}, got {got}"
+    assert audit(acked, stored) == {"lost": 0, "duplicated": 0, "moved": 0}, "the run above lost nothing"
+
+
+await eskit.course.check(check_audit, ok="your audit counts lost, duplicated and moved events — and the fault lost nothing")
 
 # %% [markdown]
 # **That is the series.** You have stored, replayed, snapshotted, projected and analysed events, enforced

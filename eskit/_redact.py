@@ -1,0 +1,75 @@
+"""Credentials never leave eskit in a message: one redaction for errors, reprs, logs and CLI output.
+
+>>> redact("cannot reach nats://writer:hunter2@db:4222 (refused)")
+'cannot reach nats://writer:***@db:4222 (refused)'
+>>> redact("nats://s3cr3t-token@db:4222")
+'nats://***@db:4222'
+>>> redact("seed file /keys/user.nk is unreadable", "/keys/user.nk")
+'seed file *** is unreadable'
+>>> redact('users = [{"user": "writer", "password": "w-secret"}]')
+'users = [{"user": "writer", "password": "***"}]'
+
+What is hidden: a URL's password (``user:PASSWORD@``) or token (``TOKEN@``), anything that looks like an nkey
+seed (``SU...``, 58 characters), the value after ``password:``, ``"pass":``, ``token =`` (config text, log
+lines), and the secrets named by the caller (a password, a token, a seed or creds
+path given to :func:`eskit.connect`). Every :class:`~eskit.errors.EskitError` message goes through it, and a
+filter on the ``eskit`` and ``nats`` loggers applies it to every log record they emit.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+MASK = "***"
+# scheme://userinfo@ (userinfo up to the last '@' before the host: a password may hold an '@'), or the same
+# after a comma in a server list
+_USERINFO = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.\-]*://)|(?<=,))([^/\s,]*)@")
+_SEED = re.compile(r"\bS[UAONCXP][A-Z2-7]{56}\b")
+# config or JSON text (a server log line, a config file): password: x, "pass":"x", token = x
+_KEY_VALUE = re.compile(r"""(?i)\b(password|pass|auth_token|token|seed)(["']?\s*[:=]\s*["']?)([^"'\s,}\]]+)""")
+
+
+def _userinfo(match: re.Match[str]) -> str:
+    user, colon, _ = match.group(2).partition(":")
+    return f"{match.group(1)}{user}:{MASK}@" if colon else f"{match.group(1)}{MASK}@"
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with credentials replaced by ``***`` (see the module docstring)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    if "@" in text:
+        text = _USERINFO.sub(_userinfo, text)
+    if "S" in text:
+        text = _SEED.sub(MASK, text)
+    if ":" in text or "=" in text:
+        text = _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a log record's message (and its traceback text) through :func:`redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def install_log_filter() -> None:
+    """Redact the records of eskit's logger and nats-py's (idempotent)."""
+    for name in ("eskit", "nats", "nats.aio.client"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
+install_log_filter()
