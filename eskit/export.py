@@ -5,9 +5,10 @@
 >>> result = await eskit.to_parquet(orders, "orders.parquet", after="last")  # nightly: new events only # doctest: +SKIP
 
 Columns, their names and values are :func:`eskit.to_dataframe`'s (``names="pm4py"`` too): the read is the
-same (one short-lived consumer, or Direct Get pages), cut into frames of 100,000 events (``frames.CHUNK``),
-each turned into one Arrow record batch and dropped before the next; memory is bounded by a chunk, not by
-the store. A data column whose values have more than one type in a file (``5`` and ``"5"``) is text there.
+same (one short-lived consumer, or Direct Get pages), cut into frames of 20,000 events (``export.CHUNK``),
+each turned into one Arrow record batch and dropped before the next; Parquet row groups collect 100,000
+rows (``row_group``) as Arrow data. Memory is bounded by a chunk and a row group, not by the store. A data
+column whose values have more than one type in a file (``5`` and ``"5"``) is text there.
 
 **The Parquet dataset** is a folder of plain Parquet files, readable unchanged by DuckDB, Polars, Spark,
 Dask and ``pyarrow.dataset`` (``read_parquet('orders.parquet/**/*.parquet', union_by_name=true)``), with
@@ -45,7 +46,7 @@ from urllib.parse import quote
 from tqdm import tqdm
 
 from .errors import EskitError, ValidationError
-from .frames import CHUNK, Names, _renamed, chunk_frames
+from .frames import Names, _renamed, chunk_frames
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 
     from .store import EventStore
 
+CHUNK = 20_000  # events decoded into a frame at a time (Python objects: the bulk of an export's memory)
+ROW_GROUP = 100_000  # rows per Parquet row group, collected as Arrow data (compact)
 RECORD = "_eskit_export.json"
 FORMAT = 1
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -90,7 +93,7 @@ async def _batches(
         raise ValidationError(f"names={names!r}: use 'eskit' or 'pm4py'")
     if subjects is not None and len(subjects) > 1:
         raise ValidationError("a streaming export takes one subject filter (subjects=['orders.*.shipped'])")
-    async for frame in chunk_frames(source, after, subjects, bar):
+    async for frame in chunk_frames(source, after, subjects, bar, chunk=CHUNK):
         yield _batch(_renamed(frame) if names == "pm4py" else frame)
 
 
@@ -247,12 +250,24 @@ class _File:
         self.writer: Any = _arrow().parquet.ParquetWriter(str(self.tmp), schema, compression="zstd")
         self.first = self.last = 0
         self.rows = 0
+        self.buffered: list[pa.RecordBatch] = []  # rows of the next row group
+        self.buffered_rows = 0
 
     def write(self, batch: pa.RecordBatch, first: int, last: int) -> None:
-        self.writer.write_batch(batch, row_group_size=self.row_group)
+        self.buffered.append(batch)
+        self.buffered_rows += batch.num_rows
         self.first, self.last, self.rows = self.first or first, last, self.rows + batch.num_rows
+        if self.buffered_rows >= self.row_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffered:
+            table = _arrow().Table.from_batches(self.buffered, schema=self.schema)
+            self.writer.write_table(table, row_group_size=max(self.row_group, table.num_rows))
+            self.buffered, self.buffered_rows = [], 0
 
     def finish(self, meta: dict[str, Any]) -> Path:
+        self._flush()
         self.writer.add_key_value_metadata(
             {"eskit": json.dumps({**meta, "first_position": self.first, "last_position": self.last})}
         )
@@ -277,7 +292,7 @@ async def to_parquet(
     partition_by: str | Sequence[str] | None = None,
     overwrite: bool = False,
     rows_per_file: int = 1_000_000,
-    row_group: int = CHUNK,
+    row_group: int = ROW_GROUP,
     progress: bool | None = None,
 ) -> ExportResult:
     """Export the events of ``source`` after ``after`` to the Parquet dataset (a folder) ``path``.

@@ -235,10 +235,10 @@ async def _read(source: Any, after: int, subjects: Sequence[str] | None, bar: tq
 
 
 async def chunk_frames(
-    source: Any, after: int, subjects: Sequence[str] | None, bar: tqdm | None = None
+    source: Any, after: int, subjects: Sequence[str] | None, bar: tqdm | None = None, *, chunk: int = 0
 ) -> AsyncIterator[pd.DataFrame]:
-    """The frames :func:`to_dataframe` concatenates, one per ``CHUNK`` events, as the read goes (columns
-    as ``names="eskit"``; with several ``subjects``, each filter's events in turn).
+    """The frames :func:`to_dataframe` concatenates, one per ``chunk`` events (default ``CHUNK``), as the
+    read goes (columns as ``names="eskit"``; with several ``subjects``, each filter's events in turn).
 
     >>> async for chunk in chunk_frames(store, 0, None):                   # doctest: +SKIP
     ...     print(len(chunk))
@@ -246,19 +246,20 @@ async def chunk_frames(
     from .store import EventStore
 
     bar = bar if bar is not None else tqdm(disable=True)
+    chunk = chunk or CHUNK
     columns = _Columns()
     if isinstance(source, EventStore) and subjects is None:
         last = await last_position(source)
         bar.total = max(0, last - after)
         if last - after > PAGE:  # more than one page: a consumer is faster; Direct Get reads on from its end
             got = [after]
-            async for chunk in _read_by_consumer(source, after, bar, got):
-                yield chunk
+            async for frame in _read_by_consumer(source, after, bar, got, chunk):
+                yield frame
             after = got[0]
         async for messages in stream_pages(source, after=after, last=last):
             columns.add_messages(messages)
             bar.update(len(messages))
-            if len(columns) >= CHUNK:
+            if len(columns) >= chunk:
                 yield columns.frame()
                 columns = _Columns()
     elif isinstance(source, EventStore):
@@ -270,7 +271,7 @@ async def chunk_frames(
                     bar.refresh()
                 columns.add_messages(page.messages)
                 bar.update(len(page.messages))
-                if len(columns) >= CHUNK:
+                if len(columns) >= chunk:
                     yield columns.frame()
                     columns = _Columns()
     elif subjects is not None:
@@ -279,14 +280,16 @@ async def chunk_frames(
         async for event in _events(source):
             columns.add_event(event)
             bar.update(1)
-            if len(columns) >= CHUNK:
+            if len(columns) >= chunk:
                 yield columns.frame()
                 columns = _Columns()
     if len(columns):
         yield columns.frame()
 
 
-async def _read_by_consumer(store: EventStore, after: int, bar: tqdm, got: list[int]) -> AsyncIterator[pd.DataFrame]:
+async def _read_by_consumer(
+    store: EventStore, after: int, bar: tqdm, got: list[int], chunk: int
+) -> AsyncIterator[pd.DataFrame]:
     """Frames of the events after ``after``, as far as a consumer gets; ``got[0]``: the last position it got.
 
     Refused (an account that may not create consumers), ended early (events deleted meanwhile) or failed
@@ -299,14 +302,14 @@ async def _read_by_consumer(store: EventStore, after: int, bar: tqdm, got: list[
             async for batch in batches:
                 columns.add_raw(batch)
                 bar.update(len(batch))
-                if len(columns) >= CHUNK:
-                    chunk, columns = columns.frame(), _Columns()
-                    got[0] = int(chunk["position"].iloc[-1])
-                    yield chunk
+                if len(columns) >= chunk:
+                    frame, columns = columns.frame(), _Columns()
+                    got[0] = int(frame["position"].iloc[-1])
+                    yield frame
     if len(columns):
-        chunk = columns.frame()
-        got[0] = int(chunk["position"].iloc[-1])
-        yield chunk
+        frame = columns.frame()
+        got[0] = int(frame["position"].iloc[-1])
+        yield frame
 
 
 def _filters(store: EventStore, subjects: Sequence[str] | None) -> list[str]:

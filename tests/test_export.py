@@ -140,8 +140,8 @@ async def test_an_existing_export_is_kept_unless_overwrite_or_incremental(
 
 def _start_export(nats_url: str, store: str, path: Path, how: str) -> subprocess.Popen[bytes]:
     code = (
-        "import asyncio, eskit, eskit.frames\n"
-        "eskit.frames.CHUNK = 200\n"  # small chunks: the export writes while it reads
+        "import asyncio, eskit, eskit.export\n"
+        "eskit.export.CHUNK = 200\n"  # small chunks: the export writes while it reads
         "async def main():\n"
         "    async with await eskit.connect() as client:\n"
         f"        store = await client.event_store({store!r})\n"
@@ -194,5 +194,32 @@ async def test_an_export_killed_mid_way_leaves_the_previous_complete_files(
         assert sorted(exported) == sorted(frame["position"]) and exported.is_unique
         assert done.last_position == frame["position"].max()
         assert not [p for p in fresh.rglob(".tmp-*")]
+    finally:
+        await client.delete_store(name)
+
+
+async def test_data_that_grows_a_column_or_changes_type_mid_stream_is_exported_whole(
+    client: eskit.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eskit.export, "CHUNK", 100)  # one chunk per consumer batch (2,000 events)
+    name = unique("grow")
+    store = await client.event_store(name)
+    try:
+        early = [(f"a{i}", [eskit.Event("old", {"a": i})], 0) for i in range(2000)]  # the first batch
+        late = [(f"b{i}", [eskit.Event("new", {"a": f"x{i}", "b": 2.5, "c": {"d": True}})], 0) for i in range(200)]
+        await store.append_many(early, concurrency=16)
+        await store.append_many(late, concurrency=16)
+        expected_a = sorted([str(i) for i in range(2000)] + [f"x{i}" for i in range(200)])
+        table = (await eskit.to_arrow(store, progress=False)).read_all()
+        assert table.num_rows == 2200 and table.schema.field("a").type == "string"
+        assert sorted(table.column("a").to_pylist()) == expected_a
+        assert table.column("b").to_pylist() == [None] * 2000 + [2.5] * 200
+        assert table.column("c.d").to_pylist() == [None] * 2000 + [True] * 200
+        result = await eskit.to_parquet(store, tmp_path / "g", progress=False)
+        assert result.events == 2200 and result.files == 2  # the new columns start a new file
+        got = duckdb.sql(
+            f"SELECT a, b FROM read_parquet('{tmp_path}/g/*.parquet', union_by_name=true) ORDER BY position"
+        ).fetchall()
+        assert sorted(a for a, _ in got) == expected_a and [b for _, b in got] == [None] * 2000 + [2.5] * 200
     finally:
         await client.delete_store(name)
