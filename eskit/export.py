@@ -309,6 +309,8 @@ async def to_parquet(
     partitions = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
     if rows_per_file < 1 or row_group < 1:
         raise ValidationError("rows_per_file and row_group must be at least 1")
+    if names not in ("eskit", "pm4py"):
+        raise ValidationError(f"names={names!r}: use 'eskit' or 'pm4py'")
     what = {
         "store": getattr(source, "name", None),
         "names": names,
@@ -386,7 +388,7 @@ async def to_parquet(
     except BaseException:
         for file in open_files.values():
             file.drop()
-        if target != path:
+        if target != path or not (exists or incremental):  # nothing stored (an incremental one keeps its files)
             shutil.rmtree(target, ignore_errors=True)
         raise
     if target != path:  # overwrite: the new dataset is complete; swap

@@ -223,3 +223,13 @@ async def test_data_that_grows_a_column_or_changes_type_mid_stream_is_exported_w
         assert sorted(a for a, _ in got) == expected_a and [b for _, b in got] == [None] * 2000 + [2.5] * 200
     finally:
         await client.delete_store(name)
+
+
+async def test_a_bad_option_or_a_missing_partition_column_stores_nothing(log: eskit.EventStore, tmp_path: Path) -> None:
+    with pytest.raises(eskit.ValidationError, match="names='xes': use 'eskit' or 'pm4py'"):
+        await eskit.to_parquet(log, tmp_path / "n", names="xes", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(eskit.ValidationError, match="partition_by: no column 'colour'"):
+        await eskit.to_parquet(log, tmp_path / "n", partition_by="colour", progress=False)
+    with pytest.raises(eskit.ValidationError, match="pass one of them"):
+        await eskit.to_parquet(log, tmp_path / "n", after="last", overwrite=True, progress=False)
+    assert not (tmp_path / "n").exists()
