@@ -63,13 +63,18 @@ def _installed() -> dict[str, object]:
         return {}
 
 
+def up_to_date(extras: tuple[str, ...]) -> bool:
+    """Whether .venv holds an install of pyproject.toml as it is now, with at least ``extras``."""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    done = _installed()
+    return PY.exists() and done.get("pyproject") == digest and set(extras) <= set(done.get("extras", ()))  # type: ignore[arg-type]
+
+
 def ensure_venv(extras: tuple[str, ...]) -> None:
     """Create .venv and install eskit with `extras`, unless an install of pyproject.toml as it is covers them."""
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be started by an older python3
         sys.exit(f"eskit needs Python 3.11 or newer; this is {sys.version.split()[0]}")
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    done = _installed()
-    if PY.exists() and done.get("pyproject") == digest and set(extras) <= set(done.get("extras", ())):  # type: ignore[arg-type]
+    if up_to_date(extras):
         return
     if not PY.exists():
         print(f"+ python -m venv {VENV}", flush=True)
@@ -79,6 +84,7 @@ def ensure_venv(extras: tuple[str, ...]) -> None:
     target = f"{ROOT}[{','.join(extras)}]"
     if run(*pip, "--upgrade", "pip") or run(*pip, "--config-settings", "editable_mode=compat", "-e", target):
         sys.exit("dev.py: installing eskit failed (see above)")
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     STAMP.write_text(json.dumps({"pyproject": digest, "extras": sorted(extras)}))
 
 

@@ -3,9 +3,11 @@
     python -m eskit server [--store-dir DIR] [--port N]   a nats-server in the foreground; prints its URL
     python -m eskit server --cluster 3                    a 3-node JetStream cluster on loopback instead
     python -m eskit lab [--notebooks DIR] [LAB ARGS]      JupyterLab on the notebooks, with NATS_URL set
+                                                          (the lessons marked trusted: saved widgets render)
     python -m eskit bench [ARGS]                          the benchmarks in bench/ (from a checkout)
     python -m eskit import FILE --stream NAME             a CSV/XES event log into a stream (NATS_URL)
     python -m eskit import FILE.jsonocel --dcb NAME       an OCEL 2.0 log into a DCB store (NATS_URL)
+    python -m eskit clean [--dry-run] [--url URL]         remove what the lessons left on the server (NATS_URL)
 
 Errors are one line on stderr and exit status 1.
 """
@@ -20,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from . import log_import
+from . import clean, log_import
 from ._redact import redact
 from .errors import EskitError
 from .server import EmbeddedServer
@@ -69,10 +71,36 @@ def _run_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def trust_lessons(folder: Path) -> int:
+    """Mark the lessons (``NN_*.ipynb``, and ``solutions/``) in ``folder`` trusted; return how many were not yet.
+
+    JupyterLab renders saved widgets (a slider, a dashboard) only in trusted notebooks, and a notebook
+    generated elsewhere is not trusted here: opened fresh, it would show raw text like ``interactive(...``.
+    These notebooks are the course's own generated outputs; a learner's other notebooks are left alone.
+
+    >>> trust_lessons(Path("notebooks"))       # doctest: +SKIP
+    8
+    """
+    from nbformat import read
+    from nbformat.sign import NotebookNotary
+
+    notary, signed = NotebookNotary(), 0  # type: ignore[no-untyped-call]
+    for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")) + sorted(folder.glob("solutions/[0-9][0-9]_*.ipynb")):
+        try:
+            nb = read(path, as_version=4)  # type: ignore[no-untyped-call]
+            if not notary.check_signature(nb):  # type: ignore[no-untyped-call]
+                notary.sign(nb)  # type: ignore[no-untyped-call]
+                signed += 1
+        except Exception as exc:  # a broken notebook or signature store must not keep the lab from starting
+            print(f"eskit: could not mark {path.name} trusted ({type(exc).__name__}); its widgets show as text")
+    return signed
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     notebooks = Path(args.notebooks)
     if not notebooks.is_dir():
         raise EskitError(f"notebook folder {notebooks} not found; run from the eskit checkout or pass --notebooks")
+    trust_lessons(notebooks)
     env = dict(os.environ)
     server = None
     if not env.get("NATS_URL"):
@@ -130,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
     log_import.add_command(sub)
+    clean.add_command(sub)
     return p
 
 

@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from .clean import LESSON_PREFIX
+
 if TYPE_CHECKING:
     from .connection import Client
     from .store import EventStore
@@ -59,28 +61,42 @@ def require(value: object, what: str) -> None:
 
 
 def unique(prefix: str) -> str:
-    """A unique name (``prefix`` + 8 hex digits) for a store, bucket or consumer a check creates.
+    """A unique name (``lesson_`` + ``prefix`` + 8 hex digits) for a store, bucket or consumer a lesson creates.
 
-    >>> unique("check").startswith("check")
+    The common ``lesson_`` prefix is how ``python -m eskit clean`` finds what the lessons left on a server.
+
+    >>> unique("check").startswith("lesson_check")
     True
     """
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
+    return f"{LESSON_PREFIX}{prefix}{uuid.uuid4().hex[:8]}"
 
 
 @asynccontextmanager
 async def scratch(client: Client, prefix: str = "check", **options: Any) -> AsyncIterator[EventStore]:
     """A fresh, uniquely named event store, deleted (with its snapshots) when the block ends.
 
+    If ``client`` is closed already (a learner ran the whole lesson, whose last cell closes it, and then works
+    on the exercises), the store lives on a connection of its own to ``NATS_URL``, closed at the end.
+
     >>> async with eskit.course.scratch(client, "shipped") as store:    # doctest: +SKIP
     ...     await store.append("order-1", [eskit.Event("created", {})])
     """
+    own = None
+    if client.nc.is_closed:  # the lesson's last cell closed it (Run All, then the exercises): connect anew
+        from .connection import connect
+
+        own = client = await connect()
     name = unique(prefix)
-    store = await client.event_store(name, **options)
     try:
-        yield store
+        store = await client.event_store(name, **options)
+        try:
+            yield store
+        finally:
+            with contextlib.suppress(Exception):  # cleanup must not hide the verdict
+                await client.delete_store(name)
     finally:
-        with contextlib.suppress(Exception):  # cleanup must not hide the verdict
-            await client.delete_store(name)
+        if own is not None:
+            await own.close()
 
 
 class Spy:

@@ -55,7 +55,10 @@ class Dashboard:
         self.widget.value = self.render()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/html"] = self.render()  # a static copy, for viewers without a widget manager
+        bundle["text/plain"] = f"projection dashboard: {', '.join(p.stats.name for p in self.projections)}"
+        return bundle
 
 
 def dashboard(*projections: Projection, every: float = 0.5) -> Dashboard:

@@ -3,22 +3,26 @@
 >>> browser = EventBrowser(orders)                                             # doctest: +SKIP
 >>> await browser.refresh(); browser                                           # doctest: +SKIP
 >>> overview = StreamOverview(orders); await overview.refresh(); overview      # doctest: +SKIP
+>>> await when_done(view.close, client.close)     # a lesson's last cell: a clean-up button  # doctest: +SKIP
 
 Buttons start their async work as tasks on the running loop (the notebook's); a failure is shown in the
 widget's status line, never dropped. Every action is also a method, so the logic runs without a browser.
+Each widget's output also carries a static HTML copy of what it shows, for viewers without widgets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import inspect
 import json
-from collections.abc import Coroutine
+import os
+import re
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import ipywidgets as widgets  # type: ignore[import-untyped]
 import pandas as pd
-from IPython.display import display
 
 from .errors import ValidationError
 from .eventlog import encode_token
@@ -26,6 +30,7 @@ from .frames import BASE, to_dataframe
 from .store import EventStore
 
 SHOWN = ["position", "aggregate_id", "type", "occurred_at"]
+CLEANUP = "ESKIT_CLEANUP"  # "now": a lesson's clean-up button cleans up at once (unattended runs, the tests)
 
 
 class _Panel:
@@ -53,8 +58,16 @@ class _Panel:
         color = "#b00020" if error else "#555"
         self.status.value = f'<span style="color:{color}">{html.escape(text)}</span>'
 
-    def _ipython_display_(self) -> None:
-        display(self.widget)  # type: ignore[no-untyped-call]
+    def static_html(self) -> str:
+        """What the widget shows, as plain HTML: the fallback for viewers without a widget manager."""
+        return str(self.status.value)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle: dict[str, Any] = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/html"] = self.static_html()
+        status = html.unescape(re.sub(r"<[^>]+>", "", str(self.status.value)))
+        bundle["text/plain"] = f"{type(self).__name__}: {status}" if status else type(self).__name__
+        return bundle
 
 
 class EventBrowser(_Panel):
@@ -77,6 +90,9 @@ class EventBrowser(_Panel):
             [widgets.VBox([self.aggregate, self.type]), widgets.VBox([self.since, self.until])]
         )
         self.widget = widgets.VBox([filters, widgets.HBox(buttons), self.status, self.table])
+
+    def static_html(self) -> str:
+        return f"{self.status.value}{self.table.value}"
 
     def subjects(self) -> list[str]:
         """The subject filter the aggregate and type fields stand for (original names are encoded)."""
@@ -137,6 +153,9 @@ class StreamOverview(_Panel):
         button.on_click(lambda _: self.start(self.refresh()))
         self.widget = widgets.VBox([button, self.status, self.table])
 
+    def static_html(self) -> str:
+        return f"{self.status.value}{self.table.value}"
+
     async def refresh(self) -> None:
         """Read the stream and summarise it per event type."""
         df = await to_dataframe(self.store, progress=False)
@@ -155,6 +174,55 @@ class StreamOverview(_Panel):
         self.say(
             f"{self.store.name}: {self.totals['events']:,} events in {self.totals['aggregates']:,} aggregates"
         )
+
+
+class CleanUp(_Panel):
+    """A lesson's "when you are done" button: Run All leaves the lesson running, a click cleans up.
+
+    >>> done = CleanUp(board.stop, view.close, client.close); done          # doctest: +SKIP
+
+    A lesson's last cell would otherwise close the connection and delete the stores during Run All, and the
+    widgets above it (a live dashboard, an event browser) would answer errors. A click calls ``steps`` in
+    order (awaiting what they return when it is awaitable) and disables the button; a failing step is shown
+    in the status line, and another click runs the steps again. Use :func:`when_done` in a lesson.
+    """
+
+    def __init__(self, *steps: Callable[[], object], label: str = "I'm done: clean up") -> None:
+        super().__init__()
+        self.steps, self.done = steps, False
+        self.button = widgets.Button(description=label, button_style="warning", icon="broom")
+        self.button.layout.width = "auto"
+        self.button.on_click(lambda _: self.start(self.run()))
+        self.say("Everything above keeps running. When you are done, press the button (or restart the kernel).")
+        self.widget = widgets.VBox([self.button, self.status])
+
+    def static_html(self) -> str:
+        return f"<button disabled>{html.escape(self.button.description)}</button> {self.status.value}"
+
+    async def run(self) -> None:
+        """Run the clean-up steps now (what a click does)."""
+        if self.done:
+            self.say("already cleaned up")
+            return
+        for step in self.steps:
+            result = step()
+            if inspect.isawaitable(result):
+                await result
+        self.done, self.button.disabled = True, True
+        self.say("cleaned up: this lesson's stores, projections and connection are gone")
+
+
+async def when_done(*steps: Callable[[], object], label: str = "I'm done: clean up") -> CleanUp:
+    """A :class:`CleanUp` button for a lesson's last cell; with ``ESKIT_CLEANUP=now`` it cleans up at once.
+
+    >>> await when_done(board.stop, client.close)        # the cell shows the button     # doctest: +SKIP
+
+    The test suite and other unattended runs set ``ESKIT_CLEANUP=now``: nobody will press the button there.
+    """
+    panel = CleanUp(*steps, label=label)
+    if os.environ.get(CLEANUP, "").strip().lower() == "now":
+        await panel.run()
+    return panel
 
 
 def _time(text: str, what: str) -> pd.Timestamp | None:

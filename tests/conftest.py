@@ -1,7 +1,8 @@
 """Every test talks to a real nats-server: one embedded server per test session (127.0.0.1, free port,
 temporary store), or the one at $NATS_URL. Each test gets its own uniquely named store, deleted after.
 
-The server's URL is exported as NATS_URL so notebook kernels started by nbval use the same server.
+The server's URL is exported as NATS_URL so notebook kernels started by nbval use the same server, and
+ESKIT_CLEANUP=now makes a lesson's "when you are done" button clean up at once (nobody presses it here).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ _server: eskit.EmbeddedServer | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _server
+    os.environ.setdefault("ESKIT_CLEANUP", "now")
     if not os.environ.get("NATS_URL"):
         _server = eskit.EmbeddedServer().start()
         os.environ["NATS_URL"] = _server.url

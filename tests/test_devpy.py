@@ -66,9 +66,8 @@ def ours(marker: str) -> list[str]:
 def test_a_signal_to_dev_py_lab_stops_jupyter_its_kernels_and_the_server_and_leaves_nothing(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
-    installed = dev_module()._installed()  # type: ignore[attr-defined]
-    if "lab" not in installed.get("extras", ()):
-        pytest.skip("the venv was not set up by dev.py (run the suite with `python3 dev.py test`)")
+    if not dev_module().up_to_date(("lab",)):  # type: ignore[attr-defined]
+        pytest.skip("the venv is not dev.py's install of pyproject.toml as it is (run `python3 dev.py test`)")
     [port] = free_ports(1)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -107,3 +106,16 @@ def test_a_signal_to_dev_py_lab_stops_jupyter_its_kernels_and_the_server_and_lea
     leftovers = ours(str(tmp_path)) + ours(f"--port={port}")
     assert leftovers == [], leftovers
     assert list(tmp.glob("eskit-nats-*")) == []
+
+
+def test_a_script_beside_a_checkout_named_eskit_imports_the_package_not_the_folder(tmp_path: Path) -> None:
+    if not dev_module().up_to_date(("lab",)):  # type: ignore[attr-defined]
+        pytest.skip("the venv is not dev.py's install of pyproject.toml as it is (run `python3 dev.py test`)")
+    (tmp_path / "eskit").symlink_to(ROOT)  # `git clone ... eskit`, then a script saved next to it
+    script = tmp_path / "mine.py"
+    script.write_text("import eskit\nprint(eskit.connect.__name__)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "connect"), done.stderr

@@ -46,7 +46,7 @@ print("server is 2.12 or newer (atomic batches):", server_version >= (2, 12))
 # it at the end.
 
 # %%
-name = f"setup_{uuid.uuid4().hex[:8]}"
+name = eskit.course.unique("setup")  # lesson_setup + 8 hex digits: `python -m eskit clean` finds it
 store = await client.event_store(name)
 print(store.stream == name.upper())
 

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import eskit
 
 client = await eskit.connect()
-name = f"orders{uuid.uuid4().hex[:8]}"  # a store of our own for this run (never printed)
+name = eskit.course.unique("orders")  # a store of our own for this run (never printed)
 orders = await client.event_store(name)
 
 

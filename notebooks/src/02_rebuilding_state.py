@@ -34,7 +34,7 @@ from eskit.examples import Order, OrderError
 from eskit.testing import given
 
 client = await eskit.connect()
-name = f"orders{uuid.uuid4().hex[:8]}"
+name = eskit.course.unique("orders")
 orders = await client.event_store(name)
 
 

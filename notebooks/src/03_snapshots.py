@@ -28,7 +28,7 @@ import eskit
 from eskit.examples import Account
 
 client = await eskit.connect()
-plain_name, snap_name = f"plain{uuid.uuid4().hex[:8]}", f"snap{uuid.uuid4().hex[:8]}"
+plain_name, snap_name = eskit.course.unique("plain"), eskit.course.unique("snap")
 plain = await client.event_store(plain_name)  # no snapshots
 snapped = await client.event_store(snap_name, snapshots=eskit.SnapshotPolicy(every=100))
 

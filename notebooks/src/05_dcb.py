@@ -19,12 +19,12 @@
 # %%
 import asyncio
 import inspect
-import uuid
 from collections import Counter
+from collections.abc import Sequence
 from datetime import date
 
 import eskit
-from eskit.dcb import AppendCondition, Query, QueryItem, TaggedEvent
+from eskit.dcb import AppendCondition, Query, QueryItem, SequencedEvent, TaggedEvent
 from eskit.dcb_examples import (
     Case,
     Decision,
@@ -45,8 +45,7 @@ from eskit.dcb_examples import (
 )
 
 client = await eskit.connect()
-run = uuid.uuid4().hex[:8]
-names = {kind: f"{kind}{run}" for kind in ("courses", "users", "invoices", "school", "case")}
+names = {kind: eskit.course.unique(kind) for kind in ("courses", "users", "invoices", "school", "case")}
 courses = await client.dcb_store(names["courses"], tag_keys=["course", "student"])
 users = await client.dcb_store(names["users"], tag_keys=["username"])
 invoices = await client.dcb_store(names["invoices"])
@@ -57,6 +56,7 @@ def show(text: object) -> str:
     for kind, name in names.items():
         text = str(text).replace(name, kind)
     return str(text)
+
 
 
 # %% [markdown]
@@ -176,6 +176,61 @@ for verdict in await check(client, course_cases, tag_keys=["course", "student"],
     print(verdict)
 
 # %% [markdown]
+# ### Boundaries overlap — where they must, and only there
+#
+# Each decision reads its own slice of the store. Below: a small history of three courses, and five decisions
+# someone might make next. A square marks an event inside that decision's boundary (its query matches it);
+# shaded columns are read by more than one decision.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import matplotlib.pyplot as plt
+
+history = [course_defined("c1", 2), course_defined("c2", 10), student_subscribed("s1", "c1"),
+           student_subscribed("s2", "c2"), capacity_changed("c2", 12), student_subscribed("s1", "c2"),
+           course_defined("c3", 5), student_subscribed("s3", "c3")]  # fmt: skip
+next_decisions = {"s2 joins c1": subscribe_student("s2", "c1"), "s3 joins c1": subscribe_student("s3", "c1"),
+                  "s1 joins c3": subscribe_student("s1", "c3"), "c2 capacity → 20": change_capacity("c2", 20),
+                  "define c4": define_course("c4", 5)}  # fmt: skip
+inside = {name: [d.query.matches(e.type, e.tags) for e in history] for name, d in next_decisions.items()}
+short = {"CourseDefined": "defined", "CourseCapacityChanged": "capacity", "StudentSubscribedToCourse": "subscribed"}
+columns = [f"{p}: {short[e.type]}\n{' '.join(t.split(':')[1] for t in e.tags)}" for p, e in enumerate(history, 1)]
+fig, ax = plt.subplots(figsize=(9, 3.2))
+for col in range(len(history)):
+    if sum(marks[col] for marks in inside.values()) > 1:
+        ax.axvspan(col - 0.45, col + 0.45, color="gold", alpha=0.3, lw=0)
+for row, (name, marks) in enumerate(inside.items()):
+    hits = [col for col, hit in enumerate(marks) if hit]
+    ax.scatter(hits, [row] * len(hits), s=260, marker="s", color=plt.cm.tab10.colors[row], zorder=3)
+ax.set_xticks(range(len(history)), columns, fontsize=8)
+ax.set_yticks(range(len(inside)), list(inside))
+ax.set(xlim=(-0.6, len(history) - 0.4), ylim=(len(inside) - 0.5, -0.5),
+       title="Consistency boundaries: the events each decision reads (shaded: read by several)",
+       xlabel="stored events (position: type, tags)", ylabel="decision")  # fmt: skip
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Sharing what they *read* is harmless. Two decisions conflict only when one **appends** an event inside the
+# other's boundary — then whichever appends second finds its boundary moved, and decides again:
+
+# %%
+appends = {  # what each decision would append, decided on the events in its boundary
+    name: d.decide([e for e in history if d.query.matches(e.type, e.tags)]) for name, d in next_decisions.items()
+}
+
+
+def lands_in(a: str, b: str) -> bool:
+    """Would a's new events fall inside b's boundary?"""
+    return any(next_decisions[b].query.matches(e.type, e.tags) for e in appends[a])
+
+
+for a, b in [(a, b) for a in next_decisions for b in next_decisions if a < b]:
+    if lands_in(a, b) or lands_in(b, a):
+        print(f"{a} ⟷ {b}: may conflict (one's new event lands in the other's boundary)")
+print("every other pair: never waits for the other")
+
+# %% [markdown]
 # ## Example 2 — unique usernames, with a retention period
 #
 # A username is claimed by `AccountRegistered` and released by `AccountClosed` — but only after a retention
@@ -280,25 +335,77 @@ print("invoice numbers:", numbers, "| unique and gapless:", numbers == list(rang
 #   internally) and then uses exact checks on expiring check carriers (gaps in positions, a slower batch).
 # - Per-aggregate locking cannot protect a rule over two aggregates: the seed's approach overbooked the course.
 #
-# ## Exercise
+# ## Exercises
 #
-# Students can leave a course. Write `unsubscribe_student(student_id, course_id)`, a `Decision` that appends
-# `TaggedEvent("StudentUnsubscribedFromCourse", {"studentId": ..., "courseId": ...}, ["student:…",
-# "course:…"])` if the student is currently subscribed to the course, else raises
-# `eskit.DecisionError("Student is not subscribed to this course")`. Choose its query carefully: what is the
-# smallest boundary that still decides correctly?
+# Each exercise is a `Decision`: a query (its boundary) and a pure `decide(events)` that returns the events
+# to append or raises `eskit.DecisionError`. Choose each boundary carefully: **the smallest one that still
+# decides correctly**. Too small, and a concurrent writer slips past the rule; too big, and unrelated writers
+# make the decision retry for nothing.
+
+# %%
+# Helpers for the checks below. Each check connects on its own and works on fresh stores it deletes after,
+# so it can run again — also after the lesson's last cell has closed `client`.
+import contextlib
+from collections.abc import AsyncIterator
+
+from eskit.dcb import DCBStore
+
+
+def boundary(decision: Decision, *, needs: dict[str, TaggedEvent], spares: dict[str, TaggedEvent]) -> None:
+    """The decision's query must match every event in `needs` and none in `spares`."""
+    eskit.course.require(decision.query, "the decision has no query yet")
+    for what, event in needs.items():
+        if not decision.query.matches(event.type, event.tags):
+            raise eskit.course.Wrong(f"your boundary misses {what}: the decision cannot see those events, and "
+                                     "one stored meanwhile would not stop it")
+    for what, event in spares.items():
+        if decision.query.matches(event.type, event.tags):
+            raise eskit.course.Wrong(f"your boundary is bigger than it needs to be: it holds {what}, so each "
+                                     "of those would make this decision retry for nothing")
+
+
+async def cases(tag_keys: list[str], *given_when_then: Case) -> None:
+    """Run the cases, each on a fresh store; the first mismatch is the hint."""
+    async with await eskit.connect() as own:
+        await check(own, given_when_then, tag_keys=tag_keys, prefix=eskit.course.unique("case"))
+
+
+@contextlib.asynccontextmanager
+async def fresh_dcb_store(tag_keys: Sequence[str]) -> AsyncIterator[DCBStore]:
+    """A DCB store for one run of a check, deleted after it, so the check can run again."""
+    name = eskit.course.unique("check")
+    async with await eskit.connect() as own:
+        try:
+            yield await own.dcb_store(name, tag_keys=tag_keys)
+        finally:
+            await own.delete_store(name)
+
+
+# %% [markdown]
+# ### Exercise 5.1 · Leave a course
+#
+# Students can leave. Write `unsubscribe_student(student_id, course_id)`: it appends
+# `TaggedEvent("StudentUnsubscribedFromCourse", {"studentId": ..., "courseId": ...}, ["student:…", "course:…"])`
+# if the student is currently subscribed to the course (they may have joined, left and joined again), else
+# raises `eskit.DecisionError("Student is not subscribed to this course")`.
 
 # %% [exercise]
-def unsubscribe_student(student_id: str, course_id: str):
-    ...  # your code here: return Decision(query, decide)
+def unsubscribe_student(student_id: str, course_id: str) -> Decision:
+    tags = [f"student:{student_id}", f"course:{course_id}"]
+    query = ...  # your code here: Query([QueryItem(types=[...], tags=[...])])
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        ...  # your code here: raise eskit.DecisionError(...) or return [TaggedEvent(...)]
+
+    return Decision(query, decide)
 
 
 # %% [solution]
-def unsubscribe_student(student_id: str, course_id: str):
+def unsubscribe_student(student_id: str, course_id: str) -> Decision:
     tags = [f"student:{student_id}", f"course:{course_id}"]
     query = Query([QueryItem(["StudentSubscribedToCourse", "StudentUnsubscribedFromCourse"], tags)])
 
-    def decide(events):
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
         subscribed = sum(1 if e.type == "StudentSubscribedToCourse" else -1 for e in events) > 0
         if not subscribed:
             raise eskit.DecisionError("Student is not subscribed to this course")
@@ -308,53 +415,245 @@ def unsubscribe_student(student_id: str, course_id: str):
     return Decision(query, decide)
 
 
-# %% [wrong] the event carries only the student's tag
-def unsubscribe_student(student_id: str, course_id: str):
+# %% [wrong] the boundary holds the joins but not the leaves
+def unsubscribe_student(student_id: str, course_id: str) -> Decision:
+    tags = [f"student:{student_id}", f"course:{course_id}"]
+    query = Query([QueryItem(["StudentSubscribedToCourse"], tags)])
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        if not events:
+            raise eskit.DecisionError("Student is not subscribed to this course")
+        return [TaggedEvent("StudentUnsubscribedFromCourse", {"studentId": student_id, "courseId": course_id}, tags)]
+
+    return Decision(query, decide)
+
+
+# %% [wrong] the boundary is everything the student did, in any course
+def unsubscribe_student(student_id: str, course_id: str) -> Decision:
+    tags = [f"student:{student_id}", f"course:{course_id}"]
+    query = Query([QueryItem(["StudentSubscribedToCourse", "StudentUnsubscribedFromCourse"], tags[:1])])
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        mine = [e for e in events if tags[1] in e.tags]
+        if sum(1 if e.type == "StudentSubscribedToCourse" else -1 for e in mine) <= 0:
+            raise eskit.DecisionError("Student is not subscribed to this course")
+        return [TaggedEvent("StudentUnsubscribedFromCourse", {"studentId": student_id, "courseId": course_id}, tags)]
+
+    return Decision(query, decide)
+
+
+# %% [wrong] the right boundary, but the event carries only the student's tag
+def unsubscribe_student(student_id: str, course_id: str) -> Decision:
     tags = [f"student:{student_id}", f"course:{course_id}"]
     query = Query([QueryItem(["StudentSubscribedToCourse", "StudentUnsubscribedFromCourse"], tags)])
 
-    def decide(events):
-        subscribed = sum(1 if e.type == "StudentSubscribedToCourse" else -1 for e in events) > 0
-        if not subscribed:
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        if sum(1 if e.type == "StudentSubscribedToCourse" else -1 for e in events) <= 0:
             raise eskit.DecisionError("Student is not subscribed to this course")
         data = {"studentId": student_id, "courseId": course_id}
-        return [TaggedEvent("StudentUnsubscribedFromCourse", data, [f"student:{student_id}"])]
+        return [TaggedEvent("StudentUnsubscribedFromCourse", data, tags[:1])]
 
     return Decision(query, decide)
 
 
 # %% [check]
-async def check_unsubscribe() -> None:
-    eskit.course.require(unsubscribe_student("s1", "c1"), "unsubscribe_student returns no Decision yet")
-    left_data = {"studentId": "s1", "courseId": "c1"}
-    left = TaggedEvent("StudentUnsubscribedFromCourse", left_data, ["student:s1", "course:c1"])
-    exercise = [
-        Case("leave a course", [course_defined("c1", 5), student_subscribed("s1", "c1")],
-             unsubscribe_student("s1", "c1"), left),
+async def check_leave() -> None:
+    joined, left = student_subscribed("s1", "c1"), TaggedEvent(
+        "StudentUnsubscribedFromCourse", {"studentId": "s1", "courseId": "c1"}, ["student:s1", "course:c1"])
+    eskit.course.require(unsubscribe_student("s1", "c1").decide([joined]), "decide returns nothing yet")
+    boundary(unsubscribe_student("s1", "c1"),
+             needs={"s1 joining c1": joined, "s1 leaving c1": left},
+             spares={"the course's definition": course_defined("c1", 5),
+                     "other students joining c1": student_subscribed("s2", "c1"),
+                     "s1 joining other courses": student_subscribed("s1", "c2")})  # fmt: skip
+    await cases(["course", "student"],
+        Case("leave a course", [course_defined("c1", 5), joined], unsubscribe_student("s1", "c1"), left),
         Case("leave a course never joined", [course_defined("c1", 5), student_subscribed("s1", "c2")],
              unsubscribe_student("s1", "c1"), "Student is not subscribed to this course"),
-        Case("leave twice", [course_defined("c1", 5), student_subscribed("s1", "c1"), left],
-             unsubscribe_student("s1", "c1"), "Student is not subscribed to this course"),
-        Case("leave after rejoining", [student_subscribed("s1", "c1"), left, student_subscribed("s1", "c1")],
-             unsubscribe_student("s1", "c1"), left),
-    ]  # fmt: skip
-    await check(client, exercise, tag_keys=["course", "student"], prefix=eskit.course.unique("case"))
-    # ... and the event it appends must be found by the next decision: its tags matter too
-    case_name = eskit.course.unique("case")
-    store = await client.dcb_store(case_name, tag_keys=["course", "student"])
-    try:
-        await store.append([course_defined("c1", 5), student_subscribed("s1", "c1")])
+        Case("leave twice", [course_defined("c1", 5), joined, left], unsubscribe_student("s1", "c1"),
+             "Student is not subscribed to this course"),
+        Case("leave after rejoining", [joined, left, student_subscribed("s1", "c1")], unsubscribe_student("s1", "c1"),
+             left),
+    )  # fmt: skip
+    async with fresh_dcb_store(["course", "student"]) as store:  # the next decision must find your event
+        await store.append([course_defined("c1", 5), joined])
         await execute(store, unsubscribe_student("s1", "c1"))
         try:
             await execute(store, unsubscribe_student("s1", "c1"))
         except eskit.DecisionError:
             return
-        raise AssertionError("a second unsubscribe was accepted: does your event carry both the student and course tag?")
-    finally:
-        await client.delete_store(case_name)
+        raise eskit.course.Wrong("a second unsubscribe was accepted: does your event carry both tags?")
 
 
-await eskit.course.check(check_unsubscribe, ok="students leave courses they joined, once")
+await eskit.course.check(check_leave, ok="s1 leaves c1 once, and only if subscribed; the boundary is s1 in c1")
+
+# %% [markdown]
+# ### Exercise 5.2 · Lower a course's capacity
+#
+# Write `reduce_capacity(course_id, capacity)`: it appends `capacity_changed(course_id, capacity)`, unless
+# the course does not exist (`'Course "c1" does not exist'`) or more students are subscribed than the new
+# capacity allows (`'Course "c1" has 3 students: capacity 2 is too small'`). (Ignore leaving, from 5.1.)
+# The check also races it: while it decides, a third student joins — the right boundary makes it decide again.
+
+# %% [exercise]
+def reduce_capacity(course_id: str, capacity: int) -> Decision:
+    query = ...  # your code here
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        ...  # your code here
+
+    return Decision(query, decide)
+
+
+# %% [solution]
+def reduce_capacity(course_id: str, capacity: int) -> Decision:
+    query = Query([QueryItem(["CourseDefined", "StudentSubscribedToCourse"], [f"course:{course_id}"])])
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        if not any(e.type == "CourseDefined" for e in events):
+            raise eskit.DecisionError(f'Course "{course_id}" does not exist')
+        students = sum(e.type == "StudentSubscribedToCourse" for e in events)
+        if students > capacity:
+            raise eskit.DecisionError(f'Course "{course_id}" has {students} students: capacity {capacity} is too small')
+        return [capacity_changed(course_id, capacity)]
+
+    return Decision(query, decide)
+
+
+# %% [wrong] the boundary is the course's definition and capacity only
+def reduce_capacity(course_id: str, capacity: int) -> Decision:
+    query = Query([QueryItem(["CourseDefined", "CourseCapacityChanged"], [f"course:{course_id}"])])
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        if not events:
+            raise eskit.DecisionError(f'Course "{course_id}" does not exist')
+        return [capacity_changed(course_id, capacity)]
+
+    return Decision(query, decide)
+
+
+# %% [wrong] the right types, but every course's
+def reduce_capacity(course_id: str, capacity: int) -> Decision:
+    query = Query([QueryItem(["CourseDefined", "StudentSubscribedToCourse"])])
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        mine = [e for e in events if f"course:{course_id}" in e.tags]
+        if not any(e.type == "CourseDefined" for e in mine):
+            raise eskit.DecisionError(f'Course "{course_id}" does not exist')
+        students = sum(e.type == "StudentSubscribedToCourse" for e in mine)
+        if students > capacity:
+            raise eskit.DecisionError(f'Course "{course_id}" has {students} students: capacity {capacity} is too small')
+        return [capacity_changed(course_id, capacity)]
+
+    return Decision(query, decide)
+
+
+# %% [check]
+async def check_capacity() -> None:
+    full = [course_defined("c1", 5), student_subscribed("s1", "c1"), student_subscribed("s2", "c1")]
+    eskit.course.require(reduce_capacity("c1", 3).decide(full), "decide returns nothing yet")
+    boundary(reduce_capacity("c1", 3),
+             needs={"the course's definition": course_defined("c1", 5),
+                    "the students joining c1": student_subscribed("s9", "c1")},
+             spares={"other courses": course_defined("c2", 5),
+                     "students joining other courses": student_subscribed("s1", "c2")})  # fmt: skip
+    await cases(["course", "student"],
+        Case("lower a course that does not exist", [], reduce_capacity("c1", 3), 'Course "c1" does not exist'),
+        Case("lower below the bookings", [*full, student_subscribed("s3", "c1")], reduce_capacity("c1", 2),
+             'Course "c1" has 3 students: capacity 2 is too small'),
+        Case("lower to the bookings", full, reduce_capacity("c1", 2), capacity_changed("c1", 2)),
+        Case("other courses do not count", [*full, student_subscribed("s3", "c2")], reduce_capacity("c1", 2),
+             capacity_changed("c1", 2)),
+    )  # fmt: skip
+    async with fresh_dcb_store(["course", "student"]) as store:  # s3 joins between the read and the append
+        await store.append(full)
+        try:
+            await execute(store, reduce_capacity("c1", 2),
+                          between=lambda: store.append([student_subscribed("s3", "c1")]))
+        except eskit.DecisionError:
+            return
+        raise eskit.course.Wrong("s3 joined while the capacity was lowered to 2, and both were accepted: "
+                                 "3 students in 2 seats")
+
+
+await eskit.course.check(check_capacity, ok="the capacity never drops below the bookings, even in a race")
+
+# %% [markdown]
+# ### Exercise 5.3 · Invoice numbers per year
+#
+# Now invoice numbers restart every year: 2025 has 1, 2, 3, …, and the first invoice of 2026 is 1 again.
+# Write `create_yearly_invoice(year, data)`: it appends `yearly_invoice(year, number, data)` (below) with the
+# next number of that year. Like `create_invoice` above, read only what you need: with
+# `Decision(query, decide, last_only=True)`, `execute` hands `decide` only the **last** event matching the query.
+
+# %%
+def yearly_invoice(year: int, number: int, data: dict) -> TaggedEvent:
+    return TaggedEvent("InvoiceCreated", {"year": year, "invoiceNumber": number, "invoiceData": data},
+                       [f"year:{year}"])
+
+
+# %% [exercise]
+def create_yearly_invoice(year: int, data: dict) -> Decision:
+    query = ...  # your code here
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        ...  # your code here
+
+    return Decision(query, decide, last_only=True)
+
+
+# %% [solution]
+def create_yearly_invoice(year: int, data: dict) -> Decision:
+    query = Query([QueryItem(["InvoiceCreated"], [f"year:{year}"])])
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        number = events[-1].data["invoiceNumber"] + 1 if events else 1
+        return [yearly_invoice(year, number, data)]
+
+    return Decision(query, decide, last_only=True)
+
+
+# %% [wrong] the boundary is every invoice, of every year
+def create_yearly_invoice(year: int, data: dict) -> Decision:
+    query = Query([QueryItem(["InvoiceCreated"])])
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        number = events[-1].data["invoiceNumber"] + 1 if events else 1
+        return [yearly_invoice(year, number, data)]
+
+    return Decision(query, decide, last_only=True)
+
+
+# %% [wrong] counts the events it was given (with last_only, at most one)
+def create_yearly_invoice(year: int, data: dict) -> Decision:
+    query = Query([QueryItem(["InvoiceCreated"], [f"year:{year}"])])
+
+    def decide(events: Sequence[SequencedEvent]) -> list[TaggedEvent]:
+        return [yearly_invoice(year, len(events) + 1, data)]
+
+    return Decision(query, decide, last_only=True)
+
+
+# %% [check]
+async def check_yearly() -> None:
+    eskit.course.require(create_yearly_invoice(2025, {}).query, "the decision has no query yet")
+    eskit.course.require(create_yearly_invoice(2025, {}).decide([]), "decide returns nothing yet")
+    y25 = [yearly_invoice(2025, n, {}) for n in (1, 2)]
+    await cases(["year"],
+        Case("the first invoice ever", [], create_yearly_invoice(2025, {}), yearly_invoice(2025, 1, {})),
+        Case("the third invoice of 2025 (after 1 and 2)", y25, create_yearly_invoice(2025, {}), yearly_invoice(2025, 3, {})),
+        Case("the first invoice of 2026 (2025's do not count)", y25, create_yearly_invoice(2026, {}),
+             yearly_invoice(2026, 1, {})),
+        Case("2025 goes on after 2026 began", [*y25, yearly_invoice(2026, 1, {})], create_yearly_invoice(2025, {}),
+             yearly_invoice(2025, 3, {})),
+    )  # fmt: skip
+    async with fresh_dcb_store(["year"]) as store:  # ten at once: still 1..10, no number twice
+        await asyncio.gather(*(execute(store, create_yearly_invoice(2027, {"n": n})) for n in range(10)))
+        numbers = sorted(e.data["invoiceNumber"] for e in await store.read())
+    assert numbers == list(range(1, 11)), f"ten concurrent invoices of 2027 got the numbers {numbers}"
+
+
+await eskit.course.check(check_yearly, ok="numbers restart each year, gapless, even when ten arrive at once")
 
 # %%
 for name in names.values():

@@ -18,7 +18,6 @@
 
 # %%
 import tempfile
-import uuid
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -29,7 +28,6 @@ from eskit.samples import event_log_path, order_events
 
 pd.set_option("display.width", 120)
 client = await eskit.connect()
-suffix = uuid.uuid4().hex[:8]
 
 # %% [markdown]
 # ## Part 1 · Order events
@@ -38,7 +36,7 @@ suffix = uuid.uuid4().hex[:8]
 # then paid and shipped (mostly delivered too), or cancelled.
 
 # %%
-orders = await client.event_store(f"orders_{suffix}")
+orders = await client.event_store(eskit.course.unique("orders"))  # lesson_orders + 8 hex digits
 await orders.append_many(order_events(200, seed=6), concurrency=16)
 df = await eskit.to_dataframe(orders, progress=False)
 print(len(df), "events in", df["aggregate_id"].nunique(), "orders")
@@ -58,7 +56,13 @@ weekly
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-weekly.plot.bar(stacked=True, figsize=(8, 3), title="events per week")
+LIFECYCLE = ["created", "item_added", "payment_received", "shipped", "delivered", "cancelled"]
+by_week = weekly[[t for t in LIFECYCLE if t in weekly.columns]]
+by_week.index = by_week.index.strftime("%d %b")  # the Monday each week starts on
+ax = by_week.plot.bar(stacked=True, figsize=(8, 3.2), rot=0, width=0.8)
+ax.set(title="Events per week, by type", xlabel="week starting (Monday)", ylabel="events")
+ax.legend(title="event type", bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)  # beside, not over
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -72,8 +76,53 @@ durations["duration"].describe()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-(durations["duration"].dt.total_seconds() / 86400).plot.hist(bins=20, figsize=(6, 3), title="order duration (days)")
+ax = (durations["duration"].dt.total_seconds() / 86400).plot.hist(bins=20, figsize=(6, 3))
+ax.set(title="How long orders take", xlabel="days from first to last event", ylabel="orders")
+plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ### Exercise 6.1 · The typical delivered order
+#
+# `durations` has one row per order (its index is the order id). How long does a **delivered** order
+# typically take? Set `median_days` to the **median** duration, in days, of the orders that have a
+# `delivered` event. (`df["type"] == "delivered"` picks their events; `.dt.total_seconds() / 86400` or
+# `pd.Timedelta(days=1)` turns durations into days.)
+
+# %% [exercise]
+median_days = ...  # your code here
+
+# %% [solution]
+delivered = df.loc[df["type"] == "delivered", "aggregate_id"].unique()
+median_days = durations.loc[delivered, "duration"].median() / pd.Timedelta(days=1)
+
+# %% [wrong] the mean, not the median
+delivered = df.loc[df["type"] == "delivered", "aggregate_id"].unique()
+median_days = durations.loc[delivered, "duration"].mean() / pd.Timedelta(days=1)
+
+# %% [wrong] the median of every order, delivered or not
+median_days = durations["duration"].median() / pd.Timedelta(days=1)
+
+
+# %% [check]
+def check_median() -> None:
+    eskit.course.require(median_days, "set median_days")
+    days = durations["duration"] / pd.Timedelta(days=1)
+    delivered = days[days.index.isin(df.loc[df["type"] == "delivered", "aggregate_id"])]
+    answer = float(median_days)
+
+    def near(value: float) -> bool:
+        return abs(answer - value) < 0.01
+
+    if near(delivered.mean()) and not near(delivered.median()):
+        raise eskit.course.Wrong(f"{answer:.2f} is the mean; the median is the middle value (half take longer)")
+    if near(days.median()) and not near(delivered.median()):
+        raise eskit.course.Wrong(f"{answer:.2f} is the median of all {len(days)} orders: keep only the "
+                                 f"{len(delivered)} delivered ones")
+    assert near(delivered.median()), f"{answer:.2f} days is not the median duration of the delivered orders"
+
+
+await eskit.course.check(check_median, ok="that is the median of the delivered orders: half of them take longer")
 
 # %% [markdown]
 # ## Which paths orders follow: variants
@@ -96,12 +145,21 @@ follows
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-matrix = follows.pivot(index="source", columns="target", values="count").fillna(0)
-fig, ax = plt.subplots(figsize=(5, 4))
-ax.imshow(matrix, cmap="Blues")
-ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=45, ha="right")
-ax.set_yticks(range(len(matrix.index)), matrix.index)
-ax.set_title("directly follows (count)")
+matrix = follows.pivot(index="source", columns="target", values="count")
+types = [t for t in LIFECYCLE if t in set(matrix.index) | set(matrix.columns)]  # same order on both axes
+matrix = matrix.reindex(index=types, columns=types).fillna(0).astype(int)
+fig, ax = plt.subplots(figsize=(6.5, 5))
+image = ax.imshow(matrix, cmap="Blues")
+for row, source in enumerate(types):
+    for col, target in enumerate(types):
+        if count := matrix.loc[source, target]:
+            dark = count > matrix.max().max() / 2
+            ax.text(col, row, count, ha="center", va="center", color="white" if dark else "black")
+ax.set_xticks(range(len(types)), types, rotation=30, ha="right")
+ax.set_yticks(range(len(types)), types)
+ax.set(title="Directly follows: the column's type right after the row's", xlabel="next event", ylabel="event")
+fig.colorbar(image, ax=ax, label="times, over all orders")
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -115,8 +173,43 @@ steps
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-steps.plot.barh(x="step", y="cases", legend=False, figsize=(6, 2.5), title="order funnel").invert_yaxis()
+ax = steps.plot.barh(x="step", y="cases", legend=False, figsize=(6, 2.5))
+ax.invert_yaxis()  # the first step on top
+ax.set(title="Order funnel", xlabel="orders reaching the step", ylabel="step")
+plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ### Exercise 6.2 · From paid to delivered
+#
+# Of the orders that were **paid** (`payment_received`), what share was **delivered**? Set
+# `paid_to_delivered` to a fraction between 0 and 1 — from `steps` above, or by counting in `df`.
+
+# %% [exercise]
+paid_to_delivered = ...  # your code here
+
+# %% [solution]
+cases_at = steps.set_index("step")["cases"]
+paid_to_delivered = cases_at["delivered"] / cases_at["payment_received"]
+
+# %% [wrong] the share of all orders, read off the funnel
+paid_to_delivered = steps.set_index("step").loc["delivered", "share"]
+
+
+# %% [check]
+def check_conversion() -> None:
+    eskit.course.require(paid_to_delivered, "set paid_to_delivered")
+    orders_with = {t: set(df.loc[df["type"] == t, "aggregate_id"]) for t in ("payment_received", "delivered")}
+    paid, delivered = orders_with["payment_received"], orders_with["payment_received"] & orders_with["delivered"]
+    answer, total = float(paid_to_delivered), df["aggregate_id"].nunique()
+    if abs(answer - len(delivered) / total) < 1e-3:
+        raise eskit.course.Wrong(f"{answer:.3f} is the share of all {total} orders: divide by the {len(paid)} "
+                                 "paid ones instead")
+    assert abs(answer - len(delivered) / len(paid)) < 1e-3, (
+        f"{answer:.3f} is not the share of paid orders that were delivered")
+
+
+await eskit.course.check(check_conversion, ok="that is the share of the paid orders that were delivered")
 
 # %% [markdown]
 # ## Part 2 · A real event log
@@ -132,7 +225,7 @@ plt.show()
 # %%
 folder = tempfile.TemporaryDirectory()
 path = event_log_path(folder.name)
-log = await client.event_store(f"log_{suffix}")
+log = await client.event_store(eskit.course.unique("log"))
 result = await eskit.import_log(log, path, progress=False)
 print(f"{result.cases} cases, {result.events} events, {result.appended} appended")
 
@@ -332,11 +425,13 @@ await client.delete_store(shop.name)
 # - `eskit.analysis`: `events_per_type`, `case_durations`, `variants`, `directly_follows`, `funnel`.
 # - `eskit.import_log(store, "log.csv" or "log.xes")` (or `python -m eskit import FILE --stream NAME`)
 #   brings real logs in, idempotently; a malformed file is refused whole, naming the line or element.
-#
-# ## Exercise
+
+# %% [markdown]
+# ### Exercise 6.3 · Rework
 #
 # *Rework* is when a case repeats an activity (a claim whose documents are checked twice). Write
-# `rework_cases(frame)`: the number of cases in which some activity occurs more than once.
+# `rework_cases(frame)`: the number of **cases** in which some activity occurs more than once. `frame` has
+# pm4py's column names, like `log_df`. The check runs it on `log_df` and on a small frame of its own.
 
 # %% [exercise]
 def rework_cases(frame: pd.DataFrame) -> int:
@@ -349,7 +444,7 @@ def rework_cases(frame: pd.DataFrame) -> int:
     return int((counts > 1).groupby(level=0).any().sum())
 
 
-# %% [wrong] counts the repeated (case, activity) pairs, not the cases
+# %% [wrong] counts repeated activities, not cases
 def rework_cases(frame: pd.DataFrame) -> int:
     counts = frame.groupby(["case:concept:name", "concept:name"]).size()
     return int((counts > 1).sum())
@@ -357,23 +452,43 @@ def rework_cases(frame: pd.DataFrame) -> int:
 
 # %% [check]
 def check_rework() -> None:
+    eskit.course.require(rework_cases(log_df), "rework_cases returns nothing yet")
+    rows = [("a", "check"), ("a", "fix"), ("a", "check"), ("a", "fix"), ("b", "check"), ("b", "fix"),
+            ("c", "check"), ("c", "check")]  # fmt: skip
+    small = pd.DataFrame(rows, columns=["case:concept:name", "concept:name"])
+    small["time:timestamp"] = pd.date_range("2025-01-01", periods=len(rows), freq="h", tz="UTC")
+    got = rework_cases(small)
+    if got == 3:
+        raise eskit.course.Wrong("case a repeats two activities and was counted twice (3 instead of 2): count "
+                                 "cases, not repeated activities")
+    assert got == 2, f"cases a and c repeat an activity, b does not: expected 2, got {got}"
     expected = sum(n for v, n in zip(log_variants["variant"], log_variants["cases"]) if len(set(v)) < len(v))
-    got = rework_cases(log_df)
-    eskit.course.require(got, "rework_cases returns nothing yet")
-    assert got == expected, f"expected {expected} cases with rework, got {got}"
-    # case a repeats two activities, case b one activity three times, case c none: 2 cases with rework
-    tiny = pd.DataFrame({"case:concept:name": list("aaaabbbcc"), "concept:name": list("xxyyzzzxy")})
-    got = rework_cases(tiny)
-    assert got == 2, f"on a log where case a repeats two activities and b one, 2 cases have rework; you said {got}"
+    assert rework_cases(log_df) == expected, f"on log_df: expected {expected}, got {rework_cases(log_df)}"
 
 
 await eskit.course.check(check_rework, ok="rework counted per case")
 
+# %% [markdown]
+# ## When you are done
+#
+# Run All has run the cell below too, and on purpose it cleaned nothing up: the event browser above keeps
+# working, so go back and explore. Press **I'm done: clean up** when you have finished: it deletes this
+# lesson's two stores and the log files and closes the connection. Restarting the kernel closes the
+# connection too, but leaves the stores on the server.
+
 # %%
-await client.delete_store(orders.name)
-await client.delete_store(log.name)
-folder.cleanup()
-await client.close()
+# NBVAL_IGNORE_OUTPUT
+from eskit.widgets import when_done
+
+
+async def clean_up() -> None:
+    await client.delete_store(orders.name)
+    await client.delete_store(log.name)
+    folder.cleanup()
+    await client.close()
+
+
+await when_done(clean_up)
 
 # %% [markdown]
 # **Next:** `07_scaling_and_faults.ipynb` — a 3-node cluster, a node killed mid-write.

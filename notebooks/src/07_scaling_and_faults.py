@@ -56,9 +56,10 @@ print("replicas:", info.config.num_replicas, "| followers:", len(info.cluster.re
 # every acknowledgement: event id → position.
 
 # %%
-ACCOUNTS, DEPOSITS = 20, 30
+ACCOUNTS, DEPOSITS, KILL_AT = 20, 30, 200
 acked: dict[str, int] = {}
 ack_times: list[float] = []
+enough_acked = asyncio.Event()  # set by the writers once KILL_AT deposits are acknowledged
 
 
 async def deposit_all(account: str) -> None:
@@ -68,26 +69,29 @@ async def deposit_all(account: str) -> None:
         position = await append_through_failover(payments, account, [event], expected_position=position)
         acked[event.id] = position
         ack_times.append(time.monotonic())
-
-
-writers = asyncio.gather(*(deposit_all(f"acct-{i}") for i in range(ACCOUNTS)))
+        if len(acked) >= KILL_AT:
+            enough_acked.set()
 
 # %% [markdown]
-# The writers run in the background. Once 200 deposits are acknowledged, we SIGKILL the stream's leader —
-# no clean shutdown, as in a power cut.
+# The next cell starts the writers, waits until 200 deposits are acknowledged, and then SIGKILLs the stream's
+# leader — no clean shutdown, as in a power cut. Starting the writes and killing the leader happen in **one**
+# cell, so the kill always lands in the middle of the writes, whether you run the lesson with Run All or
+# step through it at your own pace. The writers go on in the background while you read.
 
 # %%
-while len(acked) < 200:
-    await asyncio.sleep(0.005)
 leader = cluster.stream_leader(payments.stream)
+writers = asyncio.gather(*(deposit_all(f"acct-{i}") for i in range(ACCOUNTS)))
+await asyncio.wait_for(enough_acked.wait(), 60)
 cluster.kill(leader)
+killed_at = time.monotonic()
 acked_before_kill = len(acked)
 print("leader killed; nodes running:", sum(node.running for node in cluster.nodes))
+print(f"killed with at least {KILL_AT} of {ACCOUNTS * DEPOSITS} deposits acknowledged; the rest are on their way")
 
 # %% [markdown]
 # The two survivors still form a majority (2 of 3): they elect a new leader, and the writers' retries get
-# through. We wait for all writers to finish, then bring the dead node back: it rejoins as itself and
-# catches up from the new leader.
+# through. We wait for all writers to finish (if you took your time, they already have), then bring the dead
+# node back: it rejoins as itself and catches up from the new leader.
 
 # %%
 await asyncio.wait_for(writers, 120)
@@ -106,6 +110,27 @@ print("nodes running:", sum(node.running for node in cluster.nodes), "| replicas
 # NBVAL_IGNORE_OUTPUT
 pause = max(later - earlier for earlier, later in zip(ack_times, ack_times[1:]))
 print(f"longest pause between two acknowledgements: {pause:.1f}s")
+
+# %% [markdown]
+# The same, as a picture: every acknowledgement, counted up over time. The line climbs while the leader
+# lives, stays flat while the survivors elect a new one, and climbs again.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import matplotlib.pyplot as plt
+
+t0 = min(ack_times)
+seconds = [t - t0 for t in sorted(ack_times)]
+fig, ax = plt.subplots(figsize=(8, 3.2))
+ax.step(seconds, range(1, len(seconds) + 1), where="post", label="acknowledged appends")
+ax.axvline(killed_at - t0, color="red", linestyle="--", label="leader killed (SIGKILL)")
+gap = max(range(1, len(seconds)), key=lambda i: seconds[i] - seconds[i - 1])
+ax.axvspan(seconds[gap - 1], seconds[gap], color="orange", alpha=0.2, label=f"no acks for {pause:.1f} s")
+ax.set(title="Acknowledged writes through a leader failover", xlabel="seconds since the first acknowledgement",
+       ylabel="acknowledged (cumulative)")
+ax.legend(loc="upper left", frameon=False)
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Count: lost, doubled, out of order?
@@ -146,6 +171,194 @@ except eskit.ConcurrencyError:
 fresh = await payments.read("acct-0")
 position = await payments.append("acct-0", [eskit.Event("withdrawn", {"amount": 5})], expected_position=fresh[-1].position)
 print("after reloading, the append is accepted:", position > fresh[-1].position)
+
+# %% [markdown]
+# ### Exercise 7.1 · A retry policy
+#
+# `append_through_failover` is a retry policy. Write one of your own, for any append:
+# `retry_transient(attempt, *, attempts=5, base_delay=0.01)`, where `attempt` is a zero-argument async
+# function (one append). Retry it while it raises `eskit.StoreTimeoutError` or `eskit.StoreUnavailableError`
+# (faults that pass, like an election), waiting `base_delay * 2**n` seconds before try `n + 2` (a growing
+# pause: hammering servers in the middle of an election only slows it). After `attempts` tries, raise the last
+# error. Any other error — a `ConcurrencyError` above all — is raised at once: a conflict is an answer, not a
+# fault; the same append would fail again. Return what `attempt()` returned.
+
+# %% [exercise]
+async def retry_transient(attempt, *, attempts: int = 5, base_delay: float = 0.01):
+    ...  # your code here
+
+
+# %% [solution]
+async def retry_transient(attempt, *, attempts: int = 5, base_delay: float = 0.01):
+    for n in range(attempts):
+        try:
+            return await attempt()
+        except (eskit.StoreTimeoutError, eskit.StoreUnavailableError):
+            if n == attempts - 1:
+                raise
+            await asyncio.sleep(base_delay * 2**n)
+
+
+# %% [wrong] retries every error, conflicts too
+async def retry_transient(attempt, *, attempts: int = 5, base_delay: float = 0.01):
+    for n in range(attempts):
+        try:
+            return await attempt()
+        except eskit.EskitError:
+            if n == attempts - 1:
+                raise
+            await asyncio.sleep(base_delay * 2**n)
+
+
+# %% [wrong] retries at once, without a pause
+async def retry_transient(attempt, *, attempts: int = 5, base_delay: float = 0.01):
+    for n in range(attempts):
+        try:
+            return await attempt()
+        except (eskit.StoreTimeoutError, eskit.StoreUnavailableError):
+            if n == attempts - 1:
+                raise
+
+
+# %% [check]
+def flaky(*errors: Exception):
+    """An append that raises `errors` one by one, then returns 42; `calls` records when it was called."""
+    calls: list[float] = []
+
+    async def attempt() -> int:
+        calls.append(time.monotonic())
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+        return 42
+
+    return attempt, calls
+
+
+async def check_retry() -> None:
+    Wrong = eskit.course.Wrong
+    timeout, unavailable = eskit.StoreTimeoutError("no answer in time"), eskit.StoreUnavailableError("no leader")
+    attempt, calls = flaky(timeout, unavailable)
+    result = await asyncio.wait_for(retry_transient(attempt, attempts=5, base_delay=0.02), 10)
+    eskit.course.require(result, "retry_transient returns nothing (return what attempt() returned)")
+    assert (result, len(calls)) == (42, 3), f"after a timeout and an unavailable store, the third try returns 42; "\
+        f"got {result!r} after {len(calls)} tries"
+    gaps = [later - earlier for earlier, later in zip(calls, calls[1:])]
+    if gaps[0] < 0.02 * 0.9 or gaps[1] < 0.04 * 0.9:
+        raise Wrong(f"the pauses between tries were {gaps[0]:.3f} s and {gaps[1]:.3f} s; with base_delay=0.02 "
+                    "wait 0.02 s, then 0.04 s (base_delay * 2**n)")
+    attempt, calls = flaky(eskit.ConcurrencyError("payments", "acct-0", expected=3, actual=4))
+    try:
+        await asyncio.wait_for(retry_transient(attempt, base_delay=0.001), 10)
+    except eskit.ConcurrencyError:
+        pass
+    if len(calls) > 1:
+        raise Wrong("a ConcurrencyError was retried: someone else wrote first, so the same append fails again "
+                    "(or, worse, lands on a decision made on old state): raise it at once")
+    attempt, calls = flaky(*[unavailable] * 10)
+    try:
+        await asyncio.wait_for(retry_transient(attempt, attempts=3, base_delay=0.001), 10)
+    except eskit.StoreUnavailableError:
+        assert len(calls) == 3, f"with attempts=3 try 3 times, not {len(calls)}"
+    except TimeoutError:
+        raise Wrong("still retrying after 10 s: give up after `attempts` tries") from None
+    else:
+        raise Wrong("gave up silently: after the last try, raise its error so the caller knows")
+
+
+await eskit.course.check(check_retry, ok="transient faults retried with growing pauses; conflicts raised at once")
+
+# %% [markdown]
+# ### Exercise 7.2 · Decide again after a stale read
+#
+# Write `withdraw(store, account, amount, history)`. `history` is the account's events as you read them —
+# perhaps from a replica one write behind. The balance is the sum of the `deposited` amounts minus the
+# `withdrawn` ones. If it covers `amount`, append `eskit.Event("withdrawn", {"amount": amount})` **on the
+# position you read** and return the new position; if not, raise `eskit.DecisionError("insufficient funds")`.
+# When the append raises `ConcurrencyError`, your read was stale: read again (`await store.read(account)`)
+# and decide again — at most 5 times. (The check uses a store of its own on `NATS_URL`, not the cluster.)
+
+# %% [exercise]
+async def withdraw(store: eskit.EventStore, account: str, amount: int, history: list[eskit.RecordedEvent]) -> int:
+    ...  # your code here
+
+
+# %% [solution]
+async def withdraw(store: eskit.EventStore, account: str, amount: int, history: list[eskit.RecordedEvent]) -> int:
+    for _ in range(5):
+        balance = sum(e.data["amount"] if e.type == "deposited" else -e.data["amount"] for e in history)
+        if balance < amount:
+            raise eskit.DecisionError("insufficient funds")
+        read_up_to = history[-1].position if history else 0
+        try:
+            return await store.append(account, [eskit.Event("withdrawn", {"amount": amount})],
+                                      expected_position=read_up_to)
+        except eskit.ConcurrencyError:  # the read was stale: read again, decide again
+            history = await store.read(account)
+    raise eskit.DecisionError("the account keeps changing: try again later")
+
+
+# %% [wrong] decides on the read, appends without its position
+async def withdraw(store: eskit.EventStore, account: str, amount: int, history: list[eskit.RecordedEvent]) -> int:
+    balance = sum(e.data["amount"] if e.type == "deposited" else -e.data["amount"] for e in history)
+    if balance < amount:
+        raise eskit.DecisionError("insufficient funds")
+    return await store.append(account, [eskit.Event("withdrawn", {"amount": amount})])
+
+
+# %% [wrong] on a conflict, appends again without deciding again
+async def withdraw(store: eskit.EventStore, account: str, amount: int, history: list[eskit.RecordedEvent]) -> int:
+    balance = sum(e.data["amount"] if e.type == "deposited" else -e.data["amount"] for e in history)
+    if balance < amount:
+        raise eskit.DecisionError("insufficient funds")
+    event = eskit.Event("withdrawn", {"amount": amount})
+    try:
+        return await store.append(account, [event], expected_position=history[-1].position if history else 0)
+    except eskit.ConcurrencyError:
+        fresh = await store.read(account)
+        return await store.append(account, [event], expected_position=fresh[-1].position)
+
+
+# %% [check]
+def balance_of(events: list[eskit.RecordedEvent]) -> int:
+    return sum(e.data["amount"] if e.type == "deposited" else -e.data["amount"] for e in events)
+
+
+async def check_withdraw() -> None:
+    Wrong = eskit.course.Wrong
+    async with await eskit.connect() as own, eskit.course.scratch(own, "withdraw") as store:
+        deposit = {"amount": 10}
+        await store.append("a1", [eskit.Event("deposited", deposit)])  # a fresh read: 10 in the account
+        fresh = await store.read("a1")
+        position = await withdraw(store, "a1", 4, fresh)
+        eskit.course.require(position, "withdraw returns nothing yet (return the position append returned)")
+        assert balance_of(await store.read("a1")) == 6, "10 deposited, 4 withdrawn: the balance should be 6"
+        try:
+            await withdraw(store, "a1", 20, await store.read("a1"))
+            raise Wrong("20 was withdrawn from an account holding 6: refuse with eskit.DecisionError")
+        except eskit.DecisionError:
+            pass
+        await store.append("a2", [eskit.Event("deposited", deposit)])
+        stale = await store.read("a2")  # ... then a deposit lands that this read does not show
+        await store.append("a2", [eskit.Event("deposited", deposit)])
+        try:
+            await withdraw(store, "a2", 5, stale)
+        except eskit.ConcurrencyError:
+            raise Wrong("a ConcurrencyError escaped: the read was stale (normal, with replicas): read again and "
+                        "decide again") from None
+        assert balance_of(await store.read("a2")) == 15, "20 deposited, 5 withdrawn: the balance should be 15"
+        await store.append("a3", [eskit.Event("deposited", deposit)])
+        stale = await store.read("a3")  # ... then someone withdraws everything
+        await store.append("a3", [eskit.Event("withdrawn", deposit)])
+        try:
+            await withdraw(store, "a3", 5, stale)
+        except eskit.DecisionError:
+            pass
+        if (balance := balance_of(await store.read("a3"))) < 0:
+            raise Wrong(f"the account went to {balance}: the withdrawal was decided on a stale read (balance 10). "
+                        "Append on the position you read, and after a conflict decide again on a fresh read")
+
+
+await eskit.course.check(check_withdraw, ok="stale reads cost a retry, never an overdraft")
 
 # %%
 await client.delete_store(name)
@@ -265,12 +478,14 @@ server.stop()
 #   costs a `ConcurrencyError` and a retry, never a lost update.
 # - Least privilege: give analysis code an account that cannot append; its attempts fail fast, in one line.
 #
-# ## Exercise
+# ## One more exercise
+#
+# ### Exercise 7.3 · The audit
 #
 # The proof that a fault lost nothing is a count. Write `audit(acked, stored)` where `acked` maps event ids to
 # the positions their acks named and `stored` is the replayed list of events. Return a dict with `lost`
 # (acknowledged ids not stored), `duplicated` (ids stored more than once) and `moved` (stored ids whose
-# position differs from their ack) — each a count.
+# position differs from their ack) — each a count. Events nobody acknowledged are none of these.
 
 # %% [exercise]
 def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str, int]:
@@ -290,15 +505,22 @@ def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str,
     }
 
 
-# %% [wrong] "duplicated" counts stored events, not ids
-from collections import Counter
-
-
+# %% [wrong] lost as a difference of counts
 def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str, int]:
-    counts = Counter(e.id for e in stored)
+    ids = [e.id for e in stored]
     return {
-        "lost": len(set(acked) - set(counts)),
-        "duplicated": sum(n for n in counts.values() if n > 1),
+        "lost": len(acked) - len(set(ids)),
+        "duplicated": sum(1 for i in set(ids) if ids.count(i) > 1),
+        "moved": sum(1 for e in stored if e.id in acked and acked[e.id] != e.position),
+    }
+
+
+# %% [wrong] "duplicated" counts the extra copies, not the ids
+def audit(acked: dict[str, int], stored: list[eskit.RecordedEvent]) -> dict[str, int]:
+    ids = [e.id for e in stored]
+    return {
+        "lost": len(set(acked) - set(ids)),
+        "duplicated": len(ids) - len(set(ids)),
         "moved": sum(1 for e in stored if e.id in acked and acked[e.id] != e.position),
     }
 
@@ -316,21 +538,24 @@ def recorded(event_id: str, position: int) -> eskit.RecordedEvent:
 
 def check_audit() -> None:
     eskit.course.require(audit({}, []), "audit returns nothing yet")
+    clean = {"lost": 0, "duplicated": 0, "moved": 0}
     cases = [
-        ({"x": 1, "y": 2}, [recorded("x", 1), recorded("y", 2)], {"lost": 0, "duplicated": 0, "moved": 0}),
-        ({"x": 1, "y": 2}, [recorded("x", 1)], {"lost": 1, "duplicated": 0, "moved": 0}),
-        ({"x": 1}, [recorded("x", 1), recorded("x", 3), recorded("x", 4)], {"lost": 0, "duplicated": 1, "moved": 2}),
-        ({"x": 1}, [recorded("x", 2)], {"lost": 0, "duplicated": 0, "moved": 1}),
-        ({"x": 1}, [recorded("x", 1), recorded("z", 2)], {"lost": 0, "duplicated": 0, "moved": 0}),
-    ]
-    for acked_ids, stored_events, expected in cases:
-        got = audit(acked_ids, stored_events)
-        stored_ids = [(e.id, e.position) for e in stored_events]
-        assert got == expected, f"acked {acked_ids}, stored {stored_ids}: expected {expected}, got {got}"
-    assert audit(acked, stored) == {"lost": 0, "duplicated": 0, "moved": 0}, "the run above lost nothing"
+        ("nothing wrong", {"x": 1, "y": 2}, [recorded("x", 1), recorded("y", 2)], clean),
+        ("y acknowledged, never stored", {"x": 1, "y": 2}, [recorded("x", 1)], {**clean, "lost": 1}),
+        ("x stored at the position its ack named, and again later", {"x": 1}, [recorded("x", 1), recorded("x", 3)],
+         {**clean, "duplicated": 1, "moved": 1}),
+        ("x stored three times: one id duplicated", {"x": 1}, [recorded("x", 1), recorded("x", 3), recorded("x", 4)],
+         {**clean, "duplicated": 1, "moved": 2}),
+        ("x stored at 2, its ack said 1", {"x": 1}, [recorded("x", 2)], {**clean, "moved": 1}),
+        ("z stored, nobody acknowledged it", {"x": 1}, [recorded("x", 1), recorded("z", 2)], clean),
+    ]  # fmt: skip
+    for what, acks, events, expected in cases:
+        got = audit(acks, events)
+        assert got == expected, f"{what}: expected {expected}, got {got}"
+    assert audit(acked, stored) == clean, f"on the run above: {audit(acked, stored)}, the counts above said {clean}"
 
 
-await eskit.course.check(check_audit, ok="your audit counts lost, duplicated and moved events — and the fault lost nothing")
+await eskit.course.check(check_audit, ok="the audit counts right, and the fault lost nothing")
 
 # %% [markdown]
 # **That is the series.** You have stored, replayed, snapshotted, projected and analysed events, enforced
