@@ -311,6 +311,8 @@ async def to_parquet(
         raise ValidationError("rows_per_file and row_group must be at least 1")
     if names not in ("eskit", "pm4py"):
         raise ValidationError(f"names={names!r}: use 'eskit' or 'pm4py'")
+    if "position" in partitions:
+        raise ValidationError("partition_by='position' makes a folder per event; partition by 'type' or a data column")
     what = {
         "store": getattr(source, "name", None),
         "names": names,
