@@ -41,6 +41,7 @@ from .errors import (
     StreamNotFoundError,
     UndecodableEventError,
     UnknownEventError,
+    UpcastError,
     ValidationError,
 )
 from .eventlog import LogEvent, read_log
@@ -48,12 +49,14 @@ from .events import Event, RecordedEvent
 from .export import ExportResult, to_arrow, to_parquet
 from .frames import to_dataframe
 from .log_import import ImportResult, import_log
+from .migrate import MigrationResult, migrate
 from .ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
 from .snapshots import Snapshot, SnapshotCheck, SnapshotPolicy, Snapshots, SnapshotWarning
 from .store import EventStore
+from .upcasting import Upcasters
 
 __version__ = "0.1.0"
 
@@ -83,6 +86,7 @@ __all__ = [
     "ImportResult",
     "InvalidNameError",
     "LogEvent",
+    "MigrationResult",
     "OcelImportResult",
     "OcelResult",
     "ParkedEvent",
@@ -104,6 +108,8 @@ __all__ = [
     "StreamNotFoundError",
     "UndecodableEventError",
     "UnknownEventError",
+    "UpcastError",
+    "Upcasters",
     "ValidationError",
     "__version__",
     "analysis",
@@ -113,6 +119,7 @@ __all__ = [
     "dcb",
     "import_log",
     "import_ocel",
+    "migrate",
     "read_log",
     "retry_on_conflict",
     "run_command",

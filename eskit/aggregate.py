@@ -45,13 +45,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ._marks import Mark
 from .errors import AggregateError, UndecodableEventError, UnknownEventError, ValidationError
-from .events import Event, RecordedEvent, check_token, subject_parts
+from .events import SCHEMA_VERSION, Event, RecordedEvent, check_token, subject_parts
 from .snapshots import SnapshotWarning, ignored
 
 if TYPE_CHECKING:
     from ._wire import StoredMsg
     from .snapshots import Snapshot
     from .store import EventStore, Position
+    from .upcasting import Upcasters
 
 A = TypeVar("A", bound="Aggregate")
 Handler = Callable[[Any, Any], None]
@@ -60,6 +61,7 @@ F = TypeVar("F", bound=Handler)
 _RESERVED = frozenset({"id", "version", "position"})
 _KEY_TOKEN = re.compile(r"[-_A-Za-z0-9]+")
 _MISSING = object()
+_MIGRATE_HINT = "repair or drop it in a copy of the store: eskit.migrate(source, target, transform)"
 
 
 def applies(event_type: str) -> Callable[[F], F]:
@@ -153,31 +155,54 @@ class Aggregate:
         for event in events:
             if event.decode_error is not None:
                 raise UndecodableEventError(
-                    f"{type(self).__name__} {self.id!r}: the event at position {event.position} "
-                    f"({event.type!r})"
-                    f"cannot be decoded ({event.decode_error}); fix or skip it in an upcaster"
+                    f"{type(self).__name__} {self.id!r}: the event at position {event.position} ({event.type!r}) "
+                    f"cannot be decoded ({event.decode_error}); {_MIGRATE_HINT}"
                 )
             self._dispatch(event.type, event.data, where=f"position {event.position}")
             self.version += 1
             self.position = event.position
             self._mark = Mark(event.position, event.id)
 
-    def apply_stored(self, messages: Iterable[StoredMsg]) -> None:
-        """:meth:`apply` for raw stored messages: the load path, without building RecordedEvents."""
+    def apply_stored(self, messages: Iterable[StoredMsg], upcasters: Upcasters | None = None) -> None:
+        """:meth:`apply` for raw stored messages: the load path, without building RecordedEvents.
+        ``upcasters``: old events are applied as their current version (see :mod:`eskit.upcasting`)."""
+        if upcasters is not None and upcasters.types:
+            self._apply_upcast(messages, upcasters)
+            return
         m = None
         for m in messages:
             try:
                 data = json.loads(m.data) if m.data else None
             except (ValueError, RecursionError) as exc:
-                raise UndecodableEventError(
-                    f"{type(self).__name__} {self.id!r}: the event at position {m.seq} ({m.subject!r}) "
-                    f"cannot be decoded (payload is not JSON: {exc}); fix or skip it in an upcaster"
-                ) from None
+                raise self._undecodable(m, exc) from None
             self._dispatch(subject_parts(m.subject)[1], data, where=f"position {m.seq}")  # as read() has it
             self.version += 1
             self.position = m.seq
         if m is not None:
             self._mark = Mark.of(m)
+
+    def _apply_upcast(self, messages: Iterable[StoredMsg], upcasters: Upcasters) -> None:
+        m, types = None, upcasters.types
+        for m in messages:
+            try:
+                data = json.loads(m.data) if m.data else None
+            except (ValueError, RecursionError) as exc:
+                raise self._undecodable(m, exc) from None
+            event_type = subject_parts(m.subject)[1]
+            if event_type in types:
+                version = _version(m.headers.get(SCHEMA_VERSION))
+                event_type, _, data = upcasters.resolve(m.seq, m.subject, event_type, version, data)
+            self._dispatch(event_type, data, where=f"position {m.seq}")
+            self.version += 1
+            self.position = m.seq
+        if m is not None:
+            self._mark = Mark.of(m)
+
+    def _undecodable(self, m: StoredMsg, exc: Exception) -> UndecodableEventError:
+        return UndecodableEventError(
+            f"{type(self).__name__} {self.id!r}: the event at position {m.seq} ({m.subject!r}) "
+            f"cannot be decoded (payload is not JSON: {exc}); {_MIGRATE_HINT}"
+        )
 
     def _dispatch(self, event_type: str, data: Any, *, where: str) -> None:
         name = self._appliers.get(event_type)
@@ -231,6 +256,14 @@ def _plain_attribute(aggregate: Aggregate, key: object) -> bool:
         return True
     member = inspect.getattr_static(type(aggregate), key, _MISSING)
     return not (callable(member) or hasattr(type(member), "__get__"))
+
+
+def _version(value: str | None) -> int:
+    """A schema version header; missing or garbled: 1 (as :func:`eskit.events.decode` reads it)."""
+    try:
+        return int(value) if value is not None else 1
+    except ValueError:
+        return 1
 
 
 def _qualified_name(cls: type) -> str:
@@ -296,7 +329,7 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
                 if not messages or not mark.matches(messages[0], prefix):
                     return -1, None
                 messages, mark = messages[1:], None
-            aggregate.apply_stored(messages)
+            aggregate.apply_stored(messages, store.upcasters)
             replayed, last = replayed + len(messages), messages[-1] if messages else last
     return (-1, None) if mark is not None else (replayed, last)
 

@@ -34,6 +34,7 @@ from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
 from .streams import STREAM_NOT_FOUND, ensure_stream, owned_stream
+from .upcasting import Upcasters
 
 HOW_TO_START = "start one with `python -m eskit server` or `docker compose up -d`, or unset NATS_URL"
 CLOSE_TIMEOUT = 2.0  # seconds close() waits for a drain (a stalled server answers nothing): then it just closes
@@ -80,6 +81,7 @@ class Client:
         cache: AggregateCache | None = None,
         reconfigure: bool = False,
         allow_delete_history: bool = False,
+        upcasters: Upcasters | None = None,
     ) -> EventStore:
         """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or opened.
 
@@ -91,6 +93,8 @@ class Client:
         A new store's history is immutable: the server refuses to delete single events or purge it
         (``deny_delete``, ``deny_purge``; :meth:`delete_store` still deletes it whole), unless
         ``allow_delete_history=True``. The flags are set when the stream is created, never changed later.
+        ``upcasters=Upcasters()``: every read sees old events as their current version (see
+        :mod:`eskit.upcasting`); the stored events are never rewritten.
 
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
         """
@@ -101,6 +105,7 @@ class Client:
         if snapshots is not None:
             store.snapshots = await Snapshots.open(store, snapshots)
         store.cache = cache
+        store.upcasters = upcasters
         if cache is not None:
             self._caches.setdefault(name, []).append(cache)
         return store
@@ -113,16 +118,21 @@ class Client:
         replicas: int | None = None,
         reconfigure: bool = False,
         allow_delete_history: bool = False,
+        upcasters: Upcasters | None = None,
     ) -> DCBStore:
         """The DCB store ``name`` (events with a type and tags, read by query, appended on a condition);
         immutable history unless ``allow_delete_history=True``, as in :meth:`event_store`.
 
         ``replicas`` and ``reconfigure`` as for :meth:`event_store`.
 
+        ``upcasters``: reads and subscriptions see old events as their current version (:mod:`eskit.upcasting`).
+
         >>> courses = await client.dcb_store("courses", tag_keys=["course", "student"])   # doctest: +SKIP
         """
-        return await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas, reconfigure=reconfigure,
-                                    allow_delete_history=allow_delete_history)  # fmt: skip
+        store = await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas, reconfigure=reconfigure,
+                                     allow_delete_history=allow_delete_history)  # fmt: skip
+        store.upcasters = upcasters
+        return store
 
     async def delete_store(self, name: str) -> bool:
         """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist.

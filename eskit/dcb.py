@@ -68,6 +68,7 @@ from .dcb_query import (
     covers,
     decode,
     encode_all,
+    upcast,
 )
 from .dcb_subscription import Subscription
 from .errors import (
@@ -81,6 +82,7 @@ from .store import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE,
 
 if TYPE_CHECKING:
     from .connection import Client
+    from .upcasting import Upcasters
 
 __all__ = [
     "AppendCondition",
@@ -116,6 +118,7 @@ class DCBStore:
         self.stream = stream
         self._wire = client.wire
         self._pager = EventStore(client, self.name, stream)
+        self.upcasters: Upcasters | None = None  # set by client.dcb_store(..., upcasters=Upcasters())
         self.retries = 0  # appends re-sent after a check on a (merged) filter moved: internal, not errors
         self.lagged = 0  # reads that found a follower behind the position they must reach, and read again
         self._known: dict[str, int] = {}  # filter -> a last position seen on it (a guess the server checks)
@@ -165,7 +168,7 @@ class DCBStore:
             head = events[-1].position
             subject = next(s.subjects[head] for s in scans if head in s.subjects)
         await self._prove(filters, query, scans, head, subject, proof)
-        events = _merged(scans, limit)
+        events = self._upcast_all(_merged(scans, limit), scans)
         return ReadResult(events, events[-1].position if limit is not None else head)
 
     async def last(self, query: Query) -> SequencedEvent | None:
@@ -182,9 +185,17 @@ class DCBStore:
         if not self.layout.is_carrier(msg[1]):
             event = decode(*msg)
             if item.matches(event.type, event.tags):
-                return event
+                return upcast(self.upcasters, msg[1], event)
         found = await self._scan(f, Query([item]), _Scan(0), msg[0], None, reach=msg[0])  # a superset filter
         return found.events[-1] if found.events else None
+
+    def _upcast_all(self, events: list[SequencedEvent], scans: list[_Scan]) -> list[SequencedEvent]:
+        """The events a read returns, upcast (after matching: queries select by stored type and tags)."""
+        upcasters = self.upcasters
+        if upcasters is None or not upcasters.types:
+            return events
+        subjects = {p: s for scan in scans for p, s in scan.subjects.items()}
+        return [upcast(upcasters, subjects.get(e.position, ""), e) for e in events]
 
     async def _scan(
         self, f: str, query: Query, scan: _Scan, up_to: int, limit: int | None, *, reach: int = 0
@@ -387,9 +398,11 @@ class DCBStore:
         filters = self.layout.filters(query)
         subject = filters[0] if len(filters) == 1 else self.layout.everything
         skip = self.layout.carrier
-        return await Subscription.start(
+        subscription = await Subscription.start(
             self.client.js, self.stream, subject, query or Query(), after or 0, skip=skip
         )
+        subscription.upcasters = self.upcasters
+        return subscription
 
 
 def _acked(store: str, ack: int | ApiError) -> int:

@@ -22,11 +22,14 @@ import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .codec import encode_json
 from .errors import EventStoreError, PayloadTooLargeError, ValidationError
-from .events import MSG_ID, check_events, check_position, check_token
+from .events import MSG_ID, SCHEMA_VERSION, check_events, check_position, check_token
+
+if TYPE_CHECKING:
+    from .upcasting import Upcasters
 
 TAGS = "Eskit-Tags"
 RAW = "Eskit-Raw"  # the payload is opaque bytes, not JSON
@@ -49,6 +52,7 @@ class TaggedEvent:
     data: Any = field(default_factory=dict)
     tags: Sequence[str] = ()
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    schema_version: int = 1  # bump it when the data's shape changes (see eskit.upcasting)
 
     def __post_init__(self) -> None:
         if isinstance(self.tags, str):
@@ -65,10 +69,11 @@ class SequencedEvent:
     data: Any
     tags: tuple[str, ...]
     id: str | None = None
+    schema_version: int = 1  # after upcasting, if the store has upcasters
 
     @property
     def event(self) -> TaggedEvent:
-        return TaggedEvent(self.type, self.data, self.tags, self.id or "")
+        return TaggedEvent(self.type, self.data, self.tags, self.id or "", self.schema_version)
 
 
 class ReadResult(list[SequencedEvent]):
@@ -238,6 +243,8 @@ def _minimal(filters: Iterable[str]) -> list[str]:
 def encode(event: TaggedEvent, subject: str) -> tuple[str, bytes, dict[str, str]]:
     """The message for an event: JSON (or raw bytes) payload, tags and id in headers."""
     headers = {MSG_ID: event.id, TAGS: json.dumps(list(event.tags))}
+    if event.schema_version != 1:
+        headers[SCHEMA_VERSION] = str(event.schema_version)
     if isinstance(event.data, bytes | bytearray):
         headers[RAW] = "1"
         return subject, bytes(event.data), headers
@@ -271,4 +278,14 @@ def decode(seq: int, subject: str, headers: Mapping[str, str], data: bytes) -> S
             f"message {seq} on {subject} is not a DCB event ({exc}); published by hand?"
         ) from None
     parts = subject.split(".")
-    return SequencedEvent(seq, parts[1] if len(parts) > 1 else "", value, tags, headers.get(MSG_ID))
+    version = headers.get(SCHEMA_VERSION)
+    return SequencedEvent(seq, parts[1] if len(parts) > 1 else "", value, tags, headers.get(MSG_ID),
+                          int(version) if version and version.isdigit() else 1)  # fmt: skip
+
+
+def upcast(upcasters: Upcasters | None, subject: str, event: SequencedEvent) -> SequencedEvent:
+    """``event`` as its current version (queries select by stored type and tags: this runs after them)."""
+    if upcasters is None or event.type not in upcasters.types or isinstance(event.data, bytes):
+        return event
+    t, v, d = upcasters.resolve(event.position, subject, event.type, event.schema_version, event.data)
+    return SequencedEvent(event.position, t, d, event.tags, event.id, v)

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
-from .dcb_query import Query, SequencedEvent, decode
+from .dcb_query import Query, SequencedEvent, decode, upcast
+
+if TYPE_CHECKING:
+    from .upcasting import Upcasters
 
 HEARTBEAT = 5.0
 LAST_CONSUMER = "Nats-Last-Consumer"  # on a heartbeat: the consumer sequence of the last message sent
@@ -49,6 +52,7 @@ class Subscription:
         self._active = True  # the server said something since the last look
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.upcasters: Upcasters | None = None  # applied as events are taken (an upcaster's error is yours)
 
     @classmethod
     async def start(
@@ -144,7 +148,7 @@ class Subscription:
         if event is None:
             self._queue.put_nowait(None)
             raise StopAsyncIteration
-        return event
+        return event if self.upcasters is None else upcast(self.upcasters, f"{self._stream} stream", event)
 
     async def close(self) -> None:
         if self._closed:

@@ -3,7 +3,8 @@
 A poison event (undecodable data, or a handler that keeps raising) is copied to the store's dead-letter
 stream, ``<STORE>_PARKED`` (subjects ``<store>_parked.<projection>.<position>``), with its original subject,
 position, headers and bytes, the reason and the number of attempts. Nothing is lost: the event also stays in
-its own stream; the copy says *who* could not apply it and *why*.
+its own stream; the copy says *who* could not apply it and *why*. An upcast event (:mod:`eskit.upcasting`)
+whose handler raised is parked as the projection saw it: its upcast data and version.
 
 >>> parked = await view.parked()                       # doctest: +SKIP
 >>> parked[0].position, parked[0].reason               # doctest: +SKIP
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ._wire import ApiError, parse_ack
 from .errors import EventStoreError, StreamNotFoundError
-from .events import MSG_ID, Event, RecordedEvent, decode, encode_headers, parse_time
+from .events import MSG_ID, Event, RecordedEvent, decode, encode_data, encode_headers, parse_time
 from .store import EventStore
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class DeadLetters:
             PREFIX + "Reason": " ".join(reason.split())[:MAX_REASON] or "unknown",
             PREFIX + "Attempts": str(attempts),
         })  # fmt: skip
-        ack = parse_ack(await self.client.wire.request(subject, event.raw, headers))
+        ack = parse_ack(await self.client.wire.request(subject, _payload(event), headers))
         if isinstance(ack, ApiError):
             raise EventStoreError(
                 f"parking position {event.position} in {self.stream} failed: {ack.description}"
@@ -112,6 +113,17 @@ class DeadLetters:
         """Delete the whole dead-letter stream (e.g. when the store itself is deleted)."""
         self._ready = False
         return await self.client.delete_store(self.name)
+
+
+def _payload(event: RecordedEvent) -> bytes:
+    """The stored bytes; for an event an upcaster changed, its upcast data (it goes with its upcast version)."""
+    if event.decode_error is not None or not event.raw:
+        return event.raw
+    try:
+        unchanged = json.loads(event.raw) == event.data
+    except (ValueError, RecursionError):
+        unchanged = True
+    return event.raw if unchanged else encode_data(Event(event.type, event.data))
 
 
 def _original_headers(event: RecordedEvent) -> dict[str, str]:

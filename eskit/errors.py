@@ -11,6 +11,7 @@ EskitError
 │   ├── UnknownEventError        no apply handler for an event type (or set on_unknown = "ignore")
 │   └── UndecodableEventError    a stored event cannot be decoded (its position is named)
 ├── ProjectionError              a projection cannot run (bad declaration, lost consumer, no catch-up)
+├── UpcastError                  an upcaster raised on a stored event (names its position, type, version)
 ├── ValidationError (ValueError) bad input caught before anything is sent
 │   ├── InvalidNameError         aggregate id, event type or store name is not one subject token
 │   ├── PayloadTooLargeError     an event is bigger than the server's max_payload
@@ -167,3 +168,21 @@ class StoreTimeoutError(EventStoreError):
 
 class ProjectionError(EskitError):
     """A projection is declared wrongly, lost its consumer, or did not catch up in time."""
+
+
+class UpcastError(EskitError):
+    """An upcaster raised (or returned nothing) on a stored event; the stored event is unchanged.
+
+    >>> raise UpcastError("add_currency", position=7, subject="orders.42.item_added", event_type="item_added",
+    ...                   version=1, cause="KeyError: 'price'")
+    Traceback (most recent call last):
+    eskit.errors.UpcastError: upcaster add_currency (item_added v1 -> v2) failed on the event at position 7 (orders.42.item_added): KeyError: 'price'; fix the upcaster (the stored event is unchanged)
+    """
+
+    def __init__(self, upcaster: str, *, position: int, subject: str, event_type: str, version: int, cause: str) -> None:
+        self.upcaster, self.position, self.subject = upcaster, position, subject
+        self.event_type, self.version = event_type, version
+        super().__init__(
+            f"upcaster {upcaster} ({event_type} v{version} -> v{version + 1}) failed on the event at position "
+            f"{position} ({subject}): {cause}; fix the upcaster (the stored event is unchanged)"
+        )

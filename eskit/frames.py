@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ._ahead import PAGE, last_position, stream_pages
 from ._bulkread import ConsumerRefused, RawBatch, consumer_batches
 from ._rawcolumns import raw_columns
-from ._rawdecode import decode_payloads, split_subjects, version
+from ._rawdecode import ack_tokens, decode_payloads, split_subjects, version
 from ._wire import StoredMsg
 from .errors import EventStoreError, ValidationError
 from .eventlog import ACTIVITY, CASE, TIMESTAMP
@@ -44,6 +44,7 @@ from .events import (
 
 if TYPE_CHECKING:
     from .store import EventStore
+    from .upcasting import Upcasters
 
 CHUNK = 100_000  # rows turned into a DataFrame at a time: bounds the per-event Python objects held
 BASE = [
@@ -79,7 +80,8 @@ _KNOWN = frozenset(
 class _Columns:
     """Column lists for one chunk of events."""
 
-    def __init__(self) -> None:
+    def __init__(self, upcasters: Upcasters | None = None) -> None:
+        self.upcasters = upcasters  # applied to stored messages (RecordedEvents come upcast already)
         self.rows: list[list[Any]] = [[] for _ in range(8)]
         self.meta: list[dict[str, str]] = []
         self.data: list[Any] = []  # decoded (from RecordedEvents)
@@ -135,6 +137,9 @@ class _Columns:
             return self._raw_frame()
         pos, subj, stamp, occ, ids, ver, corr, caus = self.rows
         _, aggregates, types = split_subjects(subj, original_names=True)
+        data, versions = self.data or _decode_all(self.raw), [version(v) for v in ver]
+        if self.upcasters is not None and self.raw:
+            types, versions = self.upcasters._apply_columns(pos, subj, types, versions, data)
         df = pd.DataFrame(
             {
                 "position": pd.array(pos, dtype="int64"),
@@ -143,20 +148,26 @@ class _Columns:
                 "timestamp": _times(stamp),
                 "occurred_at": _times(occ),
                 "event_id": pd.array(ids, dtype=object),
-                "schema_version": pd.array([version(v) for v in ver], dtype="int64"),
+                "schema_version": pd.array(versions, dtype="int64"),
                 "correlation_id": pd.array(corr, dtype=object),
                 "causation_id": pd.array(caus, dtype=object),
                 "subject": subj,
             }
         )
-        return _joined(df, self.meta if self.has_meta else None, self.data or _decode_all(self.raw))
+        return _joined(df, self.meta if self.has_meta else None, data)
 
     def _raw_frame(self) -> pd.DataFrame:
         columns = raw_columns(self.batches)
         base = columns.base
         base["occurred_at"] = _times(columns.occurred_at)
+        data = _decode_all(columns.payloads)
+        if self.upcasters is not None:
+            base["type"], versions = self.upcasters._apply_columns(
+                base["position"], base["subject"], base["type"], base["schema_version"], data
+            )
+            base["schema_version"] = pd.array(versions, dtype="int64")
         df = pd.DataFrame({name: base[name] for name in BASE})
-        return _joined(df, columns.meta if columns.has_meta else None, _decode_all(columns.payloads))
+        return _joined(df, columns.meta if columns.has_meta else None, data)
 
 
 def _joined(df: pd.DataFrame, meta: list[dict[str, str]] | None, data: list[Any]) -> pd.DataFrame:
@@ -247,7 +258,8 @@ async def chunk_frames(
 
     bar = bar if bar is not None else tqdm(disable=True)
     chunk = chunk or CHUNK
-    columns = _Columns()
+    upcasters = source.upcasters if isinstance(source, EventStore) else None
+    columns = _Columns(upcasters)
     if isinstance(source, EventStore) and subjects is None:
         last = await last_position(source)
         bar.total = max(0, last - after)
@@ -261,7 +273,7 @@ async def chunk_frames(
             bar.update(len(messages))
             if len(columns) >= chunk:
                 yield columns.frame()
-                columns = _Columns()
+                columns = _Columns(upcasters)
     elif isinstance(source, EventStore):
         for filter_subject in _filters(source, subjects):
             first = True
@@ -273,7 +285,7 @@ async def chunk_frames(
                 bar.update(len(page.messages))
                 if len(columns) >= chunk:
                     yield columns.frame()
-                    columns = _Columns()
+                    columns = _Columns(upcasters)
     elif subjects is not None:
         raise ValidationError("subjects= filters a store; filter an event stream before passing it")
     else:
@@ -282,7 +294,7 @@ async def chunk_frames(
             bar.update(1)
             if len(columns) >= chunk:
                 yield columns.frame()
-                columns = _Columns()
+                columns = _Columns(upcasters)
     if len(columns):
         yield columns.frame()
 
@@ -295,21 +307,19 @@ async def _read_by_consumer(
     Refused (an account that may not create consumers), ended early (events deleted meanwhile) or failed
     half-way (its consumer gone): the caller reads on from the position in ``got``, with Direct Get.
     """
-    columns = _Columns()
+    columns = _Columns(store.upcasters)
     reader = consumer_batches(store, after=after, filters=[f"{store.name}.>"])
     with contextlib.suppress(ConsumerRefused, EventStoreError):
         async with contextlib.aclosing(reader) as batches:  # on an error too: the consumer goes at once
             async for batch in batches:
                 columns.add_raw(batch)
                 bar.update(len(batch))
+                got[0] = ack_tokens(batch.replies[-1:]).positions[0]
                 if len(columns) >= chunk:
-                    frame, columns = columns.frame(), _Columns()
-                    got[0] = int(frame["position"].iloc[-1])
+                    frame, columns = columns.frame(), _Columns(store.upcasters)
                     yield frame
     if len(columns):
-        frame = columns.frame()
-        got[0] = int(frame["position"].iloc[-1])
-        yield frame
+        yield columns.frame()
 
 
 def _filters(store: EventStore, subjects: Sequence[str] | None) -> list[str]:

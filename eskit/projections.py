@@ -39,6 +39,9 @@ events this projection never saw. It reads the missing positions itself with Dir
 order with the batch (``stats.recovered`` counts them); positions that hold nothing (events deleted from a
 store that allows it) are passed over.
 
+With upcasters on the store (``client.event_store(name, upcasters=...)``, :mod:`eskit.upcasting`) handlers get
+the upcast events; an event whose upcaster raises is parked at once, like an undecodable one.
+
 A handler that keeps raising (``max_attempts``) or an undecodable event is parked in the dead-letter stream
 (:mod:`eskit.deadletter`) and the projection goes on. :meth:`Projection.rebuild` builds a new read model from
 position 0 beside the live one and switches to it when it has caught up (blue/green).
@@ -108,9 +111,10 @@ class Projection:
         self.batch_size, self.max_wait = batch_size, max_wait
         handlers = {t: (f"{type(self).__name__}.{a}", getattr(self, a)) for t, a in self._appliers.items()}
         self._model = ReadModel(db, self.name, schema if schema is not None else type(self).schema)
+        types = frozenset(handlers) if store.upcasters is None else store.upcasters.sources(handlers)  # renamed too
         self._consumer = PullConsumer(store.client, store.stream, f"projection-{self.name}", [f"{store.name}.>"],
                                       max_ack_pending=2 * batch_size, ack_wait=ack_wait,
-                                      types=frozenset(handlers))  # fmt: skip
+                                      types=types)  # fmt: skip
         self.dead_letters = DeadLetters(store.client, store.name)
         self._applier = Applier(self.name, handlers, self.dead_letters, max_attempts=max_attempts,
                                 retry_delay=retry_delay)  # fmt: skip
@@ -202,6 +206,8 @@ class Projection:
                 gaps = missing_ranges(self._model.position, batch.positions)
                 if gaps:  # positions someone else took from this consumer: read them ourselves
                     events = await self._with_missing(events, gaps)
+                if self.store.upcasters is not None:  # an upcaster that raises: the event is parked
+                    events = self.store.upcasters._apply_fresh(events, strict=False)
                 await self._applier.apply(self._model, events, self._counts, through=batch.last_position)
                 if ack:
                     await self._consumer.ack(batch)
@@ -352,7 +358,8 @@ class Projection:
     async def _replay_into(self, model: ReadModel, counts: Counts) -> None:
         batch: list[RecordedEvent] = []
         seen, last = 0, 0
-        async for event in self.store.replay(after=model.position):  # the whole store: see _consumer
+        replay = self.store._replay_store(model.position, None, strict=False)  # the whole store: see _consumer
+        async for event in replay:
             seen, last = seen + 1, event.position
             if event.type in self._applier.handlers:
                 batch.append(event)
@@ -374,8 +381,10 @@ class Projection:
         """
         applied = 0
         async with self._lock:
+            upcasters = self.store.upcasters
             for parked in await self.parked():
-                done, error = self._model.run([parked.event], self._applier.handle)
+                event = parked.event if upcasters is None else upcasters._apply_fresh([parked.event], strict=False)[0]
+                done, error = self._model.run([event], self._applier.handle)
                 if error is None:
                     await self.dead_letters.remove(parked)
                     applied += done

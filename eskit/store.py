@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .cache import AggregateCache
     from .connection import Client
     from .snapshots import Snapshots
+    from .upcasting import Upcasters
 
     A = TypeVar("A", bound=Aggregate)
 
@@ -80,6 +81,7 @@ class EventStore:
         self._wire = client.wire
         self.snapshots: Snapshots | None = None  # set by client.event_store(..., snapshots=SnapshotPolicy())
         self.cache: AggregateCache | None = None  # set by client.event_store(..., cache=AggregateCache())
+        self.upcasters: Upcasters | None = None  # set by client.event_store(..., upcasters=Upcasters())
 
     def __repr__(self) -> str:
         return f"<EventStore {self.name} stream={self.stream}>"
@@ -225,8 +227,12 @@ class EventStore:
 
         One Direct Get round trip per 2,000 events; no consumer is created.
         """
+        return await self._read(aggregate_id, after=after, up_to=up_to, upcast=True)
+
+    async def _read(self, aggregate_id: str, *, after: int, up_to: Position, upcast: bool) -> list[RecordedEvent]:
         check_token(aggregate_id, "aggregate id")
-        return [e async for e in self._scan(f"{self.name}.{aggregate_id}.>", after=after, up_to=up_to)]
+        scan = self._scan(f"{self.name}.{aggregate_id}.>", after=after, up_to=up_to, upcast=upcast)
+        return [e async for e in scan]
 
     async def read_reaching(
         self, aggregate_id: str, *, after: int = 0, reach: int | None = None, within: float = 5.0
@@ -236,15 +242,17 @@ class EventStore:
         Direct Get is answered by any replica and a follower may lag the leader; a read that judges what the
         leader did (is my retried append already stored?) must see at least what the leader named. Gives up
         after ``within`` seconds and returns what it read (then the caller sees a conflict, never a false
-        success).
+        success). The events are as stored (no upcasting: this read judges ids and positions).
         """
         if reach is None:
             reach = await self._wire.leader_last(self.stream, f"{self.name}.{aggregate_id}.>")
-        history = await self.read(aggregate_id, after=after)
+        history = await self._read(aggregate_id, after=after, up_to=None, upcast=False)
         deadline = time.monotonic() + within
         while (history[-1].position if history else after) < reach and time.monotonic() < deadline:
             await asyncio.sleep(LAG_PAUSE)  # this replica lags: read the rest again
-            history += await self.read(aggregate_id, after=history[-1].position if history else after)
+            history += await self._read(
+                aggregate_id, after=history[-1].position if history else after, up_to=None, upcast=False
+            )
         return history
 
     async def replay(
@@ -277,14 +285,20 @@ class EventStore:
         async for event in _merge([self._scan(f, after=after, up_to=up_to) for f in filters]):
             yield event
 
-    async def _replay_store(self, after: int, up_to: Position) -> AsyncIterator[RecordedEvent]:
+    async def _replay_store(
+        self, after: int, up_to: Position, *, strict: bool = True
+    ) -> AsyncIterator[RecordedEvent]:
         """The whole store: a first Direct Get page; if it says more than ``BULK_REPLAY`` events follow, a
-        short-lived consumer; then Direct Get pages for what was appended meanwhile."""
+        short-lived consumer; then Direct Get pages for what was appended meanwhile. ``strict=False``: an event
+        whose upcaster raises comes with the error in ``decode_error`` (see :mod:`eskit.upcasting`)."""
         whole, limit = f"{self.name}.>", up_to if isinstance(up_to, int) else None
+        upcasters = self.upcasters
         async with contextlib.aclosing(self._pages(whole, after, limit)) as pages:
             async for page in pages:
-                for m in page.messages:
-                    event = decode(m.seq, m.subject, m.headers, m.data)
+                events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
+                if upcasters is not None:
+                    events = upcasters._apply_fresh(events, strict=strict)
+                for event in events:
                     if _beyond(event, up_to):
                         return
                     yield event
@@ -296,6 +310,8 @@ class EventStore:
         async with contextlib.aclosing(event_batches(self, after=after, filters=[whole])) as batches:
             try:
                 async for events in batches:
+                    if upcasters is not None:
+                        events = upcasters._apply_fresh(events, strict=strict)
                     for event in events:
                         if _beyond(event, up_to):
                             return
@@ -303,13 +319,18 @@ class EventStore:
                         after = event.position
             except (ConsumerRefused, EventStoreError):
                 pass  # refused (permissions), or its consumer failed half-way: Direct Get from `after` below
-        async for event in self._scan(whole, after=after, up_to=up_to):
+        async for event in self._scan(whole, after=after, up_to=up_to, strict=strict):
             yield event
 
-    async def _scan(self, filter_subject: str, *, after: int, up_to: Position) -> AsyncIterator[RecordedEvent]:
+    async def _scan(
+        self, filter_subject: str, *, after: int, up_to: Position, upcast: bool = True, strict: bool = True
+    ) -> AsyncIterator[RecordedEvent]:
+        upcasters = self.upcasters if upcast else None
         async for page in self._pages(filter_subject, after, up_to if isinstance(up_to, int) else None):
-            for m in page.messages:
-                event = decode(m.seq, m.subject, m.headers, m.data)
+            events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
+            if upcasters is not None:
+                events = upcasters._apply_fresh(events, strict=strict)
+            for event in events:
                 if _beyond(event, up_to):
                     return
                 yield event

@@ -48,6 +48,37 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert result["elapsed_s"] > 0
 
 
+def test_quick_upcasting_benchmark_reports_both_ratios() -> None:
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    proc = subprocess.run(
+        [python, str(ROOT / "bench" / "upcasting.py"), "--quick", "--reps", "1", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["events"] == 20_000 and result["upcast_events"] == 10_000
+    for read in ("replay", "to_dataframe"):
+        assert result[read]["without_per_s"] > 0 and result[read]["with_per_s"] > 0
+        assert result[read]["ratio"] > 0 and result[read]["cpu_ratio"] > 0
+    assert result["goal_ratio"] == 0.8 and isinstance(result["goal_met"], bool)
+
+
+def test_quick_eventsourcing_interop_benchmark_reports_its_ratios(tmp_path: Path) -> None:
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    proc = subprocess.run(
+        [python, str(ROOT / "bench" / "eventsourcing_interop.py"), "--quick", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["meta"]["quick"] is True and result["meta"]["server_version"]
+    for op in ("cycle", "get", "create"):
+        for who in ("nats", "sqlite_memory", "sqlite_file"):
+            assert result[op][who] > 0
+        assert result[op]["ratio_vs_sqlite_memory"] > 0 and result[op]["ratio_vs_sqlite_file"] > 0
+    assert "NATS/SQLite" in proc.stderr
+
+
 def test_quick_export_benchmark_reports_every_figure() -> None:
     if not os.environ.get("CI"):  # the analysis extra; CI installs it (dev.py test), so there it must run
         pytest.importorskip("pyarrow")

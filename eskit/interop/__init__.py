@@ -1,5 +1,7 @@
 """Bridges from eskit to other tools.
 
-- :mod:`eskit.interop.eventsourcing`: ``NatsDCBRecorder``, pyeventsourcing's ``DCBRecorder`` on a NATS DCB
-  store (needs the ``eventsourcing`` package: ``pip install eskit[test]``).
+- :mod:`eskit.interop.eventsourcing`: pyeventsourcing on NATS: ``PERSISTENCE_MODULE=eskit.interop.eventsourcing``
+  (its ``Factory``), the recorders ``NatsAggregateRecorder``, ``NatsApplicationRecorder``,
+  ``NatsTrackingRecorder``, ``NatsProcessRecorder`` and ``NatsDCBRecorder`` (needs the ``eventsourcing``
+  package: ``pip install eskit[test]``).
 """

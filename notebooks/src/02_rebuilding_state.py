@@ -268,13 +268,23 @@ async def first_position_with_status(store: eskit.EventStore, order_id: str, sta
 
 # %% [check]
 async def check_first_position() -> None:
-    by_type = {e.type: e.position for e in await orders.read("order-1")}
-    for status, event_type in [("pending", "created"), ("paid", "payment_received"), ("shipped", "shipped")]:
-        got = await first_position_with_status(orders, "order-1", status)
-        assert got == by_type[event_type], (
-            f"order-1 became {status} with its {event_type} event at position {by_type[event_type]}, you said {got}")
-    got = await first_position_with_status(orders, "order-2", "shipped")
-    assert got is None, f"order-2 never shipped, so the answer is None, you said {got}"
+    async with eskit.course.scratch(client, "status") as store:  # its own history: works after Run All too
+        for order_id, event in [
+            ("order-1", eskit.Event("created", {"customer": "ada"})),
+            ("order-2", eskit.Event("created", {"customer": "bob"})),
+            ("order-1", eskit.Event("item_added", {"sku": "A1", "qty": 1, "price": 5.0})),
+            ("order-2", eskit.Event("item_added", {"sku": "B1", "qty": 1, "price": 9.0})),
+            ("order-1", eskit.Event("payment_received", {"amount": 5.0})),
+            ("order-1", eskit.Event("shipped", {"tracking": "T-1"})),
+        ]:
+            await store.append(order_id, [event])
+        by_type = {e.type: e.position for e in await store.read("order-1")}
+        for status, event_type in [("pending", "created"), ("paid", "payment_received"), ("shipped", "shipped")]:
+            got = await first_position_with_status(store, "order-1", status)
+            assert got == by_type[event_type], (
+                f"order-1 became {status} with its {event_type} event at position {by_type[event_type]}, you said {got}")
+        got = await first_position_with_status(store, "order-2", "shipped")
+        assert got is None, f"order-2 never shipped, so the answer is None, you said {got}"
 
 
 await eskit.course.check(check_first_position, ok="you can find when an order's state changed")
