@@ -233,3 +233,13 @@ async def test_a_bad_option_or_a_missing_partition_column_stores_nothing(log: es
     with pytest.raises(eskit.ValidationError, match="pass one of them"):
         await eskit.to_parquet(log, tmp_path / "n", after="last", overwrite=True, progress=False)
     assert not (tmp_path / "n").exists()
+
+
+async def test_an_empty_store_exports_the_columns_and_no_rows(store: eskit.EventStore, tmp_path: Path) -> None:
+    table = (await eskit.to_arrow(store, progress=False)).read_all()
+    assert table.num_rows == 0 and table.column_names == list((await eskit.to_dataframe(store)).columns)
+    result = await eskit.to_parquet(store, tmp_path / "e", after="last", progress=False)
+    assert (result.events, result.files, result.last_position) == (0, 0, 0)
+    await store.append("o1", [eskit.Event("created", {"n": 1})], expected_position=0)
+    later = await eskit.to_parquet(store, tmp_path / "e", after="last", progress=False)
+    assert (later.events, later.files, later.after, later.last_position) == (1, 1, 0, 1)
