@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +196,7 @@ async def to_arrow(
     >>> duckdb.sql("SELECT \\"concept:name\\", count(*) FROM reader GROUP BY 1")    # doctest: +SKIP
     """
     pa = _arrow()
-    spool = tempfile.TemporaryDirectory(prefix="eskit-arrow-")
+    spool = Path(tempfile.mkdtemp(prefix="eskit-arrow-"))
     files: list[Path] = []
     schema: Any = None
     writer: Any = None
@@ -207,23 +208,26 @@ async def to_arrow(
                     if writer is not None:
                         writer.close()
                     schema = _merged(schema, batch.schema)
-                    files.append(Path(spool.name) / f"{len(files):06d}.arrow")
+                    files.append(spool / f"{len(files):06d}.arrow")
                     writer = pa.ipc.new_file(str(files[-1]), schema)
                     fitted = _fits(batch, schema)
                 writer.write_batch(fitted)
+    except BaseException:
+        shutil.rmtree(spool, ignore_errors=True)
+        raise
     finally:
         if writer is not None:
             writer.close()
     if schema is None:  # nothing to read: the base columns, empty
         from .frames import _Columns
 
+        shutil.rmtree(spool, ignore_errors=True)
         empty = _batch(_renamed(_Columns().frame()) if names == "pm4py" else _Columns().frame())
-        spool.cleanup()
         return pa.RecordBatchReader.from_batches(empty.schema, iter([]))
     final = schema
 
     def stream() -> Iterator[Any]:
-        with spool:  # removed when the reader is exhausted, closed or collected
+        try:
             for file in files:
                 with pa.memory_map(str(file)) as source_file:
                     reader = pa.ipc.open_file(source_file)
@@ -231,8 +235,12 @@ async def to_arrow(
                         fitted = _fits(reader.get_batch(i), final)
                         assert fitted is not None  # every spool schema is a part of the final one
                         yield fitted
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
 
-    return pa.RecordBatchReader.from_batches(final, stream())
+    batches = stream()
+    weakref.finalize(batches, shutil.rmtree, spool, True)  # a reader dropped unread removes its spool too
+    return pa.RecordBatchReader.from_batches(final, batches)
 
 
 # -- to_parquet --------------------------------------------------------------------------------------------

@@ -243,3 +243,31 @@ async def test_an_empty_store_exports_the_columns_and_no_rows(store: eskit.Event
     await store.append("o1", [eskit.Event("created", {"n": 1})], expected_position=0)
     later = await eskit.to_parquet(store, tmp_path / "e", after="last", progress=False)
     assert (later.events, later.files, later.after, later.last_position) == (1, 1, 0, 1)
+
+
+async def test_a_subject_filter_exports_only_its_events(log: eskit.EventStore, tmp_path: Path) -> None:
+    only = [f"{log.name}.*.Submit%20claim"]
+    frame = await eskit.to_dataframe(log, subjects=only, progress=False)
+    result = await eskit.to_parquet(log, tmp_path / "s", subjects=only, progress=False)
+    got = duckdb.sql(f"SELECT DISTINCT type FROM read_parquet('{tmp_path}/s/*.parquet')").fetchall()
+    assert result.events == len(frame) == 60 and got == [("Submit claim",)]
+    with pytest.raises(eskit.ValidationError, match="exported with"):
+        await eskit.to_parquet(log, tmp_path / "s", after="last", progress=False)  # all subjects: another export
+    with pytest.raises(eskit.ValidationError, match="one subject filter"):
+        await eskit.to_arrow(log, subjects=[*only, f"{log.name}.*.Pay%20out"], progress=False)
+
+
+async def test_an_arrow_reader_dropped_unread_or_half_read_leaves_no_spool_behind(log: eskit.EventStore) -> None:
+    import gc
+    import tempfile
+
+    def spools() -> set[str]:
+        return {p.name for p in Path(tempfile.gettempdir()).glob("eskit-arrow-*")}
+
+    before = spools()
+    unread = await eskit.to_arrow(log, progress=False)
+    half = await eskit.to_arrow(log, progress=False)
+    assert half.read_next_batch().num_rows > 0 and len(spools() - before) == 2
+    del unread, half
+    gc.collect()
+    assert spools() - before == set()
