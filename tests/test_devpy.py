@@ -99,8 +99,12 @@ def test_a_signal_to_dev_py_lab_stops_jupyter_its_kernels_and_the_server_and_lea
         dev.send_signal(sig)  # to dev.py's pid alone, as `kill` or a service manager would
         assert dev.wait(60) == 0
     finally:
-        if dev.poll() is None:
-            dev.kill()
+        if dev.poll() is None:  # a failed check: stop it as a user would, so nothing outlives the test
+            dev.send_signal(signal.SIGTERM)
+            try:
+                dev.wait(60)
+            except subprocess.TimeoutExpired:
+                dev.kill()
     output = log.read_text()
     assert "Traceback" not in output, output
     leftovers = ours(str(tmp_path)) + ours(f"--port={port}")
