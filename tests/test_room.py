@@ -1,0 +1,102 @@
+"""Twenty learners, one server: each learner's lessons stay in their namespace, and ``clean`` removes them.
+
+Three learners (``ESKIT_LEARNER`` per notebook kernel) run lessons 01, 02 and 04 at the same time against the suite's
+one server, each up to (not including) the cell that deletes the lesson's store. Then: every stream the lessons
+made is in a learner's namespace, each learner's stores hold the same events (their own, none of another's),
+``python -m eskit clean --namespace bob`` removes bob's and nothing else, and plain ``clean`` the rest: the
+server's streams and KV buckets are as they were before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+import eskit
+from eskit.clean import is_lesson_name
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = ("01_events_and_subjects", "02_rebuilding_state", "04_projections")
+LAST_CELL = "await client.delete_store(name)"  # the lesson's clean-up: skipped, so the stores stay to be checked
+
+
+async def run_lesson(lesson: str, learner: str) -> list[str]:
+    """Run ``lesson`` in a kernel of its own as ``learner``; return the errors its cells raised."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{lesson}.ipynb", as_version=4)
+    client = NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    env = {**os.environ, "ESKIT_LEARNER": learner}
+    errors: list[str] = []
+    async with client.async_setup_kernel(env=env):
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code" or LAST_CELL in cell.source:
+                continue
+            ran = await client.async_execute_cell(cell, index)
+            errors += [f"{o['ename']}: {o['evalue']}" for o in ran.outputs if o["output_type"] == "error"]
+    return errors
+
+
+async def stream_names(client: eskit.Client) -> set[str]:
+    return {info.config.name for info in await client.js.streams_info()}
+
+
+def clean(url: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "ESKIT_LEARNER"}
+    cmd = [sys.executable, "-m", "eskit", "clean", "--url", url, *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def of(learner: str, streams: set[str]) -> set[str]:
+    return {s for s in streams if s.lower().removeprefix("kv_snapshots_").startswith(f"{learner}_lesson_")}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_three_learners_running_lessons_at_once_on_one_server_see_only_their_own_and_clean_removes_all(
+    nats_url: str,
+) -> None:
+    tag = uuid.uuid4().hex[:4]
+    learners = [f"alice-{tag}", f"bob-{tag}", f"carol-{tag}"]
+    async with await eskit.connect(nats_url, namespace="") as plain:
+        before = await stream_names(plain)
+        runs = [run_lesson(lesson, learner) for learner in learners for lesson in LESSONS]
+        results = await asyncio.gather(*runs)
+        assert all(errors == [] for errors in results), f"a cell failed: {results}"
+
+        made = await stream_names(plain) - before
+        mine = {learner: of(learner, made) for learner in learners}
+        outside = made - set().union(*mine.values())
+        assert not outside, f"lessons made streams outside every learner's namespace: {outside}"
+        histories: dict[str, list[list[tuple[str, str]]]] = {}
+        for learner in learners:
+            stores = sorted(s.lower() for s in mine[learner] if not s.startswith("KV_") and not s.endswith("_PARKED"))
+            assert len(stores) == len(LESSONS), f"{learner}: {stores}"  # one store per lesson
+            histories[learner] = []
+            for name in stores:
+                store = await plain.event_store(name)
+                events = [e async for e in store.replay()]
+                assert events and all(e.subject.startswith(f"{name}.") for e in events)
+                histories[learner].append(sorted((e.aggregate_id, e.type) for e in events))  # races: any order
+        alice, bob, carol = learners
+        for learner in (bob, carol):  # the same lessons, the same events: none saw another's
+            for mine_, theirs in zip(sorted(histories[alice]), sorted(histories[learner]), strict=True):
+                extra, missing = Counter(theirs) - Counter(mine_), Counter(mine_) - Counter(theirs)
+                assert not extra and not missing, f"{learner} has {extra} more, {missing} fewer than {alice}"
+
+        assert f"only learner {bob}'s" in clean(nats_url, "--namespace", bob)
+        left = await stream_names(plain)
+        assert not mine[bob] & left and mine[alice] | mine[carol] <= left
+
+        clean(nats_url)
+        after = await stream_names(plain)
+        assert after == {s for s in before if not is_lesson_name(s)}, f"left behind: {after - before}"
