@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nbformat
@@ -23,6 +24,7 @@ from nbclient import NotebookClient
 
 import eskit
 from eskit.clean import is_lesson_name
+from eskit.cluster import EmbeddedCluster, cluster_at
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ("01_events_and_subjects", "02_rebuilding_state", "04_projections")
@@ -100,3 +102,37 @@ async def test_three_learners_running_lessons_at_once_on_one_server_see_only_the
         clean(nats_url)
         after = await stream_names(plain)
         assert after == {s for s in before if not is_lesson_name(s)}, f"left behind: {after - before}"
+
+
+async def test_a_single_server_at_nats_url_is_not_a_room_cluster_so_lesson_07_starts_its_own(nats_url: str) -> None:
+    assert await cluster_at(nats_url) is None
+    assert await cluster_at("nats://127.0.0.1:1") is None  # nothing there: the lesson starts its own too
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+async def test_lesson_07_on_a_room_cluster_at_nats_url_uses_it_and_keeps_every_node_running() -> None:
+    with EmbeddedCluster(3) as room:
+        assert await cluster_at(room.url) == room.url
+        nb = nbformat.read(ROOT / "notebooks" / "07_scaling_and_faults.ipynb", as_version=4)
+        client = NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+        env = {**os.environ, "NATS_URL": room.url, "ESKIT_LEARNER": "dana"}
+        async with client.async_setup_kernel(env=env):
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type == "code":
+                    await client.async_execute_cell(cell, index)
+        outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+        errors = [f"{o['ename']}: {o['evalue']}" for o in outputs if o["output_type"] == "error"]
+        assert errors == [], errors
+        text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+        assert "using the cluster at NATS_URL, shared with the room" in text and "stepped down" in text
+        assert "leader killed" not in text and "acknowledged but lost: 0" in text and "stored twice: 0" in text
+        assert all(node.running for node in room.nodes)
+        async with await eskit.connect(room.url, namespace="") as plain:
+            assert not [s async for s in _lesson_streams(plain)], "lesson 07 left a store on the room's cluster"
+
+
+async def _lesson_streams(client: eskit.Client) -> AsyncIterator[str]:
+    for info in await client.js.streams_info():
+        if is_lesson_name(info.config.name):
+            yield info.config.name
