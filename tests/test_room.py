@@ -97,6 +97,7 @@ async def test_three_learners_running_lessons_at_once_on_one_server_see_only_the
                 assert not extra and not missing, f"{learner} has {extra} more, {missing} fewer than {alice}"
 
         assert f"only learner {bob}'s" in clean(nats_url, "--namespace", bob)
+
         left = await stream_names(plain)
         assert not mine[bob] & left and mine[alice] | mine[carol] <= left
 
