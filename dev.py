@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 STAMP = VENV / ".eskit-installed"
-EVERYTHING = ("lab", "test", "dev", "pm4py")  # the tests run pm4py against eskit's frames (tests/test_pm4py.py)
+EVERYTHING = ("lab", "test", "dev", "pm4py", "analysis")  # the tests run pm4py, pyarrow and duckdb on eskit's exports
 EXTRAS = {"lab": ("lab",), "test": EVERYTHING, "bench": EVERYTHING, "install": EVERYTHING}
 
 

@@ -46,9 +46,11 @@ from .errors import (
 )
 from .eventlog import LogEvent, read_log
 from .events import Event, RecordedEvent
+from .export import ExportResult, to_arrow, to_parquet
 from .frames import to_dataframe
 from .log_import import ImportResult, import_log
 from .migrate import MigrationResult, migrate
+from .ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
@@ -80,10 +82,13 @@ __all__ = [
     "EventLogError",
     "EventStore",
     "EventStoreError",
+    "ExportResult",
     "ImportResult",
     "InvalidNameError",
     "LogEvent",
     "MigrationResult",
+    "OcelImportResult",
+    "OcelResult",
     "ParkedEvent",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -113,9 +118,13 @@ __all__ = [
     "dashboard",
     "dcb",
     "import_log",
+    "import_ocel",
     "migrate",
     "read_log",
     "retry_on_conflict",
     "run_command",
+    "to_arrow",
     "to_dataframe",
+    "to_ocel",
+    "to_parquet",
 ]

@@ -6,6 +6,7 @@
                                                           (the lessons marked trusted: saved widgets render)
     python -m eskit bench [ARGS]                          the benchmarks in bench/ (from a checkout)
     python -m eskit import FILE --stream NAME             a CSV/XES event log into a stream (NATS_URL)
+    python -m eskit import FILE.jsonocel --dcb NAME       an OCEL 2.0 log into a DCB store (NATS_URL)
     python -m eskit clean [--dry-run] [--url URL]         remove what the lessons left on the server (NATS_URL)
 
 Errors are one line on stderr and exit status 1.

@@ -351,7 +351,7 @@ async def _from_cache(store: EventStore, cls: type[A], aggregate_id: str) -> A |
             last_position = -1  # the same position, another event: the stream was recreated
         elif mark.stored_at is None:  # cached by save(): learn the event's store time for the next check
             aggregate._mark = Mark.of(last)
-            store.cache.put(aggregate)
+            store.cache.learn(aggregate)
     if last_position < aggregate.position:  # the stream was recreated or purged since: start over
         store.cache.discard(cls, aggregate_id)
         return None

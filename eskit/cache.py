@@ -20,6 +20,7 @@ applied, read in a scan that starts at P and checks that event the same way; and
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -72,6 +73,14 @@ class AggregateCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
+
+    def learn(self, aggregate: Aggregate) -> None:
+        """Record the stored event at the cached position (its store time, known after the first lookup),
+        keeping the cached state as it is: no second copy of it."""
+        key = (type(aggregate), aggregate.id)
+        entry = self._entries.get(key)
+        if entry is not None and entry.position == aggregate.position:
+            self._entries[key] = dataclasses.replace(entry, mark=aggregate._mark)
 
     def discard(self, cls: type, aggregate_id: str) -> None:
         self._entries.pop((cls, aggregate_id), None)

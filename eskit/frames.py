@@ -18,7 +18,7 @@ straight into pm4py.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -242,27 +242,38 @@ async def to_dataframe(
 
 
 async def _read(source: Any, after: int, subjects: Sequence[str] | None, bar: tqdm) -> list[pd.DataFrame]:
+    return [chunk async for chunk in chunk_frames(source, after, subjects, bar)]
+
+
+async def chunk_frames(
+    source: Any, after: int, subjects: Sequence[str] | None, bar: tqdm | None = None, *, chunk: int = 0
+) -> AsyncIterator[pd.DataFrame]:
+    """The frames :func:`to_dataframe` concatenates, one per ``chunk`` events (default ``CHUNK``), as the
+    read goes (columns as ``names="eskit"``; with several ``subjects``, each filter's events in turn).
+
+    >>> async for chunk in chunk_frames(store, 0, None):                   # doctest: +SKIP
+    ...     print(len(chunk))
+    """
     from .store import EventStore
 
-    chunks: list[pd.DataFrame] = []
+    bar = bar if bar is not None else tqdm(disable=True)
+    chunk = chunk or CHUNK
     upcasters = source.upcasters if isinstance(source, EventStore) else None
     columns = _Columns(upcasters)
-
-    def flush(force: bool = False) -> _Columns:
-        if len(columns) >= CHUNK or (force and len(columns)):
-            chunks.append(columns.frame())
-            return _Columns(upcasters)
-        return columns
-
     if isinstance(source, EventStore) and subjects is None:
         last = await last_position(source)
         bar.total = max(0, last - after)
         if last - after > PAGE:  # more than one page: a consumer is faster; Direct Get reads on from its end
-            chunks, after = await _read_by_consumer(source, after, bar)
+            got = [after]
+            async for frame in _read_by_consumer(source, after, bar, got, chunk):
+                yield frame
+            after = got[0]
         async for messages in stream_pages(source, after=after, last=last):
             columns.add_messages(messages)
             bar.update(len(messages))
-            columns = flush()
+            if len(columns) >= chunk:
+                yield columns.frame()
+                columns = _Columns(upcasters)
     elif isinstance(source, EventStore):
         for filter_subject in _filters(source, subjects):
             first = True
@@ -272,25 +283,30 @@ async def _read(source: Any, after: int, subjects: Sequence[str] | None, bar: tq
                     bar.refresh()
                 columns.add_messages(page.messages)
                 bar.update(len(page.messages))
-                columns = flush()
+                if len(columns) >= chunk:
+                    yield columns.frame()
+                    columns = _Columns(upcasters)
     elif subjects is not None:
         raise ValidationError("subjects= filters a store; filter an event stream before passing it")
     else:
         async for event in _events(source):
             columns.add_event(event)
             bar.update(1)
-            columns = flush()
-    flush(force=True)
-    return chunks
+            if len(columns) >= chunk:
+                yield columns.frame()
+                columns = _Columns(upcasters)
+    if len(columns):
+        yield columns.frame()
 
 
-async def _read_by_consumer(store: EventStore, after: int, bar: tqdm) -> tuple[list[pd.DataFrame], int]:
-    """Frames of the events after ``after``, as far as a consumer gets; and the last position it got.
+async def _read_by_consumer(
+    store: EventStore, after: int, bar: tqdm, got: list[int], chunk: int
+) -> AsyncIterator[pd.DataFrame]:
+    """Frames of the events after ``after``, as far as a consumer gets; ``got[0]``: the last position it got.
 
     Refused (an account that may not create consumers), ended early (events deleted meanwhile) or failed
-    half-way (its consumer gone): the caller reads on from the position returned, with Direct Get.
+    half-way (its consumer gone): the caller reads on from the position in ``got``, with Direct Get.
     """
-    chunks: list[pd.DataFrame] = []
     columns = _Columns(store.upcasters)
     reader = consumer_batches(store, after=after, filters=[f"{store.name}.>"])
     with contextlib.suppress(ConsumerRefused, EventStoreError):
@@ -298,13 +314,12 @@ async def _read_by_consumer(store: EventStore, after: int, bar: tqdm) -> tuple[l
             async for batch in batches:
                 columns.add_raw(batch)
                 bar.update(len(batch))
-                after = ack_tokens(batch.replies[-1:]).positions[0]
-                if len(columns) >= CHUNK:
-                    chunks.append(columns.frame())
-                    columns = _Columns(store.upcasters)
+                got[0] = ack_tokens(batch.replies[-1:]).positions[0]
+                if len(columns) >= chunk:
+                    frame, columns = columns.frame(), _Columns(store.upcasters)
+                    yield frame
     if len(columns):
-        chunks.append(columns.frame())
-    return chunks, after
+        yield columns.frame()
 
 
 def _filters(store: EventStore, subjects: Sequence[str] | None) -> list[str]:

@@ -151,8 +151,10 @@ def add_command(sub: Any) -> None:
         f"{CASE!r}, {ACTIVITY!r} and {TIMESTAMP!r} (pm4py's names); other names with --case, --activity, "
         "--timestamp. Every other column becomes the event's data. Re-running adds nothing.",
     )
-    p.add_argument("file", help="the .csv or .xes event log")
-    p.add_argument("--stream", required=True, help="the store to import into (created if needed), e.g. receipt")
+    p.add_argument("file", help="the .csv or .xes event log, or an OCEL 2.0 .jsonocel file (with --dcb)")
+    into = p.add_mutually_exclusive_group(required=True)
+    into.add_argument("--stream", help="the store to import into (created if needed), e.g. receipt")
+    into.add_argument("--dcb", help="the DCB store to import an OCEL 2.0 JSON file into (created if needed)")
     p.add_argument("--format", choices=["csv", "xes"], help="default: from the file's extension")
     p.add_argument("--case", default=CASE, help=f"the case id column (default {CASE!r})")
     p.add_argument("--activity", default=ACTIVITY, help=f"the activity column (default {ACTIVITY!r})")
@@ -165,6 +167,10 @@ def _command(args: argparse.Namespace) -> int:
     url = args.url or os.environ.get("NATS_URL")
     if not url:
         raise EventLogError("no server to import into: pass --url or set NATS_URL (see `python -m eskit server`)")
+    if args.dcb:
+        from .ocel import import_ocel_command
+
+        return import_ocel_command(url, args.file, args.dcb)
     columns = {"case": args.case, "activity": args.activity, "timestamp": args.timestamp}
     result = asyncio.run(_import(url, args.file, args.stream, args.format, columns))
     print(

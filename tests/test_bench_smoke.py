@@ -6,9 +6,12 @@ Speed is not asserted here: ratios belong to the benchmark's output, not to pass
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -74,3 +77,23 @@ def test_quick_eventsourcing_interop_benchmark_reports_its_ratios(tmp_path: Path
             assert result[op][who] > 0
         assert result[op]["ratio_vs_sqlite_memory"] > 0 and result[op]["ratio_vs_sqlite_file"] > 0
     assert "NATS/SQLite" in proc.stderr
+
+
+def test_quick_export_benchmark_reports_every_figure() -> None:
+    if not os.environ.get("CI"):  # the analysis extra; CI installs it (dev.py test), so there it must run
+        pytest.importorskip("pyarrow")
+        pytest.importorskip("duckdb")
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    proc = subprocess.run(
+        [python, str(ROOT / "bench" / "export.py"), "--quick", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["meta"]["quick"] is True and result["meta"]["events"] == 20_000
+    for mode in ("to_dataframe", "to_parquet", "to_arrow", "pandas_variants", "duckdb_variants"):
+        figures = result["modes"][mode]
+        assert figures["rows"] == 20_000 and figures["seconds"] > 0 and figures["peak_rss_mib"] > 0, mode
+    assert result["modes"]["import"]["peak_rss_mib"] > 0
+    assert result["parquet_vs_dataframe"] > 0 and result["parquet_files"] >= 1
+    assert result["variants_agree"] is True and result["modes"]["duckdb_variants"]["variants"] > 1

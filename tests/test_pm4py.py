@@ -46,3 +46,42 @@ async def test_pm4py_discovers_a_process_model_from_the_frame(log: eskit.EventSt
     net, initial, final = pm4py.discover_petri_net_inductive(df)
     fitness = pm4py.fitness_token_based_replay(df, net, initial, final)
     assert fitness["log_fitness"] == pytest.approx(1.0)
+
+
+@pytest.fixture
+async def courses(client: eskit.Client) -> AsyncIterator[eskit.dcb.DCBStore]:
+    """Lesson 05's courses: two courses, three students, four subscriptions."""
+    from eskit.dcb_examples import define_course, execute, subscribe_student
+
+    name = unique("courses")
+    store = await client.dcb_store(name, tag_keys=["course", "student"])
+    await execute(store, define_course("c1", capacity=3))
+    await execute(store, define_course("c2", capacity=2))
+    for student, course in [("s1", "c1"), ("s2", "c1"), ("s1", "c2"), ("s3", "c2")]:
+        await execute(store, subscribe_student(student, course))
+    yield store
+    await client.delete_store(name)
+
+
+@pytest.mark.parametrize("suffix", [".jsonocel", ".sqlite"])
+async def test_pm4py_reads_the_ocel_export_of_a_dcb_store(
+    courses: eskit.dcb.DCBStore, tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / f"courses{suffix}"
+    await eskit.to_ocel(courses, path)
+    ocel = pm4py.read_ocel2_json(str(path)) if suffix == ".jsonocel" else pm4py.read_ocel2_sqlite(str(path))
+    assert len(ocel.events) == 6 and len(ocel.relations) == 10
+    assert dict(ocel.objects.groupby("ocel:type").size()) == {"course": 2, "student": 3}
+    subscribed = ocel.relations[ocel.relations["ocel:activity"] == "StudentSubscribedToCourse"]
+    assert sorted(subscribed.groupby("ocel:qualifier").size().items()) == [("course", 4), ("student", 4)]
+    assert sorted(ocel.events["capacity"].dropna().astype(int)) == [2, 3]
+    dfg = pm4py.discover_ocdfg(ocel)
+    assert "course" in dfg["object_types"] and dfg["edges"]
+
+
+async def test_pm4py_reads_the_sample_ocel_file_the_import_takes(tmp_path: Path) -> None:
+    from eskit.ocel import sample_ocel
+
+    ocel = pm4py.read_ocel2_json(str(sample_ocel(tmp_path / "orders.jsonocel", orders=4)))
+    assert set(ocel.objects["ocel:type"]) == {"order", "item", "customer"}
+    assert set(ocel.relations["ocel:qualifier"]) >= {"placed by", "item", "order"}

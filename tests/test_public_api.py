@@ -33,3 +33,24 @@ def test_the_doctests_that_need_no_server_pass() -> None:
     for name in ("eskit.events", "eskit.errors", "eskit.examples", "eskit.auth", "eskit.upcasting"):
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, name
+
+
+def test_the_analysis_extra_stays_optional_importing_eskit_loads_neither_parquet_nor_duckdb() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "sys.modules['pyarrow'] = None\n"  # as if the extra were not installed: `import pyarrow` fails
+        "import eskit\n"
+        "assert 'duckdb' not in sys.modules and 'pyarrow.parquet' not in sys.modules\n"
+        "try:\n"
+        "    eskit.export._arrow()\n"
+        "except eskit.EskitError as exc:\n"
+        "    print(exc)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["the Arrow/Parquet export needs pyarrow: pip install 'eskit[analysis]'"]

@@ -323,6 +323,66 @@ numbers = [e.data["invoiceNumber"] for e in await invoices.read()]
 print("invoice numbers:", numbers, "| unique and gapless:", numbers == list(range(1, 11)))
 
 # %% [markdown]
+# ## pyeventsourcing on the same server
+#
+# [pyeventsourcing](https://eventsourcing.readthedocs.io) is the Python event-sourcing library most teams use.
+# Its applications choose their storage by environment; `eskit.interop.eventsourcing` is a persistence module
+# on JetStream (it passes the library's own recorder test suites). An application moves onto the lesson's
+# server by setting two variables, and its events land in an ordinary eskit store (`<app>_events`), where
+# `to_dataframe` and projections read them. The library's API is synchronous: no `await` on its side.
+
+# %%
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
+
+from eskit.eventlog import encode_token
+from eskit.interop.eventsourcing import store_prefix
+
+
+class Dog(Aggregate):
+    @event("Registered")
+    def __init__(self, name: str) -> None:
+        self.name, self.tricks = name, []
+
+    @event("TrickAdded")
+    def add_trick(self, trick: str) -> None:
+        self.tricks.append(trick)
+
+
+School = type("School", (Application,), {"name": eskit.course.unique("dogschool")})  # a fresh name per run
+school = School(env={"PERSISTENCE_MODULE": "eskit.interop.eventsourcing", "NATS_URL": client.url})
+fido = Dog("Fido")
+fido.add_trick("roll over")
+fido.add_trick("play dead")
+school.save(fido)
+print("the library reads it back:", school.repository.get(fido.id).tricks)
+
+dogs = await client.event_store(f"{store_prefix(School.name)}_events")
+frame = await eskit.to_dataframe(dogs)
+frame[["position", "type", "meta:Originator-Version", "name", "trick"]]
+
+# %% [markdown]
+# A projection reads the same events. Event types are the library's topics, stored as subject tokens
+# (`__main__:Dog.TrickAdded` becomes `__main__:Dog%2ETrickAdded`, since a `.` would split the subject):
+
+# %%
+class Tricks(eskit.Projection):
+    schema = "CREATE TABLE tricks (dog TEXT, trick TEXT)"
+
+    @eskit.applies(encode_token(get_topic(Dog.TrickAdded)))
+    def _trick(self, db, event: eskit.RecordedEvent) -> None:
+        db.execute("INSERT INTO tricks VALUES (?, ?)", (event.aggregate_id, event.data["trick"]))
+
+
+tricks = Tricks(dogs)
+await tricks.run_until_caught_up()
+print(tricks.db.execute("SELECT trick FROM tricks ORDER BY rowid").fetchall())
+await tricks.close(delete_consumer=True)
+await client.delete_store(dogs.name)
+school.close()
+
+# %% [markdown]
 # ## Summary
 #
 # - A DCB event has a type and tags; a query (items OR-ed; any of an item's types, all of its tags) is the
