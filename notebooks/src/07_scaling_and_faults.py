@@ -288,7 +288,7 @@ await eskit.course.check(check_retry, ok="transient faults retried with growing 
 # `withdrawn` ones. If it covers `amount`, append `eskit.Event("withdrawn", {"amount": amount})` **on the
 # position you read** and return the new position; if not, raise `eskit.DecisionError("insufficient funds")`.
 # When the append raises `ConcurrencyError`, your read was stale: read again (`await store.read(account)`)
-# and decide again — at most 5 times. (The check uses a store of its own on `NATS_URL`, not the cluster.)
+# and decide again — at most 5 times. (The check uses a store of its own on `NATS_URL`.)
 
 # %% [exercise]
 async def withdraw(store: eskit.EventStore, account: str, amount: int, history: list[eskit.RecordedEvent]) -> int:
