@@ -6,18 +6,28 @@
 
 Each node has its own store directory (kept across kill/restart) and fixed ports, so a restarted node
 rejoins as itself.
+
+A cluster someone else runs (a workshop room's): :func:`cluster_at` says whether ``NATS_URL`` is one,
+:func:`step_down` moves a stream's leadership (the election a kill would cause, with no node stopped) and
+:func:`wait_replicas_current` waits for its replicas.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import time
 import urllib.request
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from .errors import ServerStartError
+from .errors import EventStoreError, ServerStartError
 from .server import START_TIMEOUT, EmbeddedServer
+
+if TYPE_CHECKING:
+    from .connection import Client
 
 
 def free_ports(n: int) -> list[int]:
@@ -191,3 +201,53 @@ def _healthz_ok(monitor_url: str) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+async def cluster_at(url: str | None = None) -> str | None:
+    """``url`` (default ``$NATS_URL``) if the server there is a node of a JetStream cluster of 3 or more (a
+    workshop room's ``docker compose --profile cluster``), else None (also when nothing answers there).
+
+    >>> url = await cluster_at()          # doctest: +SKIP
+    """
+    import os
+
+    from .connection import connect
+    from .errors import ConnectError
+
+    url = url or os.environ.get("NATS_URL")
+    if not url:
+        return None
+    try:
+        async with await connect(url, namespace="") as probe:
+            info = await probe.server_info()
+            return url if info.jetstream and info.cluster and probe.default_replicas >= 3 else None
+    except ConnectError:
+        return None
+
+
+async def step_down(client: Client, stream: str) -> str:
+    """Make ``stream``'s leader step down (its replicas elect another), as a kill would, without stopping a
+    node: on a shared cluster nobody may kill the nodes. Returns the name of the node that led it.
+
+    >>> await step_down(client, payments.stream)          # doctest: +SKIP
+    'n2'
+    """
+    leader = (await client.js.stream_info(stream)).cluster
+    before = leader.leader if leader is not None else None
+    reply = json.loads((await client.wire.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"")).data)
+    if "error" in reply:
+        raise EventStoreError(f"stream {stream}: its leader cannot step down ({reply['error'].get('description')})")
+    return str(before or "?")
+
+
+async def wait_replicas_current(client: Client, stream: str, timeout: float = START_TIMEOUT) -> int:
+    """Wait until ``stream`` has a leader and every replica is current (no lag); return its last sequence."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # no leader yet: the election is still on
+            info = await client.js.stream_info(stream)
+            replicas = info.cluster.replicas if info.cluster is not None else []
+            if info.cluster and info.cluster.leader and all(r.current and not r.lag for r in replicas or []):
+                return int(info.state.last_seq)
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"replicas of {stream} not current after {timeout:.0f}s")

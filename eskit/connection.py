@@ -3,6 +3,11 @@
 >>> async with await eskit.connect() as client:          # doctest: +SKIP
 ...     orders = await client.event_store("orders")
 
+A learner namespace (``ESKIT_LEARNER=alice``, or ``connect(namespace="alice")``) prefixes every store the
+client opens: ``client.event_store("orders")`` is the store ``alice_orders`` (stream ``ALICE_ORDERS``, subjects
+``alice_orders.>``, snapshots ``snapshots_alice_orders``), so twenty learners share one server without seeing
+each other's stores; ``store.name`` and every event's subject show the real name.
+
 Failures are one readable line (:class:`~eskit.errors.ConnectError`): the URL tried and how to start a
 server; nats-py's reconnect noise is kept out of sight. Credentials never show: ``client.url``, ``repr(client)``
 and every error name ``nats://writer:***@host`` (see :mod:`eskit._redact`).
@@ -33,7 +38,7 @@ from .errors import AuthenticationError, ConnectError, EventStoreError
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
-from .streams import STREAM_NOT_FOUND, ensure_stream, owned_stream
+from .streams import LEARNER_ENV, STREAM_NOT_FOUND, check_namespace, ensure_stream, owned_stream
 from .upcasting import Upcasters
 
 HOW_TO_START = "start one with `python -m eskit server` or `docker compose up -d`, or unset NATS_URL"
@@ -54,14 +59,27 @@ class ServerInfo:
 class Client:
     """A connection to NATS with JetStream, and the embedded server it owns (if any)."""
 
-    def __init__(self, nc: NATS, url: str, server: EmbeddedServer | None = None) -> None:
+    def __init__(self, nc: NATS, url: str, server: EmbeddedServer | None = None, namespace: str = "") -> None:
         self.nc = nc
+        self.namespace = check_namespace(namespace)  # the learner's: prefixes every store name ("" = none)
         _headers.install(nc)  # events carry headers: nats-py's pure-Python parser is the bottleneck
         self.js: JetStreamContext = nc.jetstream()
         self.url = redact(url)  # what it is connected to, for messages: credentials masked
         self.server = server
         self.wire = Wire(nc)
         self._caches: dict[str, list[AggregateCache]] = {}  # per store name: cleared when the store is deleted
+
+    def store_name(self, name: str) -> str:
+        """The name store ``name`` really has: ``<namespace>_<name>`` in a learner namespace, else ``name``.
+
+        A name already in the namespace stays as it is, so ``client.event_store(store.name)`` opens the same store.
+
+        >>> client.namespace, client.store_name("orders"), client.store_name("alice_orders")   # doctest: +SKIP
+        ('alice', 'alice_orders', 'alice_orders')
+        """
+        if not self.namespace or not isinstance(name, str) or name.startswith(f"{self.namespace}_"):
+            return name
+        return f"{self.namespace}_{name}"
 
     @property
     def default_replicas(self) -> int:
@@ -96,8 +114,11 @@ class Client:
         ``upcasters=Upcasters()``: every read sees old events as their current version (see
         :mod:`eskit.upcasting`); the stored events are never rewritten.
 
+        In a learner namespace the store is ``<namespace>_<name>`` (see :meth:`store_name`).
+
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
         """
+        name = self.store_name(name)
         stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas,
                                      default_replicas=self.default_replicas, reconfigure=reconfigure,
                                      allow_delete_history=allow_delete_history)  # fmt: skip
@@ -129,6 +150,7 @@ class Client:
 
         >>> courses = await client.dcb_store("courses", tag_keys=["course", "student"])   # doctest: +SKIP
         """
+        name = self.store_name(name)
         store = await open_dcb_store(self, name, tag_keys=tag_keys, replicas=replicas, reconfigure=reconfigure,
                                      allow_delete_history=allow_delete_history)  # fmt: skip
         store.upcasters = upcasters
@@ -140,6 +162,7 @@ class Client:
         Works on immutable stores too (``deny_delete`` refuses deleting single events, not the stream); an
         account without the right (a writer, an analyst) gets :class:`~eskit.errors.PermissionDeniedError`.
         """
+        name = self.store_name(name)
         # The stream first, through the wire: an account that may not delete fails fast (PermissionDeniedError)
         stream = await owned_stream(self.wire, name)  # never another store's or a stream made outside eskit
         reply = json.loads((await self.wire.request(f"$JS.API.STREAM.DELETE.{stream}", b"")).data)
@@ -191,7 +214,8 @@ class Client:
 
     def __repr__(self) -> str:
         owner = " (embedded)" if self.server is not None else ""
-        return f"<eskit.Client {self.url}{owner}>"
+        learner = f" learner {self.namespace}" if self.namespace else ""
+        return f"<eskit.Client {self.url}{owner}{learner}>"
 
 
 async def connect(
@@ -206,12 +230,17 @@ async def connect(
     name: str = "eskit",
     timeout: float = 2.0,
     store_dir: str | os.PathLike[str] | None = None,
+    namespace: str | None = None,
 ) -> Client:
     """Connect to ``url``, else ``$NATS_URL``, else a new embedded server (stopped by ``client.close()``).
+
+    ``namespace``: the learner namespace every store name gets as a prefix (``"alice"``: ``alice_orders``);
+    default ``$ESKIT_LEARNER``, ``""`` for none. Lowercase ASCII letters, digits, ``-`` and ``_``.
 
     Credentials and TLS are passed through to nats-py: ``user``/``password``, ``token``, ``nkeys_seed``
     (a seed file), ``creds`` (a ``.creds`` file), ``tls`` (an ``ssl.SSLContext``).
     """
+    namespace = check_namespace(os.environ.get(LEARNER_ENV, "").strip() if namespace is None else namespace)
     url = url or os.environ.get("NATS_URL") or None
     server = None
     errors_to: list[Client] = []  # the client, once it exists: server -ERRs fail its waiting requests
@@ -250,7 +279,7 @@ async def connect(
             server.stop()
         raise _connect_error(url, exc, seen, secrets=(password, token, nkeys_seed, creds)) from None
     nc.options["max_reconnect_attempts"] = -1
-    client = Client(nc, url, server)
+    client = Client(nc, url, server, namespace)
     errors_to.append(client)
     return client
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +28,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from .clean import LESSON_PREFIX
+from .streams import LEARNER_ENV, check_namespace
 
 if TYPE_CHECKING:
     from .connection import Client
@@ -64,11 +66,15 @@ def unique(prefix: str) -> str:
     """A unique name (``lesson_`` + ``prefix`` + 8 hex digits) for a store, bucket or consumer a lesson creates.
 
     The common ``lesson_`` prefix is how ``python -m eskit clean`` finds what the lessons left on a server.
+    With ``ESKIT_LEARNER=alice`` the name is in alice's namespace: ``alice_lesson_<prefix><hex>`` (the name
+    ``client.event_store`` gives it anyway, see :meth:`eskit.Client.store_name`), so subjects and consumers a
+    lesson builds from the name are hers too, and ``python -m eskit clean --namespace alice`` finds them.
 
     >>> unique("check").startswith("lesson_check")
     True
     """
-    return f"{LESSON_PREFIX}{prefix}{uuid.uuid4().hex[:8]}"
+    learner = check_namespace(os.environ.get(LEARNER_ENV, "").strip())
+    return f"{learner + '_' if learner else ''}{LESSON_PREFIX}{prefix}{uuid.uuid4().hex[:8]}"
 
 
 @asynccontextmanager

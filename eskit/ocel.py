@@ -399,7 +399,8 @@ async def import_ocel(store: DCBStore | Client, path: str | Path, *, name: str |
 async def _exists(client: Client, name: str) -> bool:
     from .streams import stream_name
 
-    reply = json.loads((await client.wire.request(f"$JS.API.STREAM.INFO.{stream_name(name)}", b"")).data)
+    stream = stream_name(client.store_name(name))  # in a learner namespace: <learner>_<name>
+    reply = json.loads((await client.wire.request(f"$JS.API.STREAM.INFO.{stream}", b"")).data)
     return "error" not in reply
 
 

@@ -32,6 +32,8 @@ STREAM_NOT_FOUND = 10059
 DUPLICATE_WINDOW = 120.0  # seconds: the default for a new store
 DCB_TAG_KEYS = "eskit_dcb_tag_keys"  # stream metadata: present on a DCB store's stream, never on an event store's
 _STORE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+LEARNER_ENV = "ESKIT_LEARNER"  # the learner namespace eskit.connect() and eskit.course.unique() use when none is given
+_NAMESPACE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 def stream_name(store: str) -> str:
@@ -50,6 +52,22 @@ def stream_name(store: str) -> str:
     raise InvalidNameError(
         f"store name {store!r}: use lowercase ASCII letters, digits, '-' and '_', starting with a letter or digit "
         "(e.g. 'orders'); other characters can fold onto another store's stream ('straße' and 'strasse')"
+    )
+
+
+def check_namespace(namespace: str) -> str:
+    """``namespace`` if it is a valid learner namespace (or ``""``), else :class:`~eskit.errors.InvalidNameError`.
+
+    >>> check_namespace("alice")
+    'alice'
+    """
+    if namespace == "" or (isinstance(namespace, str) and _NAMESPACE.fullmatch(namespace)):
+        return namespace
+    lower = namespace.lower() if isinstance(namespace, str) else ""
+    hint = f" (use {lower!r})" if _NAMESPACE.fullmatch(lower) else ""
+    raise InvalidNameError(
+        f"learner namespace {namespace!r}{hint}: use up to 64 lowercase ASCII letters, digits, '-' and '_', starting "
+        f"with a letter or digit (e.g. {LEARNER_ENV}=alice)"
     )
 
 

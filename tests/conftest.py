@@ -2,7 +2,8 @@
 temporary store), or the one at $NATS_URL. Each test gets its own uniquely named store, deleted after.
 
 The server's URL is exported as NATS_URL so notebook kernels started by nbval use the same server, and
-ESKIT_CLEANUP=now makes a lesson's "when you are done" button clean up at once (nobody presses it here).
+ESKIT_LEARNER is unset (no learner namespace: lesson outputs are the stored ones). ESKIT_CLEANUP=now makes
+a lesson's "when you are done" button clean up at once (nobody presses it here).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _server: eskit.EmbeddedServer | None = None
 def pytest_configure(config: pytest.Config) -> None:
     global _server
     os.environ.setdefault("ESKIT_CLEANUP", "now")
+    os.environ.pop("ESKIT_LEARNER", None)  # tests/test_room.py sets it per notebook kernel
     if not os.environ.get("NATS_URL"):
         _server = eskit.EmbeddedServer().start()
         os.environ["NATS_URL"] = _server.url

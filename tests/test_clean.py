@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -96,3 +97,51 @@ def test_clean_without_a_server_says_in_one_line_how_to_name_one(
     assert main(["clean", "--dry-run"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("eskit: error: no server to clean: pass --url or set NATS_URL") and "\n" not in err
+
+
+async def test_clean_with_a_namespace_removes_only_that_learners_lesson_leftovers_and_plain_clean_every_learners(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    alice, bob = f"alice{tag}", f"bob{tag}"
+    async with await eskit.connect(nats_url, namespace="") as plain:
+        made: dict[str, set[str]] = {}
+        for learner in (alice, bob):
+            async with await eskit.connect(nats_url, namespace=learner) as c:
+                lesson = await c.event_store(f"{LESSON_PREFIX}orders{tag}", snapshots=eskit.SnapshotPolicy(every=1))
+                await lesson.append("o1", [eskit.Event("created")])
+                parked = await c.event_store(f"{lesson.name}_parked")
+                notes = await c.event_store("notes")  # the learner's own, not a lesson's: clean keeps it
+                made[learner] = {lesson.stream, parked.stream, f"KV_snapshots_{lesson.name}", notes.stream}
+        try:
+            only_bob = run_clean(nats_url, "--namespace", bob)
+            assert only_bob.returncode == 0, only_bob.stderr
+            assert f"only learner {bob}'s" in only_bob.stdout
+            left = await streams(plain)
+            assert made[alice] <= left
+            assert left & made[bob] == {f"{bob}_NOTES".upper()}
+
+            monkeypatch.setenv("ESKIT_LEARNER", bob)  # a learner's own `clean` in the lab: theirs only, by default
+            assert "nothing to remove" in run_clean(nats_url).stdout
+            assert made[alice] <= await streams(plain)
+            monkeypatch.delenv("ESKIT_LEARNER")
+
+            everyone = run_clean(nats_url)
+            assert everyone.returncode == 0, everyone.stderr
+            left = await streams(plain)
+            assert left & (made[alice] | made[bob]) == {f"{alice}_NOTES".upper(), f"{bob}_NOTES".upper()}
+        finally:
+            for learner in (alice, bob):
+                await plain.delete_store(f"{learner}_notes")
+                with contextlib.suppress(Exception):
+                    await plain.delete_store(f"{learner}_{LESSON_PREFIX}orders{tag}")
+                    await plain.delete_store(f"{learner}_{LESSON_PREFIX}orders{tag}_parked")
+
+
+def test_a_learner_namespaces_lesson_names_are_lesson_names_and_a_lookalike_is_not() -> None:
+    assert is_lesson_name("KV_snapshots_alice_lesson_orders1a2b3c4d")
+    assert is_lesson_name("BOB-2_LESSON_SHOP1A2B3C4D_PARKED") and is_lesson_name("projection-bob_lesson_v1a2b3c4d")
+    assert is_lesson_name("ALICE_LESSON_ORDERS1A2B3C4D", namespace="alice")
+    assert not is_lesson_name("ALICE_LESSON_ORDERS1A2B3C4D", namespace="bob")
+    assert not is_lesson_name("ALICE_ORDERS", namespace="alice")
+    assert not is_lesson_name("team_lesson_plans") and not is_lesson_name("ALICE_NOTES")

@@ -256,3 +256,55 @@ def test_redaction_hides_url_passwords_tokens_seeds_and_config_values_as_its_doc
 
     result = doctest.testmod(eskit._redact)
     assert result.attempted >= 4 and result.failed == 0
+
+
+async def test_a_learner_namespace_prefixes_the_store_its_stream_subjects_and_snapshot_bucket(nats_url: str) -> None:
+    learner = unique("learner")
+    async with await eskit.connect(nats_url, namespace=learner) as mine, await eskit.connect(nats_url) as plain:
+        orders = await mine.event_store("orders", snapshots=eskit.SnapshotPolicy(every=1))
+        try:
+            assert (orders.name, orders.stream) == (f"{learner}_orders", f"{learner}_orders".upper())
+            await orders.append("o1", [Event("created")])
+            assert [e.subject for e in await orders.read("o1")] == [f"{learner}_orders.o1.created"]
+            config = (await plain.js.stream_info(orders.stream)).config
+            assert config.subjects == [f"{learner}_orders.>"]
+            assert orders.snapshots is not None and orders.snapshots.bucket == f"snapshots_{learner}_orders"
+            again = await mine.event_store(orders.name)  # the real name opens the same store, not learner_learner_...
+            assert again.stream == orders.stream and mine.store_name(orders.name) == orders.name
+            assert len(await (await plain.event_store(f"{learner}_orders")).read("o1")) == 1
+            assert learner in repr(mine)
+        finally:
+            assert await mine.delete_store("orders")
+        names = {info.config.name for info in await plain.js.streams_info()}
+        assert not {orders.stream, f"KV_snapshots_{learner}_orders"} & names
+
+
+async def test_eskit_learner_in_the_environment_is_the_namespace_and_an_empty_namespace_turns_it_off(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    learner = unique("learner")
+    monkeypatch.setenv("ESKIT_LEARNER", learner)
+    async with await eskit.connect(nats_url) as c, await eskit.connect(nats_url, namespace="") as plain:
+        assert c.namespace == learner and c.store_name("orders") == f"{learner}_orders"
+        assert plain.namespace == "" and plain.store_name("orders") == "orders"
+        courses = await c.dcb_store("courses", tag_keys=["course"])
+        try:
+            assert courses.name == f"{learner}_courses"
+        finally:
+            await c.delete_store("courses")
+    name = eskit.course.unique("orders")
+    assert name.startswith(f"{learner}_lesson_orders") and len(name) == len(f"{learner}_lesson_orders") + 8
+
+
+@pytest.mark.parametrize("namespace", ["Alice", "a.b", "al ice", "_alice", "x" * 65, "straße"])
+async def test_an_invalid_learner_namespace_is_one_line_of_advice_before_any_connection(
+    namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(eskit.errors.InvalidNameError, match="learner namespace") as caught:
+        await eskit.connect(closed_port_url(), namespace=namespace)  # no ConnectError: checked first
+    assert "\n" not in str(caught.value) and "ESKIT_LEARNER=alice" in str(caught.value)
+    monkeypatch.setenv("ESKIT_LEARNER", namespace)
+    with pytest.raises(eskit.errors.InvalidNameError, match="learner namespace"):
+        await eskit.connect(closed_port_url())
+    if namespace == "Alice":
+        assert "use 'alice'" in str(caught.value)

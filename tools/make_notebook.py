@@ -263,6 +263,7 @@ def main(names: list[str]) -> None:
     if names and len(chosen) != len(names):
         sys.exit(f"no source for {sorted(set(names) - {s.stem for s in chosen})} in {ROOT / 'src'}")
     os.environ.pop("ESKIT_CLEANUP", None)  # the saved lessons show their "when you are done" button, unpressed
+    os.environ.pop("ESKIT_LEARNER", None)  # the saved lessons are run outside any learner namespace
     with eskit.EmbeddedServer() as server:
         os.environ["NATS_URL"] = server.url
         for src in chosen:

@@ -83,7 +83,8 @@ class NatsRecorder:
         client = self.portal.client
         if create:  # CREATE_TABLE: create or update the stream
             return await client.event_store(self.name)
-        return EventStore(client, self.name, stream_name(self.name))
+        name = client.store_name(self.name)  # in a learner namespace (ESKIT_LEARNER): <learner>_<name>
+        return EventStore(client, name, stream_name(name))
 
     def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:

@@ -17,20 +17,26 @@
 # - least privilege: a writer account that may append, an analyst account that may only read.
 #
 # **What you need:** lessons 00–02. About 2 minutes; the cluster takes a few seconds to start. This notebook
-# starts its own servers (it does not use `NATS_URL`) and stops them at the end.
+# starts its own servers and stops them at the end — unless `NATS_URL` is a cluster of three or more nodes (a
+# workshop room's `docker compose --profile cluster`): then it uses that one, shared with the room, and
+# kills no node (the next cell says which it is).
 
 # %%
 import asyncio
 import time
-import uuid
 
 import eskit
-from eskit.cluster import EmbeddedCluster
+from eskit.cluster import EmbeddedCluster, cluster_at, step_down, wait_replicas_current
 from eskit.failover import append_through_failover
 
-cluster = EmbeddedCluster(3).start()  # three nats-server processes on 127.0.0.1, routed, JetStream on each
-client = await eskit.connect(cluster.url)  # all three URLs: the client fails over between them
-print("nodes running:", sum(node.running for node in cluster.nodes))
+room = await cluster_at()  # NATS_URL, if it is a cluster of 3 or more nodes (a workshop room's); else None
+if room is None:
+    cluster = EmbeddedCluster(3).start()  # three nats-server processes on 127.0.0.1, routed, JetStream on each
+    client = await eskit.connect(cluster.url)  # all three URLs: the client fails over between them
+    print("nodes running:", sum(node.running for node in cluster.nodes))
+else:  # the room's cluster: shared with everyone, so nobody kills its nodes; a leader steps down instead
+    cluster, client = None, await eskit.connect(room)
+    print("using the cluster at NATS_URL, shared with the room:", (await client.server_info()).cluster)
 print("replicas a new store gets here:", client.default_replicas)
 
 # %% [markdown]
@@ -41,7 +47,7 @@ print("replicas a new store gets here:", client.default_replicas)
 # election, so it differs from run to run — we never print it.
 
 # %%
-name = f"payments{uuid.uuid4().hex[:8]}"
+name = eskit.course.unique("payments")
 payments = await client.event_store(name)
 info = await client.js.stream_info(payments.stream)
 print("replicas:", info.config.num_replicas, "| followers:", len(info.cluster.replicas))
@@ -79,27 +85,34 @@ async def deposit_all(account: str) -> None:
 # step through it at your own pace. The writers go on in the background while you read.
 
 # %%
-leader = cluster.stream_leader(payments.stream)
+leader = cluster.stream_leader(payments.stream) if cluster else None
 writers = asyncio.gather(*(deposit_all(f"acct-{i}") for i in range(ACCOUNTS)))
 await asyncio.wait_for(enough_acked.wait(), 60)
-cluster.kill(leader)
+if cluster:
+    cluster.kill(leader)
+    print("leader killed; nodes running:", sum(node.running for node in cluster.nodes))
+else:  # on the room's cluster: the leader steps down, and the other replicas elect a new one, as after a kill
+    print("leader", await step_down(client, payments.stream), "stepped down (the room's nodes all keep running)")
 killed_at = time.monotonic()
 acked_before_kill = len(acked)
-print("leader killed; nodes running:", sum(node.running for node in cluster.nodes))
 print(f"killed with at least {KILL_AT} of {ACCOUNTS * DEPOSITS} deposits acknowledged; the rest are on their way")
 
 # %% [markdown]
 # The two survivors still form a majority (2 of 3): they elect a new leader, and the writers' retries get
 # through. We wait for all writers to finish (if you took your time, they already have), then bring the dead
-# node back: it rejoins as itself and catches up from the new leader.
+# node back: it rejoins as itself and catches up from the new leader. (On the room's cluster the leader only
+# stepped down — the same election, no node stopped — so there is nothing to bring back.)
 
 # %%
 await asyncio.wait_for(writers, 120)
 print("acknowledged:", len(acked), "of", ACCOUNTS * DEPOSITS)
 print("appends acknowledged after the kill:", len(acked) > acked_before_kill)
-cluster.start_node(leader)
-last = cluster.wait_in_sync(payments.stream)  # all three replicas hold the same events
-print("nodes running:", sum(node.running for node in cluster.nodes), "| replicas in sync up to", last)
+if cluster:
+    cluster.start_node(leader)
+    last = cluster.wait_in_sync(payments.stream)  # all three replicas hold the same events
+    print("nodes running:", sum(node.running for node in cluster.nodes), "| replicas in sync up to", last)
+else:
+    print("replicas in sync up to", await wait_replicas_current(client, payments.stream))
 
 # %% [markdown]
 # How long did writes pause? The longest gap between two acknowledgements spans the election: a follower
@@ -275,7 +288,7 @@ await eskit.course.check(check_retry, ok="transient faults retried with growing 
 # `withdrawn` ones. If it covers `amount`, append `eskit.Event("withdrawn", {"amount": amount})` **on the
 # position you read** and return the new position; if not, raise `eskit.DecisionError("insufficient funds")`.
 # When the append raises `ConcurrencyError`, your read was stale: read again (`await store.read(account)`)
-# and decide again — at most 5 times. (The check uses a store of its own on `NATS_URL`, not the cluster.)
+# and decide again — at most 5 times. (The check uses a store of its own on `NATS_URL`.)
 
 # %% [exercise]
 async def withdraw(store: eskit.EventStore, account: str, amount: int, history: list[eskit.RecordedEvent]) -> int:
@@ -363,8 +376,9 @@ await eskit.course.check(check_withdraw, ok="stale reads cost a retry, never an 
 # %%
 await client.delete_store(name)
 await client.close()
-cluster.stop()
-print("nodes running:", sum(node.running for node in cluster.nodes))
+if cluster:
+    cluster.stop()
+    print("nodes running:", sum(node.running for node in cluster.nodes))
 
 # %% [markdown]
 # ## Least privilege: a writer and an analyst
