@@ -271,6 +271,19 @@ def _metadata(headers: Mapping[str, str]) -> dict[str, str]:
     return {k[len(META_PREFIX) :]: v for k, v in headers.items() if k.startswith(META_PREFIX)}
 
 
+def parse_version(value: str | None) -> int:
+    """A stored schema version header; missing, garbled or beyond a 64-bit integer (someone else's): 1.
+
+    >>> parse_version("2"), parse_version("v2"), parse_version("9" * 30), parse_version(None)
+    (2, 1, 1, 1)
+    """
+    try:
+        version = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 1
+    return version if -MAX_POSITION - 1 <= version <= MAX_POSITION else 1
+
+
 def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> RecordedEvent:
     """Build a :class:`RecordedEvent` from a stored message; never raises on bad data."""
     aggregate_id, event_type = subject_parts(subj)
@@ -280,10 +293,7 @@ def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> 
         data = json.loads(raw) if raw else None
     except (ValueError, RecursionError) as exc:  # RecursionError: e.g. 1 MB of '[' from someone else
         error = f"payload is not JSON ({len(raw)} bytes): {exc}"
-    try:
-        version = int(headers.get(SCHEMA_VERSION, "1"))
-    except ValueError:
-        version = 1
+    version = parse_version(headers.get(SCHEMA_VERSION))
     return RecordedEvent(
         position=position,
         subject=subj,

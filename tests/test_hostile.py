@@ -500,3 +500,16 @@ def test_the_codec_and_store_name_doctests_pass() -> None:
     for module in (eskit.codec, eskit.streams):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("stored", ["9" * 30, "-" + "9" * 30, str(2**63)])
+async def test_a_stored_schema_version_beyond_64_bits_reads_as_version_1_and_breaks_no_dataframe(
+    store: eskit.EventStore, stored: str
+) -> None:
+    await store.append("a", [Event("a", {"i": 0})])
+    headers = {"Eskit-Schema-Version": stored, "Nats-Msg-Id": uuid.uuid4().hex}  # someone else's publisher
+    await store.client.js.publish(f"{store.name}.a.a", b'{"i": 1}', headers=headers)
+    await store.append("a", [Event("a", {"i": 2}, schema_version=3)])
+    assert [e.schema_version for e in await store.read("a")] == [1, 1, 3]
+    for df in (await eskit.to_dataframe(store), await eskit.to_dataframe(store, after=1)):
+        assert df["schema_version"].tolist()[-2:] == [1, 3]
