@@ -306,6 +306,29 @@ async def test_the_writer_may_neither_change_a_stores_limits_nor_purge_or_delete
     assert await admin.delete_store(name)
 
 
+@pytest.mark.parametrize(
+    ("kind", "dropping"),
+    [("event", {"max_msgs": 3}), ("event", {"max_age": 3_600_000_000_000}), ("event", {"retention": "workqueue"}),
+     ("event", {"allow_msg_ttl": True}), ("dcb", {"max_msgs_per_subject": 1}), ("dcb", {"allow_rollup_hdrs": True,
+     "deny_purge": False})],
+)  # fmt: skip
+async def test_a_store_the_writer_created_beforehand_with_settings_that_drop_events_is_refused_not_opened(
+    writer: eskit.Client, admin: eskit.Client, kind: str, dropping: dict[str, object]
+) -> None:
+    name = unique("vault")
+    model = eskit.streams.stream_config(name).as_dict()
+    created = await api(writer, f"STREAM.CREATE.{name.upper()}", {**model, **dropping})  # before anyone opens it
+    assert "error" not in created, created
+    try:
+        for client in (admin, writer):
+            with pytest.raises(eskit.EventStoreError, match=f"{next(iter(dropping))}=.*allow_delete_history=True"):
+                await (client.event_store(name) if kind == "event" else client.dcb_store(name, tag_keys=["k"]))
+        if kind == "event":  # asked for: opened as it is
+            await (await admin.event_store(name, allow_delete_history=True)).append("1", [Event("created")])
+    finally:
+        await api(admin, f"STREAM.DELETE.{name.upper()}")
+
+
 async def test_a_store_keeps_its_history_even_against_the_admin_unless_created_to_allow_deletes(
     admin: eskit.Client,
 ) -> None:
