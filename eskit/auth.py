@@ -69,7 +69,18 @@ ANALYST_ALLOW = [
     "$JS.API.CONSUMER.NAMES.*",
     "$JS.API.CONSUMER.LIST.*",
 ]
-INBOXES = {"allow": ["_INBOX.>"]}  # replies to requests
+INBOX_PREFIX = "_INBOX_{user}"  # each user's replies: what eskit.connect(user=...) subscribes to (see inbox_prefix)
+
+
+def inbox_prefix(user: str) -> str:
+    """The reply inbox prefix of ``user``: only that user may subscribe to it and no writer may publish to it,
+    so nobody reads or forges another user's replies (a shared ``_INBOX.>`` let a writer inject events into an
+    analyst's reads and let every user read everyone's replies).
+
+    >>> inbox_prefix("analyst")
+    '_INBOX_analyst'
+    """
+    return INBOX_PREFIX.format(user=user)
 
 
 def least_privilege_config(
@@ -81,6 +92,8 @@ def least_privilege_config(
 
     >>> text = least_privilege_config(writer_password="w", analyst_password="a", admin_password="adm")
     """
+    inboxes = {"_INBOX.>", inbox_prefix(writer) + ".>", inbox_prefix(analyst) + ".>", inbox_prefix(admin) + ".>"}
+    forge = sorted(inboxes - {inbox_prefix(writer) + ".>"})  # other users' replies, which a writer could forge
     users: list[dict[str, Any]] = []
     if admin_password is not None:
         users.append({"user": admin, "password": admin_password})  # no permissions: may do everything
@@ -88,12 +101,18 @@ def least_privilege_config(
         {
             "user": writer,
             "password": writer_password,
-            "permissions": {"publish": {"allow": [">"], "deny": WRITER_DENY}, "subscribe": INBOXES},
+            "permissions": {
+                "publish": {"allow": [">"], "deny": WRITER_DENY + forge},
+                "subscribe": {"allow": [inbox_prefix(writer) + ".>"]},
+            },
         },
         {
             "user": analyst,
             "password": analyst_password,
-            "permissions": {"publish": {"allow": ANALYST_ALLOW}, "subscribe": INBOXES},
+            "permissions": {
+                "publish": {"allow": ANALYST_ALLOW},
+                "subscribe": {"allow": [inbox_prefix(analyst) + ".>"]},
+            },
         },
     ]
     return "authorization {\n  users = " + json.dumps(users, indent=2) + "\n}\n"

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
-from . import _closing, _fastlane, _headers
+from . import _closing, _fastlane, _headers, auth
 from ._redact import redact
 from ._wire import Wire
 from .cache import AggregateCache
@@ -36,6 +37,7 @@ from .store import EventStore
 from .streams import STREAM_NOT_FOUND, ensure_stream, owned_stream
 from .upcasting import Upcasters
 
+_USER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a user name that makes one inbox subject token
 HOW_TO_START = "start one with `python -m eskit server` or `docker compose up -d`, or unset NATS_URL"
 CLOSE_TIMEOUT = 2.0  # seconds close() waits for a drain (a stalled server answers nothing): then it just closes
 
@@ -206,11 +208,16 @@ async def connect(
     name: str = "eskit",
     timeout: float = 2.0,
     store_dir: str | os.PathLike[str] | None = None,
+    inbox_prefix: str | None = None,
 ) -> Client:
     """Connect to ``url``, else ``$NATS_URL``, else a new embedded server (stopped by ``client.close()``).
 
     Credentials and TLS are passed through to nats-py: ``user``/``password``, ``token``, ``nkeys_seed``
     (a seed file), ``creds`` (a ``.creds`` file), ``tls`` (an ``ssl.SSLContext``).
+
+    Replies arrive under ``inbox_prefix``: by default ``_INBOX_<user>`` when a ``user`` is given (the only
+    inbox :func:`eskit.auth.least_privilege_config` lets that user read, so no other user reads or forges its
+    replies), else ``_INBOX``; pass ``inbox_prefix="_INBOX"`` for a server that grants users only ``_INBOX.>``.
     """
     url = url or os.environ.get("NATS_URL") or None
     server = None
@@ -239,6 +246,7 @@ async def connect(
         "error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected,
         "user": user, "password": password, "token": token,
         "nkeys_seed": nkeys_seed, "user_credentials": creds, "tls": tls,
+        "inbox_prefix": inbox_prefix or (auth.inbox_prefix(user) if user and _USER_TOKEN.fullmatch(user) else None),
     }  # fmt: skip
     try:
         servers = [u.strip() for u in url.split(",") if u.strip()]

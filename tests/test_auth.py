@@ -391,3 +391,48 @@ def test_a_gap_is_positions_missing_from_the_deliveries_not_from_the_handled_typ
     assert missing_ranges(5, [3, 4, 6, 7]) == []  # redeliveries at or below the position are no gap
     assert missing_ranges(5, [6, 6, 8]) == [(7, 7)]
     assert missing_ranges(5, []) == []
+
+
+async def test_a_writer_can_neither_forge_an_analysts_read_replies_nor_the_analyst_read_everyones_replies(
+    writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client
+) -> None:
+    name = unique("ledger")
+    store = await admin.event_store(name)
+    await store.append("acct", [Event("deposited", {"amount": 100})])
+    reading = await analyst.event_store(name)
+    assert [e.data for e in await reading.read("acct")] == [{"amount": 100}]
+    spied: list[str] = []
+
+    async def spy(msg: object) -> None:
+        spied.append(str(getattr(msg, "subject", "")))
+
+    for thief in (analyst, writer):  # every reply to anyone, under one shared _INBOX.>
+        await thief.nc.subscribe("_INBOX.>", cb=spy)
+        await thief.nc.flush()
+    await store.read("acct")
+    for thief in (analyst, writer):
+        await thief.nc.flush()
+    assert spied == []
+
+    prefix = analyst.wire._prefix  # the analyst's reply inbox; its request tokens count up (1, 2, ...)
+    forged = {"Nats-Stream": name.upper(), "Nats-Subject": f"{name}.acct.deposited", "Nats-Sequence": "1",
+              "Nats-Time-Stamp": "2026-01-01T00:00:00Z", "Nats-Num-Pending": "0",
+              "Nats-Last-Sequence": "1"}  # fmt: skip
+    done = asyncio.Event()
+
+    async def forge() -> None:
+        for _ in range(5_000):  # bounded: until the analyst has read
+            if done.is_set():
+                return
+            for token in range(1, 64):
+                await writer.nc.publish(f"{prefix}.{token:x}", b'{"amount": 1000000}', headers=forged)
+            await asyncio.sleep(0)
+
+    forger = asyncio.create_task(forge())
+    try:
+        reads = [[e.data for e in await reading.read("acct")] for _ in range(20)]
+    finally:
+        done.set()
+        await forger
+    assert reads == [[{"amount": 100}]] * 20
+    await admin.delete_store(name)
