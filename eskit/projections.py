@@ -37,7 +37,9 @@ changed its filter), or a consumer that says it delivered beyond the read model 
 (:meth:`Projection.run_until_caught_up` asks; a running projection notices at its next delivery), means
 events this projection never saw. It reads the missing positions itself with Direct Get and applies them in
 order with the batch (``stats.recovered`` counts them); positions that hold nothing (events deleted from a
-store that allows it) are passed over.
+store that allows it) are passed over. A consumer whose filter someone else changed (so nothing more matches
+and nothing is pending) or that someone paused is recreated at the read model's position when
+:meth:`Projection.run_until_caught_up` asks the server for its progress.
 
 With upcasters on the store (``client.event_store(name, upcasters=...)``, :mod:`eskit.upcasting`) handlers get
 the upcast events; an event whose upcaster raises is parked at once, like an undecodable one.
@@ -270,6 +272,9 @@ class Projection:
             progress = await self._consumer.progress()
             pending, unacked = progress.pending, progress.unacked
             self._lag = pending
+            if progress.changed:  # someone else changed the consumer (filter, pause): it would miss events
+                self._ready = False  # recreated at the read model's position by the next step
+                continue
             if await self._recover_tail(progress):
                 continue  # and ask again: more may have come meanwhile
             if pending == 0 and unacked == 0:

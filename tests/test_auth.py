@@ -436,3 +436,31 @@ async def test_a_writer_can_neither_forge_an_analysts_read_replies_nor_the_analy
         await forger
     assert reads == [[{"amount": 100}]] * 20
     await admin.delete_store(name)
+
+
+@pytest.mark.parametrize("change", ["filter", "pause"])
+async def test_a_projection_whose_consumer_the_writer_refiltered_or_paused_does_not_say_caught_up_missing_events(
+    writer: eskit.Client, admin: eskit.Client, change: str
+) -> None:
+    name = unique("orders")
+    store = await writer.event_store(name)
+    await fill_orders(store, 2)  # 5 events, 3 handled
+    view = Orders(store)
+    try:
+        assert await view.run_until_caught_up() == 3
+        stream, consumer = name.upper(), "projection-Orders"
+        if change == "filter":  # an "update" of the durable consumer: nothing matches any more
+            config = (await api(writer, f"CONSUMER.INFO.{stream}.{consumer}"))["config"]
+            config = {**config, "filter_subject": f"{name}.nothing.>"}  # type: ignore[dict-item]
+            body = {"stream_name": stream, "config": config}
+            answer = await api(writer, f"CONSUMER.CREATE.{stream}.{consumer}", body)
+        else:
+            answer = await api(writer, f"CONSUMER.PAUSE.{stream}.{consumer}", {"pause_until": "2099-01-01T00:00:00Z"})
+        assert "error" not in answer, answer
+        last = await fill_orders(store, 4, first=2)
+        assert await view.run_until_caught_up(timeout=10) == 6
+        assert view.position == last == 15
+        assert view.db.execute("SELECT count(*), sum(status = 'shipped') FROM orders").fetchone() == (6, 3)
+    finally:
+        await view.close(delete_consumer=True)
+        await admin.delete_store(name)
