@@ -56,6 +56,7 @@ WRITER_DENY = [
     "$JS.API.ACCOUNT.PURGE.>",  # every stream of the account
     "$JS.API.META.>",
     "$JS.API.SERVER.>",
+    "$JS.API.CONSUMER.PAUSE.>",  # eskit never pauses; a pause until 2099 would stall a running projection
 ]
 #: All an analyst may publish to: reading requests, nothing that creates, changes, pulls or acks.
 ANALYST_ALLOW = [

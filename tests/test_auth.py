@@ -296,6 +296,8 @@ async def test_the_writer_may_neither_change_a_stores_limits_nor_purge_or_delete
     await refused_fast(api(writer, f"STREAM.UPDATE.{stream}", {**config, "max_msgs": 1}))  # type: ignore[dict-item]
     await refused_fast(api(writer, f"STREAM.PURGE.{stream}", {}))
     await refused_fast(api(writer, f"STREAM.MSG.DELETE.{stream}", {"seq": 1}))
+    pause = {"pause_until": "2099-01-01T00:00:00Z"}  # a running projection would wait until then
+    await refused_fast(api(writer, f"CONSUMER.PAUSE.{stream}.projection-Orders", pause))
     recreate = await api(writer, f"STREAM.CREATE.{stream}", {**config, "max_msgs": 1})  # type: ignore[dict-item]
     assert "already in use" in str(recreate.get("error"))  # the writer may create, but not over a store
     await refused_fast(writer.delete_store(name))
@@ -454,8 +456,8 @@ async def test_a_projection_whose_consumer_the_writer_refiltered_or_paused_does_
             config = {**config, "filter_subject": f"{name}.nothing.>"}  # type: ignore[dict-item]
             body = {"stream_name": stream, "config": config}
             answer = await api(writer, f"CONSUMER.CREATE.{stream}.{consumer}", body)
-        else:
-            answer = await api(writer, f"CONSUMER.PAUSE.{stream}.{consumer}", {"pause_until": "2099-01-01T00:00:00Z"})
+        else:  # (the writer may not pause consumers: the admin did)
+            answer = await api(admin, f"CONSUMER.PAUSE.{stream}.{consumer}", {"pause_until": "2099-01-01T00:00:00Z"})
         assert "error" not in answer, answer
         last = await fill_orders(store, 4, first=2)
         assert await view.run_until_caught_up(timeout=10) == 6
