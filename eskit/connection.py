@@ -25,7 +25,7 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
 from . import _closing, _fastlane, _headers, auth
-from ._redact import redact
+from ._redact import redact, redact_url
 from ._wire import Wire
 from .cache import AggregateCache
 from .dcb import DCBStore
@@ -60,7 +60,7 @@ class Client:
         self.nc = nc
         _headers.install(nc)  # events carry headers: nats-py's pure-Python parser is the bottleneck
         self.js: JetStreamContext = nc.jetstream()
-        self.url = redact(url)  # what it is connected to, for messages: credentials masked
+        self.url = redact_url(url, url)  # what it is connected to, for messages: credentials masked
         self.server = server
         self.wire = Wire(nc)
         self._caches: dict[str, list[AggregateCache]] = {}  # per store name: cleared when the store is deleted
@@ -264,7 +264,8 @@ async def connect(
 
 
 def _connect_error(url: str, exc: Exception, seen: list[Exception], *, secrets: Sequence[str | None]) -> ConnectError:
-    url, text = redact(url, *secrets), redact(str(exc) or type(exc).__name__, *secrets)
+    text = redact(redact_url(str(exc) or type(exc).__name__, url), *secrets)
+    url = redact(redact_url(url, url), *secrets)
     if any("authorization violation" in str(e).lower() for e in [exc, *seen]):
         text = "Authorization Violation"
         return AuthenticationError(
