@@ -72,7 +72,7 @@ def _check_keys(keys: Sequence[str]) -> tuple[str, ...]:
             f"tag_keys takes a list of keys, e.g. tag_keys=['course', 'student'], not {keys!r}"
         )
     for key in keys:
-        if not key or not key.isidentifier():
+        if type(key) is not str or not key.isidentifier():
             raise ValidationError(f"tag key {key!r} must be an identifier such as 'course'")
     if len(set(keys)) != len(keys):
         raise ValidationError(f"tag_keys {list(keys)} repeats a key")

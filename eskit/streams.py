@@ -25,7 +25,7 @@ from typing import Any
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from ._wire import Wire
-from .errors import EventStoreError, InvalidNameError, StoreUnavailableError
+from .errors import EventStoreError, InvalidNameError, StoreUnavailableError, ValidationError
 from .events import check_token
 
 STREAM_NOT_FOUND = 10059
@@ -130,6 +130,12 @@ def settings(
     with ``reconfigure=True``. A stream that is not this store's (other subjects, the other kind of store) is
     an error, as is a setting that differs from the stream's without ``reconfigure``.
     """
+    if duplicate_window is not None and (
+        type(duplicate_window) not in (int, float) or not 0 <= duplicate_window < 10**9
+    ):  # a str would be repeated a billion times below
+        raise ValidationError(f"duplicate_window must be a number of seconds such as 120, got {duplicate_window!r}")
+    if replicas is not None and (type(replicas) is not int or not 1 <= replicas <= 5):
+        raise ValidationError(f"replicas must be an int from 1 to 5 (1 on a single server), got {replicas!r}")
     if "error" in info:  # not found (created by the caller), or an error the caller reports
         return (DUPLICATE_WINDOW if duplicate_window is None else duplicate_window), replicas or default_replicas
     config = info["config"]

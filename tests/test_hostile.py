@@ -513,3 +513,36 @@ async def test_a_stored_schema_version_beyond_64_bits_reads_as_version_1_and_bre
     assert [e.schema_version for e in await store.read("a")] == [1, 1, 3]
     for df in (await eskit.to_dataframe(store), await eskit.to_dataframe(store, after=1)):
         assert df["schema_version"].tolist()[-2:] == [1, 3]
+
+
+CARELESS = {
+    "read after='3'": lambda s, c: s.read("a", after="3"),
+    "read after=1.5": lambda s, c: s.read("a", after=1.5),
+    "read after=2**64": lambda s, c: s.read("a", after=2**64),
+    "replay after='3'": lambda s, c: anext(s.replay(after="3")),
+    "replay subjects=[5]": lambda s, c: anext(s.replay(subjects=[5])),
+    "replay subjects=one str": lambda s, c: anext(s.replay(subjects=f"{s.name}.a.>")),
+    "load('Order')": lambda s, c: s.load("Order", "a"),
+    "load(dict)": lambda s, c: s.load(dict, "a"),
+    "append_many 2-tuples": lambda s, c: s.append_many([("a", [Event("a")])]),
+    "append_many None": lambda s, c: s.append_many(None),
+    "schema_version=0": lambda s, c: s.append("a", [Event("a", schema_version=0)]),
+    "schema_version=2**70": lambda s, c: s.append("a", [Event("a", schema_version=2**70)]),
+    "to_dataframe after='3'": lambda s, c: eskit.to_dataframe(s, after="3"),
+    "to_dataframe('orders')": lambda s, c: eskit.to_dataframe("orders"),
+    "duplicate_window='2'": lambda s, c: c.event_store(unique("careless"), duplicate_window="2"),  # was a 1 GB string
+    "replicas='1'": lambda s, c: c.event_store(unique("careless"), replicas="1"),
+    "dcb tag_keys=[5]": lambda s, c: c.dcb_store(unique("careless"), tag_keys=[5]),
+}
+
+
+@pytest.mark.parametrize("call", CARELESS)
+async def test_careless_arguments_are_one_line_eskit_errors_not_raw_type_errors_and_store_nothing(
+    store: eskit.EventStore, call: str
+) -> None:
+    await store.append("a", [Event("a")])
+    with pytest.raises(eskit.ValidationError) as refused:
+        await CARELESS[call](store, store.client)
+    assert "\n" not in str(refused.value)
+    assert await store.last_position() == 1
+    assert not [i for i in await store.client.js.streams_info() if i.config.name.startswith("CARELESS")]
