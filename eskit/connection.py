@@ -30,7 +30,7 @@ from ._wire import Wire
 from .cache import AggregateCache
 from .dcb import DCBStore
 from .dcb_setup import open_dcb_store
-from .errors import AuthenticationError, ConnectError, EventStoreError
+from .errors import AuthenticationError, ConnectError, EventStoreError, ValidationError
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
@@ -100,6 +100,11 @@ class Client:
 
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
         """
+        for value, kind, example in ((snapshots, SnapshotPolicy, "SnapshotPolicy(every=100)"),
+                                     (cache, AggregateCache, "AggregateCache()"),
+                                     (upcasters, Upcasters, "Upcasters()")):  # fmt: skip
+            if value is not None and not isinstance(value, kind):
+                raise ValidationError(f"event_store takes None or {example} there, got {value!r}")
         stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas,
                                      default_replicas=self.default_replicas, reconfigure=reconfigure,
                                      allow_delete_history=allow_delete_history)  # fmt: skip

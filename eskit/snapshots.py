@@ -66,6 +66,14 @@ class SnapshotPolicy:
     every: int | None = 100
     slower_than: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.every is not None and (type(self.every) is not int or self.every < 1):
+            raise ValidationError(f"SnapshotPolicy every= takes a count of events such as 100, got {self.every!r}")
+        if self.slower_than is not None and (type(self.slower_than) not in (int, float) or not self.slower_than >= 0):
+            raise ValidationError(
+                f"SnapshotPolicy slower_than= takes seconds such as 0.05 (or None), got {self.slower_than!r}"
+            )
+
     def wants(self, replayed: int, seconds: float) -> bool:
         if replayed <= 0:
             return False

@@ -546,3 +546,25 @@ async def test_careless_arguments_are_one_line_eskit_errors_not_raw_type_errors_
     assert "\n" not in str(refused.value)
     assert await store.last_position() == 1
     assert not [i for i in await store.client.js.streams_info() if i.config.name.startswith("CARELESS")]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"snapshots": True}, {"snapshots": "every 5"}, {"cache": True}, {"upcasters": {"a": 1}}],
+    ids=["snapshots=True", "snapshots=str", "cache=True", "upcasters=dict"],
+)
+async def test_an_event_store_opened_with_options_of_the_wrong_kind_is_refused_before_its_stream_exists(
+    client: eskit.Client, options: dict[str, Any]
+) -> None:
+    name = unique("careless")
+    with pytest.raises(eskit.ValidationError, match="event_store takes None or"):
+        await client.event_store(name, **options)  # was created, then every load raised AttributeError
+    assert name.upper() not in [i.config.name for i in await client.js.streams_info()]
+
+
+@pytest.mark.parametrize("policy", [{"every": "5"}, {"every": 0}, {"slower_than": "0.1"}, {"slower_than": -1.0}])
+def test_a_snapshot_policy_of_the_wrong_kind_or_sign_is_refused_when_made_not_at_each_load(
+    policy: dict[str, Any],
+) -> None:
+    with pytest.raises(eskit.ValidationError, match="SnapshotPolicy"):  # was a TypeError at every load
+        eskit.SnapshotPolicy(**policy)
