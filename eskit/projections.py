@@ -39,7 +39,8 @@ events this projection never saw. It reads the missing positions itself with Dir
 order with the batch (``stats.recovered`` counts them); positions that hold nothing (events deleted from a
 store that allows it) are passed over. A consumer whose filter someone else changed (so nothing more matches
 and nothing is pending) or that someone paused is recreated at the read model's position when
-:meth:`Projection.run_until_caught_up` asks the server for its progress.
+:meth:`Projection.run_until_caught_up` asks the server for its progress, or a running one has been idle for
+``IDLE_CHECK`` seconds.
 
 With upcasters on the store (``client.event_store(name, upcasters=...)``, :mod:`eskit.upcasting`) handlers get
 the upcast events; an event whose upcaster raises is parked at once, like an undecodable one.
@@ -69,6 +70,8 @@ from .deadletter import DeadLetters, ParkedEvent
 from .errors import EskitError, PermissionDeniedError, ProjectionError
 from .events import RecordedEvent, check_token, decode
 from .readmodel import ReadModel
+
+IDLE_CHECK = 5.0  # seconds: how often an idle running projection asks whether its consumer was changed
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -290,9 +293,14 @@ class Projection:
         """Apply events as they arrive until :meth:`stop`; server hiccups are retried, not fatal; an account
         that may not run projections (:class:`~eskit.errors.PermissionDeniedError`) ends it."""
         self._stopping, self._error = False, None
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         while not self._stopping:
             try:
-                await self.step(wait=self.max_wait)
+                if not await self.step(wait=self.max_wait) and loop.time() - checked >= IDLE_CHECK:
+                    checked = loop.time()  # idle: is it idle because someone refiltered or paused the consumer?
+                    if (await self._consumer.progress()).changed:
+                        self._ready = False  # recreated at the read model's position by the next step
             except PermissionDeniedError as exc:  # no retry will grant the permission
                 self._error = f"{type(exc).__name__}: {exc}"
                 raise

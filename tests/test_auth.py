@@ -466,3 +466,26 @@ async def test_a_projection_whose_consumer_the_writer_refiltered_or_paused_does_
     finally:
         await view.close(delete_consumer=True)
         await admin.delete_store(name)
+
+
+async def test_a_running_projection_whose_consumer_the_writer_refiltered_recovers_instead_of_stalling_at_lag_0(
+    writer: eskit.Client, admin: eskit.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eskit.projections, "IDLE_CHECK", 0.2)
+    name = unique("orders")
+    store = await writer.event_store(name)
+    view = Orders(store, max_wait=0.1)
+    try:
+        view.start()
+        await view.wait_for(await fill_orders(store, 2), timeout=10)
+        stream, consumer = name.upper(), "projection-Orders"
+        config = (await api(writer, f"CONSUMER.INFO.{stream}.{consumer}"))["config"]
+        config = {**config, "filter_subject": f"{name}.nothing.>"}  # type: ignore[dict-item]
+        answer = await api(writer, f"CONSUMER.CREATE.{stream}.{consumer}", {"stream_name": stream, "config": config})
+        assert "error" not in answer, answer
+        last = await fill_orders(store, 4, first=2)
+        await view.wait_for(last, timeout=10)  # stalled at 5 with lag 0 and no error before
+        assert view.db.execute("SELECT count(*), sum(status = 'shipped') FROM orders").fetchone() == (6, 3)
+    finally:
+        await view.close(delete_consumer=True)
+        await admin.delete_store(name)
