@@ -109,7 +109,10 @@ class Query:
     items: Sequence[QueryItem] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "items", tuple(self.items))
+        items = self.items
+        if not isinstance(items, Sequence) or not all(isinstance(item, QueryItem) for item in items):
+            raise ValidationError(f"Query takes a list of QueryItems: Query([QueryItem(tags=['c:1'])]), got {items!r}")
+        object.__setattr__(self, "items", tuple(items))
 
     @classmethod
     def all(cls) -> Query:
@@ -134,6 +137,11 @@ class AppendCondition:
 
     def __post_init__(self) -> None:
         check_position(self.after, "AppendCondition's after")
+        if not isinstance(self.fail_if_events_match, Query):
+            raise ValidationError(
+                f"AppendCondition takes a Query, e.g. AppendCondition(Query([...]), after=seen.head), got "
+                f"{self.fail_if_events_match!r}"
+            )
 
 
 def check_tag(tag: object) -> str:

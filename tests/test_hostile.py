@@ -8,6 +8,7 @@ checks what it reads against what it just wrote (500 examples each, no deadline:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import json
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 
 import eskit
 from eskit import EncodeError, Event, InvalidNameError
-from eskit.dcb import AppendCondition, DCBStore, Query, TaggedEvent
+from eskit.dcb import AppendCondition, DCBStore, Query, QueryItem, TaggedEvent
 from eskit.events import check_token
 
 REUSED_STORE = [HealthCheck.function_scoped_fixture]  # on purpose: one store for all examples of a test
@@ -568,3 +569,32 @@ def test_a_snapshot_policy_of_the_wrong_kind_or_sign_is_refused_when_made_not_at
 ) -> None:
     with pytest.raises(eskit.ValidationError, match="SnapshotPolicy"):  # was a TypeError at every load
         eskit.SnapshotPolicy(**policy)
+
+
+DCB_CARELESS = {
+    "read('course:c1')": lambda d, q: d.read("course:c1"),
+    "read(after='3')": lambda d, q: d.read(q, after="3"),
+    "read(limit='3')": lambda d, q: d.read(q, limit="3"),
+    "last('course:c1')": lambda d, q: d.last("course:c1"),
+    "subscribe(after='3')": lambda d, q: d.subscribe(q, after="3"),
+    "append(events, query)": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"])], q),
+    "AppendCondition([query])": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"])], AppendCondition([q])),
+    "Query(item)": lambda d, q: d.read(Query(q.items[0])),
+    "AggregateCache('5')": lambda d, q: asyncio.sleep(0, eskit.AggregateCache("5")),
+}
+
+
+@pytest.mark.parametrize("call", DCB_CARELESS)
+async def test_careless_dcb_and_cache_arguments_are_one_line_eskit_errors_and_store_nothing(
+    client: eskit.Client, call: str
+) -> None:
+    name = unique("careless")
+    courses = await client.dcb_store(name, tag_keys=("course",))
+    query = Query([QueryItem(types=["E"], tags=["course:c1"])])
+    try:
+        with pytest.raises(eskit.ValidationError) as refused:  # raw AttributeError/TypeError before
+            await DCB_CARELESS[call](courses, query)
+        assert "\n" not in str(refused.value)
+        assert (await courses.read()).head == 0  # nothing stored
+    finally:
+        await client.delete_store(name)
