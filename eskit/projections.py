@@ -67,7 +67,7 @@ from ._consumer import Batch, Progress, PullConsumer
 from .aggregate import applies
 from .applying import Applier, Counts, ProjectionStats
 from .deadletter import DeadLetters, ParkedEvent
-from .errors import EskitError, PermissionDeniedError, ProjectionError
+from .errors import EskitError, PermissionDeniedError, ProjectionError, ValidationError
 from .events import RecordedEvent, check_token, decode
 from .readmodel import ReadModel
 
@@ -112,6 +112,16 @@ class Projection:
             raise ProjectionError(
                 f'{type(self).__name__} handles no event type; add methods marked @applies("created")'
             )
+        if not isinstance(db, str | os.PathLike) or not db:  # db=5 made a database file named '5'
+            raise ValidationError(f"db takes a file path or ':memory:', got {db!r}")
+        numbers: list[tuple[str, object, int, tuple[type, ...]]] = [
+            ("batch_size", batch_size, 1, (int,)), ("max_attempts", max_attempts, 1, (int,)),
+            ("max_wait", max_wait, 0, (int, float)), ("retry_delay", retry_delay, 0, (int, float)),
+            ("ack_wait", ack_wait, 0, (int, float)),
+        ]  # fmt: skip
+        for what, value, low, kinds in numbers:
+            if type(value) not in kinds or not low <= value < 10**9:  # type: ignore[operator]  # a str failed later
+                raise ValidationError(f"{what} takes a number from {low}, got {value!r}")
         self.store = store
         self.batch_size, self.max_wait = batch_size, max_wait
         handlers = {t: (f"{type(self).__name__}.{a}", getattr(self, a)) for t, a in self._appliers.items()}

@@ -598,3 +598,23 @@ async def test_careless_dcb_and_cache_arguments_are_one_line_eskit_errors_and_st
         assert (await courses.read()).head == 0  # nothing stored
     finally:
         await client.delete_store(name)
+
+
+class _Seen(eskit.Projection):
+    schema = "CREATE TABLE seen (position INTEGER PRIMARY KEY)"
+
+    @eskit.applies("a")
+    def _a(self, db: Any, event: eskit.RecordedEvent) -> None:
+        db.execute("INSERT INTO seen VALUES (?)", (event.position,))
+
+
+@pytest.mark.parametrize(
+    "options", [{"db": 5}, {"batch_size": "10"}, {"batch_size": 0}, {"max_wait": "1"}, {"max_attempts": 0}]
+)
+async def test_a_projection_with_options_of_the_wrong_kind_is_refused_when_made_not_later_or_by_the_server(
+    store: eskit.EventStore, options: dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # db=5 made a database file named '5' here
+    with pytest.raises(eskit.ValidationError, match=next(iter(options))):
+        _Seen(store, **options)
+    assert list(tmp_path.iterdir()) == []
