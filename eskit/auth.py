@@ -57,6 +57,8 @@ WRITER_DENY = [
     "$JS.API.META.>",
     "$JS.API.SERVER.>",
     "$JS.API.CONSUMER.PAUSE.>",  # eskit never pauses; a pause until 2099 would stall a running projection
+    "$JS.API.STREAM.LEADER.STEPDOWN.>",  # on a cluster, one request per second keeps a store electing leaders
+    "$JS.API.CONSUMER.LEADER.STEPDOWN.>",
 ]
 #: All an analyst may publish to: reading requests, nothing that creates, changes, pulls or acks.
 ANALYST_ALLOW = [

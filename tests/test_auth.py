@@ -489,3 +489,20 @@ async def test_a_running_projection_whose_consumer_the_writer_refiltered_recover
     finally:
         await view.close(delete_consumer=True)
         await admin.delete_store(name)
+
+
+async def test_the_writer_may_not_force_leader_elections_of_stores_or_projections(
+    writer: eskit.Client, admin: eskit.Client
+) -> None:
+    name = unique("orders")
+    store = await writer.event_store(name)
+    await fill_orders(store, 1)
+    view = Orders(store)
+    try:
+        await view.run_until_caught_up()
+        stream = name.upper()  # on a cluster, a stepdown a second keeps the store unavailable (elections)
+        await refused_fast(api(writer, f"STREAM.LEADER.STEPDOWN.{stream}", {}))
+        await refused_fast(api(writer, f"CONSUMER.LEADER.STEPDOWN.{stream}.projection-Orders", {}))
+    finally:
+        await view.close(delete_consumer=True)
+        await admin.delete_store(name)
