@@ -18,7 +18,9 @@ writer    publishes events; creates stores that do not exist yet (``STREAM.CREAT
           existing stream: the server refuses another configuration under the same name); runs projections
           (durable consumers, pull, ack) and bulk reads (short-lived consumers). It may **not**
           ``STREAM.UPDATE`` (a ``max_msgs: 1`` would cut the history), delete or purge a stream, delete a
-          message, restore a stream over one, purge the account, or use the cluster's meta API.
+          message, restore a stream over one, purge the account, use the cluster's meta API, pause
+          consumers, force leader stepdowns, or publish into another user's reply inbox. A stream it
+          created beforehand with settings that drop events is refused when the store is opened.
 analyst   reads: stream info, Direct Get (``read``, ``load``, ``replay``, ``to_dataframe``), consumer info. It
           creates **no consumer at all**, pulls from none and acks none: its bulk reads are refused at once
           and fall back to Direct Get (:mod:`eskit._bulkread`), so it changes nothing anyone relies on.
@@ -33,6 +35,10 @@ its body and then *updates* the durable consumer of that name (checked on nats-s
 every durable consumer belongs to the writer (and admin). A projection also notices events delivered past
 a gap it did not cause (someone else with the writer's rights acked them) and reads the missing ones itself
 (:mod:`eskit.projections`).
+
+Each user reads replies only on its own inbox, ``_INBOX_<user>`` (:func:`inbox_prefix`; ``eskit.connect(user=...)``
+uses it), which no other user may subscribe to or (for the writer) publish to: under one shared ``_INBOX.>``
+a writer could read every reply and inject forged events into an analyst's reads.
 
 Stores are created with ``deny_delete`` and ``deny_purge`` (:func:`eskit.streams.stream_config`), so even
 the admin cannot delete single events or purge a store unless it was opened with
