@@ -251,7 +251,7 @@ async def connect(
         "error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected,
         "user": user, "password": password, "token": token,
         "nkeys_seed": nkeys_seed, "user_credentials": creds, "tls": tls,
-        "inbox_prefix": inbox_prefix or (auth.inbox_prefix(user) if user and _USER_TOKEN.fullmatch(user) else None),
+        "inbox_prefix": inbox_prefix or _inbox_of(user or _url_user(url)),
     }  # fmt: skip
     try:
         servers = [u.strip() for u in url.split(",") if u.strip()]
@@ -266,6 +266,18 @@ async def connect(
     client = Client(nc, url, server)
     errors_to.append(client)
     return client
+
+
+def _url_user(url: str) -> str | None:
+    """The user name in the first server's ``nats://user:password@host`` (None: none, or a token)."""
+    userinfo, at, _ = url.split(",")[0].strip().rpartition("@")
+    user, colon, _ = userinfo.rpartition("://")[2].partition(":")
+    return user if at and colon else None
+
+
+def _inbox_of(user: str | None) -> str | None:
+    """``_INBOX_<user>`` (see :func:`eskit.auth.inbox_prefix`) for a user name that makes one subject token."""
+    return auth.inbox_prefix(user) if user and _USER_TOKEN.fullmatch(user) else None
 
 
 def _connect_error(url: str, exc: Exception, seen: list[Exception], *, secrets: Sequence[str | None]) -> ConnectError:

@@ -506,3 +506,11 @@ async def test_the_writer_may_not_force_leader_elections_of_stores_or_projection
     finally:
         await view.close(delete_consumer=True)
         await admin.delete_store(name)
+
+
+async def test_credentials_in_the_url_get_the_users_own_reply_inbox_too(server: EmbeddedServer, orders: str) -> None:
+    host = server.url.split("://", 1)[1]
+    async with await eskit.connect(f"nats://analyst:{ANALYST}@{host}") as analyst:  # no user=: from the URL
+        assert [e.type for e in await (await analyst.event_store(orders)).read("1")][:2] == ["created", "item_added"]
+    async with await eskit.connect(f"nats://writer:{WRITER}@{host}") as writer:
+        assert await (await writer.event_store(orders)).append("u1", [Event("created")]) > 2
