@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .codec import encode_json
 from .errors import EventStoreError, PayloadTooLargeError, ValidationError
-from .events import MSG_ID, SCHEMA_VERSION, check_events, check_position, check_token
+from .events import MAX_POSITION, MSG_ID, SCHEMA_VERSION, check_events, check_position, check_token
 
 if TYPE_CHECKING:
     from .upcasting import Upcasters
@@ -251,8 +251,11 @@ def _minimal(filters: Iterable[str]) -> list[str]:
 def encode(event: TaggedEvent, subject: str) -> tuple[str, bytes, dict[str, str]]:
     """The message for an event: JSON (or raw bytes) payload, tags and id in headers."""
     headers = {MSG_ID: event.id, TAGS: json.dumps(list(event.tags))}
-    if event.schema_version != 1:
-        headers[SCHEMA_VERSION] = str(event.schema_version)
+    version = event.schema_version
+    if version != 1:
+        if type(version) is not int or not 1 <= version <= MAX_POSITION:  # stored, then read back as version 1
+            raise ValidationError(f"schema_version must be an int (1, 2, ...), got {version!r}")
+        headers[SCHEMA_VERSION] = str(version)
     if isinstance(event.data, bytes | bytearray):
         headers[RAW] = "1"
         return subject, bytes(event.data), headers

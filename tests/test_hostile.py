@@ -581,6 +581,9 @@ DCB_CARELESS = {
     "AppendCondition([query])": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"])], AppendCondition([q])),
     "Query(item)": lambda d, q: d.read(Query(q.items[0])),
     "AggregateCache('5')": lambda d, q: asyncio.sleep(0, eskit.AggregateCache("5")),
+    "schema_version='2'": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"], schema_version="2")]),
+    "schema_version=0": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"], schema_version=0)]),
+    "schema_version=2**70": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"], schema_version=2**70)]),
 }
 
 
