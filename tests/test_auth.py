@@ -514,3 +514,31 @@ async def test_credentials_in_the_url_get_the_users_own_reply_inbox_too(server: 
         assert [e.type for e in await (await analyst.event_store(orders)).read("1")][:2] == ["created", "item_added"]
     async with await eskit.connect(f"nats://writer:{WRITER}@{host}") as writer:
         assert await (await writer.event_store(orders)).append("u1", [Event("created")]) > 2
+
+
+class Tally(eskit.Aggregate):
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.events = 0
+
+    @applies("created")
+    def _created(self, data: object) -> None:
+        self.events += 1
+
+
+async def test_an_analyst_loads_with_snapshots_the_writer_keeps_and_is_refused_a_new_bucket_at_once(
+    writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client
+) -> None:
+    kept, bare = unique("orders"), unique("orders")
+    policy = eskit.SnapshotPolicy(every=2)
+    for name in (kept, bare):
+        await (await writer.event_store(name)).append("t1", [Event("created") for _ in range(3)])
+    await (await writer.event_store(kept, snapshots=policy)).load(Tally, "t1")  # the bucket, and a snapshot
+    try:
+        started = time.monotonic()
+        reading = await analyst.event_store(kept, snapshots=policy)  # was nats' TimeoutError after 5 s
+        assert (await reading.load(Tally, "t1")).events == 3 and time.monotonic() - started < FAST
+        await refused_fast(analyst.event_store(bare, snapshots=policy))  # may not create the bucket
+    finally:
+        for name in (kept, bare):
+            await admin.delete_store(name)
