@@ -410,7 +410,7 @@ class DCBStore:
         subject = filters[0] if len(filters) == 1 else self.layout.everything
         skip = self.layout.carrier
         subscription = await Subscription.start(
-            self.client.js, self.stream, subject, query or Query(), after or 0, skip=skip
+            self.client.js, self.stream, subject, query or Query(), after or 0, skip=skip, wire=self.client.wire
         )
         subscription.upcasters = self.upcasters
         return subscription

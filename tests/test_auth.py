@@ -542,3 +542,21 @@ async def test_an_analyst_loads_with_snapshots_the_writer_keeps_and_is_refused_a
     finally:
         for name in (kept, bare):
             await admin.delete_store(name)
+
+
+async def test_an_analysts_dcb_subscription_is_refused_at_once_and_the_writers_follows(
+    writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client
+) -> None:
+    from eskit.dcb import Query, TaggedEvent
+
+    name = unique("courses")
+    courses = await writer.dcb_store(name, tag_keys=("course",))
+    first = await courses.append([TaggedEvent("Enrolled", {}, ["course:c1"])])
+    try:
+        reading = await analyst.dcb_store(name)
+        assert [e.position for e in await reading.read()] == [first]  # it reads
+        await refused_fast(reading.subscribe(Query.all(), after=0))  # was nats' TimeoutError after 5 s
+        async with await courses.subscribe(Query.all(), after=0) as following:
+            assert (await asyncio.wait_for(anext(following), 5)).position == first
+    finally:
+        await admin.delete_store(name)
