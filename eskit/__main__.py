@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from . import clean, log_import
-from ._redact import redact
+from ._redact import redact_url
 from .errors import EskitError
 from .server import EmbeddedServer
 
@@ -108,7 +108,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         env["NATS_URL"] = server.url
         print(f"eskit: embedded nats-server at {server.url} (NATS_URL set for every kernel)", flush=True)
     else:
-        print(f"eskit: using NATS_URL={redact(env['NATS_URL'])}", flush=True)
+        print(f"eskit: using NATS_URL={redact_url(env['NATS_URL'], env['NATS_URL'])}", flush=True)
     cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}", *args.lab_args]
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in cmd:
         cmd.append("--allow-root")  # containers and workshop VMs often run as root; Jupyter refuses without it

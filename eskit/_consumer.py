@@ -73,6 +73,7 @@ class Progress:
     pending: int  # events not yet delivered
     unacked: int  # delivered but not acknowledged
     delivered: int  # stream position of the last event delivered (to anyone pulling from this consumer)
+    changed: str = ""  # what someone else changed on the consumer (its filter, a pause): recreate it
 
 
 class PullConsumer:
@@ -144,7 +145,13 @@ class PullConsumer:
         """Pending, unacknowledged, and the last position delivered, in one request."""
         info = await self.client.js.consumer_info(self.stream, self.durable)
         delivered = int(info.delivered.stream_seq or 0) if info.delivered is not None else 0
-        return Progress(int(info.num_pending or 0), int(info.num_ack_pending or 0), delivered)
+        config, changed = info.config, []
+        filters = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+        if filters != self.filters:
+            changed.append(f"filter {filters}")
+        if info.paused:
+            changed.append("paused")
+        return Progress(int(info.num_pending or 0), int(info.num_ack_pending or 0), delivered, ", ".join(changed))
 
     async def fetch(self, batch: int, *, wait: float) -> Batch:
         """Up to ``batch`` events: those available now, else the first to arrive within ``wait`` seconds."""

@@ -36,6 +36,7 @@ from .events import (
     SCHEMA_VERSION,
     RecordedEvent,
     parse_time,
+    parse_version,
     subject_parts,
 )
 
@@ -194,10 +195,7 @@ def _loads(payload: bytes) -> tuple[Any, str | None]:
 
 def version(value: str | None) -> int:
     """A schema version header; missing or garbled: version 1, as :func:`eskit.events.decode` does."""
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return 1
+    return parse_version(value)
 
 
 def recorded_events(

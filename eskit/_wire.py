@@ -134,7 +134,8 @@ class Wire:
     def __init__(self, nc: NATS, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._nc = nc
         self._timeout = timeout
-        self._prefix = f"_INBOX.{uuid.uuid4().hex}"
+        inbox = getattr(nc, "_inbox_prefix", b"_INBOX")  # connect(inbox_prefix=...), per user (eskit.auth)
+        self._prefix = f"{bytes(inbox).decode()}.{uuid.uuid4().hex}"
         self._handlers: dict[str, Callable[[Msg], None]] = {}
         self._waiting: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._batch_slots = asyncio.Semaphore(MAX_INFLIGHT_BATCHES)
@@ -436,6 +437,7 @@ class Wire:
                 fut.set_exception(PermissionDeniedError(
                     f"permission denied: this account may not {'publish to' if kind == 'publish' else 'subscribe to'} "
                     f"{subj if kind == 'publish' else subject!r}; connect with an account that has this permission"
+                    + ("" if kind == "publish" else " (or with the inbox_prefix its replies may arrive on)")
                 ))
 
     async def close(self) -> None:

@@ -18,7 +18,9 @@ writer    publishes events; creates stores that do not exist yet (``STREAM.CREAT
           existing stream: the server refuses another configuration under the same name); runs projections
           (durable consumers, pull, ack) and bulk reads (short-lived consumers). It may **not**
           ``STREAM.UPDATE`` (a ``max_msgs: 1`` would cut the history), delete or purge a stream, delete a
-          message, restore a stream over one, purge the account, or use the cluster's meta API.
+          message, restore a stream over one, purge the account, use the cluster's meta API, pause
+          consumers, force leader stepdowns, or publish into another user's reply inbox. A stream it
+          created beforehand with settings that drop events is refused when the store is opened.
 analyst   reads: stream info, Direct Get (``read``, ``load``, ``replay``, ``to_dataframe``), consumer info. It
           creates **no consumer at all**, pulls from none and acks none: its bulk reads are refused at once
           and fall back to Direct Get (:mod:`eskit._bulkread`), so it changes nothing anyone relies on.
@@ -33,6 +35,10 @@ its body and then *updates* the durable consumer of that name (checked on nats-s
 every durable consumer belongs to the writer (and admin). A projection also notices events delivered past
 a gap it did not cause (someone else with the writer's rights acked them) and reads the missing ones itself
 (:mod:`eskit.projections`).
+
+Each user reads replies only on its own inbox, ``_INBOX_<user>`` (:func:`inbox_prefix`; ``eskit.connect(user=...)``
+uses it), which no other user may subscribe to or (for the writer) publish to: under one shared ``_INBOX.>``
+a writer could read every reply and inject forged events into an analyst's reads.
 
 Stores are created with ``deny_delete`` and ``deny_purge`` (:func:`eskit.streams.stream_config`), so even
 the admin cannot delete single events or purge a store unless it was opened with
@@ -56,6 +62,9 @@ WRITER_DENY = [
     "$JS.API.ACCOUNT.PURGE.>",  # every stream of the account
     "$JS.API.META.>",
     "$JS.API.SERVER.>",
+    "$JS.API.CONSUMER.PAUSE.>",  # eskit never pauses; a pause until 2099 would stall a running projection
+    "$JS.API.STREAM.LEADER.STEPDOWN.>",  # on a cluster, one request per second keeps a store electing leaders
+    "$JS.API.CONSUMER.LEADER.STEPDOWN.>",
 ]
 #: All an analyst may publish to: reading requests, nothing that creates, changes, pulls or acks.
 ANALYST_ALLOW = [
@@ -69,7 +78,18 @@ ANALYST_ALLOW = [
     "$JS.API.CONSUMER.NAMES.*",
     "$JS.API.CONSUMER.LIST.*",
 ]
-INBOXES = {"allow": ["_INBOX.>"]}  # replies to requests
+INBOX_PREFIX = "_INBOX_{user}"  # each user's replies: what eskit.connect(user=...) subscribes to (see inbox_prefix)
+
+
+def inbox_prefix(user: str) -> str:
+    """The reply inbox prefix of ``user``: only that user may subscribe to it and no writer may publish to it,
+    so nobody reads or forges another user's replies (a shared ``_INBOX.>`` let a writer inject events into an
+    analyst's reads and let every user read everyone's replies).
+
+    >>> inbox_prefix("analyst")
+    '_INBOX_analyst'
+    """
+    return INBOX_PREFIX.format(user=user)
 
 
 def least_privilege_config(
@@ -81,6 +101,8 @@ def least_privilege_config(
 
     >>> text = least_privilege_config(writer_password="w", analyst_password="a", admin_password="adm")
     """
+    inboxes = {"_INBOX.>", inbox_prefix(writer) + ".>", inbox_prefix(analyst) + ".>", inbox_prefix(admin) + ".>"}
+    forge = sorted(inboxes - {inbox_prefix(writer) + ".>"})  # other users' replies, which a writer could forge
     users: list[dict[str, Any]] = []
     if admin_password is not None:
         users.append({"user": admin, "password": admin_password})  # no permissions: may do everything
@@ -88,12 +110,18 @@ def least_privilege_config(
         {
             "user": writer,
             "password": writer_password,
-            "permissions": {"publish": {"allow": [">"], "deny": WRITER_DENY}, "subscribe": INBOXES},
+            "permissions": {
+                "publish": {"allow": [">"], "deny": WRITER_DENY + forge},
+                "subscribe": {"allow": [inbox_prefix(writer) + ".>"]},
+            },
         },
         {
             "user": analyst,
             "password": analyst_password,
-            "permissions": {"publish": {"allow": ANALYST_ALLOW}, "subscribe": INBOXES},
+            "permissions": {
+                "publish": {"allow": ANALYST_ALLOW},
+                "subscribe": {"allow": [inbox_prefix(analyst) + ".>"]},
+            },
         },
     ]
     return "authorization {\n  users = " + json.dumps(users, indent=2) + "\n}\n"

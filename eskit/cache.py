@@ -25,6 +25,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .errors import ValidationError
+
 if TYPE_CHECKING:
     from ._marks import Mark
     from .aggregate import Aggregate
@@ -44,8 +46,8 @@ class AggregateCache:
     """The most recently used ``maxsize`` aggregates' states, per class and id (least recently used out)."""
 
     def __init__(self, maxsize: int = 10_000) -> None:
-        if maxsize < 1:
-            raise ValueError("an AggregateCache needs maxsize >= 1")
+        if type(maxsize) is not int or maxsize < 1:
+            raise ValidationError(f"an AggregateCache needs maxsize >= 1 (an int), got {maxsize!r}")
         self.maxsize = maxsize
         self._entries: OrderedDict[tuple[type, str], _Entry] = OrderedDict()
         self.hits = self.misses = 0

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,19 +29,20 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
-from . import _closing, _fastlane, _headers
-from ._redact import redact
+from . import _closing, _fastlane, _headers, auth
+from ._redact import redact, redact_url
 from ._wire import Wire
 from .cache import AggregateCache
 from .dcb import DCBStore
 from .dcb_setup import open_dcb_store
-from .errors import AuthenticationError, ConnectError, EventStoreError
+from .errors import AuthenticationError, ConnectError, EventStoreError, ValidationError
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
 from .streams import LEARNER_ENV, STREAM_NOT_FOUND, check_namespace, ensure_stream, owned_stream
 from .upcasting import Upcasters
 
+_USER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a user name that makes one inbox subject token
 HOW_TO_START = "start one with `python -m eskit server` or `docker compose up -d`, or unset NATS_URL"
 CLOSE_TIMEOUT = 2.0  # seconds close() waits for a drain (a stalled server answers nothing): then it just closes
 
@@ -64,7 +66,7 @@ class Client:
         self.namespace = check_namespace(namespace)  # the learner's: prefixes every store name ("" = none)
         _headers.install(nc)  # events carry headers: nats-py's pure-Python parser is the bottleneck
         self.js: JetStreamContext = nc.jetstream()
-        self.url = redact(url)  # what it is connected to, for messages: credentials masked
+        self.url = redact_url(url, url)  # what it is connected to, for messages: credentials masked
         self.server = server
         self.wire = Wire(nc)
         self._caches: dict[str, list[AggregateCache]] = {}  # per store name: cleared when the store is deleted
@@ -118,6 +120,11 @@ class Client:
 
         >>> orders = await client.event_store("orders")      # doctest: +SKIP
         """
+        for value, kind, example in ((snapshots, SnapshotPolicy, "SnapshotPolicy(every=100)"),
+                                     (cache, AggregateCache, "AggregateCache()"),
+                                     (upcasters, Upcasters, "Upcasters()")):  # fmt: skip
+            if value is not None and not isinstance(value, kind):
+                raise ValidationError(f"event_store takes None or {example} there, got {value!r}")
         name = self.store_name(name)
         stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas,
                                      default_replicas=self.default_replicas, reconfigure=reconfigure,
@@ -231,6 +238,7 @@ async def connect(
     timeout: float = 2.0,
     store_dir: str | os.PathLike[str] | None = None,
     namespace: str | None = None,
+    inbox_prefix: str | None = None,
 ) -> Client:
     """Connect to ``url``, else ``$NATS_URL``, else a new embedded server (stopped by ``client.close()``).
 
@@ -239,6 +247,10 @@ async def connect(
 
     Credentials and TLS are passed through to nats-py: ``user``/``password``, ``token``, ``nkeys_seed``
     (a seed file), ``creds`` (a ``.creds`` file), ``tls`` (an ``ssl.SSLContext``).
+
+    Replies arrive under ``inbox_prefix``: by default ``_INBOX_<user>`` when a ``user`` is given (the only
+    inbox :func:`eskit.auth.least_privilege_config` lets that user read, so no other user reads or forges its
+    replies), else ``_INBOX``; pass ``inbox_prefix="_INBOX"`` for a server that grants users only ``_INBOX.>``.
     """
     namespace = check_namespace(os.environ.get(LEARNER_ENV, "").strip() if namespace is None else namespace)
     url = url or os.environ.get("NATS_URL") or None
@@ -268,6 +280,7 @@ async def connect(
         "error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected,
         "user": user, "password": password, "token": token,
         "nkeys_seed": nkeys_seed, "user_credentials": creds, "tls": tls,
+        "inbox_prefix": inbox_prefix or _inbox_of(user or _url_user(url)),
     }  # fmt: skip
     try:
         servers = [u.strip() for u in url.split(",") if u.strip()]
@@ -284,8 +297,21 @@ async def connect(
     return client
 
 
+def _url_user(url: str) -> str | None:
+    """The user name in the first server's ``nats://user:password@host`` (None: none, or a token)."""
+    userinfo, at, _ = url.split(",")[0].strip().rpartition("@")
+    user, colon, _ = userinfo.rpartition("://")[2].partition(":")
+    return user if at and colon else None
+
+
+def _inbox_of(user: str | None) -> str | None:
+    """``_INBOX_<user>`` (see :func:`eskit.auth.inbox_prefix`) for a user name that makes one subject token."""
+    return auth.inbox_prefix(user) if user and _USER_TOKEN.fullmatch(user) else None
+
+
 def _connect_error(url: str, exc: Exception, seen: list[Exception], *, secrets: Sequence[str | None]) -> ConnectError:
-    url, text = redact(url, *secrets), redact(str(exc) or type(exc).__name__, *secrets)
+    text = redact(redact_url(str(exc) or type(exc).__name__, url), *secrets)
+    url = redact(redact_url(url, url), *secrets)
     if any("authorization violation" in str(e).lower() for e in [exc, *seen]):
         text = "Authorization Violation"
         return AuthenticationError(

@@ -77,7 +77,9 @@ from .errors import (
     DuplicateEventError,
     EventStoreError,
     StoreUnavailableError,
+    ValidationError,
 )
+from .events import check_position
 from .store import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE, EventStore
 
 if TYPE_CHECKING:
@@ -144,6 +146,9 @@ class DCBStore:
         >>> seen.head                                                               # doctest: +SKIP
         12
         """
+        _check_query(query, after)
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise ValidationError(f"limit must be None or a count such as 10, got {limit!r}")
         if limit is not None and limit <= 0:
             return ReadResult([], None)
         start, query = after or 0, query or Query()
@@ -173,6 +178,7 @@ class DCBStore:
 
     async def last(self, query: Query) -> SequencedEvent | None:
         """The last event matching ``query`` (e.g. the last invoice); one round trip if filters are exact."""
+        _check_query(query, None)
         found = await asyncio.gather(*(self._last_match(item) for item in query.items or [QueryItem()]))
         return max((e for e in found if e is not None), key=lambda e: e.position, default=None)
 
@@ -286,6 +292,10 @@ class DCBStore:
         Raises :class:`AppendConditionError` if an event matching ``condition.fail_if_events_match`` was
         stored after ``condition.after``.
         """
+        if condition is not None and not isinstance(condition, AppendCondition):
+            raise ValidationError(
+                f"append's condition is an AppendCondition(query, after=seen.head) or None, got {condition!r}"
+            )
         messages = encode_all(self.layout, events, max_payload=self.client.max_payload)
         if condition is None:
             return _acked(self.name, await self._publish(messages))
@@ -395,11 +405,12 @@ class DCBStore:
         >>> async with await courses.subscribe(q, after=0) as events:            # doctest: +SKIP
         ...     async for e in events: ...
         """
+        _check_query(query, after)
         filters = self.layout.filters(query)
         subject = filters[0] if len(filters) == 1 else self.layout.everything
         skip = self.layout.carrier
         subscription = await Subscription.start(
-            self.client.js, self.stream, subject, query or Query(), after or 0, skip=skip
+            self.client.js, self.stream, subject, query or Query(), after or 0, skip=skip, wire=self.client.wire
         )
         subscription.upcasters = self.upcasters
         return subscription
@@ -435,6 +446,12 @@ class _Scan:
 def _merged(scans: list[_Scan], limit: int | None) -> list[SequencedEvent]:
     merged = sorted({e.position: e for s in scans for e in s.events}.values(), key=lambda e: e.position)
     return merged[:limit] if limit is not None else merged
+
+
+def _check_query(query: object, after: object) -> None:
+    if query is not None and not isinstance(query, Query):
+        raise ValidationError(f"expected a Query, e.g. Query([QueryItem(tags=['course:c1'])]), or None, got {query!r}")
+    check_position(after, "after")
 
 
 async def _pause(store: str, what: str, deadline: float) -> None:

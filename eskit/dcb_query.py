@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .codec import encode_json
 from .errors import EventStoreError, PayloadTooLargeError, ValidationError
-from .events import MSG_ID, SCHEMA_VERSION, check_events, check_position, check_token
+from .events import MAX_POSITION, MSG_ID, SCHEMA_VERSION, check_events, check_position, check_token
 
 if TYPE_CHECKING:
     from .upcasting import Upcasters
@@ -109,7 +109,10 @@ class Query:
     items: Sequence[QueryItem] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "items", tuple(self.items))
+        items = self.items
+        if not isinstance(items, Sequence) or not all(isinstance(item, QueryItem) for item in items):
+            raise ValidationError(f"Query takes a list of QueryItems: Query([QueryItem(tags=['c:1'])]), got {items!r}")
+        object.__setattr__(self, "items", tuple(items))
 
     @classmethod
     def all(cls) -> Query:
@@ -134,6 +137,11 @@ class AppendCondition:
 
     def __post_init__(self) -> None:
         check_position(self.after, "AppendCondition's after")
+        if not isinstance(self.fail_if_events_match, Query):
+            raise ValidationError(
+                f"AppendCondition takes a Query, e.g. AppendCondition(Query([...]), after=seen.head), got "
+                f"{self.fail_if_events_match!r}"
+            )
 
 
 def check_tag(tag: object) -> str:
@@ -243,8 +251,11 @@ def _minimal(filters: Iterable[str]) -> list[str]:
 def encode(event: TaggedEvent, subject: str) -> tuple[str, bytes, dict[str, str]]:
     """The message for an event: JSON (or raw bytes) payload, tags and id in headers."""
     headers = {MSG_ID: event.id, TAGS: json.dumps(list(event.tags))}
-    if event.schema_version != 1:
-        headers[SCHEMA_VERSION] = str(event.schema_version)
+    version = event.schema_version
+    if version != 1:
+        if type(version) is not int or not 1 <= version <= MAX_POSITION:  # stored, then read back as version 1
+            raise ValidationError(f"schema_version must be an int (1, 2, ...), got {version!r}")
+        headers[SCHEMA_VERSION] = str(version)
     if isinstance(event.data, bytes | bytearray):
         headers[RAW] = "1"
         return subject, bytes(event.data), headers

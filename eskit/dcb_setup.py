@@ -37,7 +37,8 @@ async def open_dcb_store(
     stream, wanted = stream_name(name), None if tag_keys is None else _check_keys(tag_keys)
     info = await _api(client.wire, f"STREAM.INFO.{stream}", b"")
     window, replicas = settings(name, info, kind="DCB store", duplicate_window=None, replicas=replicas,
-                                default_replicas=client.default_replicas, reconfigure=reconfigure)  # fmt: skip
+                                default_replicas=client.default_replicas, reconfigure=reconfigure,
+                              allow_delete_history=allow_delete_history)  # fmt: skip
     config = stream_config(name, duplicate_window=window, replicas=replicas, allow_delete_history=allow_delete_history)
     exists = "error" not in info
     metadata: dict[str, str] = dict(info["config"].get("metadata") or {}) if exists else {}
@@ -71,7 +72,7 @@ def _check_keys(keys: Sequence[str]) -> tuple[str, ...]:
             f"tag_keys takes a list of keys, e.g. tag_keys=['course', 'student'], not {keys!r}"
         )
     for key in keys:
-        if not key or not key.isidentifier():
+        if type(key) is not str or not key.isidentifier():
             raise ValidationError(f"tag key {key!r} must be an identifier such as 'course'")
     if len(set(keys)) != len(keys):
         raise ValidationError(f"tag_keys {list(keys)} repeats a key")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import TYPE_CHECKING, Any
 
 import nats
@@ -25,8 +26,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from .dcb_query import Query, SequencedEvent, decode, upcast
+from .errors import EventStoreError
 
 if TYPE_CHECKING:
+    from ._wire import Wire
     from .upcasting import Upcasters
 
 HEARTBEAT = 5.0
@@ -53,13 +56,16 @@ class Subscription:
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.upcasters: Upcasters | None = None  # applied as events are taken (an upcaster's error is yours)
+        self.wire: Wire | None = None  # creates the consumer: a refusal is a PermissionDeniedError at once
 
     @classmethod
     async def start(
-        cls, js: JetStreamContext, stream: str, subject: str, query: Query, after: int, *, skip: str = ""
-    ) -> Subscription:
+        cls, js: JetStreamContext, stream: str, subject: str, query: Query, after: int, *, skip: str = "",
+        wire: Wire | None = None,
+    ) -> Subscription:  # fmt: skip
         """Follow ``subject`` in ``stream`` from position ``after + 1``, ignoring messages on ``skip``."""
         subscription = cls(js, stream, subject, query, skip)
+        subscription.wire = wire
         subscription._next = after + 1
         await subscription._open()
         subscription._spawn(subscription._watch())
@@ -89,7 +95,21 @@ class Subscription:
             filter_subject=self._subject, ack_policy=AckPolicy.NONE, max_deliver=1, idle_heartbeat=HEARTBEAT,
             mem_storage=True, num_replicas=1,
         )  # fmt: skip
-        self._consumer = (await self._js.add_consumer(self._stream, config=config)).name
+        if self.wire is None:
+            self._consumer = (await self._js.add_consumer(self._stream, config=config)).name
+            return
+        body = json.dumps({"stream_name": self._stream, "config": config.as_dict()}).encode()
+        try:  # an account that may not create consumers (an analyst): PermissionDeniedError at once, not 5 s
+            reply = json.loads((await self.wire.request(f"$JS.API.CONSUMER.CREATE.{self._stream}", body)).data)
+        except BaseException:
+            self._sub = self._live = None
+            await self._drop(sub, None)
+            raise
+        if "error" in reply:
+            self._sub = self._live = None
+            await self._drop(sub, None)
+            raise EventStoreError(f"cannot follow {self._stream}: {reply['error'].get('description')}")
+        self._consumer = str(reply["name"])
 
     async def _drop(self, sub: Any, consumer: str | None) -> None:
         if sub is not None:

@@ -156,7 +156,7 @@ def encode_headers(event: Event) -> dict[str, str]:
     event_id, at, version = event.id, event.occurred_at, event.schema_version
     if not isinstance(at, datetime):
         raise ValidationError(f"occurred_at must be a datetime such as datetime.now(UTC), got {_shown(at)}")
-    if type(version) is not int:
+    if type(version) is not int or not 1 <= version <= MAX_POSITION:
         raise ValidationError(f"schema_version must be an int (1, 2, ...), got {_shown(version)}")
     headers = {MSG_ID: event_id, SCHEMA_VERSION: str(version), OCCURRED_AT: at.isoformat()}
     if event.correlation_id is not None:
@@ -238,12 +238,19 @@ def check_events(events: object, kind: type[_Identified], example: str) -> None:
             check_event_id(event_id)
 
 
-def check_position(value: object, what: str = "expected_position") -> None:
-    """Raise :class:`ValidationError` unless ``value`` is ``None`` or a stream position (0..``MAX_POSITION``)."""
-    if value is None or (type(value) is int and 0 <= value <= MAX_POSITION):
+def check_position(value: object, what: str = "expected_position", *, optional: bool = True) -> None:
+    """Raise :class:`ValidationError` unless ``value`` is a stream position (0..``MAX_POSITION``), or ``None``
+    if ``optional``.
+
+    >>> check_position("3", "after", optional=False)
+    Traceback (most recent call last):
+    eskit.errors.ValidationError: after must be a stream position, an int from 0 to 9223372036854775807, got str '3'
+    """
+    if (value is None and optional) or (type(value) is int and 0 <= value <= MAX_POSITION):
         return
     raise ValidationError(
-        f"{what} must be None or a stream position, an int from 0 to {MAX_POSITION}, got {_shown(value)}"
+        f"{what} must be {'None or ' if optional else ''}a stream position, an int from 0 to {MAX_POSITION}, "
+        f"got {_shown(value)}"
     )
 
 
@@ -271,6 +278,19 @@ def _metadata(headers: Mapping[str, str]) -> dict[str, str]:
     return {k[len(META_PREFIX) :]: v for k, v in headers.items() if k.startswith(META_PREFIX)}
 
 
+def parse_version(value: str | None) -> int:
+    """A stored schema version header; missing, garbled or beyond a 64-bit integer (someone else's): 1.
+
+    >>> parse_version("2"), parse_version("v2"), parse_version("9" * 30), parse_version(None)
+    (2, 1, 1, 1)
+    """
+    try:
+        version = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 1
+    return version if -MAX_POSITION - 1 <= version <= MAX_POSITION else 1
+
+
 def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> RecordedEvent:
     """Build a :class:`RecordedEvent` from a stored message; never raises on bad data."""
     aggregate_id, event_type = subject_parts(subj)
@@ -280,10 +300,7 @@ def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> 
         data = json.loads(raw) if raw else None
     except (ValueError, RecursionError) as exc:  # RecursionError: e.g. 1 MB of '[' from someone else
         error = f"payload is not JSON ({len(raw)} bytes): {exc}"
-    try:
-        version = int(headers.get(SCHEMA_VERSION, "1"))
-    except ValueError:
-        version = 1
+    version = parse_version(headers.get(SCHEMA_VERSION))
     return RecordedEvent(
         position=position,
         subject=subj,

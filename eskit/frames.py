@@ -40,6 +40,7 @@ from .events import (
     OCCURRED_AT,
     SCHEMA_VERSION,
     RecordedEvent,
+    check_position,
 )
 
 if TYPE_CHECKING:
@@ -228,6 +229,9 @@ async def to_dataframe(
     """
     if names not in ("eskit", "pm4py"):
         raise ValidationError(f"names={names!r}: use 'eskit' or 'pm4py'")
+    check_position(after, "after", optional=False)
+    if isinstance(source, str | bytes):
+        raise ValidationError(f"to_dataframe takes a store (client.event_store({source!r})) or events, not a name")
     with tqdm(
         unit="ev",
         desc="to_dataframe",

@@ -88,8 +88,15 @@ async def migrate(source: EventStore, target: EventStore, transform: Transform |
     async def flush() -> None:
         nonlocal written
         if singles:
-            written += len(await target.append_many(singles))
-            singles.clear()
+            try:
+                written += len(await target.append_many(singles))
+            except ValidationError:  # checked before sending, so nothing was stored: store the events before
+                good = _storable_prefix(target, singles)  # the one that cannot be, then name it
+                written += len(await target.append_many(good)) if good else 0
+                _cannot_store(target, *singles[len(good)][:2])
+                raise
+            finally:
+                singles.clear()
 
     try:
         async for event in source.replay(after=resumed):
@@ -112,7 +119,11 @@ async def migrate(source: EventStore, target: EventStore, transform: Transform |
                     await flush()
             else:  # an atomic batch, after everything before it: the target stays in source order
                 await flush()
-                await target.append(event.aggregate_id, stamped)
+                try:
+                    await target.append(event.aggregate_id, stamped)
+                except ValidationError:  # checked before sending: nothing stored
+                    _cannot_store(target, event.aggregate_id, stamped)
+                    raise
                 written += len(stamped)
     finally:  # what was transformed so far is stored (a transform that raised, a Ctrl-C): a rerun goes on
         await flush()
@@ -134,6 +145,31 @@ async def last_migrated(target: EventStore) -> int:
             f"{headers['Nats-Sequence']}, has no {MIGRATED_FROM} metadata); migrate into a new, empty store"
         )
     return int(value)
+
+
+def _storable_prefix(
+    target: EventStore, appends: list[tuple[str, Sequence[Event], int | None]]
+) -> list[tuple[str, Sequence[Event], int | None]]:
+    """The appends before the first one ``target`` would refuse."""
+    for i, (aggregate_id, events, _) in enumerate(appends):
+        try:
+            target._encode(aggregate_id, events, None)
+        except ValidationError:
+            return appends[:i]
+    return appends
+
+
+def _cannot_store(target: EventStore, aggregate_id: str, events: Sequence[Event]) -> None:
+    """Raise a ValidationError naming the source position if ``target`` refuses ``events`` (e.g. someone
+    else's message on ``orders.1.evil.created``: type ``evil.created``, which no subject token can hold)."""
+    try:
+        target._encode(aggregate_id, events, None)
+    except ValidationError as exc:
+        position = events[0].metadata.get(MIGRATED_FROM, "?")
+        raise ValidationError(
+            f"the event at source position {position} cannot be stored as it is ({exc}); pass a transform that "
+            "repairs it or returns None to drop it"
+        ) from exc
 
 
 def _stamped(event: Event, source: EventStore, position: int, index: int) -> Event:

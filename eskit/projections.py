@@ -37,7 +37,10 @@ changed its filter), or a consumer that says it delivered beyond the read model 
 (:meth:`Projection.run_until_caught_up` asks; a running projection notices at its next delivery), means
 events this projection never saw. It reads the missing positions itself with Direct Get and applies them in
 order with the batch (``stats.recovered`` counts them); positions that hold nothing (events deleted from a
-store that allows it) are passed over.
+store that allows it) are passed over. A consumer whose filter someone else changed (so nothing more matches
+and nothing is pending) or that someone paused is recreated at the read model's position when
+:meth:`Projection.run_until_caught_up` asks the server for its progress, or a running one has been idle for
+``IDLE_CHECK`` seconds.
 
 With upcasters on the store (``client.event_store(name, upcasters=...)``, :mod:`eskit.upcasting`) handlers get
 the upcast events; an event whose upcaster raises is parked at once, like an undecodable one.
@@ -64,9 +67,11 @@ from ._consumer import Batch, Progress, PullConsumer
 from .aggregate import applies
 from .applying import Applier, Counts, ProjectionStats
 from .deadletter import DeadLetters, ParkedEvent
-from .errors import EskitError, PermissionDeniedError, ProjectionError
+from .errors import EskitError, PermissionDeniedError, ProjectionError, ValidationError
 from .events import RecordedEvent, check_token, decode
 from .readmodel import ReadModel
+
+IDLE_CHECK = 5.0  # seconds: how often an idle running projection asks whether its consumer was changed
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -107,6 +112,16 @@ class Projection:
             raise ProjectionError(
                 f'{type(self).__name__} handles no event type; add methods marked @applies("created")'
             )
+        if not isinstance(db, str | os.PathLike) or not db:  # db=5 made a database file named '5'
+            raise ValidationError(f"db takes a file path or ':memory:', got {db!r}")
+        numbers: list[tuple[str, object, int, tuple[type, ...]]] = [
+            ("batch_size", batch_size, 1, (int,)), ("max_attempts", max_attempts, 1, (int,)),
+            ("max_wait", max_wait, 0, (int, float)), ("retry_delay", retry_delay, 0, (int, float)),
+            ("ack_wait", ack_wait, 0, (int, float)),
+        ]  # fmt: skip
+        for what, value, low, kinds in numbers:
+            if type(value) not in kinds or not low <= value < 10**9:  # type: ignore[operator]  # a str failed later
+                raise ValidationError(f"{what} takes a number from {low}, got {value!r}")
         self.store = store
         self.batch_size, self.max_wait = batch_size, max_wait
         handlers = {t: (f"{type(self).__name__}.{a}", getattr(self, a)) for t, a in self._appliers.items()}
@@ -270,6 +285,9 @@ class Projection:
             progress = await self._consumer.progress()
             pending, unacked = progress.pending, progress.unacked
             self._lag = pending
+            if progress.changed:  # someone else changed the consumer (filter, pause): it would miss events
+                self._ready = False  # recreated at the read model's position by the next step
+                continue
             if await self._recover_tail(progress):
                 continue  # and ask again: more may have come meanwhile
             if pending == 0 and unacked == 0:
@@ -285,9 +303,14 @@ class Projection:
         """Apply events as they arrive until :meth:`stop`; server hiccups are retried, not fatal; an account
         that may not run projections (:class:`~eskit.errors.PermissionDeniedError`) ends it."""
         self._stopping, self._error = False, None
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         while not self._stopping:
             try:
-                await self.step(wait=self.max_wait)
+                if not await self.step(wait=self.max_wait) and loop.time() - checked >= IDLE_CHECK:
+                    checked = loop.time()  # idle: is it idle because someone refiltered or paused the consumer?
+                    if (await self._consumer.progress()).changed:
+                        self._ready = False  # recreated at the read model's position by the next step
             except PermissionDeniedError as exc:  # no retry will grant the permission
                 self._error = f"{type(exc).__name__}: {exc}"
                 raise

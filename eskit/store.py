@@ -185,7 +185,12 @@ class EventStore:
         >>> await orders.append_many([("1", [Event("created")], 0), ("2", [Event("created")], 0)])  # doctest: +SKIP
         [1, 2]
         """
-        appends = list(appends)
+        appends = list(appends) if isinstance(appends, Iterable) and not isinstance(appends, str | bytes) else [None]
+        if any(not isinstance(a, tuple | list) or len(a) != 3 for a in appends):
+            raise ValidationError(
+                "append_many takes a list of (aggregate_id, [events], expected_position) tuples, "
+                "e.g. [('1', [Event('created')], 0)] (expected_position None: no check)"
+            )
         encoded = [self._encode(aggregate_id, events, expected) for aggregate_id, events, expected in appends]
         positions: list[int] = [0] * len(appends)
         singles = [i for i, messages in enumerate(encoded) if len(messages) == 1]
@@ -227,6 +232,7 @@ class EventStore:
 
         One Direct Get round trip per 2,000 events; no consumer is created.
         """
+        check_position(after, "after", optional=False)
         return await self._read(aggregate_id, after=after, up_to=up_to, upcast=True)
 
     async def _read(self, aggregate_id: str, *, after: int, up_to: Position, upcast: bool) -> list[RecordedEvent]:
@@ -268,9 +274,12 @@ class EventStore:
 
         >>> async for event in orders.replay(after=0): ...                # doctest: +SKIP
         """
+        check_position(after, "after", optional=False)
+        if isinstance(subjects, str):
+            raise ValidationError(f"subjects takes a list of subject filters, e.g. [{subjects!r}]")
         filters = list(subjects or [f"{self.name}.>"])
         for f in filters:
-            if not (f == f"{self.name}.>" or f.startswith(f"{self.name}.")):
+            if type(f) is not str or not (f == f"{self.name}.>" or f.startswith(f"{self.name}.")):
                 raise ValidationError(f"subject filter {f!r} is outside store {self.name!r} ({self.name}.>)")
         if filters == [f"{self.name}.>"]:
             async for event in self._replay_store(after, up_to):
@@ -374,8 +383,10 @@ class EventStore:
 
         >>> order = await orders.load(Order, "123")                    # doctest: +SKIP
         """
-        from .aggregate import load
+        from .aggregate import Aggregate, load
 
+        if not (isinstance(cls, type) and issubclass(cls, Aggregate)):
+            raise ValidationError(f"load takes an Aggregate subclass (the class, e.g. load(Order, '123')), got {cls!r}")
         return await load(self, cls, aggregate_id, up_to=up_to)
 
     async def save(self, aggregate: Aggregate) -> int:

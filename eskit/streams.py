@@ -25,7 +25,7 @@ from typing import Any
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from ._wire import Wire
-from .errors import EventStoreError, InvalidNameError, StoreUnavailableError
+from .errors import EventStoreError, InvalidNameError, StoreUnavailableError, ValidationError
 from .events import check_token
 
 STREAM_NOT_FOUND = 10059
@@ -115,7 +115,7 @@ async def ensure_stream(
     info = await _api(wire, f"STREAM.INFO.{name}", b"")
     window, replicas = settings(
         store, info, kind="event store", duplicate_window=duplicate_window, replicas=replicas,
-        default_replicas=default_replicas, reconfigure=reconfigure,
+        default_replicas=default_replicas, reconfigure=reconfigure, allow_delete_history=allow_delete_history,
     )  # fmt: skip
     config = stream_config(store, duplicate_window=window, replicas=replicas, allow_delete_history=allow_delete_history)
     if info.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
@@ -140,6 +140,7 @@ def settings(
     replicas: int | None,
     default_replicas: int,
     reconfigure: bool,
+    allow_delete_history: bool = False,
 ) -> tuple[float, int]:
     """The ``(duplicate_window, replicas)`` a store opens with, given its stream's ``STREAM.INFO`` reply.
 
@@ -147,10 +148,18 @@ def settings(
     with ``reconfigure=True``. A stream that is not this store's (other subjects, the other kind of store) is
     an error, as is a setting that differs from the stream's without ``reconfigure``.
     """
+    if duplicate_window is not None and (
+        type(duplicate_window) not in (int, float) or not 0 <= duplicate_window < 10**9
+    ):  # a str would be repeated a billion times below
+        raise ValidationError(f"duplicate_window must be a number of seconds such as 120, got {duplicate_window!r}")
+    if replicas is not None and (type(replicas) is not int or not 1 <= replicas <= 5):
+        raise ValidationError(f"replicas must be an int from 1 to 5 (1 on a single server), got {replicas!r}")
     if "error" in info:  # not found (created by the caller), or an error the caller reports
         return (DUPLICATE_WINDOW if duplicate_window is None else duplicate_window), replicas or default_replicas
     config = info["config"]
     _check_owner(store, info, kind)
+    if not allow_delete_history:
+        _check_keeps_history(store, config, kind)
     window_ns, have_replicas = int(config.get("duplicate_window", 0)), int(config.get("num_replicas", 1))
     differs = []
     if duplicate_window is not None and int(duplicate_window * 1e9) != window_ns:
@@ -181,6 +190,24 @@ def _check_owner(store: str, info: dict[str, Any], kind: str) -> None:
         raise EventStoreError(
             f"store {store!r} is an event store with events: open it with client.event_store({store!r}), or give "
             "the DCB store another name"
+        )
+
+
+def _check_keeps_history(store: str, config: dict[str, Any], kind: str) -> None:
+    """Refuse a stream whose own settings drop events (made outside eskit, e.g. by a writer that created the
+    stream before anyone opened the store): limits, another retention, rollups, message TTLs, mirrors."""
+    dropping = [f"{key}={config[key]}" for key in ("max_msgs", "max_bytes", "max_age", "max_msgs_per_subject")
+                if (config.get(key) or 0) > 0]  # fmt: skip
+    if config.get("retention", "limits") != "limits":
+        dropping.append(f"retention={config['retention']}")
+    flags = ["allow_rollup_hdrs", "mirror", "sources", "subject_transform", "sealed"]
+    if kind == "event store":
+        flags.append("allow_msg_ttl")  # a DCB store's condition carriers expire (eskit.dcb)
+    dropping += [f"{key}={config[key]}" for key in flags if config.get(key)]
+    if dropping:
+        raise EventStoreError(
+            f"store {store!r} exists with {', '.join(dropping)}: its history can lose events, which eskit does "
+            "not open by default; ask an admin to fix the stream, or pass allow_delete_history=True to accept it"
         )
 
 

@@ -296,6 +296,8 @@ async def test_the_writer_may_neither_change_a_stores_limits_nor_purge_or_delete
     await refused_fast(api(writer, f"STREAM.UPDATE.{stream}", {**config, "max_msgs": 1}))  # type: ignore[dict-item]
     await refused_fast(api(writer, f"STREAM.PURGE.{stream}", {}))
     await refused_fast(api(writer, f"STREAM.MSG.DELETE.{stream}", {"seq": 1}))
+    pause = {"pause_until": "2099-01-01T00:00:00Z"}  # a running projection would wait until then
+    await refused_fast(api(writer, f"CONSUMER.PAUSE.{stream}.projection-Orders", pause))
     recreate = await api(writer, f"STREAM.CREATE.{stream}", {**config, "max_msgs": 1})  # type: ignore[dict-item]
     assert "already in use" in str(recreate.get("error"))  # the writer may create, but not over a store
     await refused_fast(writer.delete_store(name))
@@ -304,6 +306,29 @@ async def test_the_writer_may_neither_change_a_stores_limits_nor_purge_or_delete
     assert await view.run_until_caught_up() == 18
     await view.close(delete_consumer=True)
     assert await admin.delete_store(name)
+
+
+@pytest.mark.parametrize(
+    ("kind", "dropping"),
+    [("event", {"max_msgs": 3}), ("event", {"max_age": 3_600_000_000_000}), ("event", {"retention": "workqueue"}),
+     ("event", {"allow_msg_ttl": True}), ("dcb", {"max_msgs_per_subject": 1}), ("dcb", {"allow_rollup_hdrs": True,
+     "deny_purge": False})],
+)  # fmt: skip
+async def test_a_store_the_writer_created_beforehand_with_settings_that_drop_events_is_refused_not_opened(
+    writer: eskit.Client, admin: eskit.Client, kind: str, dropping: dict[str, object]
+) -> None:
+    name = unique("vault")
+    model = eskit.streams.stream_config(name).as_dict()
+    created = await api(writer, f"STREAM.CREATE.{name.upper()}", {**model, **dropping})  # before anyone opens it
+    assert "error" not in created, created
+    try:
+        for client in (admin, writer):
+            with pytest.raises(eskit.EventStoreError, match=f"{next(iter(dropping))}=.*allow_delete_history=True"):
+                await (client.event_store(name) if kind == "event" else client.dcb_store(name, tag_keys=["k"]))
+        if kind == "event":  # asked for: opened as it is
+            await (await admin.event_store(name, allow_delete_history=True)).append("1", [Event("created")])
+    finally:
+        await api(admin, f"STREAM.DELETE.{name.upper()}")
 
 
 async def test_a_store_keeps_its_history_even_against_the_admin_unless_created_to_allow_deletes(
@@ -368,3 +393,170 @@ def test_a_gap_is_positions_missing_from_the_deliveries_not_from_the_handled_typ
     assert missing_ranges(5, [3, 4, 6, 7]) == []  # redeliveries at or below the position are no gap
     assert missing_ranges(5, [6, 6, 8]) == [(7, 7)]
     assert missing_ranges(5, []) == []
+
+
+async def test_a_writer_can_neither_forge_an_analysts_read_replies_nor_the_analyst_read_everyones_replies(
+    writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client
+) -> None:
+    name = unique("ledger")
+    store = await admin.event_store(name)
+    await store.append("acct", [Event("deposited", {"amount": 100})])
+    reading = await analyst.event_store(name)
+    assert [e.data for e in await reading.read("acct")] == [{"amount": 100}]
+    spied: list[str] = []
+
+    async def spy(msg: object) -> None:
+        spied.append(str(getattr(msg, "subject", "")))
+
+    for thief in (analyst, writer):  # every reply to anyone, under one shared _INBOX.>
+        await thief.nc.subscribe("_INBOX.>", cb=spy)
+        await thief.nc.flush()
+    await store.read("acct")
+    for thief in (analyst, writer):
+        await thief.nc.flush()
+    assert spied == []
+
+    prefix = analyst.wire._prefix  # the analyst's reply inbox; its request tokens count up (1, 2, ...)
+    forged = {"Nats-Stream": name.upper(), "Nats-Subject": f"{name}.acct.deposited", "Nats-Sequence": "1",
+              "Nats-Time-Stamp": "2026-01-01T00:00:00Z", "Nats-Num-Pending": "0",
+              "Nats-Last-Sequence": "1"}  # fmt: skip
+    done = asyncio.Event()
+
+    async def forge() -> None:
+        for _ in range(5_000):  # bounded: until the analyst has read
+            if done.is_set():
+                return
+            for token in range(1, 64):
+                await writer.nc.publish(f"{prefix}.{token:x}", b'{"amount": 1000000}', headers=forged)
+            await asyncio.sleep(0)
+
+    forger = asyncio.create_task(forge())
+    try:
+        reads = [[e.data for e in await reading.read("acct")] for _ in range(20)]
+    finally:
+        done.set()
+        await forger
+    assert reads == [[{"amount": 100}]] * 20
+    await admin.delete_store(name)
+
+
+@pytest.mark.parametrize("change", ["filter", "pause"])
+async def test_a_projection_whose_consumer_the_writer_refiltered_or_paused_does_not_say_caught_up_missing_events(
+    writer: eskit.Client, admin: eskit.Client, change: str
+) -> None:
+    name = unique("orders")
+    store = await writer.event_store(name)
+    await fill_orders(store, 2)  # 5 events, 3 handled
+    view = Orders(store)
+    try:
+        assert await view.run_until_caught_up() == 3
+        stream, consumer = name.upper(), "projection-Orders"
+        if change == "filter":  # an "update" of the durable consumer: nothing matches any more
+            config = (await api(writer, f"CONSUMER.INFO.{stream}.{consumer}"))["config"]
+            config = {**config, "filter_subject": f"{name}.nothing.>"}  # type: ignore[dict-item]
+            body = {"stream_name": stream, "config": config}
+            answer = await api(writer, f"CONSUMER.CREATE.{stream}.{consumer}", body)
+        else:  # (the writer may not pause consumers: the admin did)
+            answer = await api(admin, f"CONSUMER.PAUSE.{stream}.{consumer}", {"pause_until": "2099-01-01T00:00:00Z"})
+        assert "error" not in answer, answer
+        last = await fill_orders(store, 4, first=2)
+        assert await view.run_until_caught_up(timeout=10) == 6
+        assert view.position == last == 15
+        assert view.db.execute("SELECT count(*), sum(status = 'shipped') FROM orders").fetchone() == (6, 3)
+    finally:
+        await view.close(delete_consumer=True)
+        await admin.delete_store(name)
+
+
+async def test_a_running_projection_whose_consumer_the_writer_refiltered_recovers_instead_of_stalling_at_lag_0(
+    writer: eskit.Client, admin: eskit.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eskit.projections, "IDLE_CHECK", 0.2)
+    name = unique("orders")
+    store = await writer.event_store(name)
+    view = Orders(store, max_wait=0.1)
+    try:
+        view.start()
+        await view.wait_for(await fill_orders(store, 2), timeout=10)
+        stream, consumer = name.upper(), "projection-Orders"
+        config = (await api(writer, f"CONSUMER.INFO.{stream}.{consumer}"))["config"]
+        config = {**config, "filter_subject": f"{name}.nothing.>"}  # type: ignore[dict-item]
+        answer = await api(writer, f"CONSUMER.CREATE.{stream}.{consumer}", {"stream_name": stream, "config": config})
+        assert "error" not in answer, answer
+        last = await fill_orders(store, 4, first=2)
+        await view.wait_for(last, timeout=10)  # stalled at 5 with lag 0 and no error before
+        assert view.db.execute("SELECT count(*), sum(status = 'shipped') FROM orders").fetchone() == (6, 3)
+    finally:
+        await view.close(delete_consumer=True)
+        await admin.delete_store(name)
+
+
+async def test_the_writer_may_not_force_leader_elections_of_stores_or_projections(
+    writer: eskit.Client, admin: eskit.Client
+) -> None:
+    name = unique("orders")
+    store = await writer.event_store(name)
+    await fill_orders(store, 1)
+    view = Orders(store)
+    try:
+        await view.run_until_caught_up()
+        stream = name.upper()  # on a cluster, a stepdown a second keeps the store unavailable (elections)
+        await refused_fast(api(writer, f"STREAM.LEADER.STEPDOWN.{stream}", {}))
+        await refused_fast(api(writer, f"CONSUMER.LEADER.STEPDOWN.{stream}.projection-Orders", {}))
+    finally:
+        await view.close(delete_consumer=True)
+        await admin.delete_store(name)
+
+
+async def test_credentials_in_the_url_get_the_users_own_reply_inbox_too(server: EmbeddedServer, orders: str) -> None:
+    host = server.url.split("://", 1)[1]
+    async with await eskit.connect(f"nats://analyst:{ANALYST}@{host}") as analyst:  # no user=: from the URL
+        assert [e.type for e in await (await analyst.event_store(orders)).read("1")][:2] == ["created", "item_added"]
+    async with await eskit.connect(f"nats://writer:{WRITER}@{host}") as writer:
+        assert await (await writer.event_store(orders)).append("u1", [Event("created")]) > 2
+
+
+class Tally(eskit.Aggregate):
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.events = 0
+
+    @applies("created")
+    def _created(self, data: object) -> None:
+        self.events += 1
+
+
+async def test_an_analyst_loads_with_snapshots_the_writer_keeps_and_is_refused_a_new_bucket_at_once(
+    writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client
+) -> None:
+    kept, bare = unique("orders"), unique("orders")
+    policy = eskit.SnapshotPolicy(every=2)
+    for name in (kept, bare):
+        await (await writer.event_store(name)).append("t1", [Event("created") for _ in range(3)])
+    await (await writer.event_store(kept, snapshots=policy)).load(Tally, "t1")  # the bucket, and a snapshot
+    try:
+        started = time.monotonic()
+        reading = await analyst.event_store(kept, snapshots=policy)  # was nats' TimeoutError after 5 s
+        assert (await reading.load(Tally, "t1")).events == 3 and time.monotonic() - started < FAST
+        await refused_fast(analyst.event_store(bare, snapshots=policy))  # may not create the bucket
+    finally:
+        for name in (kept, bare):
+            await admin.delete_store(name)
+
+
+async def test_an_analysts_dcb_subscription_is_refused_at_once_and_the_writers_follows(
+    writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client
+) -> None:
+    from eskit.dcb import Query, TaggedEvent
+
+    name = unique("courses")
+    courses = await writer.dcb_store(name, tag_keys=("course",))
+    first = await courses.append([TaggedEvent("Enrolled", {}, ["course:c1"])])
+    try:
+        reading = await analyst.dcb_store(name)
+        assert [e.position for e in await reading.read()] == [first]  # it reads
+        await refused_fast(reading.subscribe(Query.all(), after=0))  # was nats' TimeoutError after 5 s
+        async with await courses.subscribe(Query.all(), after=0) as following:
+            assert (await asyncio.wait_for(anext(following), 5)).position == first
+    finally:
+        await admin.delete_store(name)

@@ -308,3 +308,18 @@ async def test_an_invalid_learner_namespace_is_one_line_of_advice_before_any_con
         await eskit.connect(closed_port_url())
     if namespace == "Alice":
         assert "use 'alice'" in str(caught.value)
+
+
+async def test_a_url_password_with_a_slash_or_a_url_without_scheme_never_shows_in_errors_or_reprs(
+    guarded: EmbeddedServer,
+) -> None:
+    host = guarded.url.split("://", 1)[1]
+    slashed = f"{PASSWORD[:4]}/{PASSWORD[4:]}"  # as generated passwords often are; unencoded in the URL
+    with pytest.raises(eskit.ConnectError) as refused:
+        await asyncio.wait_for(eskit.connect(f"nats://writer:{slashed}@{host}"), 10)
+    with pytest.raises(eskit.ConnectError) as unreachable:
+        await asyncio.wait_for(eskit.connect(f"writer:{PASSWORD}@{closed_port_url()[7:]}"), 10)
+    async with await eskit.connect(f"writer:{PASSWORD}@{host}") as client:  # nats-py adds nats://
+        said = [repr(client), str(client.url)]
+    assert "writer:***@" in said[0] and all("writer:***@" in str(e.value) for e in (refused, unreachable))
+    assert_no_secret(*said, *(everything_said_by(e.value).replace(slashed, PASSWORD) for e in (refused, unreachable)))

@@ -295,3 +295,25 @@ def test_readers_pass_over_messages_someone_else_appended_to_a_recorders_store(
     assert [e.originator_version for e in recorder.select_events(originator)] == [1]
     with pytest.raises(OperationalError, match="was not written by a recorder"):
         recorder.insert_events([stored(originator, 2)])
+
+
+def test_readers_pass_over_messages_with_a_version_or_originator_no_recorder_writes_instead_of_raising(
+    recorder: NatsProcessRecorder,
+) -> None:
+    originator = uuid4()
+    recorder.insert_events([stored(originator, 1)])
+    version = "Eskit-Meta-Originator-Version"
+    hostile = [(str(originator), {version: "abc"}), (str(originator), {version: "9" * 5000}),
+               (str(originator), {version: "²"}), ("not-a-uuid", {version: "2"})]  # fmt: skip
+
+    async def publish_by_hand() -> None:
+        async with await eskit.connect(os.environ["NATS_URL"]) as client:
+            for token, headers in hostile:  # as someone else's publisher would
+                await client.js.publish(f"{recorder.name}.{token}.shop:Order%2ECreated", b"{}", headers=headers)
+
+    asyncio.run(publish_by_hand())
+    recorder.insert_events([stored(uuid4(), 1)])
+    assert [n.id for n in recorder.select_notifications(None, 10)] == [1, 6]  # raised ValueError before
+    assert [e.originator_version for e in recorder.select_events(originator)] == [1]
+    with recorder.subscribe(gt=None) as following:
+        assert [next(following).id for _ in range(2)] == [1, 6]

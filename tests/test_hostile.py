@@ -8,6 +8,7 @@ checks what it reads against what it just wrote (500 examples each, no deadline:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import json
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 
 import eskit
 from eskit import EncodeError, Event, InvalidNameError
-from eskit.dcb import AppendCondition, DCBStore, Query, TaggedEvent
+from eskit.dcb import AppendCondition, DCBStore, Query, QueryItem, TaggedEvent
 from eskit.events import check_token
 
 REUSED_STORE = [HealthCheck.function_scoped_fixture]  # on purpose: one store for all examples of a test
@@ -500,3 +501,123 @@ def test_the_codec_and_store_name_doctests_pass() -> None:
     for module in (eskit.codec, eskit.streams):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("stored", ["9" * 30, "-" + "9" * 30, str(2**63)])
+async def test_a_stored_schema_version_beyond_64_bits_reads_as_version_1_and_breaks_no_dataframe(
+    store: eskit.EventStore, stored: str
+) -> None:
+    await store.append("a", [Event("a", {"i": 0})])
+    headers = {"Eskit-Schema-Version": stored, "Nats-Msg-Id": uuid.uuid4().hex}  # someone else's publisher
+    await store.client.js.publish(f"{store.name}.a.a", b'{"i": 1}', headers=headers)
+    await store.append("a", [Event("a", {"i": 2}, schema_version=3)])
+    assert [e.schema_version for e in await store.read("a")] == [1, 1, 3]
+    for df in (await eskit.to_dataframe(store), await eskit.to_dataframe(store, after=1)):
+        assert df["schema_version"].tolist()[-2:] == [1, 3]
+
+
+CARELESS = {
+    "read after='3'": lambda s, c: s.read("a", after="3"),
+    "read after=1.5": lambda s, c: s.read("a", after=1.5),
+    "read after=2**64": lambda s, c: s.read("a", after=2**64),
+    "replay after='3'": lambda s, c: anext(s.replay(after="3")),
+    "replay subjects=[5]": lambda s, c: anext(s.replay(subjects=[5])),
+    "replay subjects=one str": lambda s, c: anext(s.replay(subjects=f"{s.name}.a.>")),
+    "load('Order')": lambda s, c: s.load("Order", "a"),
+    "load(dict)": lambda s, c: s.load(dict, "a"),
+    "append_many 2-tuples": lambda s, c: s.append_many([("a", [Event("a")])]),
+    "append_many None": lambda s, c: s.append_many(None),
+    "schema_version=0": lambda s, c: s.append("a", [Event("a", schema_version=0)]),
+    "schema_version=2**70": lambda s, c: s.append("a", [Event("a", schema_version=2**70)]),
+    "to_dataframe after='3'": lambda s, c: eskit.to_dataframe(s, after="3"),
+    "to_dataframe('orders')": lambda s, c: eskit.to_dataframe("orders"),
+    "duplicate_window='2'": lambda s, c: c.event_store(unique("careless"), duplicate_window="2"),  # was a 1 GB string
+    "replicas='1'": lambda s, c: c.event_store(unique("careless"), replicas="1"),
+    "dcb tag_keys=[5]": lambda s, c: c.dcb_store(unique("careless"), tag_keys=[5]),
+}
+
+
+@pytest.mark.parametrize("call", CARELESS)
+async def test_careless_arguments_are_one_line_eskit_errors_not_raw_type_errors_and_store_nothing(
+    store: eskit.EventStore, call: str
+) -> None:
+    await store.append("a", [Event("a")])
+    with pytest.raises(eskit.ValidationError) as refused:
+        await CARELESS[call](store, store.client)
+    assert "\n" not in str(refused.value)
+    assert await store.last_position() == 1
+    assert not [i for i in await store.client.js.streams_info() if i.config.name.startswith("CARELESS")]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"snapshots": True}, {"snapshots": "every 5"}, {"cache": True}, {"upcasters": {"a": 1}}],
+    ids=["snapshots=True", "snapshots=str", "cache=True", "upcasters=dict"],
+)
+async def test_an_event_store_opened_with_options_of_the_wrong_kind_is_refused_before_its_stream_exists(
+    client: eskit.Client, options: dict[str, Any]
+) -> None:
+    name = unique("careless")
+    with pytest.raises(eskit.ValidationError, match="event_store takes None or"):
+        await client.event_store(name, **options)  # was created, then every load raised AttributeError
+    assert name.upper() not in [i.config.name for i in await client.js.streams_info()]
+
+
+@pytest.mark.parametrize("policy", [{"every": "5"}, {"every": 0}, {"slower_than": "0.1"}, {"slower_than": -1.0}])
+def test_a_snapshot_policy_of_the_wrong_kind_or_sign_is_refused_when_made_not_at_each_load(
+    policy: dict[str, Any],
+) -> None:
+    with pytest.raises(eskit.ValidationError, match="SnapshotPolicy"):  # was a TypeError at every load
+        eskit.SnapshotPolicy(**policy)
+
+
+DCB_CARELESS = {
+    "read('course:c1')": lambda d, q: d.read("course:c1"),
+    "read(after='3')": lambda d, q: d.read(q, after="3"),
+    "read(limit='3')": lambda d, q: d.read(q, limit="3"),
+    "last('course:c1')": lambda d, q: d.last("course:c1"),
+    "subscribe(after='3')": lambda d, q: d.subscribe(q, after="3"),
+    "append(events, query)": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"])], q),
+    "AppendCondition([query])": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"])], AppendCondition([q])),
+    "Query(item)": lambda d, q: d.read(Query(q.items[0])),
+    "AggregateCache('5')": lambda d, q: asyncio.sleep(0, eskit.AggregateCache("5")),
+    "schema_version='2'": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"], schema_version="2")]),
+    "schema_version=0": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"], schema_version=0)]),
+    "schema_version=2**70": lambda d, q: d.append([TaggedEvent("E", {}, ["course:c1"], schema_version=2**70)]),
+}
+
+
+@pytest.mark.parametrize("call", DCB_CARELESS)
+async def test_careless_dcb_and_cache_arguments_are_one_line_eskit_errors_and_store_nothing(
+    client: eskit.Client, call: str
+) -> None:
+    name = unique("careless")
+    courses = await client.dcb_store(name, tag_keys=("course",))
+    query = Query([QueryItem(types=["E"], tags=["course:c1"])])
+    try:
+        with pytest.raises(eskit.ValidationError) as refused:  # raw AttributeError/TypeError before
+            await DCB_CARELESS[call](courses, query)
+        assert "\n" not in str(refused.value)
+        assert (await courses.read()).head == 0  # nothing stored
+    finally:
+        await client.delete_store(name)
+
+
+class _Seen(eskit.Projection):
+    schema = "CREATE TABLE seen (position INTEGER PRIMARY KEY)"
+
+    @eskit.applies("a")
+    def _a(self, db: Any, event: eskit.RecordedEvent) -> None:
+        db.execute("INSERT INTO seen VALUES (?)", (event.position,))
+
+
+@pytest.mark.parametrize(
+    "options", [{"db": 5}, {"batch_size": "10"}, {"batch_size": 0}, {"max_wait": "1"}, {"max_attempts": 0}]
+)
+async def test_a_projection_with_options_of_the_wrong_kind_is_refused_when_made_not_later_or_by_the_server(
+    store: eskit.EventStore, options: dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # db=5 made a database file named '5' here
+    with pytest.raises(eskit.ValidationError, match=next(iter(options))):
+        _Seen(store, **options)
+    assert list(tmp_path.iterdir()) == []

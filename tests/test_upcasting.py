@@ -429,3 +429,32 @@ async def test_migrate_refuses_to_copy_an_undecodable_event_as_is_and_a_transfor
     finally:
         await client.delete_store(source)
         await client.delete_store(target)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["copied", "split in two"])
+async def test_a_foreign_event_the_target_cannot_hold_stops_migrate_naming_its_position_after_storing_the_rest(
+    client: eskit.Client, split: bool
+) -> None:
+    source, target = unique("src"), unique("dst")
+    src, dst = await client.event_store(source), await client.event_store(target)
+    try:
+        await src.append("o1", [Event("created")])
+        await client.js.publish(f"{source}.o1.evil.created", b"{}")  # someone else's: type 'evil.created'
+        await src.append("o1", [Event("shipped")])
+
+        def copy(event: RecordedEvent) -> list[Event]:
+            return [copy_event(event)] * (2 if split else 1)
+
+        refused = r"source position 2 cannot be stored .*evil\.created.* None to drop"
+        with pytest.raises(eskit.ValidationError, match=refused):
+            await eskit.migrate(src, dst, copy)  # was an InvalidNameError naming no position, nothing stored
+        assert [e.type for e in await dst.read("o1")] == ["created"] * (2 if split else 1)
+
+        def drop_foreign(event: RecordedEvent) -> list[Event] | None:
+            return None if "." in event.type else copy(event)
+
+        result = await eskit.migrate(src, dst, drop_foreign)
+        assert (result.resumed_after, result.dropped, result.written) == (1, 1, 2 if split else 1)
+    finally:
+        await client.delete_store(source)
+        await client.delete_store(target)

@@ -17,6 +17,7 @@ event's subject; an encoded originator id has ``%`` only before two hex digits, 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from uuid import UUID
 
@@ -29,6 +30,7 @@ from ..events import META_PREFIX, subject_parts
 VERSION = META_PREFIX + "Originator-Version"  # eskit shows it as metadata "Originator-Version"
 ID_TYPE = META_PREFIX + "Originator-Id-Type"  # "str" for str ids; absent for UUIDs (the common case)
 TRACKING = "%tracking="
+_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # str(UUID(...))
 
 Message = tuple[str, bytes, dict[str, str]]
 
@@ -74,8 +76,16 @@ def tracking_message(store: str, tracking: Tracking) -> Message:
 def is_event(msg: StoredMsg) -> bool:
     """True for a stored event a recorder wrote; False for a tracking record, or a message someone else
     appended to the store (no version header: readers pass over it)."""
-    subject = msg.subject
-    return VERSION in msg.headers and subject.count(".") == 2 and not subject_parts(subject)[0].startswith(TRACKING)
+    subject, headers = msg.subject, msg.headers
+    version = headers.get(VERSION)
+    if version is None or not (version.isascii() and version.isdigit() and len(version) <= 18) or (
+        subject.count(".") != 2
+    ):  # no version, or one no recorder writes ("abc", 5,000 digits): someone else's
+        return False
+    token = subject_parts(subject)[0]
+    if headers.get(ID_TYPE) == "str":
+        return not token.startswith(TRACKING)
+    return _UUID_TEXT.fullmatch(token) is not None  # else notification() could not read the originator id
 
 
 def version_of(headers: Mapping[str, str]) -> int:
