@@ -40,6 +40,19 @@ leader: a scan that must cover a position named by the leader or by another repl
 position, a remembered last position) reads on until it has seen that message; and ``read`` proves its
 ``head`` with one ``multi_last`` Direct Get sent with the scans (a replica that holds message ``head`` names
 each filter's last message per subject; a scan that has not seen it reads on). R1 stores skip both.
+
+**The append lock on a cluster.** A replicated stream's leader checks a condition *before* proposing the
+message to its replicas, against the messages it has already applied: a message still in its Raft proposal
+is invisible to a check on a wildcard filter. The server blocks only a second check spelled exactly like an
+in-flight one (or on an in-flight message's own subject), so two appends whose filters overlap but differ
+(``courses.*.c1.*`` and ``courses.*.*.*``) could both pass on the same stale state. So on a replicated
+store every conditional append also checks "nothing is stored on ``<store>.~.~...``" (``Layout.lock``, never
+written): it always holds, and while one append holding that check is in flight the leader refuses every
+other (retried like a moved filter). The lock needs a carrier anyway, so replicated appends use exact checks
+from the first attempt (no merging). The price: one conditional append in flight per store at a time.
+Appends *without* a condition do not take the lock: one in flight can still escape a concurrent condition
+whose query matches it (give such appends a condition when others decide on them). R1 stores take no lock:
+their only server checks each message against everything before it.
 """
 
 from __future__ import annotations
@@ -292,14 +305,19 @@ class DCBStore:
         query, after = condition.fail_if_events_match, condition.after or 0
         verified: dict[str, int] = {}
         hint: dict[str, int] = {}  # the actual last position the server named when it rejected one check
+        locked = self.replicas > 1  # the lock is a check: one slot fewer for filters (see the module docstring)
         for attempt in range(MAX_ATTEMPTS):
-            exact = attempt >= MERGED_ATTEMPTS  # first one check per event; then exact, on carriers
-            filters = self.layout.check_filters(query, len(messages) + (MAX_CARRIERS if exact else 0))
+            exact = locked or attempt >= MERGED_ATTEMPTS  # one check per event, else exact checks on carriers
+            slots = len(messages) + (MAX_CARRIERS if exact else 0) - locked
+            filters = self.layout.check_filters(query, slots)
             expected = hint if list(hint) == filters else await self._expected(filters, fresh=attempt > 0)
             for f in filters:
                 verified.setdefault(f, after)
             await asyncio.gather(*(self._verify(f, query, verified, expected[f]) for f in filters))
-            batch = self._with_checks(messages, filters, expected)
+            if locked:  # nothing is ever stored on the lock: the check passes unless another append holds it
+                batch = self._with_checks(messages, [self.layout.lock, *filters], {**expected, self.layout.lock: 0})
+            else:
+                batch = self._with_checks(messages, filters, expected)
             ack = await self._publish(batch)
             if not isinstance(ack, ApiError):
                 self._after_append(batch, filters, expected, ack)
