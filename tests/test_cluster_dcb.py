@@ -4,8 +4,10 @@ Rules (each decided on a ``read(query)`` and appended with ``AppendCondition(que
 at most ``CAPACITY`` students per course, at most ``PER_STUDENT`` courses per student, no unenrolment of
 someone who is not enrolled, no enrolment twice. A noise writer appends to another course meanwhile (it makes
 followers lag). Direct Get reads are answered by *any* replica, and a
-follower may lag the leader that checks the condition; eskit must never decide on such a view. The whole
-history is replayed afterwards and every rule checked at every position.
+follower may lag the leader that checks the condition; eskit must never decide on such a view. And the
+leader checks a condition only against the messages it has applied, not those still in their Raft proposal
+(see the append lock in :mod:`eskit.dcb`). The whole history is replayed afterwards and every rule checked
+at every position.
 """
 
 from __future__ import annotations
