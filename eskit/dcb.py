@@ -40,6 +40,20 @@ leader: a scan that must cover a position named by the leader or by another repl
 position, a remembered last position) reads on until it has seen that message; and ``read`` proves its
 ``head`` with one ``multi_last`` Direct Get sent with the scans (a replica that holds message ``head`` names
 each filter's last message per subject; a scan that has not seen it reads on). R1 stores skip both.
+
+**The append lock on a cluster.** A replicated stream's leader checks a condition *before* proposing the
+message to its replicas, against the messages it has already applied: a message still in its Raft proposal
+is invisible to a check on a wildcard filter. The server blocks only a second check spelled exactly like an
+in-flight one (or on an in-flight message's own subject), so two appends whose filters overlap but differ
+(``courses.*.c1.*`` and ``courses.*.*.*``) could both pass on the same stale state. So on a replicated
+store every conditional append also checks "nothing is stored on ``<store>.~.~...``" (``Layout.lock``, never
+written) on its last message: it always holds, and until the leader has applied that message (every event
+of the batch stored) it refuses every other append with that check (retried like a moved filter). A
+one-event append then needs a carrier anyway, so replicated appends use exact checks from the first attempt
+(no merging). The price: an atomic batch per conditional append, and one in flight per store at a time.
+Appends *without* a condition take no lock: one in flight can still escape a concurrent condition whose
+query matches it (give such appends a condition when others decide on them). R1 stores take no lock: their
+only server checks each message against everything stored before it.
 """
 
 from __future__ import annotations
@@ -302,14 +316,16 @@ class DCBStore:
         query, after = condition.fail_if_events_match, condition.after or 0
         verified: dict[str, int] = {}
         hint: dict[str, int] = {}  # the actual last position the server named when it rejected one check
+        locked = self.replicas > 1  # the lock is a check: one slot fewer for filters (see the module docstring)
         for attempt in range(MAX_ATTEMPTS):
-            exact = attempt >= MERGED_ATTEMPTS  # first one check per event; then exact, on carriers
-            filters = self.layout.check_filters(query, len(messages) + (MAX_CARRIERS if exact else 0))
+            exact = locked or attempt >= MERGED_ATTEMPTS  # one check per event, else exact checks on carriers
+            slots = len(messages) + (MAX_CARRIERS if exact else 0) - locked
+            filters = self.layout.check_filters(query, slots)
             expected = hint if list(hint) == filters else await self._expected(filters, fresh=attempt > 0)
             for f in filters:
                 verified.setdefault(f, after)
             await asyncio.gather(*(self._verify(f, query, verified, expected[f]) for f in filters))
-            batch = self._with_checks(messages, filters, expected)
+            batch = self._with_checks(messages, filters, expected, lock=locked)
             ack = await self._publish(batch)
             if not isinstance(ack, ApiError):
                 self._after_append(batch, filters, expected, ack)
@@ -332,15 +348,23 @@ class DCBStore:
         return known | await self._lookup([f for f in filters if f not in known])
 
     def _with_checks(
-        self, messages: list[Message], filters: list[str], expected: dict[str, int]
+        self, messages: list[Message], filters: list[str], expected: dict[str, int], *, lock: bool = False
     ) -> list[Message]:
-        """The batch: a carrier per check beyond the events, then the events; check i on message i."""
+        """The batch: a carrier per check beyond the events, then the events; check i on message i, and with
+        ``lock`` the lock's check on the last message.
+
+        The leader frees an in-flight check when it applies the message carrying it: on the last one, every
+        event of the batch is stored before another append may take the lock.
+        """
         carriers = [
-            (self.layout.carrier, b"", {TTL: CARRIER_TTL}) for _ in range(len(filters) - len(messages))
+            (self.layout.carrier, b"", {TTL: CARRIER_TTL}) for _ in range(len(filters) + lock - len(messages))
         ]
         batch = carriers + [(subject, data, dict(headers)) for subject, data, headers in messages]
         for (_, _, headers), f in zip(batch, filters, strict=False):
             headers[EXPECTED_SEQ], headers[EXPECTED_SUBJECT] = str(expected[f]), f
+        if lock:  # nothing is ever stored on the lock: the check holds unless another append holds the lock
+            headers = batch[-1][2]
+            headers[EXPECTED_SEQ], headers[EXPECTED_SUBJECT] = "0", self.layout.lock
         return batch
 
     async def _verify(self, f: str, query: Query, verified: dict[str, int], upto: int) -> None:

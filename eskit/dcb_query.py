@@ -181,6 +181,11 @@ class Layout:
         """The subject of check carriers: one token longer than any event's, so no event filter holds it."""
         return ".".join([self.store, *["~"] * (len(self.tag_keys) + 2)])
 
+    @property
+    def lock(self) -> str:
+        """The subject of the append lock on replicated stores (see :mod:`eskit.dcb`): never written to."""
+        return ".".join([self.store, *["~"] * (len(self.tag_keys) + 3)])
+
     def is_carrier(self, subject: str) -> bool:
         return subject == self.carrier
 
