@@ -175,12 +175,8 @@ class Upcasters:
             plan = by_version[version] if version in by_version else self._plan(event.type, version)
             if plan is None or event.decode_error is not None:
                 continue
-            data = event.data
             try:
-                for step in plan[2]:
-                    data = step(data)
-                    if data is None:
-                        raise ValueError
+                data = _run(plan[2], event.data)
             except Exception:  # again, step by step, for the error that names the step and the event
                 try:
                     self.resolve(event.position, event.subject, event.type, version, event.data)
@@ -219,10 +215,7 @@ class Upcasters:
             if plan is None or data_i is None:  # nothing to do, or not JSON (or empty)
                 continue
             try:
-                for step in plan[2]:
-                    data_i = step(data_i)
-                    if data_i is None:
-                        raise ValueError
+                data_i = _run(plan[2], data_i)
             except Exception:  # again, step by step, for the error that names the step and the event
                 self.resolve(int(positions[i]), subjects[i], event_type, version, data[i])
                 raise
@@ -235,3 +228,12 @@ _Plan = tuple[str, int, tuple[Upcaster, ...]]
 
 def _name(function: Upcaster) -> str:
     return getattr(function, "__qualname__", None) or getattr(function, "__name__", None) or repr(function)
+
+
+def _run(steps: Sequence[Callable[[Any], Any]], data: Any) -> Any:
+    """The data after every step of a plan; a step that returns None is an error (ValueError)."""
+    for step in steps:
+        data = step(data)
+        if data is None:
+            raise ValueError
+    return data
