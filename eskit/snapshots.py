@@ -34,12 +34,13 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from . import _snapshotformat
 from ._marks import Mark
-from ._wire import ApiError, StoredMsg, parse_ack, status_of
-from .errors import EncodeError, EventStoreError, InvalidNameError, ValidationError
+from ._wire import ApiError, StoredMsg, Wire, parse_ack, status_of
+from .errors import EncodeError, EventStoreError, InvalidNameError, StoreTimeoutError, ValidationError
 from .events import parse_time
 from .store import CONFLICT, EXPECTED_SEQ, Position
 
 if TYPE_CHECKING:
+    from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
 
     from .aggregate import Aggregate
@@ -168,15 +169,15 @@ class Snapshots:
         """Create the store's snapshot bucket if needed (one value per key, direct gets allowed)."""
         snapshots = cls(store, policy)
         stream = f"KV_{snapshots.bucket}"  # asked through the wire: an account that may only read (an analyst)
-        info = json.loads((await snapshots._wire.request(f"$JS.API.STREAM.INFO.{stream}", b"")).data)
+        info = json.loads((await _patient(snapshots._wire, f"$JS.API.STREAM.INFO.{stream}", b"")).data)
         if info.get("error", {}).get("err_code") == 10059:  # opens an existing bucket, and may not create one:
             config = StreamConfig(  # nats-py's create_key_value(history=1, direct=True), sent through the wire:
                 name=stream, subjects=[f"$KV.{snapshots.bucket}.>"], allow_direct=True, allow_rollup_hdrs=True,
                 allow_msg_ttl=True, deny_delete=True, discard=DiscardPolicy.NEW, duplicate_window=120.0,
                 max_msgs=-1, max_consumers=-1, max_msgs_per_subject=1, num_replicas=1, storage=StorageType.FILE,
             )  # a refusal is a PermissionDeniedError at once (nats-py's request waited 5 s for a TimeoutError)
-            reply = json.loads((await snapshots._wire.request(
-                f"$JS.API.STREAM.CREATE.{stream}", json.dumps(config.as_dict()).encode())).data)  # fmt: skip
+            body = json.dumps(config.as_dict()).encode()
+            reply = json.loads((await _patient(snapshots._wire, f"$JS.API.STREAM.CREATE.{stream}", body)).data)
             error = reply.get("error")
             if error and error.get("err_code") != 10058:  # 10058: made meanwhile, another configuration: use it
                 raise EventStoreError(f"cannot create snapshot bucket {snapshots.bucket}: {error.get('description')}")
@@ -406,3 +407,15 @@ async def drop_bucket(js: JetStreamContext, store: str) -> bool:
         return bool(await js.delete_key_value(bucket_name(store)))
     except (nats.js.errors.NotFoundError, InvalidNameError):
         return False
+
+
+async def _patient(wire: Wire, subject: str, payload: bytes, attempts: int = 3) -> Msg:
+    """A JetStream API request asked again when unanswered: on a cluster, several processes opening one store
+    at once keep the meta leader busy creating its bucket, and an info or create is safe to repeat."""
+    for attempt in range(attempts):
+        try:
+            return await wire.request(subject, payload)
+        except StoreTimeoutError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
