@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from . import analysis, dcb
+from . import analysis, dcb, periods
 from . import course as course  # the notebooks' exercise checks (eskit.course.check)
 from . import testing as testing  # given / when / then
 from .aggregate import Aggregate, applies
@@ -120,6 +120,7 @@ __all__ = [
     "import_log",
     "import_ocel",
     "migrate",
+    "periods",
     "read_log",
     "retry_on_conflict",
     "run_command",
