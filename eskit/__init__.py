@@ -34,6 +34,7 @@ from .errors import (
     InvalidNameError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ProcessError,
     ProjectionError,
     ServerStartError,
     StoreTimeoutError,
@@ -51,6 +52,15 @@ from .frames import to_dataframe
 from .log_import import ImportResult, import_log
 from .migrate import MigrationResult, migrate
 from .ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
+from .process import (
+    Append,
+    CommandService,
+    ProcessManager,
+    ProcessStats,
+    Request,
+    command_service,
+    reacts_to,
+)
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
@@ -64,9 +74,11 @@ __all__ = [
     "Aggregate",
     "AggregateCache",
     "AggregateError",
+    "Append",
     "AppendConditionError",
     "AuthenticationError",
     "Client",
+    "CommandService",
     "ConcurrencyError",
     "ConnectError",
     "ContentionError",
@@ -92,10 +104,14 @@ __all__ = [
     "ParkedEvent",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "ProcessError",
+    "ProcessManager",
+    "ProcessStats",
     "Projection",
     "ProjectionError",
     "ProjectionStats",
     "RecordedEvent",
+    "Request",
     "ServerInfo",
     "ServerStartError",
     "Snapshot",
@@ -114,6 +130,7 @@ __all__ = [
     "__version__",
     "analysis",
     "applies",
+    "command_service",
     "connect",
     "dashboard",
     "dcb",
@@ -121,6 +138,7 @@ __all__ = [
     "import_ocel",
     "migrate",
     "periods",
+    "reacts_to",
     "read_log",
     "retry_on_conflict",
     "run_command",
