@@ -51,6 +51,8 @@ from .frames import to_dataframe
 from .log_import import ImportResult, import_log
 from .migrate import MigrationResult, migrate
 from .ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
+from .privacy import FORGOTTEN as FORGOTTEN  # a constant: outside __all__ (ruff and sorted() order it apart)
+from .privacy import Personal, forget
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
@@ -92,6 +94,7 @@ __all__ = [
     "ParkedEvent",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Personal",
     "Projection",
     "ProjectionError",
     "ProjectionStats",
@@ -117,6 +120,7 @@ __all__ = [
     "connect",
     "dashboard",
     "dcb",
+    "forget",
     "import_log",
     "import_ocel",
     "migrate",
