@@ -61,6 +61,8 @@ from .process import (
     command_service,
     reacts_to,
 )
+from .privacy import FORGOTTEN as FORGOTTEN  # a constant: outside __all__ (ruff and sorted() order it apart)
+from .privacy import Personal, forget
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
@@ -104,6 +106,7 @@ __all__ = [
     "ParkedEvent",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Personal",
     "ProcessError",
     "ProcessManager",
     "ProcessStats",
@@ -134,6 +137,7 @@ __all__ = [
     "connect",
     "dashboard",
     "dcb",
+    "forget",
     "import_log",
     "import_ocel",
     "migrate",

@@ -198,6 +198,24 @@ class Aggregate:
         if m is not None:
             self._mark = Mark.of(m)
 
+    def _apply_revealed(self, messages: list[StoredMsg], datas: list[Any], upcasters: Upcasters | None) -> None:
+        """:meth:`apply_stored` for messages whose data was decoded and revealed (:mod:`eskit.privacy`)."""
+        from .privacy.personal import Undecodable
+
+        types = upcasters.types if upcasters is not None else frozenset()
+        for m, data in zip(messages, datas, strict=True):
+            if isinstance(data, Undecodable):
+                raise self._undecodable(m, data.error) from None
+            event_type = subject_parts(m.subject)[1]
+            if upcasters is not None and event_type in types:
+                version = _version(m.headers.get(SCHEMA_VERSION))
+                event_type, _, data = upcasters.resolve(m.seq, m.subject, event_type, version, data)
+            self._dispatch(event_type, data, where=f"position {m.seq}")
+            self.version += 1
+            self.position = m.seq
+        if messages:
+            self._mark = Mark.of(messages[-1])
+
     def _undecodable(self, m: StoredMsg, exc: Exception) -> UndecodableEventError:
         return UndecodableEventError(
             f"{type(self).__name__} {self.id!r}: the event at position {m.seq} ({m.subject!r}) "
@@ -329,7 +347,10 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
                 if not messages or not mark.matches(messages[0], prefix):
                     return -1, None
                 messages, mark = messages[1:], None
-            aggregate.apply_stored(messages, store.upcasters)
+            if store.privacy is None:
+                aggregate.apply_stored(messages, store.upcasters)
+            else:  # personal fields decrypted first (or FORGOTTEN): see eskit.privacy
+                aggregate._apply_revealed(messages, await store.privacy.revealed_messages(messages), store.upcasters)
             replayed, last = replayed + len(messages), messages[-1] if messages else last
     return (-1, None) if mark is not None else (replayed, last)
 

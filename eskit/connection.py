@@ -36,6 +36,7 @@ from .cache import AggregateCache
 from .dcb import DCBStore
 from .dcb_setup import open_dcb_store
 from .errors import AuthenticationError, ConnectError, EventStoreError, ValidationError
+from .privacy import Personal, Privacy
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
@@ -102,6 +103,7 @@ class Client:
         reconfigure: bool = False,
         allow_delete_history: bool = False,
         upcasters: Upcasters | None = None,
+        privacy: Personal | None = None,
     ) -> EventStore:
         """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or opened.
 
@@ -115,6 +117,9 @@ class Client:
         ``allow_delete_history=True``. The flags are set when the stream is created, never changed later.
         ``upcasters=Upcasters()``: every read sees old events as their current version (see
         :mod:`eskit.upcasting`); the stored events are never rewritten.
+        ``privacy=Personal({"registered": ["email"]}, subject="customer")``: those fields are encrypted per
+        data subject on append and decrypted on every read; ``eskit.forget(client, "c1")`` makes them read as
+        ``"<forgotten>"`` (see :mod:`eskit.privacy`).
 
         In a learner namespace the store is ``<namespace>_<name>`` (see :meth:`store_name`).
 
@@ -122,7 +127,8 @@ class Client:
         """
         for value, kind, example in ((snapshots, SnapshotPolicy, "SnapshotPolicy(every=100)"),
                                      (cache, AggregateCache, "AggregateCache()"),
-                                     (upcasters, Upcasters, "Upcasters()")):  # fmt: skip
+                                     (upcasters, Upcasters, "Upcasters()"),
+                                     (privacy, Personal, "Personal({'joined': ['email']}, subject='u')")):  # fmt: skip
             if value is not None and not isinstance(value, kind):
                 raise ValidationError(f"event_store takes None or {example} there, got {value!r}")
         name = self.store_name(name)
@@ -134,6 +140,8 @@ class Client:
             store.snapshots = await Snapshots.open(store, snapshots)
         store.cache = cache
         store.upcasters = upcasters
+        if privacy is not None:
+            store.privacy = await Privacy.open(self, privacy, name)
         if cache is not None:
             self._caches.setdefault(name, []).append(cache)
         return store

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .aggregate import Aggregate
     from .cache import AggregateCache
     from .connection import Client
+    from .privacy import Privacy
     from .snapshots import Snapshots
     from .upcasting import Upcasters
 
@@ -82,6 +83,7 @@ class EventStore:
         self.snapshots: Snapshots | None = None  # set by client.event_store(..., snapshots=SnapshotPolicy())
         self.cache: AggregateCache | None = None  # set by client.event_store(..., cache=AggregateCache())
         self.upcasters: Upcasters | None = None  # set by client.event_store(..., upcasters=Upcasters())
+        self.privacy: Privacy | None = None  # set by client.event_store(..., privacy=Personal(...))
 
     def __repr__(self) -> str:
         return f"<EventStore {self.name} stream={self.stream}>"
@@ -95,8 +97,13 @@ class EventStore:
 
         Raises :class:`ConcurrencyError` if ``expected_position`` is given and the aggregate's last event
         is elsewhere. Appending the same ``Event`` objects again (a retry) stores nothing new and returns
-        the position they were stored at.
+        the position they were stored at. A store opened with ``privacy=`` encrypts personal fields first
+        (:mod:`eskit.privacy`).
         """
+        if self.privacy is not None:
+            check_token(aggregate_id, "aggregate id")  # before a key is made for a subject
+            check_events(events, Event, "append(id, [event])")
+            events = await self.privacy.seal(events)
         messages = self._encode(aggregate_id, events, expected_position)
         if len(messages) == 1:
             reply = await self._wire.request(*messages[0])
@@ -191,6 +198,10 @@ class EventStore:
                 "append_many takes a list of (aggregate_id, [events], expected_position) tuples, "
                 "e.g. [('1', [Event('created')], 0)] (expected_position None: no check)"
             )
+        if self.privacy is not None:  # everything checked first: nothing is made for input that fails
+            for aggregate_id, events, expected in appends:
+                self._encode(aggregate_id, events, expected)
+            appends = [(a, await self.privacy.seal(events), expected) for a, events, expected in appends]
         encoded = [self._encode(aggregate_id, events, expected) for aggregate_id, events, expected in appends]
         positions: list[int] = [0] * len(appends)
         singles = [i for i, messages in enumerate(encoded) if len(messages) == 1]
@@ -301,10 +312,12 @@ class EventStore:
         short-lived consumer; then Direct Get pages for what was appended meanwhile. ``strict=False``: an event
         whose upcaster raises comes with the error in ``decode_error`` (see :mod:`eskit.upcasting`)."""
         whole, limit = f"{self.name}.>", up_to if isinstance(up_to, int) else None
-        upcasters = self.upcasters
+        upcasters, privacy = self.upcasters, self.privacy
         async with contextlib.aclosing(self._pages(whole, after, limit)) as pages:
             async for page in pages:
                 events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
+                if privacy is not None:
+                    await privacy.reveal_events(events)
                 if upcasters is not None:
                     events = upcasters._apply_fresh(events, strict=strict)
                 for event in events:
@@ -319,6 +332,8 @@ class EventStore:
         async with contextlib.aclosing(event_batches(self, after=after, filters=[whole])) as batches:
             try:
                 async for events in batches:
+                    if privacy is not None:
+                        await privacy.reveal_events(events)
                     if upcasters is not None:
                         events = upcasters._apply_fresh(events, strict=strict)
                     for event in events:
@@ -334,9 +349,11 @@ class EventStore:
     async def _scan(
         self, filter_subject: str, *, after: int, up_to: Position, upcast: bool = True, strict: bool = True
     ) -> AsyncIterator[RecordedEvent]:
-        upcasters = self.upcasters if upcast else None
+        upcasters, privacy = (self.upcasters, self.privacy) if upcast else (None, None)
         async for page in self._pages(filter_subject, after, up_to if isinstance(up_to, int) else None):
             events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
+            if privacy is not None:
+                await privacy.reveal_events(events)
             if upcasters is not None:
                 events = upcasters._apply_fresh(events, strict=strict)
             for event in events:

@@ -1,0 +1,252 @@
+"""Personal fields, encrypted per data subject on append and decrypted (or shown as forgotten) on every read.
+
+>>> personal = Personal({"registered": ["email", "name"]}, subject="customer")
+>>> personal
+Personal({'registered': ['email', 'name']}, subject='customer', bucket='personal_keys')
+
+A personal field is stored as one string, ``eskit-pii:1:<key id>:<base64 of nonce + ciphertext>``: the
+field's JSON, encrypted with AES-256-GCM (``cryptography``), a random 96-bit nonce per field, and associated
+data binding it to its context (store, data subject id, field name): a ciphertext copied into another
+subject's event, another field or another store does not decrypt, and reads as :data:`FORGOTTEN`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ..codec import encode_json
+from ..errors import ValidationError
+from ..events import Event, check_token, decode, subject_parts
+from .keys import DEFAULT_BUCKET, KeyRing, check_bucket, check_subject_id
+
+if TYPE_CHECKING:
+    from .._wire import StoredMsg
+    from ..connection import Client
+    from ..events import RecordedEvent
+
+FORGOTTEN = "<forgotten>"  # what every read shows for a personal field whose key is gone (or that is not its own)
+PREFIX = "eskit-pii:1:"
+_KID_END = len(PREFIX) + 16  # key ids are 8 bytes, 16 hex digits
+NONCE_BYTES = 12
+
+
+class Personal:
+    """Which fields of which event types are personal data, and which data field names their subject.
+
+    ``fields``: event type -> the top-level data fields that are personal (``{"registered": ["email"]}``).
+    ``subject``: the data field holding the data subject's id (a ``str``, e.g. the customer id); it stays in
+    plain text (it is how the subject is found and forgotten), so it may not be one of the personal fields.
+    ``bucket``: the KV bucket of the keys (one per learner namespace; shared by every store that uses it, so
+    forgetting a subject forgets it in all of them).
+
+    >>> Personal({"signed_up": "email"}, subject="user")
+    Traceback (most recent call last):
+    eskit.errors.ValidationError: Personal: the fields of 'signed_up' must be a list of field names, e.g. ...
+    """
+
+    def __init__(self, fields: Mapping[str, Sequence[str]], *, subject: str, bucket: str = DEFAULT_BUCKET) -> None:
+        if not isinstance(fields, Mapping) or not fields:
+            raise ValidationError(
+                "Personal takes a dict of event type -> personal fields, e.g. "
+                f"Personal({{'registered': ['email', 'name']}}, subject='customer'); got {_shown(fields)}"
+            )
+        if type(subject) is not str or not subject:
+            raise ValidationError(f"Personal subject= names the data field of the subject id, got {_shown(subject)}")
+        declared: dict[str, tuple[str, ...]] = {}
+        for event_type, names in fields.items():
+            check_token(event_type, "Personal event type")
+            if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+                raise ValidationError(
+                    f"Personal: the fields of {event_type!r} must be a list of field names, e.g. "
+                    f"{{{event_type!r}: ['email', 'name']}}; got {_shown(names)}"
+                )
+            for name in names:
+                if type(name) is not str or not name:
+                    raise ValidationError(f"Personal: fields of {event_type!r} are non-empty str, not {_shown(name)}")
+                if name == subject:
+                    raise ValidationError(
+                        f"Personal: {name!r} of {event_type!r} is the subject field; it stays in plain text (it is "
+                        "how the subject is found and forgotten): use a pseudonymous id there, not personal data"
+                    )
+            declared[event_type] = tuple(dict.fromkeys(names))
+        self.fields: Mapping[str, tuple[str, ...]] = declared
+        self.subject = subject
+        self.bucket = check_bucket(bucket)
+
+    def __repr__(self) -> str:
+        fields = {t: list(f) for t, f in self.fields.items()}
+        return f"Personal({fields!r}, subject={self.subject!r}, bucket={self.bucket!r})"
+
+
+class Privacy:
+    """A store's personal-data handling: its :class:`Personal` declaration and the key ring (``store.privacy``)."""
+
+    def __init__(self, personal: Personal, ring: KeyRing, store: str) -> None:
+        self.personal = personal
+        self.ring = ring
+        self.store = store
+        self._fields = personal.fields
+        self._subject = personal.subject
+
+    def __repr__(self) -> str:
+        return f"<Privacy {self.store} {self.personal!r}>"
+
+    @classmethod
+    async def open(cls, client: Client, personal: Personal, store: str) -> Privacy:
+        return cls(personal, await KeyRing.open(client, personal.bucket), store)
+
+    async def forget(self, subject_id: str) -> bool:
+        """Forget a data subject everywhere its key bucket is used (see :func:`eskit.forget`)."""
+        return await self.ring.forget(check_subject_id(subject_id, "forget: the subject id"))
+
+    # -- writing -------------------------------------------------------------------------------------------
+
+    async def seal(self, events: Sequence[Event]) -> Sequence[Event]:
+        """``events`` with their personal fields encrypted (new Event objects with the same ids); events
+        without personal fields come back as they are. Bad input raises before anything is stored."""
+        fields = self._fields
+        if type(events) is not list and type(events) is not tuple:
+            return events  # the store's own check says what is wrong
+        if not any(type(e) is Event and e.type in fields for e in events):
+            return events
+        todo: list[tuple[int, Event, list[str], str]] = []  # checked all first: no key is made for bad input
+        for i, event in enumerate(events):
+            names = fields.get(event.type) if type(event) is Event else None
+            data = event.data if names else None
+            if not isinstance(data, Mapping):
+                continue
+            present = [n for n in names or () if n in data]
+            if present:
+                where = f"event {event.type!r}: the subject id in data[{self._subject!r}]"
+                todo.append((i, event, present, check_subject_id(data.get(self._subject), where)))
+        out = list(events)
+        for i, event, present, subject_id in todo:
+            kid, aead = await self.ring.for_write(subject_id)
+            sealed = dict(event.data)
+            for name in present:
+                plain = encode_json(sealed[name], event.type)
+                nonce = os.urandom(NONCE_BYTES)
+                box = aead.encrypt(nonce, plain, self._context(subject_id, name))
+                sealed[name] = f"{PREFIX}{kid}:{base64.b64encode(nonce + box).decode()}"
+            out[i] = replace(event, data=sealed)
+        return out
+
+    def _context(self, subject_id: str, name: str) -> bytes:
+        """The associated data of a field's ciphertext: what it belongs to (a swap elsewhere fails)."""
+        return b"\x00".join((b"eskit-pii:1", self.store.encode(), subject_id.encode(), name.encode()))
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    async def reveal(self, types: Sequence[str], datas: Sequence[Any]) -> None:
+        """Decrypt the personal fields of the decoded ``datas`` (dicts changed in place; ``types`` are the
+        stored event types): a field whose key is gone, or that is not this subject's, becomes
+        :data:`FORGOTTEN`. Keys not known yet are read first, one read per subject."""
+        fields = self._fields
+        todo = [i for i, t in enumerate(types) if t in fields]
+        if not todo:
+            return
+        found: list[tuple[dict[str, Any], str, Any, str, str]] = []  # data, field, subject id, key id, value
+        subject_field = self._subject
+        for i in todo:
+            data = datas[i]
+            if type(data) is not dict:
+                continue
+            subject_id = data.get(subject_field)
+            for name in fields[types[i]]:
+                value = data.get(name)
+                if type(value) is str and value.startswith(PREFIX):
+                    found.append((data, name, subject_id, value[len(PREFIX) : _KID_END], value))
+        if not found:
+            return
+        ring = self.ring
+        wanted = {(s, k) for _, _, s, k, _ in found if type(s) is str and not ring.settled(s, k)}
+        if wanted or ring.client.nc.stats.get("reconnects", 0) != ring._reconnects:
+            await ring.learn(wanted)
+        for data, name, subject_id, kid, value in found:
+            data[name] = self._open(subject_id, name, kid, value)
+
+    def _open(self, subject_id: Any, name: str, kid: str, value: str) -> Any:
+        aead = self.ring.cipher(subject_id, kid) if type(subject_id) is str else None
+        if aead is None:
+            return FORGOTTEN
+        try:
+            box = base64.b64decode(value[_KID_END + 1 :], validate=True)
+            plain = aead.decrypt(box[:NONCE_BYTES], box[NONCE_BYTES:], self._context(subject_id, name))
+            return json.loads(plain)
+        except Exception:  # InvalidTag (another subject's, field's or store's, or tampered), garbled base64
+            return FORGOTTEN
+
+    async def reveal_events(self, events: Sequence[RecordedEvent]) -> None:
+        """:meth:`reveal` for decoded events (their data dicts changed in place)."""
+        if events:
+            await self.reveal([e.type for e in events], [e.data for e in events])
+
+    async def revealed_messages(self, messages: Sequence[StoredMsg]) -> list[Any]:
+        """The data of stored messages, decoded and revealed; a payload that is not JSON is an
+        :class:`Undecodable` holding the error (the caller says where)."""
+        datas: list[Any] = []
+        for m in messages:
+            try:
+                datas.append(json.loads(m.data) if m.data else None)
+            except (ValueError, RecursionError) as exc:
+                datas.append(Undecodable(exc))
+        await self.reveal([subject_parts(m.subject)[1] for m in messages], datas)
+        return datas
+
+    async def reveal_parked(self, event: RecordedEvent) -> RecordedEvent:
+        """A parked event's stored bytes decoded again and revealed (a dead letter keeps the ciphertext)."""
+        fresh = decode(event.position, event.subject, {}, event.raw) if event.raw else event
+        if fresh.data is not None:
+            await self.reveal_events([fresh])
+            return replace(event, data=fresh.data)
+        return event
+
+
+class Undecodable:
+    """A stored payload that is not JSON (see :meth:`Privacy.revealed_messages`)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _shown(value: object) -> str:
+    text = repr(value).replace("\n", " ")
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+async def forget(target: Any, subject_id: str, *, bucket: str | None = None) -> bool:
+    """Forget data subject ``subject_id``: erase its key from the key bucket and purge the key's history.
+
+    ``target`` is a client (the bucket: ``bucket=``, default ``personal_keys``) or a store opened with
+    ``privacy=`` (its bucket). Every personal field encrypted with that key, in every store using the bucket,
+    reads as :data:`FORGOTTEN` from now on; the events themselves are unchanged. Returns True if there was a
+    key. Read models that copied personal fields must be rebuilt, or forget them themselves (docs/privacy.md).
+
+    >>> await eskit.forget(client, "c1")                               # doctest: +SKIP
+    True
+    """
+    from ..connection import Client
+    from ..store import EventStore
+
+    subject_id = check_subject_id(subject_id, "forget: the subject id")
+    if isinstance(target, EventStore):
+        privacy = target.privacy
+        if privacy is None:
+            raise ValidationError(
+                f"store {target.name!r} was opened without privacy=: pass the client, "
+                "eskit.forget(client, subject_id), or open the store with privacy=eskit.Personal(...)"
+            )
+        if bucket is not None and target.client.store_name(bucket) != privacy.ring.bucket:
+            raise ValidationError(f"store {target.name!r} keeps its keys in {privacy.ring.bucket!r}, not {bucket!r}")
+        return await privacy.forget(subject_id)
+    if not isinstance(target, Client):
+        raise ValidationError(f"forget takes a client or a store: eskit.forget(client, 'c1'); got {_shown(target)}")
+    ring = await KeyRing.open(target, DEFAULT_BUCKET if bucket is None else bucket)
+    return await ring.forget(subject_id)
