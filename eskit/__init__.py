@@ -9,10 +9,11 @@
 
 from __future__ import annotations
 
-from . import analysis, dcb
+from . import analysis, dcb, integration
 from . import course as course  # the notebooks' exercise checks (eskit.course.check)
 from . import testing as testing  # given / when / then
 from .aggregate import Aggregate, applies
+from .auth import Partner
 from .cache import AggregateCache
 from .cluster import EmbeddedCluster
 from .connection import Client, ServerInfo, connect
@@ -48,8 +49,10 @@ from .eventlog import LogEvent, read_log
 from .events import Event, RecordedEvent
 from .export import ExportResult, to_arrow, to_parquet
 from .frames import to_dataframe
+from .integration import IntegrationStream, Republisher
 from .log_import import ImportResult, import_log
 from .migrate import MigrationResult, migrate
+from .multistream import MultiStreamProjection
 from .ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
@@ -84,18 +87,22 @@ __all__ = [
     "EventStoreError",
     "ExportResult",
     "ImportResult",
+    "IntegrationStream",
     "InvalidNameError",
     "LogEvent",
     "MigrationResult",
+    "MultiStreamProjection",
     "OcelImportResult",
     "OcelResult",
     "ParkedEvent",
+    "Partner",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "Projection",
     "ProjectionError",
     "ProjectionStats",
     "RecordedEvent",
+    "Republisher",
     "ServerInfo",
     "ServerStartError",
     "Snapshot",
@@ -119,6 +126,7 @@ __all__ = [
     "dcb",
     "import_log",
     "import_ocel",
+    "integration",
     "migrate",
     "read_log",
     "retry_on_conflict",
