@@ -9,10 +9,11 @@
 
 from __future__ import annotations
 
-from . import analysis, dcb, periods
+from . import analysis, dcb, integration, periods
 from . import course as course  # the notebooks' exercise checks (eskit.course.check)
 from . import testing as testing  # given / when / then
 from .aggregate import Aggregate, applies
+from .auth import Partner
 from .cache import AggregateCache
 from .cluster import EmbeddedCluster
 from .connection import Client, ServerInfo, connect
@@ -49,9 +50,13 @@ from .eventlog import LogEvent, read_log
 from .events import Event, RecordedEvent
 from .export import ExportResult, to_arrow, to_parquet
 from .frames import to_dataframe
+from .integration import IntegrationStream, Republisher
 from .log_import import ImportResult, import_log
 from .migrate import MigrationResult, migrate
+from .multistream import MultiStreamProjection
 from .ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
+from .privacy import FORGOTTEN as FORGOTTEN  # a constant: outside __all__ (ruff and sorted() order it apart)
+from .privacy import Personal, forget
 from .process import (
     Append,
     CommandService,
@@ -61,8 +66,6 @@ from .process import (
     command_service,
     reacts_to,
 )
-from .privacy import FORGOTTEN as FORGOTTEN  # a constant: outside __all__ (ruff and sorted() order it apart)
-from .privacy import Personal, forget
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
@@ -98,12 +101,15 @@ __all__ = [
     "EventStoreError",
     "ExportResult",
     "ImportResult",
+    "IntegrationStream",
     "InvalidNameError",
     "LogEvent",
     "MigrationResult",
+    "MultiStreamProjection",
     "OcelImportResult",
     "OcelResult",
     "ParkedEvent",
+    "Partner",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "Personal",
@@ -114,6 +120,7 @@ __all__ = [
     "ProjectionError",
     "ProjectionStats",
     "RecordedEvent",
+    "Republisher",
     "Request",
     "ServerInfo",
     "ServerStartError",
@@ -140,6 +147,7 @@ __all__ = [
     "forget",
     "import_log",
     "import_ocel",
+    "integration",
     "migrate",
     "periods",
     "reacts_to",

@@ -1,0 +1,153 @@
+"""Republishing: a projection that appends a curated public shape of chosen events to another store.
+
+JetStream copies whole events (:mod:`eskit.integration.public`); to drop fields, a projection writes a
+public shape instead. Each handler returns the public :class:`~eskit.events.Event` (or ``None`` to publish
+nothing):
+
+>>> from eskit import Event, applies
+>>> class PublicOrders(Republisher):
+...     @applies("placed")
+...     def _placed(self, event):
+...         return Event("placed", {"total": event.data["total"]})      # no e-mail, no address
+>>> public = await client.event_store("orders-public-v2")              # doctest: +SKIP
+>>> republisher = PublicOrders(orders, public, db="public_orders.db")  # doctest: +SKIP
+>>> await republisher.run_until_caught_up()                            # or .start() in the background  # doctest: +SKIP
+
+How it stays exactly once in effect (a transactional outbox): the shapes go into an ``eskit_outbox`` table in
+the same SQLite transaction that moves the projection's position (:mod:`eskit.projections`), and after
+each batch the outbox is appended to the public store, then emptied. The public event's id is derived from
+the private event's id (UUID5), so a crash between the append and the emptying appends it again with the
+same ``Nats-Msg-Id``, which the public store deduplicates within its duplicate window (120 s by default;
+the flush runs first thing on restart). The public event keeps the aggregate id, ``occurred_at`` and
+correlation id, and its causation id is the private event's id.
+
+The trade-off against sourcing: a second write (the public store holds its own copy, appended by this
+process), a lag of the projection plus one batch, and deduplication that relies on the duplicate window;
+in exchange the fields are yours to choose. A Republisher is not rebuilt (a rebuild would publish
+everything again): publish a new shape under a new store name instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..codec import encode_json
+from ..errors import ProjectionError, ValidationError
+from ..events import EPOCH, Event, RecordedEvent, parse_time
+from ..projections import Projection
+
+if TYPE_CHECKING:
+    from .._consumer import Batch
+    from ..store import EventStore
+
+__all__ = ["Republisher"]
+
+OUTBOX = "eskit_outbox"
+OUTBOX_SCHEMA = (
+    f"CREATE TABLE {OUTBOX} (seq INTEGER PRIMARY KEY AUTOINCREMENT, aggregate_id TEXT NOT NULL, "
+    "type TEXT NOT NULL, data TEXT NOT NULL, id TEXT NOT NULL, schema_version INTEGER NOT NULL, "
+    "occurred_at TEXT, correlation_id TEXT, causation_id TEXT, metadata TEXT NOT NULL)"
+)
+_IDS = uuid.UUID("6f1d6a3e-8f5e-4d1a-9a57-2f0c1b7e9d11")  # the namespace of derived public event ids
+FLUSH_PAGE = 1000
+
+
+def public_id(stream: str, event: RecordedEvent, public_type: str) -> str:
+    """The public event's id: the same for the same private event and public type, on every retry.
+
+    >>> from types import SimpleNamespace as S
+    >>> public_id("ORDERS", S(id="abc", position=3), "placed") == public_id("ORDERS", S(id="abc", position=9), "placed")
+    True
+    """
+    return uuid.uuid5(_IDS, f"{stream}/{event.id or event.position}/{public_type}").hex
+
+
+class Republisher(Projection):
+    """A projection whose handlers return the public shape of an event (see the module docstring).
+
+    ``Republisher(store, target, db=...)``: ``store`` is the private store, ``target`` the public one (an
+    event store the writer appends to); the other options are :class:`~eskit.projections.Projection`'s.
+    """
+
+    def __init__(
+        self, store: EventStore, target: EventStore, *, db: str | os.PathLike[str] = ":memory:",
+        name: str | None = None, **options: Any,
+    ) -> None:  # fmt: skip
+        from ..store import EventStore as _Store
+
+        if not isinstance(target, _Store):
+            raise ValidationError(f"Republisher takes the public store (client.event_store(...)), got {target!r}")
+        if target.stream == store.stream:
+            raise ValidationError(f"a Republisher publishes to another store than {store.name!r}")
+        super().__init__(store, db=db, name=name, schema=OUTBOX_SCHEMA, **options)
+        self.target = target
+        self.published = 0  # public events appended by this process (duplicates of a retry included)
+        self._applier.handlers = {
+            t: self._staging(handler) for t, handler in self._applier.handlers.items()
+        }
+
+    def _staging(self, shape: Any) -> Any:
+        def stage(db: sqlite3.Connection, event: RecordedEvent) -> None:
+            public = shape(event)
+            if public is None:
+                return
+            if not isinstance(public, Event):
+                raise ProjectionError(f"a Republisher handler returns an Event or None, got {public!r}")
+            occurred = event.occurred_at or event.timestamp  # when the private fact happened
+            db.execute(
+                f"INSERT INTO {OUTBOX} (aggregate_id, type, data, id, schema_version, occurred_at, correlation_id, "
+                "causation_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (event.aggregate_id, public.type, encode_json(dict(public.data), public.type).decode(),
+                 public_id(self.store.stream, event, public.type), public.schema_version,
+                 occurred.isoformat(),
+                 public.correlation_id or event.correlation_id, event.id, json.dumps(dict(public.metadata))),
+            )  # fmt: skip
+
+        return stage
+
+    @property
+    def outbox(self) -> int:
+        """Public events staged but not appended yet (after a crash, until the next step)."""
+        return int(self.db.execute(f"SELECT count(*) FROM {OUTBOX}").fetchone()[0])
+
+    async def _step(self, *, wait: float, ack: bool) -> Batch:
+        await self.flush()  # what a crash left staged goes out first, in order
+        batch = await super()._step(wait=wait, ack=ack)
+        await self.flush()
+        return batch
+
+    async def flush(self) -> int:
+        """Append what is staged to the public store (deduplicated by id), then empty the outbox."""
+        flushed = 0
+        for _ in range(1_000_000):  # bounded: each round empties up to FLUSH_PAGE rows
+            rows = self.db.execute(
+                f"SELECT seq, aggregate_id, type, data, id, schema_version, occurred_at, correlation_id, "
+                f"causation_id, metadata FROM {OUTBOX} ORDER BY seq LIMIT {FLUSH_PAGE}"
+            ).fetchall()
+            if not rows:
+                break
+            events = [
+                (agg, [Event(kind, json.loads(data), id=eid, schema_version=version,
+                             occurred_at=parse_time(occurred) or EPOCH,
+                             correlation_id=corr, causation_id=cause, metadata=json.loads(meta))], None)
+                for _, agg, kind, data, eid, version, occurred, corr, cause, meta in rows
+            ]  # fmt: skip
+            await self.target.append_many(events)  # in order, pipelined: one request each
+            self._forget(rows[-1][0])
+            flushed += len(rows)
+            self.published += len(rows)
+        return flushed
+
+    def _forget(self, seq: int) -> None:
+        """Empty the outbox up to ``seq`` (appended). A crash just before this appends them again: deduplicated."""
+        self.db.execute(f"DELETE FROM {OUTBOX} WHERE seq <= ?", (seq,))
+
+    async def rebuild(self) -> int:
+        """Not for a Republisher: a rebuild would publish every event again (see the module docstring)."""
+        raise ProjectionError(
+            f"{self.name} republishes events: a rebuild would publish them again; publish to a new store instead"
+        )
