@@ -11,9 +11,12 @@
 # **What you need:** lessons 01–04. About 35 minutes.
 
 # %%
+import json
 import time
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
+import pandas as pd
 
 import eskit
 from eskit.periods import PeriodicAggregate, close_period, period_id
@@ -21,6 +24,237 @@ from eskit.periods import PeriodicAggregate, close_period, period_id
 client = await eskit.connect()
 books_name = eskit.course.unique("books")
 books = await client.event_store(books_name)
+
+# %% [markdown]
+# ## A flow across stores: the process manager
+#
+# An order is placed; the payment service charges it; the warehouse ships it — or the payment is declined and
+# the order is cancelled. No aggregate owns that flow: it spans three stores (`orders`, `payments`,
+# `shipping`) and a service reached over NATS. Three ways to build it:
+#
+# - **choreography**: each part reacts to the others' events on its own. Nothing central — and the flow
+#   exists only in your head;
+# - **saga**: a long business transaction split into local steps, each with a **compensating** step that
+#   undoes it when a later step fails (payment declined → cancel the order);
+# - **process manager**: one component that *holds* the flow: it reacts to events and issues commands. It is
+#   the usual way to run a saga, and the flow becomes one class you can read and test: `eskit.ProcessManager`.
+#
+# This run's stores and the payment service's subject get unique names (so your run and your neighbour's do
+# not meet); the flow takes them as a `Shop`:
+
+# %%
+@dataclass(frozen=True)
+class Shop:
+    orders: str
+    payments: str
+    shipping: str
+    charge: str  # the payment service's NATS subject
+
+    @classmethod
+    def unique(cls) -> "Shop":
+        name = eskit.course.unique
+        return cls(name("orders"), name("payments"), name("shipping"), name("pay") + ".charge")
+
+
+shop = Shop.unique()
+orders = await client.event_store(shop.orders)
+payments = await client.event_store(shop.payments)
+shipping = await client.event_store(shop.shipping)
+
+# %% [markdown]
+# ### Commands over NATS: the payment service
+#
+# Events live in JetStream; a **command** is a request to someone who may say no. The payment service is a
+# NATS request-reply service (a NATS *micro* service): `eskit.command_service` answers each request with the
+# decision of `charge` and stores that outcome as an event in `payments`, **once per command id** (a header
+# of the request, `Eskit-Command-Id`): asked twice with one id, it answers the first outcome again and stores
+# nothing new. We will see that below.
+
+# %%
+def charge(command: dict) -> eskit.Event:
+    if command["amount"] > 100:
+        return eskit.Event("declined", {"order": command["order"], "reason": "over the limit of 100"})
+    return eskit.Event("captured", {"order": command["order"], "amount": command["amount"]})
+
+
+payment_service = await eskit.command_service(client, shop.charge, store=shop.payments, decide=charge)
+print("30 ->", charge({"order": "x", "amount": 30}).type, "| 500 ->", charge({"order": "x", "amount": 500}).type)
+
+# %% [markdown]
+# ### The process manager
+#
+# One handler per (store, event type), marked `@eskit.reacts_to(store, type)`. A handler only *decides*: it
+# returns the commands to issue — `eskit.Request(subject, data)` (a NATS request) or
+# `eskit.Append(store, aggregate_id, events)` — and the process manager issues them:
+
+# %%
+def checkout_for(shop: Shop) -> type[eskit.ProcessManager]:
+    class Checkout(eskit.ProcessManager):
+        @eskit.reacts_to(shop.orders, "placed")
+        def _placed(self, event):
+            return eskit.Request(shop.charge, {"order": event.aggregate_id, "amount": event.data["amount"]})
+
+        @eskit.reacts_to(shop.payments, "captured")
+        def _captured(self, event):
+            order = event.data["order"]
+            return eskit.Append(shop.shipping, order, [eskit.Event("requested", {"order": order})],
+                                expected_position=0)
+
+        @eskit.reacts_to(shop.payments, "declined")  # the compensation
+        def _declined(self, event):
+            reason = f"payment declined: {event.data['reason']}"
+            return eskit.Append(shop.orders, event.data["order"], [eskit.Event("cancelled", {"reason": reason})])
+
+    return Checkout
+
+
+Checkout = checkout_for(shop)
+checkout = Checkout(client)
+await orders.append("o1", [eskit.Event("placed", {"amount": 30})], expected_position=0)
+await orders.append("o2", [eskit.Event("placed", {"amount": 500})], expected_position=0)
+await checkout.run_until_caught_up()
+for order in ("o1", "o2"):
+    print(order, "| orders:", [e.type for e in await orders.read(order)],
+          "| shipping:", [e.type for e in await shipping.read(order)])
+stats = checkout.stats
+print(f"handled {stats.handled} events, issued {stats.commands} commands, parked {stats.parked}")
+
+# %% [markdown]
+# o1 was charged and a shipment requested; o2 was declined and **compensated**: its order cancelled. Every
+# event of one flow carries the same correlation id (the id of the `placed` event that began it), so one flow
+# can be followed across the three stores (the payment's aggregate is named by the command id):
+
+# %%
+frames = pd.concat([await eskit.to_dataframe(store) for store in (orders, payments, shipping)])
+started_by = frames[frames.type == "placed"].set_index("event_id").aggregate_id  # a flow's id -> its order
+frames["flow of order"] = frames.correlation_id.fillna(frames.event_id).map(started_by)
+frames["store"] = frames.subject.str.extract(r"lesson_([a-z]+)[0-9a-f]{8}\.", expand=False)
+frames.sort_values(["flow of order", "timestamp"])[["flow of order", "store", "type"]].reset_index(drop=True)
+
+# %% [markdown]
+# **Exactly once in effect.** The process manager reads each store with a durable subscriber and stores its
+# position after the batch's commands were issued, like a projection (lesson 04). Killed in between, it
+# handles those events again — and issues the same commands **with the same ids**, derived from the event that
+# triggered them: an `Append` is deduplicated by its event ids (for ever with `expected_position=0`), a
+# `Request` by its `Eskit-Command-Id`, which the payment service answers once. eskit's tests SIGKILL it
+# mid-flow and check every flow completes once (`tests/test_process.py`); `docs/process-managers.md` has the
+# whole table of what could go wrong and what prevents it. Handlers must decide from the event alone (no
+# clock, no random), or a repeat would be another command.
+#
+# Play the restarted process manager by hand: send o1's charge again, with the command id it was sent with
+# (the payment event's aggregate id):
+
+# %%
+[o1_payment] = [e async for e in payments.replay() if e.data["order"] == "o1"]
+for _ in range(2):
+    reply = await client.nc.request(payment_service.subject, json.dumps({"order": "o1", "amount": 30}).encode(),
+                                    headers={"Eskit-Command-Id": o1_payment.aggregate_id})
+    answer = json.loads(reply.data)
+    print(f"o1's charge again: {answer['type']}, duplicate: {answer['duplicate']}")
+print("payment events for o1:", len([e async for e in payments.replay() if e.data["order"] == "o1"]))
+
+# %% [markdown]
+# ### Your turn
+#
+# Each exercise has a cell to fill in (a stub) and a check cell below it that prints one line: `✗` and a hint
+# while it is not right yet, `✓` when it is. Checks use stores of their own: run them as often as you like.
+#
+# ### Exercise 9.1 · Refund when the warehouse cannot ship
+#
+# Sometimes the warehouse answers a shipment request with `out_of_stock` (an event in the shipping store,
+# `{"order": ...}`). The order was paid, so two steps must be undone: append `refund_due` (`{"order": ...}`)
+# to the payments store, on the aggregate `refund-<order>`, and `cancelled` (`{"reason": "out of stock"}`) to
+# the order. Write the handler: return both commands (a list). The check runs the whole flow on stores of its
+# own.
+
+# %% [exercise]
+def with_refunds(shop: Shop) -> type[eskit.ProcessManager]:
+    class CheckoutWithRefunds(checkout_for(shop)):
+        @eskit.reacts_to(shop.shipping, "out_of_stock")
+        def _out_of_stock(self, event):
+            ...  # your code here: return [eskit.Append(...), eskit.Append(...)]
+
+    return CheckoutWithRefunds
+
+
+# %% [solution]
+def with_refunds(shop: Shop) -> type[eskit.ProcessManager]:
+    class CheckoutWithRefunds(checkout_for(shop)):
+        @eskit.reacts_to(shop.shipping, "out_of_stock")
+        def _out_of_stock(self, event):
+            order = event.data["order"]
+            return [
+                eskit.Append(shop.payments, f"refund-{order}", [eskit.Event("refund_due", {"order": order})],
+                             expected_position=0),
+                eskit.Append(shop.orders, order, [eskit.Event("cancelled", {"reason": "out of stock"})]),
+            ]
+
+    return CheckoutWithRefunds
+
+
+# %% [wrong] cancels the order but keeps the money
+def with_refunds(shop: Shop) -> type[eskit.ProcessManager]:
+    class CheckoutWithRefunds(checkout_for(shop)):
+        @eskit.reacts_to(shop.shipping, "out_of_stock")
+        def _out_of_stock(self, event):
+            return eskit.Append(shop.orders, event.data["order"], [eskit.Event("cancelled", {"reason": "out of stock"})])
+
+    return CheckoutWithRefunds
+
+
+# %% [wrong] expects the order not to exist
+def with_refunds(shop: Shop) -> type[eskit.ProcessManager]:
+    class CheckoutWithRefunds(checkout_for(shop)):
+        @eskit.reacts_to(shop.shipping, "out_of_stock")
+        def _out_of_stock(self, event):
+            order = event.data["order"]
+            return [
+                eskit.Append(shop.payments, f"refund-{order}", [eskit.Event("refund_due", {"order": order})],
+                             expected_position=0),
+                eskit.Append(shop.orders, order, [eskit.Event("cancelled", {"reason": "out of stock"})],
+                             expected_position=0),
+            ]
+
+    return CheckoutWithRefunds
+
+
+# %% [check]
+async def check_refunds() -> None:
+    trial = Shop.unique()
+    service = await eskit.command_service(client, trial.charge, store=trial.payments, decide=charge)
+    manager = with_refunds(trial)(client, max_attempts=1)
+    try:
+        trial_orders, trial_shipping = await client.event_store(trial.orders), await client.event_store(trial.shipping)
+        trial_payments = await client.event_store(trial.payments)
+        await trial_orders.append("o1", [eskit.Event("placed", {"amount": 30})], expected_position=0)
+        await trial_orders.append("o2", [eskit.Event("placed", {"amount": 40})], expected_position=0)
+        await manager.run_until_caught_up()
+        await trial_shipping.append("o1", [eskit.Event("out_of_stock", {"order": "o1"})])  # the warehouse
+        await manager.run_until_caught_up()
+        await manager.run_until_caught_up()  # again: nothing more may happen
+        parked = await manager.parked()
+        if parked and "expected position 0" in parked[0].reason:
+            raise eskit.course.Wrong("the compensation was parked: a conflict, expected_position=0 says the order "
+                                     "must not exist yet (it does): no expected position on the order")
+        assert not parked, f"the compensation was parked: {parked[0].reason[:120]}"
+        o1 = [e.type for e in await trial_orders.read("o1")]
+        refunds = await trial_payments.read("refund-o1")
+        if o1 == ["placed"] and not refunds:
+            raise eskit.course.Wrong("not done yet: _out_of_stock returns no commands (return two eskit.Append)")
+        assert o1 == ["placed", "cancelled"], f"order o1 should be placed then cancelled, it is {o1}"
+        assert [e.type for e in refunds] == ["refund_due"], (
+            "o1 is cancelled but its payment is kept: append refund_due to the payments store (aggregate refund-o1)")
+        assert refunds[0].data == {"order": "o1"}, f"refund_due should carry {{'order': 'o1'}}, not {refunds[0].data}"
+        assert [e.type for e in await trial_orders.read("o2")] == ["placed"], "o2 was shipped: leave it alone"
+    finally:
+        await manager.close(delete_consumers=True)
+        await service.stop()
+        for name in (trial.orders, trial.payments, trial.shipping):
+            await client.delete_store(name)
+            await client.delete_store(f"{name}_parked")
+
+
+await eskit.course.check(check_refunds, ok="out of stock: the order is cancelled and its payment refunded, once")
 
 # %% [markdown]
 # ## Closing the books
@@ -239,6 +473,11 @@ await eskit.course.check(check_carry, ok="each year opens with the balance and t
 #   years go by; carry forward what later periods decide with, not the history.
 
 # %%
+await checkout.close(delete_consumers=True)
+await payment_service.stop()
+for name in (shop.orders, shop.payments, shop.shipping):
+    await client.delete_store(name)
+    await client.delete_store(f"{name}_parked")
 await client.delete_store(books_name)
 await client.close()
 
