@@ -435,6 +435,8 @@ class _Feed(Projection):
             retry_delay=manager.retry_delay, ack_wait=manager.ack_wait,
         )  # fmt: skip
         self.source = source
+        if not self._model.in_memory:  # a commit writes the log, no fsync: survives a killed process (not
+            self._model.db.execute("PRAGMA journal_mode = WAL")  # a power cut: then commands come again, same ids)
         self._model.db.execute(_SCHEMA)  # a file another subscriber of the manager created first
         self._applier = _Issuer(manager, self)
 
