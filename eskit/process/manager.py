@@ -320,8 +320,11 @@ class ProcessManager:
 
         if len(flows) == 1:
             await one_flow(events)
-        else:
-            await asyncio.gather(*(one_flow(flow) for flow in flows.values()))
+        else:  # every flow finishes before an error (a permission refused) ends the batch
+            outcomes = await asyncio.gather(*(one_flow(flow) for flow in flows.values()), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         return sorted(failed, key=lambda f: f[0].position)
 
     async def _handle(self, source: str, event: RecordedEvent, *, suspect: bool) -> tuple[str, int] | None:
