@@ -222,3 +222,11 @@ async def test_the_walkthrough_in_the_docs_runs_and_ships_o1_and_cancels_o2(
         await drop(client)
         await client.close()
     assert os.environ["ESKIT_LEARNER"] == namespace
+
+
+def test_a_command_id_derived_along_a_long_chain_of_steps_stays_one_short_subject_token() -> None:
+    event_id = "x" * 32
+    for _ in range(20):  # each step's event id is derived from the last step's command id
+        event_id = eskit.process.command_id("Checkout", "orders", 1, event_id, 0) + "-0"
+    assert len(event_id) < 100 and eskit.events.check_token(event_id, "id") == event_id
+    assert eskit.process.command_id("c", "s", 1, "y" * 65, 0) == eskit.process.command_id("c", "s", 2, "y" * 65, 0)

@@ -16,10 +16,14 @@ a crash is the same command: the events of an ``Append`` carry ids derived from 
 'checkout-5f1c-0'
 >>> command_id("checkout", "orders", 7, None, 1)
 'checkout-orders-7-1'
+
+An id derived from an id derived from ... (a chain of steps) would grow at every step: an origin longer than
+64 characters is replaced by a hash of it (the same for the same origin), so an id stays one subject token.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +31,7 @@ from typing import Any
 from ..events import Event
 
 COMMAND_ID = "Eskit-Command-Id"  # the header a Request carries its command id in
+MAX_ORIGIN = 64  # longer event ids are hashed into a command id
 
 __all__ = ["COMMAND_ID", "Append", "Command", "Request", "command_id"]
 
@@ -74,4 +79,6 @@ def command_id(manager: str, store: str, position: int, event_id: str | None, in
     """The id of the ``index``-th command ``manager`` issues for an event: from the event's id, or, for an
     event stored without one, from its store and position. The same event always gives the same ids."""
     origin = event_id if event_id else f"{store}-{position}"
+    if len(origin) > MAX_ORIGIN:
+        origin = hashlib.blake2b(origin.encode(), digest_size=16).hexdigest()
     return f"{manager}-{origin}-{index}"

@@ -320,8 +320,11 @@ class ProcessManager:
 
         if len(flows) == 1:
             await one_flow(events)
-        else:
-            await asyncio.gather(*(one_flow(flow) for flow in flows.values()))
+        else:  # every flow finishes before an error (a permission refused) ends the batch
+            outcomes = await asyncio.gather(*(one_flow(flow) for flow in flows.values()), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         return sorted(failed, key=lambda f: f[0].position)
 
     async def _handle(self, source: str, event: RecordedEvent, *, suspect: bool) -> tuple[str, int] | None:
@@ -435,6 +438,8 @@ class _Feed(Projection):
             retry_delay=manager.retry_delay, ack_wait=manager.ack_wait,
         )  # fmt: skip
         self.source = source
+        if not self._model.in_memory:  # a commit writes the log, no fsync: survives a killed process (not
+            self._model.db.execute("PRAGMA journal_mode = WAL")  # a power cut: then commands come again, same ids)
         self._model.db.execute(_SCHEMA)  # a file another subscriber of the manager created first
         self._applier = _Issuer(manager, self)
 
