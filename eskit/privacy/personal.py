@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 FORGOTTEN = "<forgotten>"  # what every read shows for a personal field whose key is gone (or that is not its own)
 PREFIX = "eskit-pii:1:"
+PERSONAL_MARK = PREFIX.encode()
+SEALED = b"eskit-pii-sealed:1\n"  # a snapshot whose state holds personal data: sealed with its subjects' keys
 _KID_END = len(PREFIX) + 16  # key ids are 8 bytes, 16 hex digits
 NONCE_BYTES = 12
 
@@ -109,12 +111,15 @@ class Privacy:
     async def seal(self, events: Sequence[Event]) -> Sequence[Event]:
         """``events`` with their personal fields encrypted (new Event objects with the same ids); events
         without personal fields come back as they are. Bad input raises before anything is stored."""
+        return await self.sealed(events, self.check(events))
+
+    def check(self, events: Sequence[Event]) -> list[tuple[int, Event, list[str], str]]:
+        """The events to encrypt (index, event, its personal fields, subject id); raises on a missing or bad
+        subject id, before any key is made."""
         fields = self._fields
+        todo: list[tuple[int, Event, list[str], str]] = []
         if type(events) is not list and type(events) is not tuple:
-            return events  # the store's own check says what is wrong
-        if not any(type(e) is Event and e.type in fields for e in events):
-            return events
-        todo: list[tuple[int, Event, list[str], str]] = []  # checked all first: no key is made for bad input
+            return todo  # the store's own check says what is wrong
         for i, event in enumerate(events):
             names = fields.get(event.type) if type(event) is Event else None
             data = event.data if names else None
@@ -124,6 +129,12 @@ class Privacy:
             if present:
                 where = f"event {event.type!r}: the subject id in data[{self._subject!r}]"
                 todo.append((i, event, present, check_subject_id(data.get(self._subject), where)))
+        return todo
+
+    async def sealed(self, events: Sequence[Event], todo: list[tuple[int, Event, list[str], str]]) -> Sequence[Event]:
+        """``events`` with the personal fields :meth:`check` found encrypted."""
+        if not todo:
+            return events
         out = list(events)
         for i, event, present, subject_id in todo:
             kid, aead = await self.ring.for_write(subject_id)
@@ -142,14 +153,16 @@ class Privacy:
 
     # -- reading -------------------------------------------------------------------------------------------
 
-    async def reveal(self, types: Sequence[str], datas: Sequence[Any]) -> None:
+    async def reveal(self, types: Sequence[str], datas: Sequence[Any]) -> dict[str, str]:
         """Decrypt the personal fields of the decoded ``datas`` (dicts changed in place; ``types`` are the
         stored event types): a field whose key is gone, or that is not this subject's, becomes
-        :data:`FORGOTTEN`. Keys not known yet are read first, one read per subject."""
+        :data:`FORGOTTEN`. Keys not known yet are read first, one read per subject. Returns the keys used
+        (subject id -> key id)."""
         fields = self._fields
         todo = [i for i, t in enumerate(types) if t in fields]
+        used: dict[str, str] = {}
         if not todo:
-            return
+            return used
         found: list[tuple[dict[str, Any], str, Any, str, str]] = []  # data, field, subject id, key id, value
         subject_field = self._subject
         for i in todo:
@@ -162,13 +175,16 @@ class Privacy:
                 if type(value) is str and value.startswith(PREFIX):
                     found.append((data, name, subject_id, value[len(PREFIX) : _KID_END], value))
         if not found:
-            return
+            return used
         ring = self.ring
         wanted = {(s, k) for _, _, s, k, _ in found if type(s) is str and not ring.settled(s, k)}
         if wanted or ring.client.nc.stats.get("reconnects", 0) != ring._reconnects:
             await ring.learn(wanted)
         for data, name, subject_id, kid, value in found:
-            data[name] = self._open(subject_id, name, kid, value)
+            data[name] = opened = self._open(subject_id, name, kid, value)
+            if opened is not FORGOTTEN:
+                used[subject_id] = kid
+        return used
 
     def _open(self, subject_id: Any, name: str, kid: str, value: str) -> Any:
         aead = self.ring.cipher(subject_id, kid) if type(subject_id) is str else None
@@ -186,17 +202,61 @@ class Privacy:
         if events:
             await self.reveal([e.type for e in events], [e.data for e in events])
 
-    async def revealed_messages(self, messages: Sequence[StoredMsg]) -> list[Any]:
-        """The data of stored messages, decoded and revealed; a payload that is not JSON is an
-        :class:`Undecodable` holding the error (the caller says where)."""
+    async def revealed_messages(self, messages: Sequence[StoredMsg]) -> tuple[list[Any], dict[str, str]]:
+        """The data of stored messages, decoded and revealed, and the keys used; a payload that is not JSON
+        is an :class:`Undecodable` holding the error (the caller says where)."""
         datas: list[Any] = []
         for m in messages:
             try:
                 datas.append(json.loads(m.data) if m.data else None)
             except (ValueError, RecursionError) as exc:
                 datas.append(Undecodable(exc))
-        await self.reveal([subject_parts(m.subject)[1] for m in messages], datas)
-        return datas
+        used = await self.reveal([subject_parts(m.subject)[1] for m in messages], datas)
+        return datas, used
+
+    def keys_of(self, events: Sequence[Event]) -> dict[str, str]:
+        """The keys (subject id -> key id) the personal fields of ``events`` were just encrypted with."""
+        used: dict[str, str] = {}
+        for _, _, _, subject_id in self.check(events):
+            known = self.ring._current.get(subject_id)
+            if known is not None:
+                used[subject_id] = known[0]
+        return used
+
+    # -- snapshots -----------------------------------------------------------------------------------------
+
+    def seal_snapshot(self, payload: bytes, keys: Mapping[str, str], name: str) -> bytes | None:
+        """A snapshot's bytes encrypted with each key its state was built with (forgetting any one of them
+        makes it unreadable); None if one of them is not current (forgotten meanwhile)."""
+        pairs = sorted(keys.items())
+        box = payload
+        for subject_id, kid in pairs:
+            aead = self.ring.cipher(subject_id, kid)
+            if aead is None:
+                return None
+            nonce = os.urandom(NONCE_BYTES)
+            box = nonce + aead.encrypt(nonce, box, self._context(subject_id, f"snapshot {name}"))
+        return SEALED + json.dumps(pairs, separators=(",", ":")).encode() + b"\n" + box
+
+    async def open_snapshot(self, raw: bytes, name: str) -> tuple[bytes, dict[str, str]] | None:
+        """A sealed snapshot's bytes and keys; None if a key is gone or it does not open (tampered)."""
+        head, _, box = raw[len(SEALED) :].partition(b"\n")
+        try:
+            pairs = [(str(s), str(k)) for s, k in json.loads(head)]
+        except (ValueError, TypeError):
+            return None
+        unknown = [(s, k) for s, k in pairs if not self.ring.settled(s, k)]
+        if unknown:
+            await self.ring.learn(unknown)
+        for subject_id, kid in reversed(pairs):
+            aead = self.ring.cipher(subject_id, kid)
+            if aead is None:
+                return None
+            try:
+                box = aead.decrypt(box[:NONCE_BYTES], box[NONCE_BYTES:], self._context(subject_id, f"snapshot {name}"))
+            except Exception:  # InvalidTag: not this aggregate's, or tampered with
+                return None
+        return box, dict(pairs)
 
     async def reveal_parked(self, event: RecordedEvent) -> RecordedEvent:
         """A parked event's stored bytes decoded again and revealed (a dead letter keeps the ciphertext)."""
