@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from binascii import a2b_base64
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ from ..events import Event, check_token, decode, subject_parts
 from .keys import DEFAULT_BUCKET, KeyRing, check_bucket, check_subject_id
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from .._wire import StoredMsg
     from ..connection import Client
     from ..events import RecordedEvent
@@ -94,6 +97,7 @@ class Privacy:
         self.store = store
         self._fields = personal.fields
         self._subject = personal.subject
+        self._store_context = b"eskit-pii:1\x00" + store.encode() + b"\x00"
 
     def __repr__(self) -> str:
         return f"<Privacy {self.store} {self.personal!r}>"
@@ -149,7 +153,7 @@ class Privacy:
 
     def _context(self, subject_id: str, name: str) -> bytes:
         """The associated data of a field's ciphertext: what it belongs to (a swap elsewhere fails)."""
-        return b"\x00".join((b"eskit-pii:1", self.store.encode(), subject_id.encode(), name.encode()))
+        return b"%s%s\x00%s" % (self._store_context, subject_id.encode(), name.encode())
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -158,44 +162,51 @@ class Privacy:
         stored event types): a field whose key is gone, or that is not this subject's, becomes
         :data:`FORGOTTEN`. Keys not known yet are read first, one read per subject. Returns the keys used
         (subject id -> key id)."""
-        fields = self._fields
-        todo = [i for i, t in enumerate(types) if t in fields]
+        fields, subject_field, ring = self._fields, self._subject, self.ring
+        ring._check_connection()
+        current, dead = ring._current, ring._dead
         used: dict[str, str] = {}
-        if not todo:
-            return used
-        found: list[tuple[dict[str, Any], str, Any, str, str]] = []  # data, field, subject id, key id, value
-        subject_field = self._subject
-        for i in todo:
-            data = datas[i]
-            if type(data) is not dict:
+        later: list[tuple[dict[str, Any], str, str, str, str]] = []  # keys to read first
+        for event_type, data in zip(types, datas, strict=True):
+            names = fields.get(event_type)
+            if names is None or type(data) is not dict:
                 continue
             subject_id = data.get(subject_field)
-            for name in fields[types[i]]:
+            if type(subject_id) is not str:
+                subject_id = ""  # no subject id: nothing of it can be read (no key is ever made for "")
+            for name in names:
                 value = data.get(name)
-                if type(value) is str and value.startswith(PREFIX):
-                    found.append((data, name, subject_id, value[len(PREFIX) : _KID_END], value))
-        if not found:
-            return used
-        ring = self.ring
-        wanted = {(s, k) for _, _, s, k, _ in found if type(s) is str and not ring.settled(s, k)}
-        if wanted or ring.client.nc.stats.get("reconnects", 0) != ring._reconnects:
-            await ring.learn(wanted)
-        for data, name, subject_id, kid, value in found:
-            data[name] = opened = self._open(subject_id, name, kid, value)
-            if opened is not FORGOTTEN:
-                used[subject_id] = kid
+                if type(value) is not str or not value.startswith(PREFIX):
+                    continue
+                kid = value[len(PREFIX) : _KID_END]
+                known = current.get(subject_id)
+                if known is not None and known[0] == kid:  # the common case: one dict lookup, then AES-GCM
+                    data[name] = opened = self._decrypt(known[1], subject_id, name, value)
+                    if opened is not FORGOTTEN:
+                        used[subject_id] = kid
+                elif subject_id and (subject_id, kid) not in dead:
+                    later.append((data, name, subject_id, kid, value))
+                else:
+                    data[name] = FORGOTTEN
+        if later:
+            await ring.learn({(s, k) for _, _, s, k, _ in later})
+            for data, name, subject_id, kid, value in later:
+                aead = ring.cipher(subject_id, kid)
+                data[name] = opened = FORGOTTEN if aead is None else self._decrypt(aead, subject_id, name, value)
+                if opened is not FORGOTTEN:
+                    used[subject_id] = kid
         return used
 
-    def _open(self, subject_id: Any, name: str, kid: str, value: str) -> Any:
-        aead = self.ring.cipher(subject_id, kid) if type(subject_id) is str else None
-        if aead is None:
-            return FORGOTTEN
+    def _decrypt(self, aead: AESGCM, subject_id: str, name: str, value: str) -> Any:
+        context = b"%s%s\x00%s" % (self._store_context, subject_id.encode(), name.encode())  # as _context()
         try:
-            box = base64.b64decode(value[_KID_END + 1 :], validate=True)
-            plain = aead.decrypt(box[:NONCE_BYTES], box[NONCE_BYTES:], self._context(subject_id, name))
-            return json.loads(plain)
+            box = a2b_base64(value[_KID_END + 1 :])
+            plain = aead.decrypt(box[:NONCE_BYTES], box[NONCE_BYTES:], context)
         except Exception:  # InvalidTag (another subject's, field's or store's, or tampered), garbled base64
             return FORGOTTEN
+        if plain[:1] == b'"' and b"\\" not in plain:  # a JSON string without escapes: the common case
+            return plain[1:-1].decode()
+        return json.loads(plain)
 
     async def reveal_events(self, events: Sequence[RecordedEvent]) -> None:
         """:meth:`reveal` for decoded events (their data dicts changed in place)."""
