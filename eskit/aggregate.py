@@ -98,6 +98,7 @@ class Aggregate:
         self.position = 0
         self._pending: list[Event] = []
         self._mark: Mark | None = None  # the stored event at `position`, once known
+        self._personal: dict[str, str] = {}  # subject id -> key id of personal fields applied (eskit.privacy)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -350,7 +351,10 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
             if store.privacy is None:
                 aggregate.apply_stored(messages, store.upcasters)
             else:  # personal fields decrypted first (or FORGOTTEN): see eskit.privacy
-                aggregate._apply_revealed(messages, await store.privacy.revealed_messages(messages), store.upcasters)
+                datas, used = await store.privacy.revealed_messages(messages)
+                aggregate._apply_revealed(messages, datas, store.upcasters)
+                if used:  # a snapshot of this state is sealed with these keys: forgetting one forgets it
+                    aggregate._personal = {**getattr(aggregate, "_personal", {}), **used}
             replayed, last = replayed + len(messages), messages[-1] if messages else last
     return (-1, None) if mark is not None else (replayed, last)
 
@@ -412,6 +416,10 @@ async def save(store: EventStore, aggregate: Aggregate) -> int:
     if not pending:
         return aggregate.position
     position = await store.append(aggregate.id, pending, expected_position=aggregate.position)
+    if store.privacy is not None:  # the state holds these subjects' personal fields now
+        used = store.privacy.keys_of(pending)
+        if used:
+            aggregate._personal = {**getattr(aggregate, "_personal", {}), **used}
     aggregate.mark_saved(position)
     if store.cache is not None:
         store.cache.put(aggregate)

@@ -198,10 +198,14 @@ class EventStore:
                 "append_many takes a list of (aggregate_id, [events], expected_position) tuples, "
                 "e.g. [('1', [Event('created')], 0)] (expected_position None: no check)"
             )
-        if self.privacy is not None:  # everything checked first: nothing is made for input that fails
+        if self.privacy is not None:  # everything checked first: no key is made for input that fails
+            privacy = self.privacy
             for aggregate_id, events, expected in appends:
                 self._encode(aggregate_id, events, expected)
-            appends = [(a, await self.privacy.seal(events), expected) for a, events, expected in appends]
+            plans = [privacy.check(events) for _, events, _ in appends]
+            appends = [
+                (a, await privacy.sealed(events, plan), x) for (a, events, x), plan in zip(appends, plans, strict=True)
+            ]
         encoded = [self._encode(aggregate_id, events, expected) for aggregate_id, events, expected in appends]
         positions: list[int] = [0] * len(appends)
         singles = [i for i, messages in enumerate(encoded) if len(messages) == 1]

@@ -156,6 +156,9 @@ class KeyRing:
         known = self._current.pop(subject_id, None)
         if known is not None:
             self._dead.add((subject_id, known[0]))
+        for caches in self.client._caches.values():  # cached aggregates may hold the subject's fields: gone too
+            for cache in caches:
+                cache.clear()
 
     def _check_connection(self) -> None:
         """After a reconnect the watch may have missed forgets: known keys are read again."""
