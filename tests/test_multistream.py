@@ -128,3 +128,19 @@ async def test_bad_stores_are_one_line_errors(store: eskit.EventStore) -> None:
 
     with pytest.raises(eskit.ProjectionError, match="handles no event type"):
         Nothing([store])
+
+
+async def test_the_dashboard_shows_a_row_per_store_of_a_multi_stream_projection(
+    store: eskit.EventStore, payments: eskit.EventStore
+) -> None:
+    pytest.importorskip("ipywidgets")
+    await fill(store, payments, 3)
+    view = Fulfilment({"orders": store, "payments": payments}, name="shown")
+    await view.run_until_caught_up()
+    board = eskit.dashboard(view, every=60)
+    board.stop()
+    html = board.render()
+    assert "<td style='padding:2px 10px'>shown (orders)</td>" in html
+    assert "<td style='padding:2px 10px'>shown (payments)</td>" in html
+    assert board._repr_mimebundle_()["text/plain"] == "projection dashboard: shown (orders), shown (payments)"
+    await view.close(delete_consumer=True)
