@@ -144,3 +144,36 @@ async def test_the_dashboard_shows_a_row_per_store_of_a_multi_stream_projection(
     assert "<td style='padding:2px 10px'>shown (payments)</td>" in html
     assert board._repr_mimebundle_()["text/plain"] == "projection dashboard: shown (orders), shown (payments)"
     await view.close(delete_consumer=True)
+
+
+class Picky(Fulfilment):
+    fail = True
+
+    @applies("received")
+    def _received(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        if self.fail and event.data["amount"] < 0:
+            raise ValueError("a negative payment")
+        super()._received(db, event)
+
+
+async def test_a_poison_event_is_parked_in_its_own_stores_dead_letters_and_the_other_store_goes_on(
+    store: eskit.EventStore, payments: eskit.EventStore
+) -> None:
+    await payments.append("p1", [Event("received", {"order": "o1", "amount": -5})])
+    paid = await payments.append("p2", [Event("received", {"order": "o1", "amount": 7})])
+    placed = await store.append("o1", [Event("placed")])
+    view = Picky({"orders": store, "payments": payments}, name=unique("picky"), max_attempts=1)
+    try:
+        await view.run_until_caught_up()
+        assert view.positions == {"orders": placed, "payments": paid}
+        assert table(view.db) == [("o1", "placed", 7)]
+        parked = await view.parked()
+        assert [p.position for p in parked["payments"]] == [1] and parked["orders"] == []
+        assert view.stats["payments"].parked == 1 and view.stats["orders"].parked == 0
+        view.fail = False
+        assert await view.replay_parked() == 1
+        assert table(view.db) == [("o1", "placed", 2)]
+        assert (await view.parked())["payments"] == []
+    finally:
+        await view.close(delete_consumer=True)
+        await payments.client.js.delete_stream(f"{payments.stream}_PARKED")
