@@ -71,10 +71,11 @@ class _Lane(Projection):
         self._parent = parent
         super().__init__(store, db=parent._model.path, name=parent.name, schema=parent._model.schema, **options)
 
-    def __getattr__(self, attr: str) -> Any:  # the handlers are the parent's methods
-        if attr.startswith("__") or attr == "_parent":
-            raise AttributeError(attr)
-        return getattr(self._parent, attr)
+    def __getattr__(self, attr: str) -> Any:  # the handlers (only they) are the parent's methods
+        parent = self.__dict__.get("_parent")
+        if parent is not None and attr in type(parent)._appliers.values():
+            return getattr(parent, attr)
+        raise AttributeError(attr)
 
     def _open_model(self, db: str | os.PathLike[str], schema: str) -> ReadModel:
         return self._parent._model.lane(f"{self.name}:{self.store.name}")
@@ -197,8 +198,12 @@ class MultiStreamProjection:
 
     async def run_until_caught_up(self, *, timeout: float = 60.0) -> int:
         """Apply everything stored so far in every store; return how many handled events were delivered."""
-        done = await asyncio.gather(*(lane.run_until_caught_up(timeout=timeout) for lane in self._lanes.values()))
-        return sum(done)
+        done = await asyncio.gather(*(lane.run_until_caught_up(timeout=timeout) for lane in self._lanes.values()),
+                                    return_exceptions=True)  # every lane has stopped before an error is raised
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return sum(d for d in done if isinstance(d, int))
 
     def start(self) -> list[asyncio.Task[None]]:
         """Run every store's lane in the background; :meth:`stop` ends them."""

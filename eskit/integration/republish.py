@@ -17,14 +17,15 @@ How it stays exactly once in effect (a transactional outbox): the shapes go into
 the same SQLite transaction that moves the projection's position (:mod:`eskit.projections`), and after
 each batch the outbox is appended to the public store, then emptied. The public event's id is derived from
 the private event's id (UUID5), so a crash between the append and the emptying appends it again with the
-same ``Nats-Msg-Id``, which the public store deduplicates within its duplicate window (120 s by default;
-the flush runs first thing on restart). The public event keeps the aggregate id, ``occurred_at`` and
-correlation id, and its causation id is the private event's id.
+same ``Nats-Msg-Id``: the public store deduplicates it within its duplicate window (120 s by default), and
+what a crash left staged is checked against the public store's events once on restart (one read per
+aggregate in the outbox), so a restart after a longer outage publishes nothing twice either. The public
+event keeps the aggregate id, ``occurred_at`` and correlation id; its causation id is the private event's id.
 
 The trade-off against sourcing: a second write (the public store holds its own copy, appended by this
-process), a lag of the projection plus one batch, and deduplication that relies on the duplicate window;
-in exchange the fields are yours to choose. A Republisher is not rebuilt (a rebuild would publish
-everything again): publish a new shape under a new store name instead.
+process), a lag of the projection plus one batch, and deduplication by id; in exchange the fields are
+yours to choose. A Republisher is not rebuilt (a rebuild would publish everything again): publish a new
+shape under a new store name instead.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Republisher(Projection):
         super().__init__(store, db=db, name=name, schema=OUTBOX_SCHEMA, **options)
         self.target = target
         self.published = 0  # public events appended by this process (duplicates of a retry included)
+        self._leftovers_checked = False  # what a crash left staged: checked against the target once
         self._applier.handlers = {
             t: self._staging(handler) for t, handler in self._applier.handlers.items()
         }
@@ -124,23 +126,36 @@ class Republisher(Projection):
         """Append what is staged to the public store (deduplicated by id), then empty the outbox."""
         flushed = 0
         for _ in range(1_000_000):  # bounded: each round empties up to FLUSH_PAGE rows
-            rows = self.db.execute(
+            rows: list[Any] = self.db.execute(
                 f"SELECT seq, aggregate_id, type, data, id, schema_version, occurred_at, correlation_id, "
                 f"causation_id, metadata FROM {OUTBOX} ORDER BY seq LIMIT {FLUSH_PAGE}"
             ).fetchall()
             if not rows:
                 break
+            last = rows[-1][0]
+            if not self._leftovers_checked:  # staged before this process: maybe appended already
+                rows = await self._not_yet_stored(rows)
             events = [
                 (agg, [Event(kind, json.loads(data), id=eid, schema_version=version,
                              occurred_at=parse_time(occurred) or EPOCH,
                              correlation_id=corr, causation_id=cause, metadata=json.loads(meta))], None)
                 for _, agg, kind, data, eid, version, occurred, corr, cause, meta in rows
             ]  # fmt: skip
-            await self.target.append_many(events)  # in order, pipelined: one request each
-            self._forget(rows[-1][0])
+            if events:
+                await self.target.append_many(events)  # in order, pipelined: one request each
+            self._forget(last)
             flushed += len(rows)
             self.published += len(rows)
+        self._leftovers_checked = True
         return flushed
+
+    async def _not_yet_stored(self, rows: list[Any]) -> list[Any]:
+        """The staged ``rows`` whose ids the target does not hold yet: a crash after the append and before
+        the outbox was emptied, longer ago than the duplicate window, must not publish them twice."""
+        stored: set[str | None] = set()
+        for aggregate_id in dict.fromkeys(row[1] for row in rows):
+            stored |= {e.id for e in await self.target.read(aggregate_id)}
+        return [row for row in rows if row[4] not in stored]
 
     def _forget(self, seq: int) -> None:
         """Empty the outbox up to ``seq`` (appended). A crash just before this appends them again: deduplicated."""
