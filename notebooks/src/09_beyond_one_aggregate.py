@@ -1,14 +1,26 @@
 # %% [markdown]
 # # 09 · Beyond one aggregate
 #
-# **What you'll do:** close the books of an account that lives for years, and measure a load that stays
-# flat however many years came before.
+# **What you'll do:** run an order → payment → shipping flow across three stores and a payment service on
+# NATS request-reply, and watch a declined payment compensated; publish chosen events to another team on a
+# public stream it may read and nothing else; forget a customer in an immutable log; build one read model
+# from two stores; and close the books of an account that lives for years, measuring a load that stays flat
+# as the years go by. You add a compensation, publish a new version of a public stream, forget a customer in
+# every view, and choose what a new year carries forward (exercises 9.1-9.4).
 #
 # **What you'll learn:**
-# - closing the books: a long-lived aggregate kept in **periods**, each opened by one summary event that
-#   carries the closing balance forward, written atomically with the closing of the last period;
+# - **process managers (sagas)**: a flow held by one component that reacts to events with commands; commands
+#   over NATS next to events in JetStream; ids derived from the triggering event, so a repeat is one command
+#   (exactly once in effect), and compensating steps when a later step fails;
+# - **integration events**: a public stream the server fills by *sourcing* chosen types (no second write),
+#   versioned by name, read by a partner user with read-only rights on it alone;
+# - **crypto-shredding**: personal fields encrypted per data subject; forgetting erases the key, the events
+#   stay, every read path shows a placeholder — and copies (read models) must forget too;
+# - **multi-stream projections**: one read model, a position per store, handlers that commute across stores;
+# - **closing the books**: a long-lived aggregate kept in periods, each opened by one event that carries the
+#   state forward, written atomically with the closing of the last period.
 #
-# **What you need:** lessons 01–04. About 35 minutes.
+# **What you need:** lessons 01–04 (aggregates, projections). About 45 minutes.
 
 # %%
 import json
@@ -256,6 +268,141 @@ async def check_refunds() -> None:
 await eskit.course.check(check_refunds, ok="out of stock: the order is cancelled and its payment refunded, once")
 
 # %% [markdown]
+# ## Events for other teams: integration events
+#
+# The shipping team wants to know about orders. Giving them the private `orders` store would make every
+# internal event and field of ours a contract we can never change. Instead we publish a curated **public
+# stream** of the few types other teams may rely on — *integration events* — and keep the rest private.
+#
+# `client.publish_integration` does it **without a second write**: the public store is a JetStream stream
+# that *sources* the private one through one subject filter and transform per public type
+# (`orders.*.placed` → `orders_public.{{wildcard(1)}}.placed`); the server copies, no code of ours runs, and
+# the public stream has no subjects of its own, so nobody can publish into it. Say the fraud check writes an
+# internal event into the order:
+
+# %%
+await orders.append("o1", [eskit.Event("fraud_checked", {"score": 0.1})])
+public = await client.publish_integration(orders, eskit.course.unique("orders_public"), types=["placed", "cancelled"])
+await public.wait_for()  # the server copied what orders holds so far (a bounded wait)
+print("private:", [(e.aggregate_id, e.type) async for e in orders.replay()])
+print("public: ", [(e.aggregate_id, e.type) async for e in public.store.replay()])
+
+# %% [markdown]
+# The copies are whole events — same id, data, correlation id — at positions of the public store's own. Two
+# things to know:
+#
+# - JetStream filters **subjects, never fields**: a public type is published with all its fields. To publish
+#   a *shape* (no e-mail address, renamed fields), `eskit.Republisher` is a projection that appends a curated
+#   event per private one to a store of its own (a second write, a transactional outbox, derived ids:
+#   `docs/integration.md` compares the two);
+# - the types of a public stream are **fixed** at creation: nats-server identifies a source by its filters,
+#   and a changed source starts over and copies every event again. A wider contract is a new version beside
+#   the old one, and partners move when they are ready — which is how public contracts evolve anyway.
+#
+# ### The partner reads the public stream, and nothing else
+#
+# The shipping team connects as its own user, allowed to read the public stream (stream info, Direct Get, its
+# own consumers) and nothing more. `eskit.auth.least_privilege_config` writes the server's users; this cell
+# starts a server of its own with a writer and the partner (a second or so):
+
+# %%
+from eskit.auth import least_privilege_config
+
+config = least_privilege_config(
+    admin_password="adm-secret", writer_password="w-secret", analyst_password="a-secret",
+    partners=[eskit.Partner("shipping", password="s-secret", stores=["orders_public"])],
+)
+secured = eskit.EmbeddedServer(config=config).start()
+try:
+    writer = await eskit.connect(secured.url, user="writer", password="w-secret", namespace="")
+    private = await writer.event_store("orders")
+    await private.append("o7", [eskit.Event("placed", {"amount": 99}), eskit.Event("fraud_checked", {"score": 0.9})])
+    shared = await writer.publish_integration(private, "orders_public", types=["placed"])
+    await shared.wait_for()
+
+    partner = await eskit.connect(secured.url, user="shipping", password="s-secret", namespace="")
+    readable = await partner.public_store("orders_public")
+    print("the partner reads:", [(e.aggregate_id, e.type) for e in await readable.read("o7")])
+    try:
+        await partner.event_store("orders")  # the private store
+    except eskit.PermissionDeniedError as exc:
+        print("the private store:", type(exc).__name__)
+    await partner.close()
+    await writer.close()
+finally:
+    secured.stop()
+
+# %% [markdown]
+# ### Exercise 9.2 · Publish one more type: a new version
+#
+# The billing team reads `v1`, a public stream of `placed` only, and now needs `cancelled` too. Write
+# `publish_v2(client, orders, v1)`: it returns the public stream of the next version, which publishes what
+# `v1` publishes **and** `cancelled`, with the history of both, while `v1` stays in place for the partners
+# still reading it. (What happens when you ask `v1`'s name for other types? Try it.) `v1.name`, `v1.types`
+# and `client.publish_integration` are all you need.
+
+# %% [exercise]
+async def publish_v2(client: eskit.Client, orders: eskit.EventStore, v1: eskit.IntegrationStream) -> eskit.IntegrationStream:
+    ...  # your code here: return the new version's public stream
+
+
+# %% [solution]
+async def publish_v2(client: eskit.Client, orders: eskit.EventStore, v1: eskit.IntegrationStream) -> eskit.IntegrationStream:
+    return await client.publish_integration(orders, f"{v1.name}_v2", types=[*v1.types, "cancelled"])
+
+
+# %% [wrong] widens v1 in place
+async def publish_v2(client: eskit.Client, orders: eskit.EventStore, v1: eskit.IntegrationStream) -> eskit.IntegrationStream:
+    return await client.publish_integration(orders, v1.name, types=[*v1.types, "cancelled"])
+
+
+# %% [wrong] replaces v1 under its name
+async def publish_v2(client: eskit.Client, orders: eskit.EventStore, v1: eskit.IntegrationStream) -> eskit.IntegrationStream:
+    await v1.delete()
+    return await client.publish_integration(orders, v1.name, types=[*v1.types, "cancelled"])
+
+
+# %% [wrong] the new version drops placed
+async def publish_v2(client: eskit.Client, orders: eskit.EventStore, v1: eskit.IntegrationStream) -> eskit.IntegrationStream:
+    return await client.publish_integration(orders, f"{v1.name}_v2", types=["cancelled"])
+
+
+# %% [check]
+async def check_v2() -> None:
+    async with eskit.course.scratch(client, "private") as store:
+        await store.append("o1", [eskit.Event("placed", {"amount": 30}), eskit.Event("fraud_checked", {"score": 0.1})])
+        await store.append("o2", [eskit.Event("placed", {"amount": 500}), eskit.Event("cancelled", {"reason": "x"})])
+        v1 = await client.publish_integration(store, eskit.course.unique("pub"), types=["placed"])
+        v2 = None
+        try:
+            await v1.wait_for()
+            try:
+                v2 = await publish_v2(client, store, v1)
+            except eskit.EventStoreError:
+                raise eskit.course.Wrong(f"{v1.name!r} refused other types: a public stream's types are fixed; "
+                                         "publish the new version under a new name") from None
+            eskit.course.require(v2, "publish_v2 returns nothing yet")
+            try:
+                await client.js.stream_info(v1.stream)
+            except Exception:
+                raise eskit.course.Wrong("v1 was deleted: the partners still reading it lost their stream; "
+                                         "publish v2 beside it") from None
+            assert v2.name != v1.name, "v1 was replaced: the partners still reading it lost it; publish v2 beside it"
+            await v2.wait_for()
+            seen = [(e.aggregate_id, e.type) async for e in v2.store.replay()]
+            assert ("o1", "placed") in seen, "v2 does not publish placed: partners moving from v1 still need it"
+            assert ("o2", "cancelled") in seen, f"v2 does not publish cancelled: it holds {seen}"
+            assert all(t != "fraud_checked" for _, t in seen), "fraud_checked is internal: keep it private"
+            assert [e.type for e in await v1.store.read("o2")] == ["placed"], "v1 should still publish placed only"
+        finally:
+            for version in (v2, v1):
+                if isinstance(version, eskit.IntegrationStream):
+                    await version.delete()
+
+
+await eskit.course.check(check_v2, ok="v2 publishes placed and cancelled with their history; v1 stays for its partners")
+
+# %% [markdown]
 # ## Forgetting a person: crypto-shredding
 #
 # A store never changes what it stored; yet a customer may ask to be forgotten (GDPR, article 17). Deleting
@@ -409,6 +556,54 @@ async def check_forget() -> None:
 
 
 await eskit.course.check(check_forget, ok="c1 is forgotten in the store, the aggregate, the DataFrame and the read model")
+
+# %% [markdown]
+# ## One view from two stores: a multi-stream projection
+#
+# Customer service wants one table of orders with what was paid: the orders live in one store, the payments
+# in another. `eskit.MultiStreamProjection` is a projection over several stores: one read model, and **one
+# position per store**, each stored in the same SQLite transaction as the changes it made (exactly once in
+# effect per store, as in lesson 04). Handlers are declared as usual; `self.store_of(event)` names the store
+# an event came from.
+
+# %%
+class OrdersAndPayments(eskit.MultiStreamProjection):
+    schema = "CREATE TABLE orders (id TEXT PRIMARY KEY, status TEXT, paid INTEGER NOT NULL DEFAULT 0)"
+
+    @eskit.applies("placed")
+    def _placed(self, db, event):
+        db.execute("INSERT INTO orders (id, status) VALUES (?, 'placed') ON CONFLICT (id) DO NOTHING",
+                   (event.aggregate_id,))
+
+    @eskit.applies("cancelled")
+    def _cancelled(self, db, event):
+        db.execute("INSERT INTO orders (id, status) VALUES (?, 'cancelled') "
+                   "ON CONFLICT (id) DO UPDATE SET status = 'cancelled'", (event.aggregate_id,))
+
+    @eskit.applies("captured")
+    def _captured(self, db, event):
+        db.execute("INSERT INTO orders (id, paid) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET paid = paid + excluded.paid",
+                   (event.data["order"], event.data["amount"]))
+
+
+overview = OrdersAndPayments({"orders": orders, "payments": payments}, name=eskit.course.unique("overview"))
+await overview.run_until_caught_up()
+print("positions:", overview.positions)
+pd.read_sql("SELECT * FROM orders ORDER BY id", overview.db)
+
+# %% [markdown]
+# What a handler may assume: the events of **one** store arrive in that store's order, each once. What it may
+# **not** assume: an order *across* stores. A payment can be applied before the order it pays (each store is
+# read by a consumer of its own), and a rebuild may interleave the stores differently than the live run.
+# So the handlers above commute: upserts and sums, never "the order row must exist already" (`placed` does
+# nothing to a row a payment or a cancellation created first). And positions of two stores do not compare:
+# position 3 in `payments` says nothing about position 3 in `orders`. A rebuild (blue/green) reads every store
+# from the start and gives the same table:
+
+# %%
+await overview.rebuild()
+print("positions:", overview.positions)
+pd.read_sql("SELECT * FROM orders ORDER BY id", overview.db)
 
 # %% [markdown]
 # ## Closing the books
@@ -620,6 +815,20 @@ await eskit.course.check(check_carry, ok="each year opens with the balance and t
 # %% [markdown]
 # ## Summary
 #
+# - A **process manager** holds a flow across stores and services: `@eskit.reacts_to(store, type)` handlers
+#   return `eskit.Request` / `eskit.Append` commands; positions are stored after the commands were issued and
+#   command ids derive from the triggering event, so a restart repeats commands the receivers drop (exactly
+#   once in effect). A failed step is undone by a **compensating** command. `eskit.command_service` puts a
+#   decision behind NATS request-reply and acts once per command id.
+# - **Integration events**: `client.publish_integration(store, name, types=[...])` makes a public stream the
+#   server fills by sourcing chosen types (whole events, no second write, types fixed: a wider contract is a
+#   new version beside the old); `eskit.Republisher` publishes curated shapes; `eskit.Partner` users read the
+#   public stream and are refused the private store.
+# - **Crypto-shredding**: `client.event_store(name, privacy=eskit.Personal({...}, subject="customer"))`
+#   encrypts the declared fields per subject; `eskit.forget` erases the key; every read path shows
+#   `eskit.FORGOTTEN`. Copies made before (read models, exports) forget by a rebuild or a `forgotten` event.
+# - A **multi-stream projection** keeps one read model and a position per store; write handlers that commute
+#   across stores (there is no order between them).
 # - **Closing the books** keeps a long-lived aggregate short: one aggregate per period (`period_id("acc-1",
 #   "2025")`), opened by a `period_opened` event that carries the state forward. `close_period(store, cls, id,
 #   period, next_period)` appends the closing and the opening to two aggregates in one atomic batch, each
@@ -633,10 +842,14 @@ for name in (shop.orders, shop.payments, shop.shipping):
     await client.delete_store(name)
     await client.delete_store(f"{name}_parked")
 await customers_view.close(delete_consumer=True)
+await overview.close(delete_consumer=True)
+await public.delete()
 await client.js.delete_key_value(customers.privacy.ring.bucket)
 for name in (customers_name, f"{customers_name}_parked", books_name):
     await client.delete_store(name)
 await client.close()
 
 # %% [markdown]
-# **Next:** that is the end of the course. `docs/workshop.md` lists further reading for every lesson.
+# **Next:** that is the end of the course. `docs/process-managers.md`, `docs/integration.md` and
+# `docs/privacy.md` go deeper into this lesson's parts; `docs/workshop.md` lists further reading for every
+# lesson.
