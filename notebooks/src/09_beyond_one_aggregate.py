@@ -674,16 +674,16 @@ print(current.id, "balance", current.balance, "| events in this period:", curren
 # %% [markdown]
 # ### Load time as the years go by
 #
-# Two accounts get the same 300 deposits a year for ten years. `acc-whole` keeps everything in one aggregate;
+# Two accounts get the same 200 deposits a year for ten years. `acc-whole` keeps everything in one aggregate;
 # `acc-books` closes its books every year. After each year we load each account as it is now (the fastest of
-# 5 loads, the one least disturbed by whatever else runs on this machine; your numbers differ from run to run):
+# 3 loads, the one least disturbed by whatever else runs on this machine; your numbers differ from run to run):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-PER_YEAR, YEARS = 300, list(range(2016, 2026))
+PER_YEAR, YEARS = 200, list(range(2016, 2026))
 
 
-async def load_ms(aggregate_id: str, repeat: int = 5) -> float:
+async def load_ms(aggregate_id: str, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
@@ -704,7 +704,7 @@ fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(range(1, len(YEARS) + 1), whole, "o-", label="one aggregate, whole history")
 ax.plot(range(1, len(YEARS) + 1), by_period, "s-", label="books closed yearly: current period")
 ax.set_xlabel(f"years of history ({PER_YEAR} deposits a year)")
-ax.set_ylabel("load time (ms, fastest of 5)")
+ax.set_ylabel("load time (ms, fastest of 3)")
 ax.set_title("Loading a long-lived account")
 ax.set_ylim(bottom=0)
 ax.legend()
