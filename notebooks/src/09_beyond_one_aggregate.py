@@ -572,8 +572,8 @@ class OrdersAndPayments(eskit.MultiStreamProjection):
 
     @eskit.applies("placed")
     def _placed(self, db, event):
-        db.execute("INSERT INTO orders (id, status) VALUES (?, 'placed') ON CONFLICT (id) DO NOTHING",
-                   (event.aggregate_id,))
+        db.execute("INSERT INTO orders (id, status) VALUES (?, 'placed') "
+                   "ON CONFLICT (id) DO UPDATE SET status = coalesce(status, 'placed')", (event.aggregate_id,))
 
     @eskit.applies("cancelled")
     def _cancelled(self, db, event):
@@ -595,8 +595,9 @@ pd.read_sql("SELECT * FROM orders ORDER BY id", overview.db)
 # What a handler may assume: the events of **one** store arrive in that store's order, each once. What it may
 # **not** assume: an order *across* stores. A payment can be applied before the order it pays (each store is
 # read by a consumer of its own), and a rebuild may interleave the stores differently than the live run.
-# So the handlers above commute: upserts and sums, never "the order row must exist already" (`placed` does
-# nothing to a row a payment or a cancellation created first). And positions of two stores do not compare:
+# So the handlers above commute: upserts and sums, never "the order row must exist already" (`placed` fills in
+# a row a payment created first, and never overwrites a cancellation). Run this lesson twice and the two
+# stores may interleave differently: the table comes out the same. And positions of two stores do not compare:
 # position 3 in `payments` says nothing about position 3 in `orders`. A rebuild (blue/green) reads every store
 # from the start and gives the same table:
 
