@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
+import re
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,3 +139,24 @@ async def test_bad_periods_and_classes_are_refused_before_anything_is_sent(store
     with pytest.raises(eskit.ValidationError, match="PeriodicAggregate subclass"):
         await close_period(store, eskit.Aggregate, "acc-1", "2024", "2025")  # type: ignore[type-var]
     assert await store.last_position() == 0
+
+
+async def test_the_closing_the_books_walk_through_runs_and_prints_what_the_doc_says(client: eskit.Client) -> None:
+    doc = Path(__file__).resolve().parent.parent / "docs" / "closing-the-books.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    source = "async def walk_through():\n" + textwrap.indent("\n".join(blocks), "    ") + "\n"
+    namespace: dict[str, object] = {"eskit": eskit}
+    exec(compile(source, str(doc), "exec"), namespace)
+    await client.delete_store("books")  # a run that failed before
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            await namespace["walk_through"]()  # type: ignore[operator]
+    finally:
+        await client.delete_store("books")
+    assert out.getvalue().splitlines() == [
+        "5",
+        "300 [] 1",
+        "ConcurrencyError",
+        "Account 'acc-1_2024' is closed (carried forward into period '2025'): load that period and record there",
+    ]

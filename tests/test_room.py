@@ -110,7 +110,8 @@ async def test_three_learners_running_lessons_at_once_on_one_server_see_only_the
 @pytest.mark.timeout(300)
 async def test_the_other_lessons_run_in_learner_namespaces_at_once_and_leave_nothing_behind(nats_url: str) -> None:
     tag = uuid.uuid4().hex[:4]
-    others = ["00_setup_check", "03_snapshots", "05_dcb", "06_event_log_analysis", "08_events_that_change"]
+    others = ["00_setup_check", "03_snapshots", "05_dcb", "06_event_log_analysis", "08_events_that_change",
+              "09_beyond_one_aggregate"]
     learners = [f"alice-{tag}", f"bob-{tag}", f"carol-{tag}"]
     async with await eskit.connect(nats_url, namespace="") as plain:
         before = await stream_names(plain)

@@ -851,6 +851,6 @@ for name in (customers_name, f"{customers_name}_parked", books_name):
 await client.close()
 
 # %% [markdown]
-# **Next:** that is the end of the course. `docs/process-managers.md`, `docs/integration.md` and
-# `docs/privacy.md` go deeper into this lesson's parts; `docs/workshop.md` lists further reading for every
+# **Next:** that is the end of the course. `docs/process-managers.md`, `docs/integration.md`,
+# `docs/privacy.md` and `docs/closing-the-books.md` go deeper into this lesson's parts; `docs/workshop.md` lists further reading for every
 # lesson.
