@@ -34,8 +34,6 @@ import eskit
 from eskit.periods import PeriodicAggregate, close_period, period_id
 
 client = await eskit.connect()
-books_name = eskit.course.unique("books")
-books = await client.event_store(books_name)
 
 # %% [markdown]
 # ## A flow across stores: the process manager
@@ -97,7 +95,8 @@ print("30 ->", charge({"order": "x", "amount": 30}).type, "| 500 ->", charge({"o
 #
 # One handler per (store, event type), marked `@eskit.reacts_to(store, type)`. A handler only *decides*: it
 # returns the commands to issue — `eskit.Request(subject, data)` (a NATS request) or
-# `eskit.Append(store, aggregate_id, events)` — and the process manager issues them:
+# `eskit.Append(store, aggregate_id, events)` — and the process manager issues them. (The class is made by
+# a function of the `Shop`, so that the exercise's check can run the same flow on stores of its own.)
 
 # %%
 def checkout_for(shop: Shop) -> type[eskit.ProcessManager]:
@@ -149,7 +148,7 @@ frames.sort_values(["flow of order", "timestamp"])[["flow of order", "store", "t
 # handles those events again — and issues the same commands **with the same ids**, derived from the event that
 # triggered them: an `Append` is deduplicated by its event ids (for ever with `expected_position=0`), a
 # `Request` by its `Eskit-Command-Id`, which the payment service answers once. eskit's tests SIGKILL it
-# mid-flow and check every flow completes once (`tests/test_process.py`); `docs/process-managers.md` has the
+# mid-flow and check every flow completes once (`tests/test_process_crash.py`); `docs/process-managers.md` has the
 # whole table of what could go wrong and what prevents it. Handlers must decide from the event alone (no
 # clock, no random), or a repeat would be another command.
 #
@@ -642,6 +641,8 @@ def deposits(n: int, amount: int = 1) -> list[eskit.Event]:
     return [eskit.Event("deposited", {"amount": amount}) for _ in range(n)]
 
 
+books_name = eskit.course.unique("books")
+books = await client.event_store(books_name)
 await books.append(period_id("acc-1", "2024"), deposits(3, 100))
 opened_at = await close_period(books, Account, "acc-1", "2024", "2025")
 for event in await books.read(period_id("acc-1", "2024")) + await books.read(period_id("acc-1", "2025")):
