@@ -156,7 +156,11 @@ class KeyRing:
         known = self._current.pop(subject_id, None)
         if known is not None:
             self._dead.add((subject_id, known[0]))
-        for caches in self.client._caches.values():  # cached aggregates may hold the subject's fields: gone too
+        self._clear_caches()
+
+    def _clear_caches(self) -> None:
+        """Cached aggregates may hold a forgotten subject's fields: they go (forgets are rare)."""
+        for caches in self.client._caches.values():
             for cache in caches:
                 cache.clear()
 
@@ -166,6 +170,7 @@ class KeyRing:
         if reconnects != self._reconnects:
             self._reconnects = reconnects
             self._current.clear()
+            self._clear_caches()
 
     # -- reading -------------------------------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ class Privacy:
         if type(events) is not list and type(events) is not tuple:
             return todo  # the store's own check says what is wrong
         for i, event in enumerate(events):
-            names = fields.get(event.type) if type(event) is Event else None
+            names = fields.get(event.type) if isinstance(event, Event) else None
             data = event.data if names else None
             if not isinstance(data, Mapping):
                 continue
