@@ -15,7 +15,7 @@ from . import testing as testing  # given / when / then
 from .aggregate import Aggregate, applies
 from .cache import AggregateCache
 from .cluster import EmbeddedCluster
-from .connection import Client, ServerInfo, connect
+from .connection import Client, ServerInfo, connect, forget
 from .dashboard import Dashboard, dashboard
 from .deadletter import DeadLetters, ParkedEvent
 from .errors import (
@@ -52,7 +52,7 @@ from .log_import import ImportResult, import_log
 from .migrate import MigrationResult, migrate
 from .ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
 from .privacy import FORGOTTEN as FORGOTTEN  # a constant: outside __all__ (ruff and sorted() order it apart)
-from .privacy import Personal, forget
+from .privacy import Personal
 from .projections import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer

@@ -36,7 +36,8 @@ from .cache import AggregateCache
 from .dcb import DCBStore
 from .dcb_setup import open_dcb_store
 from .errors import AuthenticationError, ConnectError, EventStoreError, ValidationError
-from .privacy import Personal, Privacy
+from .privacy import DEFAULT_BUCKET, KeyRing, Personal, Privacy
+from .privacy.keys import check_subject_id
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
@@ -303,6 +304,37 @@ async def connect(
     client = Client(nc, url, server, namespace)
     errors_to.append(client)
     return client
+
+
+async def forget(target: Client | EventStore, subject_id: str, *, bucket: str | None = None) -> bool:
+    """Forget data subject ``subject_id``: erase its key from the key bucket and purge the key's history.
+
+    ``target`` is a client (the bucket: ``bucket=``, default ``personal_keys``) or a store opened with
+    ``privacy=`` (its bucket). Every personal field encrypted with that key, in every store using the bucket,
+    reads as ``eskit.FORGOTTEN`` from now on; the events themselves are unchanged. Returns True if there was a
+    key. Read models that copied personal fields must be rebuilt, or forget them themselves (docs/privacy.md).
+
+    >>> await eskit.forget(client, "c1")                               # doctest: +SKIP
+    True
+    """
+    subject_id = check_subject_id(subject_id, "forget: the subject id")
+    if isinstance(target, EventStore):
+        privacy = target.privacy
+        if privacy is None:
+            raise ValidationError(
+                f"store {target.name!r} was opened without privacy=: pass the client, "
+                "eskit.forget(client, subject_id), or open the store with privacy=eskit.Personal(...)"
+            )
+        if bucket is not None and target.client.store_name(bucket) != privacy.ring.bucket:
+            raise ValidationError(f"store {target.name!r} keeps its keys in {privacy.ring.bucket!r}, not {bucket!r}")
+        return await privacy.forget(subject_id)
+    if not isinstance(target, Client):
+        shown = repr(target) if len(repr(target)) <= 40 else repr(target)[:37] + "..."
+        raise ValidationError(
+            f"forget takes a client or a store: eskit.forget(client, 'c1'); got {type(target).__name__} {shown}"
+        )
+    ring = await KeyRing.open(target, DEFAULT_BUCKET if bucket is None else bucket)
+    return await ring.forget(subject_id)
 
 
 def _url_user(url: str) -> str | None:
