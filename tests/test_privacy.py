@@ -487,3 +487,27 @@ async def test_subject_ids_that_are_not_kv_tokens_get_their_own_keys(setup: Setu
     await eskit.forget(setup.store, "c 1")
     assert [e.data["email"] for e in await setup.store.read("c1")] == ["ann@example!", FORGOTTEN, "ü!", "c1.x!"]
     assert isinstance(await KeyRing.open(setup.client, setup.personal.bucket), KeyRing)
+
+
+# -- roles (eskit.auth.least_privilege_config) ---------------------------------------------------------------
+
+
+async def test_under_least_privilege_writers_encrypt_only_the_admin_forgets_and_analysts_see_the_placeholder() -> None:
+    from eskit.auth import least_privilege_config
+
+    config = least_privilege_config(writer_password="w-pw", analyst_password="a-pw", admin_password="adm-pw")
+    personal = Personal({"registered": ["email", "name"]}, subject="customer")
+    name = unique("people")
+    with eskit.EmbeddedServer(config=config) as server:
+        async with await eskit.connect(server.url, user="writer", password="w-pw") as writer:
+            store = await writer.event_store(name, privacy=personal)
+            await registered(Setup(writer, personal, store, store))
+            with pytest.raises(eskit.PermissionDeniedError) as refused:  # a writer may not delete a message
+                await eskit.forget(writer, "c1")
+            assert "\n" not in str(refused.value)
+            assert (await store.read("c1"))[0].data == ANN  # nothing was forgotten
+        async with await eskit.connect(server.url, user="admin", password="adm-pw") as admin:
+            assert await eskit.forget(admin, "c1") is True
+        async with await eskit.connect(server.url, user="analyst", password="a-pw") as analyst:
+            readable = await analyst.event_store(name, privacy=personal)
+            assert [e.data["email"] async for e in readable.replay()] == [FORGOTTEN, "bob@example.com"]
