@@ -258,6 +258,17 @@ async def test_after_forget_the_event_browser_widget_shows_the_placeholder(setup
     assert "ann@example.com" not in shown and "eskit-pii" not in shown
 
 
+async def test_after_forget_an_ocel_export_shows_the_placeholder(setup: Setup, tmp_path: Any) -> None:
+    await registered(setup)
+    await eskit.forget(setup.store, "c1")
+    await eskit.to_ocel(setup.store, tmp_path / "people.jsonocel")
+    doc = json.loads((tmp_path / "people.jsonocel").read_text())
+    emails = {
+        a["value"] for e in doc["events"] for a in e["attributes"] if a["name"] == "email"
+    }  # fmt: skip
+    assert emails == {FORGOTTEN, "bob@example.com"}
+
+
 async def test_migrate_reads_decrypted_and_the_target_encrypts_with_its_own_declaration(
     client: eskit.Client, setup: Setup
 ) -> None:
@@ -511,3 +522,31 @@ async def test_under_least_privilege_writers_encrypt_only_the_admin_forgets_and_
         async with await eskit.connect(server.url, user="analyst", password="a-pw") as analyst:
             readable = await analyst.event_store(name, privacy=personal)
             assert [e.data["email"] async for e in readable.replay()] == [FORGOTTEN, "bob@example.com"]
+
+
+async def test_replaying_a_parked_event_gives_the_fixed_handler_the_decrypted_fields(setup: Setup) -> None:
+    seen: list[str] = []
+
+    class Flaky(Projection):
+        schema = "CREATE TABLE t (id TEXT)"
+        max_attempts = 1
+        broken = True
+
+        @applies("registered")
+        def _registered(self, db: sqlite3.Connection, event: eskit.RecordedEvent) -> None:
+            if self.broken:
+                raise RuntimeError("handler bug")
+            seen.append(event.data["email"])
+
+    await registered(setup)
+    view = Flaky(setup.store)
+    try:
+        await view.run_until_caught_up()
+        assert len(await view.parked()) == 2
+        await eskit.forget(setup.store, "c2")
+        view.broken = False
+        assert await view.replay_parked() == 2
+        assert seen == ["ann@example.com", FORGOTTEN]
+    finally:
+        await view.dead_letters.delete()
+        await view.close(delete_consumer=True)
