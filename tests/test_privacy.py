@@ -550,3 +550,23 @@ async def test_replaying_a_parked_event_gives_the_fixed_handler_the_decrypted_fi
     finally:
         await view.dead_letters.delete()
         await view.close(delete_consumer=True)
+
+
+async def test_the_walk_through_in_docs_privacy_runs_and_prints_what_it_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import re
+    import textwrap
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "privacy.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[-1]
+    assert "client = await eskit.connect()" in block  # the lesson cell's first line (NATS_URL: the test server)
+    namespace: dict[str, Any] = {}
+    exec(compile("async def walk():\n" + textwrap.indent(block, "    "), "docs/privacy.md", "exec"), namespace)
+    await namespace["walk"]()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "{'customer': 'c1', 'email': 'ann@example.com', 'name': 'Ann'}"
+    assert out[1].startswith("eskit-pii:1:") and out[2] == "True"
+    assert out[3] == "{'customer': 'c1', 'email': '<forgotten>', 'name': '<forgotten>'}"
+    assert "bob@example.com" in "\n".join(out[4:]) and out[-1].endswith("'bytes': 0}]")
