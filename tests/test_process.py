@@ -230,3 +230,21 @@ def test_a_command_id_derived_along_a_long_chain_of_steps_stays_one_short_subjec
         event_id = eskit.process.command_id("Checkout", "orders", 1, event_id, 0) + "-0"
     assert len(event_id) < 100 and eskit.events.check_token(event_id, "id") == event_id
     assert eskit.process.command_id("c", "s", 1, "y" * 65, 0) == eskit.process.command_id("c", "s", 2, "y" * 65, 0)
+
+
+async def test_a_process_manager_running_in_the_background_completes_flows_placed_while_it_runs(
+    flow: eskit.Client, payments: eskit.CommandService
+) -> None:
+    checkout = Checkout(flow, max_wait=0.1)
+    checkout.start()
+    try:
+        await place(await flow.event_store("orders"), 6)
+        await checkout.run_until_caught_up(timeout=30)  # running: waits for the background task
+        assert await outcomes(flow) == expected(6)
+        await place(await flow.event_store("orders"), 3, first=6)
+        assert await checkout.run_until_caught_up(timeout=30) == 6
+        assert checkout.running and checkout.stats.error is None
+    finally:
+        await checkout.close(delete_consumers=True)
+    assert not checkout.running
+    assert await outcomes(flow) == expected(9)

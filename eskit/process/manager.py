@@ -206,7 +206,12 @@ class ProcessManager:
 
     async def run_until_caught_up(self, *, timeout: float = 60.0) -> int:
         """Handle everything stored so far in every store it reacts to, including the events its own commands
-        caused (a payment recorded by the service it called); return how many events it handled."""
+        caused (a payment recorded by the service it called); return how many events it handled.
+
+        While it runs in the background (:meth:`start`), this waits until the background task has done so.
+        """
+        if self.running:
+            return await self._wait_caught_up(timeout)
         feeds = await self._open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -225,6 +230,25 @@ class ProcessManager:
                 break
         raise ProcessError(f"process manager {self.name} did not catch up within {timeout:.0f}s "
                            f"(positions {dict(self.positions)})")  # fmt: skip
+
+    async def _wait_caught_up(self, timeout: float) -> int:
+        """Wait until every store's position is its last one, twice in a row with nothing handled between."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        before, settled = self.stats.handled, -1
+        while loop.time() < deadline and self.running:  # bounded by the deadline
+            handled = self.stats.handled
+            lasts = [await feed.store.last_position() for feed in self._feeds]
+            if self._feeds and all(f.position >= last for f, last in zip(self._feeds, lasts, strict=True)):
+                if settled == handled:
+                    return handled - before
+                settled = handled
+                continue
+            settled = -1
+            await asyncio.sleep(0.01)
+        state = "running" if self.running else f"not running: {self._error or 'stopped'}"
+        raise ProcessError(f"process manager {self.name} did not catch up within {timeout:.0f}s "
+                           f"(positions {dict(self.positions)}; {state})")  # fmt: skip
 
     async def run(self) -> None:
         """Handle events as they arrive in every store until :meth:`stop`."""
