@@ -248,3 +248,21 @@ async def test_a_process_manager_running_in_the_background_completes_flows_place
         await checkout.close(delete_consumers=True)
     assert not checkout.running
     assert await outcomes(flow) == expected(9)
+
+
+async def test_a_command_the_service_refuses_is_parked_at_once_without_retries(flow: eskit.Client) -> None:
+    def refuse(command: dict[str, object]) -> eskit.Event:
+        raise eskit.DecisionError(f"order {command['order']} is on a blocked list")
+
+    service = await eskit.command_service(flow, "payment.charge", store="payments", decide=refuse)
+    await place(await flow.event_store("orders"), 1)
+    checkout = Checkout(flow, retry_delay=0.01)
+    try:
+        await checkout.run_until_caught_up(timeout=30)
+        [parked] = await checkout.parked()
+    finally:
+        await checkout.close(delete_consumers=True)
+        await service.stop()
+    assert parked.attempts == 1 and checkout.stats.retried == 0
+    assert "answered 400 DecisionError: order o0 is on a blocked list" in parked.reason
+    assert await (await flow.event_store("payments")).last_position() == 0
