@@ -266,3 +266,32 @@ async def test_a_command_the_service_refuses_is_parked_at_once_without_retries(f
     assert parked.attempts == 1 and checkout.stats.retried == 0
     assert "answered 400 DecisionError: order o0 is on a blocked list" in parked.reason
     assert await (await flow.event_store("payments")).last_position() == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        (eskit.Append("no.such.store", "o0", [eskit.Event("x")]), "InvalidNameError: store name"),
+        (eskit.Append("shipping", "o0", [{"type": "x"}]), "events must be eskit.Event objects, got {'type': 'x'}"),
+        (eskit.Append("shipping", "o0", []), "events must be a non-empty list of eskit.Event"),
+        (eskit.Request("payment charge"), "a service subject is tokens"),
+    ],
+)
+async def test_a_malformed_command_is_parked_at_once_with_a_readable_reason(
+    flow: eskit.Client, command: eskit.process.Command, reason: str
+) -> None:
+    class Careless(eskit.ProcessManager):
+        @eskit.reacts_to("orders", "placed")
+        def _placed(self, event: eskit.RecordedEvent) -> eskit.process.Command:
+            return command
+
+    await place(await flow.event_store("orders"), 1)
+    careless = Careless(flow, retry_delay=0.01)
+    try:
+        await careless.run_until_caught_up(timeout=30)
+        [parked] = await careless.parked()
+    finally:
+        await careless.close(delete_consumers=True)
+    assert parked.attempts == 1 and careless.stats.retried == 0
+    assert parked.reason.startswith("Careless._placed: ") and reason in parked.reason
+    assert "\n" not in parked.reason

@@ -69,7 +69,7 @@ from ..errors import (
     ProjectionError,
     ValidationError,
 )
-from ..events import CAUSATION_ID, CORRELATION_ID, RecordedEvent, check_token
+from ..events import CAUSATION_ID, CORRELATION_ID, Event, RecordedEvent, check_token
 from ..projections import Projection
 from ..readmodel import ReadModel
 from .commands import COMMAND_ID, Append, Command, Request, command_id
@@ -406,15 +406,20 @@ class ProcessManager:
     async def _append(
         self, command: Append, cid: str, event: RecordedEvent, correlation: str | None, *, suspect: bool
     ) -> None:
-        target = await self._store(command.store)
-        if isinstance(command.events, str | bytes) or not isinstance(command.events, Iterable):
-            raise _Refused(f"Append to {command.store}/{command.aggregate_id}: events must be a list of eskit.Event")
+        where = f"Append to {command.store}/{command.aggregate_id}"
+        given = command.events
+        if isinstance(given, str | bytes) or not isinstance(given, Iterable) or not given:
+            raise _Refused(f"{where}: events must be a non-empty list of eskit.Event, got {given!r}")
+        wrong = [e for e in given if not isinstance(e, Event)]
+        if wrong:
+            raise _Refused(f"{where}: events must be eskit.Event objects, got {wrong[0]!r}")
         events = [
             replace(e, id=f"{cid}-{j}", causation_id=e.causation_id or event.id,
                     correlation_id=e.correlation_id or correlation)
-            for j, e in enumerate(command.events)
+            for j, e in enumerate(given)
         ]  # fmt: skip
         try:
+            target = await self._store(command.store)
             # issued before a crash (the in-flight mark says it may have been)? past the duplicate window too
             if (
                 suspect
@@ -424,7 +429,7 @@ class ProcessManager:
                 return
             await target.append(command.aggregate_id, events, expected_position=command.expected_position)
         except (ValidationError, ConcurrencyError, DuplicateEventError) as exc:
-            raise _Refused(f"Append to {command.store}/{command.aggregate_id}: {type(exc).__name__}: {exc}") from exc
+            raise _Refused(f"{where}: {type(exc).__name__}: {exc}") from exc
 
     async def _request(self, command: Request, cid: str, event: RecordedEvent, correlation: str | None) -> None:
         try:
