@@ -22,8 +22,9 @@ import sys
 import threading
 from pathlib import Path
 
-from . import clean, log_import
+from . import clean
 from ._redact import redact_url
+from .analysis import log_import
 from .errors import EskitError
 from .server import EmbeddedServer
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import nats
 
-from . import _fastlane
+from ._nats import fastlane as _fastlane
 from ._rawdecode import ack_tokens, recorded_events
 from .errors import EskitError, EventStoreError, PermissionDeniedError, StoreTimeoutError, StreamNotFoundError
 from .events import RecordedEvent

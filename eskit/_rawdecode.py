@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any
 
-from ._headers import parse_headers
-from .eventlog import decode_token
+from ._nats.headers import parse_headers
+from .analysis.eventlog import decode_token
 from .events import (
     CAUSATION_ID,
     CORRELATION_ID,

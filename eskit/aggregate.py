@@ -49,7 +49,7 @@ from .events import SCHEMA_VERSION, Event, RecordedEvent, check_token, subject_p
 from .snapshots import SnapshotWarning, ignored
 
 if TYPE_CHECKING:
-    from ._wire import StoredMsg
+    from ._nats.wire import StoredMsg
     from .snapshots import Snapshot
     from .store import EventStore, Position
     from .upcasting import Upcasters

@@ -34,7 +34,7 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from . import _snapshotformat
 from ._marks import Mark
-from ._wire import ApiError, StoredMsg, Wire, parse_ack, status_of
+from ._nats.wire import ApiError, StoredMsg, Wire, parse_ack, status_of
 from .errors import EncodeError, EventStoreError, InvalidNameError, StoreTimeoutError, ValidationError
 from .events import parse_time
 from .store import CONFLICT, EXPECTED_SEQ, Position

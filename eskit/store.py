@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bulkread import ConsumerRefused, event_batches
-from ._wire import ApiError, Page, StoredMsg, description_of, parse_ack, status_of
+from ._nats.wire import ApiError, Page, StoredMsg, description_of, parse_ack, status_of
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,

@@ -24,7 +24,7 @@ from typing import Any
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from ._wire import Wire
+from ._nats.wire import Wire
 from .errors import EventStoreError, InvalidNameError, StoreUnavailableError, ValidationError
 from .events import check_token
 

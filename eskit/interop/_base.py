@@ -21,9 +21,9 @@ from eventsourcing.persistence import DataError, IntegrityError, Notification, O
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from .._wire import ApiError, StoredMsg, parse_ack
+from .._nats.wire import ApiError, StoredMsg, parse_ack
+from ..analysis.eventlog import encode_token
 from ..errors import EventStoreError, StoreUnavailableError
-from ..eventlog import encode_token
 from ..events import subject_parts
 from ..store import (
     CONFLICT,

@@ -23,9 +23,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from . import _fastlane
-from ._headers import parse_block
-from .errors import (
+from ..errors import (
     EskitError,
     EventStoreError,
     PermissionDeniedError,
@@ -33,6 +31,8 @@ from .errors import (
     StoreUnavailableError,
     StreamNotFoundError,
 )
+from . import fastlane as _fastlane
+from .headers import parse_block
 
 STATUS = "Status"
 DESCRIPTION = "Description"

@@ -31,10 +31,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .errors import EventLogError
+from ..errors import EventLogError
+from ..events import MSG_ID, Event, check_token
+from ..store import EventStore
 from .eventlog import ACTIVITY, CASE, TIMESTAMP, LogEvent, decode_token, encode_token, read_log
-from .events import MSG_ID, Event, check_token
-from .store import EventStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +181,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 async def _import(url: str, path: str, stream: str, format: str | None, columns: dict[str, str]) -> ImportResult:
-    from .connection import connect
+    from ..connection import connect
 
     rows = read_log(path, format=format, **columns)  # checked before connecting
     async with await connect(url) as client:
