@@ -26,7 +26,6 @@ from itertools import repeat
 from typing import Any
 
 from ._nats.headers import parse_headers
-from .analysis.eventlog import decode_token
 from .events import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -35,6 +34,7 @@ from .events import (
     OCCURRED_AT,
     SCHEMA_VERSION,
     RecordedEvent,
+    decode_token,
     parse_time,
     parse_version,
     subject_parts,

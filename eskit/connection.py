@@ -34,6 +34,7 @@ from ._nats import closing as _closing
 from ._nats import fastlane as _fastlane
 from ._nats import headers as _headers
 from ._nats import server_info
+from ._nats.codes import STREAM_NOT_FOUND
 from ._nats.wire import Wire
 from ._redact import redact, redact_url
 from .cache import AggregateCache
@@ -43,7 +44,7 @@ from .errors import AuthenticationError, ConnectError, EventStoreError, Validati
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
-from .streams import LEARNER_ENV, STREAM_NOT_FOUND, check_namespace, ensure_stream, owned_stream
+from .streams import LEARNER_ENV, check_namespace, ensure_stream, owned_stream
 from .upcasting import Upcasters
 
 _USER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a user name that makes one inbox subject token

@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
+from .._nats.codes import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE
 from .._nats.wire import ApiError, Page, TooManySubjectsError, description_of, parse_ack, status_of
 from ..errors import (
     AppendConditionError,
@@ -79,7 +80,7 @@ from ..errors import (
     ValidationError,
 )
 from ..events import check_position
-from ..store import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE, EventStore
+from ..store import EventStore
 from .query import (
     AppendCondition,
     Layout,
