@@ -57,9 +57,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import nats
 
-from ..applying import Applier, Counts, Handler
 from ..codec import encode_json
-from ..deadletter import ParkedEvent
 from ..errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -70,8 +68,10 @@ from ..errors import (
     ValidationError,
 )
 from ..events import CAUSATION_ID, CORRELATION_ID, Event, RecordedEvent, check_token
-from ..projections import Projection
-from ..readmodel import ReadModel
+from ..projections.applying import Applier, Counts, Handler
+from ..projections.deadletter import ParkedEvent
+from ..projections.projection import Projection
+from ..projections.readmodel import ReadModel
 from .commands import COMMAND_ID, Append, Command, Request, command_id
 from .service import service_subject
 
