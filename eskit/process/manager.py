@@ -84,6 +84,7 @@ __all__ = ["ProcessManager", "ProcessStats", "reacts_to"]
 F = TypeVar("F", bound=Callable[..., Any])
 IN_FLIGHT = "eskit_process_in_flight"  # per subscriber: the last position whose commands may have been issued
 MAX_ROUNDS = 10_000  # run_until_caught_up: passes over the stores (each one issues something, or it ends)
+IDLE_WAIT = 0.05  # seconds a caught-up store waits for events while another store is still busy
 SERVICE_ERROR, SERVICE_ERROR_CODE = "Nats-Service-Error", "Nats-Service-Error-Code"
 
 
@@ -217,12 +218,10 @@ class ProcessManager:
         deadline = loop.time() + timeout
         total = 0
         for _ in range(MAX_ROUNDS):  # bounded: and by the deadline
-            handled = 0
+            total += await self._together(feeds, deadline)
+            handled = 0  # then one pass over the stores, one after the other: nothing left anywhere?
             for feed in feeds:
-                try:
-                    handled += await feed.run_until_caught_up(timeout=max(0.1, deadline - loop.time()))
-                except ProjectionError as exc:
-                    raise ProcessError(f"process manager {self.name}, store {feed.source}: {exc}") from exc
+                handled += await self._catch_up(feed, deadline)
             total += handled
             if not handled:
                 return total
@@ -230,6 +229,45 @@ class ProcessManager:
                 break
         raise ProcessError(f"process manager {self.name} did not catch up within {timeout:.0f}s "
                            f"(positions {dict(self.positions)})")  # fmt: skip
+
+    async def _catch_up(self, feed: _Feed, deadline: float) -> int:
+        try:
+            return await feed.run_until_caught_up(timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
+        except ProjectionError as exc:
+            raise ProcessError(f"process manager {self.name}, store {feed.source}: {exc}") from exc
+
+    async def _together(self, feeds: list[_Feed], deadline: float) -> int:
+        """Every store at once, so that a step's events are handled while the step before is still being
+        issued (payments handled while orders are still charged). A store that has caught up waits for more
+        (a long poll: answered as soon as an event arrives) while another is still busy, since that one's
+        commands may cause events here. Returns how many events were handled."""
+        if len(feeds) == 1:
+            return await self._catch_up(feeds[0], deadline)
+        loop = asyncio.get_running_loop()
+        busy = set(range(len(feeds)))
+
+        async def drive(i: int, feed: _Feed) -> int:
+            handled = 0
+            for _ in range(MAX_ROUNDS):  # bounded: and by the deadline
+                done = await self._catch_up(feed, deadline)
+                handled += done
+                if done:
+                    busy.add(i)
+                    continue
+                busy.discard(i)
+                if not busy or loop.time() > deadline:
+                    break
+                got = await feed.step(wait=IDLE_WAIT)
+                if got:
+                    busy.add(i)
+                    handled += got
+            return handled
+
+        outcomes = await asyncio.gather(*(drive(i, f) for i, f in enumerate(feeds)), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return sum(o for o in outcomes if isinstance(o, int))
 
     async def _wait_caught_up(self, timeout: float) -> int:
         """Wait until every store's position is its last one, twice in a row with nothing handled between."""
