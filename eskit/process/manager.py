@@ -154,7 +154,7 @@ class ProcessManager:
 
     def __init__(
         self, client: Client, *, db: str | os.PathLike[str] = ":memory:", name: str | None = None,
-        batch_size: int = 100, max_wait: float = 0.5, max_attempts: int = 3, retry_delay: float = 0.1,
+        batch_size: int = 500, max_wait: float = 0.5, max_attempts: int = 3, retry_delay: float = 0.1,
         concurrency: int = 64, ack_wait: float = 30.0,
     ) -> None:  # fmt: skip
         self.name = check_token(name or type(self).name or type(self).__name__, "process manager name")
@@ -175,7 +175,7 @@ class ProcessManager:
         self.client, self.db_path = client, db
         self.batch_size, self.max_wait, self.ack_wait = batch_size, max_wait, ack_wait
         self.max_attempts, self.retry_delay = max_attempts, retry_delay
-        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency, self._slots = concurrency, asyncio.Semaphore(concurrency)
         self._stores: dict[str, EventStore] = {}
         self._feeds: list[_Feed] = []
         self._counts = _Counts()
@@ -353,6 +353,9 @@ class ProcessManager:
 
     async def _open(self) -> list[_Feed]:
         if not self._feeds:
+            if str(self.db_path) != ":memory:":  # WAL before the first table: creating them waits for no fsync
+                with contextlib.closing(sqlite3.connect(self.db_path)) as db:
+                    db.execute("PRAGMA journal_mode = WAL")
             for source, types in self._reactions.items():
                 self._feeds.append(_Feed(self, source, await self._store(source), frozenset(types)))
         return self._feeds
@@ -373,17 +376,21 @@ class ProcessManager:
             flows.setdefault(event.aggregate_id, []).append(event)
         failed: list[tuple[RecordedEvent, str, int]] = []
 
-        async def one_flow(flow: list[RecordedEvent]) -> None:
-            async with self._slots:
-                for event in flow:
-                    failure = await self._handle(source, event, suspect=event.position <= suspect)
-                    if failure is not None:
-                        failed.append((event, *failure))
+        todo = iter(flows.values())
 
-        if len(flows) == 1:
-            await one_flow(events)
+        async def worker() -> None:  # as many as may run at once: the slots' waiters stay few
+            for flow in todo:
+                async with self._slots:  # shared by the stores: at most `concurrency` flows in all
+                    for event in flow:
+                        failure = await self._handle(source, event, suspect=event.position <= suspect)
+                        if failure is not None:
+                            failed.append((event, *failure))
+
+        workers = min(self._concurrency, len(flows))
+        if workers == 1:
+            await worker()
         else:  # every flow finishes before an error (a permission refused) ends the batch
-            outcomes = await asyncio.gather(*(one_flow(flow) for flow in flows.values()), return_exceptions=True)
+            outcomes = await asyncio.gather(*(worker() for _ in range(workers)), return_exceptions=True)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
@@ -505,8 +512,8 @@ class _Feed(Projection):
             retry_delay=manager.retry_delay, ack_wait=manager.ack_wait,
         )  # fmt: skip
         self.source = source
-        if not self._model.in_memory:  # a commit writes the log, no fsync: survives a killed process (not
-            self._model.db.execute("PRAGMA journal_mode = WAL")  # a power cut: then commands come again, same ids)
+        # WAL (set by the manager's _open): a commit writes the log and waits for no fsync; a killed process
+        # loses nothing (a power cut may: then commands come again, with the same ids)
         self._model.db.execute(_SCHEMA)  # a file another subscriber of the manager created first
         self._applier = _Issuer(manager, self)
 
