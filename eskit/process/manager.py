@@ -52,40 +52,32 @@ import inspect
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import nats
 
-from ..codec import encode_json
 from ..errors import (
-    ConcurrencyError,
-    DuplicateEventError,
     EskitError,
     PermissionDeniedError,
     ProcessError,
     ProjectionError,
     ValidationError,
 )
-from ..events import CAUSATION_ID, CORRELATION_ID, Event, RecordedEvent, check_token
-from ..projections.applying import Applier, Counts, Handler
+from ..events import RecordedEvent, check_token
 from ..projections.deadletter import ParkedEvent
-from ..projections.projection import Projection
-from ..projections.readmodel import ReadModel
-from .commands import COMMAND_ID, Append, Command, Request, command_id
-from .service import service_subject
+from .commands import Append, Command, Request
+from .feed import Feed
+from .sending import Refused, Retry, Sender
 
 if TYPE_CHECKING:
     from ..connection import Client
-    from ..store import EventStore
 
 __all__ = ["ProcessManager", "ProcessStats", "reacts_to"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-IN_FLIGHT = "eskit_process_in_flight"  # per subscriber: the last position whose commands may have been issued
 MAX_ROUNDS = 10_000  # run_until_caught_up: passes over the stores (each one issues something, or it ends)
 IDLE_WAIT = 0.05  # seconds a caught-up store waits for events while another store is still busy
-SERVICE_ERROR, SERVICE_ERROR_CODE = "Nats-Service-Error", "Nats-Service-Error-Code"
 
 
 def reacts_to(store: str, event_type: str) -> Callable[[F], F]:
@@ -116,20 +108,6 @@ class ProcessStats:
     parked: int  # events parked because their commands kept failing or were refused
     running: bool
     error: str | None  # the last error of the background task, if any
-
-
-class _Retry(Exception):
-    """A command failed in a way a retry may fix (its message is the reason)."""
-
-
-class _Refused(Exception):
-    """A command was refused: no retry will change that (its message is the reason)."""
-
-
-@dataclass(slots=True)
-class _Counts:
-    commands: int = 0
-    retried: int = 0
 
 
 class ProcessManager:
@@ -176,9 +154,8 @@ class ProcessManager:
         self.batch_size, self.max_wait, self.ack_wait = batch_size, max_wait, ack_wait
         self.max_attempts, self.retry_delay = max_attempts, retry_delay
         self._concurrency, self._slots = concurrency, asyncio.Semaphore(concurrency)
-        self._stores: dict[str, EventStore] = {}
-        self._feeds: list[_Feed] = []
-        self._counts = _Counts()
+        self._sender = Sender(client, self.name)
+        self._feeds: list[Feed] = []
         self._task: asyncio.Task[None] | None = None
         self._error: str | None = None
 
@@ -195,8 +172,8 @@ class ProcessManager:
     @property
     def stats(self) -> ProcessStats:
         feeds = [feed.stats for feed in self._feeds]
-        return ProcessStats(self.name, self.positions, sum(f.applied for f in feeds), self._counts.commands,
-                            self._counts.retried, sum(f.parked for f in feeds), self.running,
+        return ProcessStats(self.name, self.positions, sum(f.applied for f in feeds), self._sender.counts.commands,
+                            self._sender.counts.retried, sum(f.parked for f in feeds), self.running,
                             self._error or next((f.error for f in feeds if f.error), None))  # fmt: skip
 
     @property
@@ -230,13 +207,13 @@ class ProcessManager:
         raise ProcessError(f"process manager {self.name} did not catch up within {timeout:.0f}s "
                            f"(positions {dict(self.positions)})")  # fmt: skip
 
-    async def _catch_up(self, feed: _Feed, deadline: float) -> int:
+    async def _catch_up(self, feed: Feed, deadline: float) -> int:
         try:
             return await feed.run_until_caught_up(timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
         except ProjectionError as exc:
             raise ProcessError(f"process manager {self.name}, store {feed.source}: {exc}") from exc
 
-    async def _together(self, feeds: list[_Feed], deadline: float) -> int:
+    async def _together(self, feeds: list[Feed], deadline: float) -> int:
         """Every store at once, so that a step's events are handled while the step before is still being
         issued (payments handled while orders are still charged). A store that has caught up waits for more
         (a long poll: answered as soon as an event arrives) while another is still busy, since that one's
@@ -246,7 +223,7 @@ class ProcessManager:
         loop = asyncio.get_running_loop()
         busy = set(range(len(feeds)))
 
-        async def drive(i: int, feed: _Feed) -> int:
+        async def drive(i: int, feed: Feed) -> int:
             handled = 0
             for _ in range(MAX_ROUNDS):  # bounded: and by the deadline
                 done = await self._catch_up(feed, deadline)
@@ -351,20 +328,14 @@ class ProcessManager:
 
     # -- handling one event --------------------------------------------------------------------------------
 
-    async def _open(self) -> list[_Feed]:
+    async def _open(self) -> list[Feed]:
         if not self._feeds:
             if str(self.db_path) != ":memory:":  # WAL before the first table: creating them waits for no fsync
                 with contextlib.closing(sqlite3.connect(self.db_path)) as db:
                     db.execute("PRAGMA journal_mode = WAL")
             for source, types in self._reactions.items():
-                self._feeds.append(_Feed(self, source, await self._store(source), frozenset(types)))
+                self._feeds.append(Feed(self, source, await self._sender.store(source), frozenset(types)))
         return self._feeds
-
-    async def _store(self, name: str) -> EventStore:
-        store = self._stores.get(name)
-        if store is None:
-            store = self._stores[name] = await self.client.event_store(name)
-        return store
 
     async def _handle_batch(
         self, source: str, events: list[RecordedEvent], suspect: int
@@ -409,19 +380,19 @@ class ProcessManager:
                 if commands is None:
                     commands = await self._decide(getattr(self, method), event, where)
                 while sent < len(commands):  # a retry goes on with the first command not issued yet
-                    await self._send(source, event, sent, commands[sent], suspect=suspect)
+                    await self._sender.send(source, event, sent, commands[sent], suspect=suspect)
                     sent += 1
                 return None
-            except _Refused as exc:
+            except Refused as exc:
                 return f"{where}: {exc}", attempts
             except PermissionDeniedError:
                 raise  # no retry will grant it: the run ends, as a projection's does
-            except (_Retry, EskitError, OSError, TimeoutError, nats.errors.Error, sqlite3.Error) as exc:
-                reason = f"{where}: {exc}" if isinstance(exc, _Retry) else f"{where}: {type(exc).__name__}: {exc}"
+            except (Retry, EskitError, OSError, TimeoutError, nats.errors.Error, sqlite3.Error) as exc:
+                reason = f"{where}: {exc}" if isinstance(exc, Retry) else f"{where}: {type(exc).__name__}: {exc}"
             except Exception as exc:  # the handler raised: retried, like a projection's handler
                 reason = f"{where} raised {type(exc).__name__}: {exc}"
             if attempts < self.max_attempts:
-                self._counts.retried += 1
+                self._sender.counts.retried += 1
                 await asyncio.sleep(self.retry_delay * attempts)
         return f"{reason} ({attempts} attempts)", attempts
 
@@ -435,131 +406,5 @@ class ProcessManager:
         commands = [result] if single else list(result)
         wrong = [c for c in commands if not isinstance(c, Append | Request)]
         if wrong:
-            raise _Refused(f"returned {wrong[0]!r}; return eskit.Append, eskit.Request, a list of them, or None")
+            raise Refused(f"returned {wrong[0]!r}; return eskit.Append, eskit.Request, a list of them, or None")
         return commands
-
-    async def _send(self, source: str, event: RecordedEvent, index: int, command: Command, *, suspect: bool) -> None:
-        """Issue ``command``, the ``index``-th of ``event``, with the id derived from them."""
-        cid = command_id(self.name, source, event.position, event.id, index)
-        correlation = event.correlation_id or event.id
-        self._counts.commands += 1
-        if isinstance(command, Append):
-            await self._append(command, cid, event, correlation, suspect=suspect)
-        else:
-            await self._request(command, cid, event, correlation)
-
-    async def _append(
-        self, command: Append, cid: str, event: RecordedEvent, correlation: str | None, *, suspect: bool
-    ) -> None:
-        where = f"Append to {command.store}/{command.aggregate_id}"
-        given = command.events
-        if isinstance(given, str | bytes) or not isinstance(given, Iterable) or not given:
-            raise _Refused(f"{where}: events must be a non-empty list of eskit.Event, got {given!r}")
-        wrong = [e for e in given if not isinstance(e, Event)]
-        if wrong:
-            raise _Refused(f"{where}: events must be eskit.Event objects, got {wrong[0]!r}")
-        events = [
-            replace(e, id=f"{cid}-{j}", causation_id=e.causation_id or event.id,
-                    correlation_id=e.correlation_id or correlation)
-            for j, e in enumerate(given)
-        ]  # fmt: skip
-        try:
-            target = await self._store(command.store)
-            # issued before a crash (the in-flight mark says it may have been)? past the duplicate window too
-            if (
-                suspect
-                and command.expected_position is None
-                and await target._find_stored(command.aggregate_id, events, after=0, reach=None) is not None
-            ):
-                return
-            await target.append(command.aggregate_id, events, expected_position=command.expected_position)
-        except (ValidationError, ConcurrencyError, DuplicateEventError) as exc:
-            raise _Refused(f"{where}: {type(exc).__name__}: {exc}") from exc
-
-    async def _request(self, command: Request, cid: str, event: RecordedEvent, correlation: str | None) -> None:
-        try:
-            subject = service_subject(self.client, command.subject)
-            body = encode_json(dict(command.data), "request")
-        except ValidationError as exc:
-            raise _Refused(f"Request {command.subject}: {exc}") from exc
-        headers = {COMMAND_ID: cid}
-        if correlation:
-            headers[CORRELATION_ID] = correlation
-        if event.id:
-            headers[CAUSATION_ID] = event.id
-        try:
-            reply = await self.client.nc.request(subject, body, timeout=command.timeout, headers=headers)
-        except nats.errors.NoRespondersError:
-            raise _Retry(f"Request {subject}: no service answers on {subject!r}; is it running?") from None
-        except nats.errors.TimeoutError:
-            raise _Retry(f"Request {subject}: no reply within {command.timeout:g}s") from None
-        error = (reply.headers or {}).get(SERVICE_ERROR)
-        if error is not None:
-            code = (reply.headers or {}).get(SERVICE_ERROR_CODE, "500")
-            problem = f"Request {subject}: the service answered {code} {error}"
-            raise _Refused(problem) if code.startswith("4") else _Retry(problem)
-
-
-class _Feed(Projection):
-    """The events of one store a process manager reacts to: a projection whose "read model" is only its
-    position (and the in-flight mark), and whose applier issues commands."""
-
-    def __init__(self, manager: ProcessManager, source: str, store: EventStore, types: frozenset[str]) -> None:
-        self._appliers = dict.fromkeys(types, "_nothing")  # type: ignore[misc]  # per instance, not per class
-        super().__init__(
-            store, db=manager.db_path, name=f"{manager.name}-{source}", schema=_SCHEMA,
-            batch_size=manager.batch_size, max_wait=manager.max_wait, max_attempts=manager.max_attempts,
-            retry_delay=manager.retry_delay, ack_wait=manager.ack_wait,
-        )  # fmt: skip
-        self.source = source
-        # WAL (set by the manager's _open): a commit writes the log and waits for no fsync; a killed process
-        # loses nothing (a power cut may: then commands come again, with the same ids)
-        self._model.db.execute(_SCHEMA)  # a file another subscriber of the manager created first
-        self._applier = _Issuer(manager, self)
-
-    def _nothing(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
-        """Commands are issued by the applier (:class:`_Issuer`), not inside the transaction."""
-
-
-_SCHEMA = f"CREATE TABLE IF NOT EXISTS {IN_FLIGHT} (name TEXT PRIMARY KEY, position INTEGER NOT NULL)"
-
-
-class _Issuer(Applier):
-    """Issues a batch's commands, then moves the position past it (the projection's applier, for commands)."""
-
-    def __init__(self, manager: ProcessManager, feed: _Feed) -> None:
-        reactions = manager._reactions[feed.source]
-        handlers: dict[str, tuple[str, Handler]] = {
-            t: (f"{type(manager).__name__}.{m}", feed._nothing) for t, m in reactions.items()
-        }
-        super().__init__(feed.name, handlers, feed.dead_letters, max_attempts=manager.max_attempts,
-                         retry_delay=manager.retry_delay)  # fmt: skip
-        self.manager, self.feed = manager, feed
-
-    async def apply(self, model: ReadModel, events: list[RecordedEvent], counts: Counts, *, through: int = 0) -> None:
-        """Issue the commands of the events after the position (noting first how far: a crash before the
-        position is stored leaves them marked as possibly issued), park those that failed, move the position."""
-        todo = [e for e in events if e.position > model.position]
-        counts.skipped += len(events) - len(todo)
-        if todo:
-            suspect = self._in_flight(model)
-            self._mark(model, todo[-1].position)
-            failed = await self.manager._handle_batch(self.feed.source, todo, suspect)
-            for event, reason, attempts in failed:
-                await self.dead_letters.park(self.projection, event, reason=reason, attempts=attempts)
-                counts.parked += 1
-                counts.parked_positions.add(event.position)
-            counts.applied += len(todo) - len(failed)
-            through = max(through, todo[-1].position)
-        if through > model.position:
-            model.advance(through)
-
-    def _in_flight(self, model: ReadModel) -> int:
-        row = model.db.execute(f"SELECT position FROM {IN_FLIGHT} WHERE name = ?", (self.projection,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def _mark(self, model: ReadModel, position: int) -> None:
-        model.db.execute(
-            f"INSERT INTO {IN_FLIGHT} (name, position) VALUES (?, ?) ON CONFLICT (name) "
-            "DO UPDATE SET position = max(position, excluded.position)", (self.projection, position),
-        )  # fmt: skip
