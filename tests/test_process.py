@@ -7,6 +7,7 @@ shipping) and the service subject (payment.charge) are the test's alone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -295,3 +296,21 @@ async def test_a_malformed_command_is_parked_at_once_with_a_readable_reason(
     assert parked.attempts == 1 and careless.stats.retried == 0
     assert parked.reason.startswith("Careless._placed: ") and reason in parked.reason
     assert "\n" not in parked.reason
+
+
+async def test_two_copies_of_a_service_answering_one_command_at_once_store_one_outcome(flow: eskit.Client) -> None:
+    copies = [await eskit.command_service(flow, "payment.charge", store="payments", decide=charge) for _ in range(2)]
+    body = json.dumps({"order": "o1", "amount": 10}).encode()
+    try:
+        replies = await asyncio.gather(*(
+            flow.nc.request(copies[0].subject, body, headers={"Eskit-Command-Id": "same"}, timeout=5)
+            for _ in range(10)
+        ))  # fmt: skip
+    finally:
+        for copy in copies:
+            await copy.stop()
+    answers = [json.loads(r.data) for r in replies]
+    assert {(a["type"], a["position"]) for a in answers} == {("captured", answers[0]["position"])}
+    assert sum(not a["duplicate"] for a in answers) == 1
+    assert sum(c.stats.handled for c in copies) == 1 and sum(c.stats.duplicates for c in copies) == 9
+    assert len(await (await flow.event_store("payments")).read("same")) == 1
