@@ -28,7 +28,7 @@ from .keys import DEFAULT_BUCKET, KeyRing, check_bucket, check_subject_id
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from .._wire import StoredMsg
+    from .._nats.wire import StoredMsg
     from ..connection import Client
     from ..events import RecordedEvent
 
