@@ -45,13 +45,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ._marks import Mark
 from .errors import AggregateError, UndecodableEventError, UnknownEventError, ValidationError
-from .events import SCHEMA_VERSION, Event, RecordedEvent, check_token, subject_parts
+from .events import SCHEMA_VERSION, Event, Position, RecordedEvent, check_token, subject_parts
 from .snapshots import SnapshotWarning, ignored
 
 if TYPE_CHECKING:
-    from ._wire import StoredMsg
+    from ._nats.wire import StoredMsg
     from .snapshots import Snapshot
-    from .store import EventStore, Position
+    from .store import EventStore
     from .upcasting import Upcasters
 
 A = TypeVar("A", bound="Aggregate")
@@ -301,6 +301,8 @@ async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Pos
     ``up_to`` (a position or a datetime) gives the state as of that moment; no snapshot is written then.
     """
     if up_to is None and store.cache is not None:
+        if store.privacy is not None:  # missed forgets (a reconnect) drop the cached aggregates first
+            store.privacy.ring._check_connection()
         cached = await _from_cache(store, cls, aggregate_id)
         if cached is not None:
             return cached

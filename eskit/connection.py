@@ -29,19 +29,25 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
-from . import _closing, _fastlane, _headers, auth
+from . import auth
+from ._nats import closing as _closing
+from ._nats import fastlane as _fastlane
+from ._nats import headers as _headers
+from ._nats import server_info
+from ._nats.codes import STREAM_NOT_FOUND
+from ._nats.wire import Wire
 from ._redact import redact, redact_url
-from ._wire import Wire
 from .cache import AggregateCache
-from .dcb import DCBStore
-from .dcb_setup import open_dcb_store
+from .dcb.setup import open_dcb_store
+from .dcb.store import DCBStore
 from .errors import AuthenticationError, ConnectError, EventStoreError, ValidationError
 from .integration.public import IntegrationStream, open_public_store, publish_integration
-from .privacy import Personal, Privacy
+from .privacy import DEFAULT_BUCKET, KeyRing, Personal, Privacy
+from .privacy.keys import check_subject_id
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
-from .streams import LEARNER_ENV, STREAM_NOT_FOUND, check_namespace, ensure_stream, owned_stream
+from .streams import LEARNER_ENV, check_namespace, ensure_stream, owned_stream
 from .upcasting import Upcasters
 
 _USER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a user name that makes one inbox subject token
@@ -88,7 +94,7 @@ class Client:
     @property
     def default_replicas(self) -> int:
         """3 on a cluster of 3 or more nodes (JetStream replicates with Raft), else 1."""
-        info: dict[str, Any] = self.nc._server_info
+        info = server_info(self.nc)
         if not info.get("cluster"):
             return 1
         return min(3, max(1, len(info.get("connect_urls") or [])))
@@ -214,7 +220,7 @@ class Client:
         return int(self.nc.max_payload)
 
     async def server_info(self) -> ServerInfo:
-        info: dict[str, Any] = self.nc._server_info  # nats-py keeps the INFO it received
+        info = server_info(self.nc)  # the INFO the server sent
         return ServerInfo(
             version=str(info.get("version", "?")),
             jetstream=bool(info.get("jetstream", False)),
@@ -322,6 +328,37 @@ async def connect(
     client = Client(nc, url, server, namespace)
     errors_to.append(client)
     return client
+
+
+async def forget(target: Client | EventStore, subject_id: str, *, bucket: str | None = None) -> bool:
+    """Forget data subject ``subject_id``: erase its key from the key bucket and purge the key's history.
+
+    ``target`` is a client (the bucket: ``bucket=``, default ``personal_keys``) or a store opened with
+    ``privacy=`` (its bucket). Every personal field encrypted with that key, in every store using the bucket,
+    reads as ``eskit.FORGOTTEN`` from now on; the events themselves are unchanged. Returns True if there was a
+    key. Read models that copied personal fields must be rebuilt, or forget them themselves (docs/privacy.md).
+
+    >>> await eskit.forget(client, "c1")                               # doctest: +SKIP
+    True
+    """
+    subject_id = check_subject_id(subject_id, "forget: the subject id")
+    if isinstance(target, EventStore):
+        privacy = target.privacy
+        if privacy is None:
+            raise ValidationError(
+                f"store {target.name!r} was opened without privacy=: pass the client, "
+                "eskit.forget(client, subject_id), or open the store with privacy=eskit.Personal(...)"
+            )
+        if bucket is not None and target.client.store_name(bucket) != privacy.ring.bucket:
+            raise ValidationError(f"store {target.name!r} keeps its keys in {privacy.ring.bucket!r}, not {bucket!r}")
+        return await privacy.forget(subject_id)
+    if not isinstance(target, Client):
+        shown = repr(target) if len(repr(target)) <= 40 else repr(target)[:37] + "..."
+        raise ValidationError(
+            f"forget takes a client or a store: eskit.forget(client, 'c1'); got {type(target).__name__} {shown}"
+        )
+    ring = await KeyRing.open(target, DEFAULT_BUCKET if bucket is None else bucket)
+    return await ring.forget(subject_id)
 
 
 def _url_user(url: str) -> str | None:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import eskit
 from eskit.process.commands import Command
@@ -32,17 +33,23 @@ class Blocking(Checkout):
     name = "Checkout"  # the same subscribers and command ids as the restarted, plain Checkout
     block_kind, block_after, marker, issued = "", 0, Path(), 0
 
-    async def _send(
-        self, source: str, event: eskit.RecordedEvent, index: int, command: Command, *, suspect: bool
-    ) -> None:
-        await super()._send(source, event, index, command, suspect=suspect)
-        if kind(command) == self.block_kind:
-            self.issued += 1
-            if self.issued == self.block_after:
-                written = self.marker.with_suffix(".tmp")
-                written.write_text(json.dumps({"position": event.position, "store": source}))
-                written.rename(self.marker)  # whole, at once: the parent reads it as soon as it exists
-                time.sleep(600)  # killed here: the command issued, the position not stored
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        send = self._sender.send
+
+        async def send_then_block(
+            source: str, event: eskit.RecordedEvent, index: int, command: Command, *, suspect: bool
+        ) -> None:
+            await send(source, event, index, command, suspect=suspect)
+            if kind(command) == self.block_kind:
+                self.issued += 1
+                if self.issued == self.block_after:
+                    written = self.marker.with_suffix(".tmp")
+                    written.write_text(json.dumps({"position": event.position, "store": source}))
+                    written.rename(self.marker)  # whole, at once: the parent reads it as soon as it exists
+                    time.sleep(600)  # killed here: the command issued, the position not stored
+
+        self._sender.send = send_then_block  # type: ignore[method-assign]
 
 
 async def main() -> None:

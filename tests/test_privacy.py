@@ -258,6 +258,17 @@ async def test_after_forget_the_event_browser_widget_shows_the_placeholder(setup
     assert "ann@example.com" not in shown and "eskit-pii" not in shown
 
 
+async def test_after_forget_an_ocel_export_shows_the_placeholder(setup: Setup, tmp_path: Any) -> None:
+    await registered(setup)
+    await eskit.forget(setup.store, "c1")
+    await eskit.to_ocel(setup.store, tmp_path / "people.jsonocel")
+    doc = json.loads((tmp_path / "people.jsonocel").read_text())
+    emails = {
+        a["value"] for e in doc["events"] for a in e["attributes"] if a["name"] == "email"
+    }  # fmt: skip
+    assert emails == {FORGOTTEN, "bob@example.com"}
+
+
 async def test_migrate_reads_decrypted_and_the_target_encrypts_with_its_own_declaration(
     client: eskit.Client, setup: Setup
 ) -> None:
@@ -487,3 +498,75 @@ async def test_subject_ids_that_are_not_kv_tokens_get_their_own_keys(setup: Setu
     await eskit.forget(setup.store, "c 1")
     assert [e.data["email"] for e in await setup.store.read("c1")] == ["ann@example!", FORGOTTEN, "ü!", "c1.x!"]
     assert isinstance(await KeyRing.open(setup.client, setup.personal.bucket), KeyRing)
+
+
+# -- roles (eskit.auth.least_privilege_config) ---------------------------------------------------------------
+
+
+async def test_under_least_privilege_writers_encrypt_only_the_admin_forgets_and_analysts_see_the_placeholder() -> None:
+    from eskit.auth import least_privilege_config
+
+    config = least_privilege_config(writer_password="w-pw", analyst_password="a-pw", admin_password="adm-pw")
+    personal = Personal({"registered": ["email", "name"]}, subject="customer")
+    name = unique("people")
+    with eskit.EmbeddedServer(config=config) as server:
+        async with await eskit.connect(server.url, user="writer", password="w-pw") as writer:
+            store = await writer.event_store(name, privacy=personal)
+            await registered(Setup(writer, personal, store, store))
+            with pytest.raises(eskit.PermissionDeniedError) as refused:  # a writer may not delete a message
+                await eskit.forget(writer, "c1")
+            assert "\n" not in str(refused.value)
+            assert (await store.read("c1"))[0].data == ANN  # nothing was forgotten
+        async with await eskit.connect(server.url, user="admin", password="adm-pw") as admin:
+            assert await eskit.forget(admin, "c1") is True
+        async with await eskit.connect(server.url, user="analyst", password="a-pw") as analyst:
+            readable = await analyst.event_store(name, privacy=personal)
+            assert [e.data["email"] async for e in readable.replay()] == [FORGOTTEN, "bob@example.com"]
+
+
+async def test_replaying_a_parked_event_gives_the_fixed_handler_the_decrypted_fields(setup: Setup) -> None:
+    seen: list[str] = []
+
+    class Flaky(Projection):
+        schema = "CREATE TABLE t (id TEXT)"
+        max_attempts = 1
+        broken = True
+
+        @applies("registered")
+        def _registered(self, db: sqlite3.Connection, event: eskit.RecordedEvent) -> None:
+            if self.broken:
+                raise RuntimeError("handler bug")
+            seen.append(event.data["email"])
+
+    await registered(setup)
+    view = Flaky(setup.store)
+    try:
+        await view.run_until_caught_up()
+        assert len(await view.parked()) == 2
+        await eskit.forget(setup.store, "c2")
+        view.broken = False
+        assert await view.replay_parked() == 2
+        assert seen == ["ann@example.com", FORGOTTEN]
+    finally:
+        await view.dead_letters.delete()
+        await view.close(delete_consumer=True)
+
+
+async def test_the_walk_through_in_docs_privacy_runs_and_prints_what_it_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import re
+    import textwrap
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "privacy.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[-1]
+    assert "client = await eskit.connect()" in block  # the lesson cell's first line (NATS_URL: the test server)
+    namespace: dict[str, Any] = {}
+    exec(compile("async def walk():\n" + textwrap.indent(block, "    "), "docs/privacy.md", "exec"), namespace)
+    await namespace["walk"]()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "{'customer': 'c1', 'email': 'ann@example.com', 'name': 'Ann'}"
+    assert out[1].startswith("eskit-pii:1:") and out[2] == "True"
+    assert out[3] == "{'customer': 'c1', 'email': '<forgotten>', 'name': '<forgotten>'}"
+    assert "bob@example.com" in "\n".join(out[4:]) and out[-1].endswith("'bytes': 0}]")

@@ -7,6 +7,7 @@ shipping) and the service subject (payment.charge) are the test's alone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -230,3 +231,86 @@ def test_a_command_id_derived_along_a_long_chain_of_steps_stays_one_short_subjec
         event_id = eskit.process.command_id("Checkout", "orders", 1, event_id, 0) + "-0"
     assert len(event_id) < 100 and eskit.events.check_token(event_id, "id") == event_id
     assert eskit.process.command_id("c", "s", 1, "y" * 65, 0) == eskit.process.command_id("c", "s", 2, "y" * 65, 0)
+
+
+async def test_a_process_manager_running_in_the_background_completes_flows_placed_while_it_runs(
+    flow: eskit.Client, payments: eskit.CommandService
+) -> None:
+    checkout = Checkout(flow, max_wait=0.1)
+    checkout.start()
+    try:
+        await place(await flow.event_store("orders"), 6)
+        await checkout.run_until_caught_up(timeout=30)  # running: waits for the background task
+        assert await outcomes(flow) == expected(6)
+        await place(await flow.event_store("orders"), 3, first=6)
+        assert await checkout.run_until_caught_up(timeout=30) == 6
+        assert checkout.running and checkout.stats.error is None
+    finally:
+        await checkout.close(delete_consumers=True)
+    assert not checkout.running
+    assert await outcomes(flow) == expected(9)
+
+
+async def test_a_command_the_service_refuses_is_parked_at_once_without_retries(flow: eskit.Client) -> None:
+    def refuse(command: dict[str, object]) -> eskit.Event:
+        raise eskit.DecisionError(f"order {command['order']} is on a blocked list")
+
+    service = await eskit.command_service(flow, "payment.charge", store="payments", decide=refuse)
+    await place(await flow.event_store("orders"), 1)
+    checkout = Checkout(flow, retry_delay=0.01)
+    try:
+        await checkout.run_until_caught_up(timeout=30)
+        [parked] = await checkout.parked()
+    finally:
+        await checkout.close(delete_consumers=True)
+        await service.stop()
+    assert parked.attempts == 1 and checkout.stats.retried == 0
+    assert "answered 400 DecisionError: order o0 is on a blocked list" in parked.reason
+    assert await (await flow.event_store("payments")).last_position() == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        (eskit.Append("no.such.store", "o0", [eskit.Event("x")]), "InvalidNameError: store name"),
+        (eskit.Append("shipping", "o0", [{"type": "x"}]), "events must be eskit.Event objects, got {'type': 'x'}"),
+        (eskit.Append("shipping", "o0", []), "events must be a non-empty list of eskit.Event"),
+        (eskit.Request("payment charge"), "a service subject is tokens"),
+    ],
+)
+async def test_a_malformed_command_is_parked_at_once_with_a_readable_reason(
+    flow: eskit.Client, command: eskit.process.Command, reason: str
+) -> None:
+    class Careless(eskit.ProcessManager):
+        @eskit.reacts_to("orders", "placed")
+        def _placed(self, event: eskit.RecordedEvent) -> eskit.process.Command:
+            return command
+
+    await place(await flow.event_store("orders"), 1)
+    careless = Careless(flow, retry_delay=0.01)
+    try:
+        await careless.run_until_caught_up(timeout=30)
+        [parked] = await careless.parked()
+    finally:
+        await careless.close(delete_consumers=True)
+    assert parked.attempts == 1 and careless.stats.retried == 0
+    assert parked.reason.startswith("Careless._placed: ") and reason in parked.reason
+    assert "\n" not in parked.reason
+
+
+async def test_two_copies_of_a_service_answering_one_command_at_once_store_one_outcome(flow: eskit.Client) -> None:
+    copies = [await eskit.command_service(flow, "payment.charge", store="payments", decide=charge) for _ in range(2)]
+    body = json.dumps({"order": "o1", "amount": 10}).encode()
+    try:
+        replies = await asyncio.gather(*(
+            flow.nc.request(copies[0].subject, body, headers={"Eskit-Command-Id": "same"}, timeout=5)
+            for _ in range(10)
+        ))  # fmt: skip
+    finally:
+        for copy in copies:
+            await copy.stop()
+    answers = [json.loads(r.data) for r in replies]
+    assert {(a["type"], a["position"]) for a in answers} == {("captured", answers[0]["position"])}
+    assert sum(not a["duplicate"] for a in answers) == 1
+    assert sum(c.stats.handled for c in copies) == 1 and sum(c.stats.duplicates for c in copies) == 9
+    assert len(await (await flow.event_store("payments")).read("same")) == 1

@@ -21,6 +21,6 @@ What it guarantees, and what not (copies, backups of the key bucket, read models
 from __future__ import annotations
 
 from .keys import DEFAULT_BUCKET, KeyRing
-from .personal import FORGOTTEN, Personal, Privacy, forget
+from .personal import FORGOTTEN, Personal, Privacy
 
-__all__ = ["DEFAULT_BUCKET", "FORGOTTEN", "KeyRing", "Personal", "Privacy", "forget"]
+__all__ = ["DEFAULT_BUCKET", "FORGOTTEN", "KeyRing", "Personal", "Privacy"]  # eskit.forget: in eskit.connection

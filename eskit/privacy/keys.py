@@ -7,9 +7,12 @@ key (``history=1``) and allows deleting single messages, so :meth:`KeyRing.forge
 on the server (a secure ``STREAM.MSG.DELETE``, which overwrites them) and then purge the key with a rollup.
 
 Reads never wait on the bucket for a key they know: a key is read once per subject (one leader read, on the
-first miss) and kept in memory; a forget in this process drops it at once, a forget in another process
-arrives through a core subscription on the bucket's subjects (``$KV.<bucket>.>``: delete and purge markers).
-After a reconnect (notices may have been missed) the cache starts over.
+first miss) and kept in memory; a forget in this process drops it at once. Forgets made elsewhere are found
+by a check in the background, at most once every ``CHECK_EVERY`` seconds while the ring is used: a Direct Get
+of the bucket's messages after the last one seen, whose delete and purge markers drop their keys (and the
+connection's cached aggregates). It needs only the read rights every role has (a subscription to the bucket's
+subjects would need more, and a refused one fails the connection's waiting requests). After a reconnect the
+cache starts over.
 
 >>> ring = await KeyRing.open(client, "personal_keys")        # doctest: +SKIP
 >>> kid, aead = await ring.for_write("c1")                    # doctest: +SKIP
@@ -22,6 +25,7 @@ import base64
 import json
 import os
 import re
+import time
 import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -30,8 +34,6 @@ from ..errors import EventStoreError, ValidationError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from nats.aio.msg import Msg
-    from nats.aio.subscription import Subscription
 
     from ..connection import Client
 
@@ -43,6 +45,8 @@ _PLAIN = re.compile(r"[-_A-Za-z0-9]+")
 _BUCKET_OK = re.compile(r"[-_A-Za-z0-9]{1,64}")
 _CREATE_ATTEMPTS = 4  # create-only writes that lose a race read the winner's key; bounded
 _FETCH_WINDOW = 64  # key reads in flight at once when a batch names many unknown subjects
+CHECK_EVERY = 1.0  # seconds between background checks for forgets made elsewhere (while the ring is used)
+_CHECK_PAGES = 100  # pages of 256 bucket messages one check reads at most
 WRONG_LAST_SEQUENCE, NO_MESSAGE, STREAM_NOT_FOUND, STREAM_EXISTS = 10071, 10037, 10059, 10058
 _rings: weakref.WeakKeyDictionary[Client, dict[str, KeyRing]] = weakref.WeakKeyDictionary()
 
@@ -98,7 +102,9 @@ class KeyRing:
         self._dead: set[tuple[str, str]] = set()  # (subject id, key id) known not to be the subject's key
         self._locks: dict[str, asyncio.Lock] = {}
         self._reconnects = 0
-        self._sub: Subscription | None = None
+        self._seen = 0  # the bucket's last message this ring has looked at (forgets after it: not yet seen)
+        self._checked = 0.0
+        self._checking: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:  # never a key: how many are cached, that is all
         return f"<KeyRing bucket={self.bucket} cached={len(self._current)} forgotten={len(self._dead)}>"
@@ -114,7 +120,8 @@ class KeyRing:
             aesgcm()  # fail early, one line, if cryptography is missing
             ring = cls(client, real)
             await ring._ensure_bucket()
-            await ring._watch()
+            ring._reconnects = int(client.nc.stats.get("reconnects", 0))
+            ring._checked = time.monotonic()
             ring = rings.setdefault(real, ring)
         return ring
 
@@ -124,6 +131,7 @@ class KeyRing:
         if info.get("error", {}).get("err_code") != STREAM_NOT_FOUND:
             if "error" in info:
                 raise EventStoreError(f"key bucket {self.bucket}: {info['error'].get('description')}")
+            self._seen = int(info.get("state", {}).get("last_seq", 0))
             return
         config = {  # a KV bucket (history=1) that allows erasing a message: forget() overwrites the key's bytes
             "name": self.stream, "subjects": [f"$KV.{self.bucket}.>"], "allow_direct": True,
@@ -139,33 +147,49 @@ class KeyRing:
         if error and error.get("err_code") != STREAM_EXISTS:
             raise EventStoreError(f"cannot create key bucket {self.bucket}: {error.get('description')}")
 
-    async def _watch(self) -> None:
-        """Forgets made elsewhere reach this ring: delete and purge markers on the bucket's subjects."""
-        nc = self.client.nc
-        self._reconnects = int(nc.stats.get("reconnects", 0))
+    def _poke(self) -> None:
+        """Start a background check for forgets made elsewhere, unless one ran in the last ``CHECK_EVERY`` s."""
+        now = time.monotonic()
+        if now - self._checked < CHECK_EVERY or (self._checking is not None and not self._checking.done()):
+            return
+        self._checked = now
+        self._checking = asyncio.ensure_future(self._check_forgets())
+
+    async def _check_forgets(self) -> None:
+        """Drop the keys whose delete or purge markers were stored after the last message seen."""
         prefix = f"$KV.{self.bucket}."
-
-        async def on_marker(msg: Msg) -> None:
-            operation = (msg.headers or {}).get("KV-Operation")
-            if operation in ("DEL", "PURGE") and msg.subject.startswith(prefix):
-                self._drop(subject_of(msg.subject[len(prefix) :]))
-
-        self._sub = await nc.subscribe(f"{prefix}>", cb=on_marker)
+        try:
+            for _ in range(_CHECK_PAGES):  # bounded: each page moves `_seen` on
+                page = await self.client.wire.direct_get(self.stream, f"{prefix}>", start=self._seen + 1, batch=256)
+                for m in page.messages:
+                    self._seen = max(self._seen, m.seq)
+                    if m.headers.get("KV-Operation") in ("DEL", "PURGE") and m.subject.startswith(prefix):
+                        self._drop(subject_of(m.subject[len(prefix) :]))
+                if not page.pending or not page.messages:
+                    return
+        except Exception:  # a check that fails (a reconnect, a closed client) runs again later
+            pass
 
     def _drop(self, subject_id: str) -> None:
         known = self._current.pop(subject_id, None)
         if known is not None:
             self._dead.add((subject_id, known[0]))
-        for caches in self.client._caches.values():  # cached aggregates may hold the subject's fields: gone too
+        self._clear_caches()
+
+    def _clear_caches(self) -> None:
+        """Cached aggregates may hold a forgotten subject's fields: they go (forgets are rare)."""
+        for caches in self.client._caches.values():
             for cache in caches:
                 cache.clear()
 
     def _check_connection(self) -> None:
-        """After a reconnect the watch may have missed forgets: known keys are read again."""
+        """Look for forgets made elsewhere (in the background), and after a reconnect read every key again."""
+        self._poke()
         reconnects = int(self.client.nc.stats.get("reconnects", 0))
         if reconnects != self._reconnects:
             self._reconnects = reconnects
             self._current.clear()
+            self._clear_caches()
 
     # -- reading -------------------------------------------------------------------------------------------
 

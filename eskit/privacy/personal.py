@@ -28,7 +28,7 @@ from .keys import DEFAULT_BUCKET, KeyRing, check_bucket, check_subject_id
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from .._wire import StoredMsg
+    from .._nats.wire import StoredMsg
     from ..connection import Client
     from ..events import RecordedEvent
 
@@ -125,7 +125,7 @@ class Privacy:
         if type(events) is not list and type(events) is not tuple:
             return todo  # the store's own check says what is wrong
         for i, event in enumerate(events):
-            names = fields.get(event.type) if type(event) is Event else None
+            names = fields.get(event.type) if isinstance(event, Event) else None
             data = event.data if names else None
             if not isinstance(data, Mapping):
                 continue
@@ -290,34 +290,3 @@ class Undecodable:
 def _shown(value: object) -> str:
     text = repr(value).replace("\n", " ")
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
-
-
-async def forget(target: Any, subject_id: str, *, bucket: str | None = None) -> bool:
-    """Forget data subject ``subject_id``: erase its key from the key bucket and purge the key's history.
-
-    ``target`` is a client (the bucket: ``bucket=``, default ``personal_keys``) or a store opened with
-    ``privacy=`` (its bucket). Every personal field encrypted with that key, in every store using the bucket,
-    reads as :data:`FORGOTTEN` from now on; the events themselves are unchanged. Returns True if there was a
-    key. Read models that copied personal fields must be rebuilt, or forget them themselves (docs/privacy.md).
-
-    >>> await eskit.forget(client, "c1")                               # doctest: +SKIP
-    True
-    """
-    from ..connection import Client
-    from ..store import EventStore
-
-    subject_id = check_subject_id(subject_id, "forget: the subject id")
-    if isinstance(target, EventStore):
-        privacy = target.privacy
-        if privacy is None:
-            raise ValidationError(
-                f"store {target.name!r} was opened without privacy=: pass the client, "
-                "eskit.forget(client, subject_id), or open the store with privacy=eskit.Personal(...)"
-            )
-        if bucket is not None and target.client.store_name(bucket) != privacy.ring.bucket:
-            raise ValidationError(f"store {target.name!r} keeps its keys in {privacy.ring.bucket!r}, not {bucket!r}")
-        return await privacy.forget(subject_id)
-    if not isinstance(target, Client):
-        raise ValidationError(f"forget takes a client or a store: eskit.forget(client, 'c1'); got {_shown(target)}")
-    ring = await KeyRing.open(target, DEFAULT_BUCKET if bucket is None else bucket)
-    return await ring.forget(subject_id)

@@ -3,7 +3,9 @@
 - :mod:`eskit.process.manager`: :class:`ProcessManager` and :func:`reacts_to` (handlers return commands);
 - :mod:`eskit.process.commands`: the commands, :class:`Append` and :class:`Request`, and their ids;
 - :mod:`eskit.process.service`: :func:`command_service`, a NATS request-reply service that acts once per
-  command id.
+  command id;
+- inside: :mod:`eskit.process.feed` (a subscriber per store, on the projections' machinery) and
+  :mod:`eskit.process.sending` (issuing one command with its id).
 
 >>> class Checkout(eskit.ProcessManager):
 ...     @eskit.reacts_to("orders", "placed")

@@ -52,39 +52,32 @@ import inspect
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import nats
 
-from ..applying import Applier, Counts, Handler
-from ..codec import encode_json
-from ..deadletter import ParkedEvent
 from ..errors import (
-    ConcurrencyError,
-    DuplicateEventError,
     EskitError,
     PermissionDeniedError,
     ProcessError,
     ProjectionError,
     ValidationError,
 )
-from ..events import CAUSATION_ID, CORRELATION_ID, RecordedEvent, check_token
-from ..projections import Projection
-from ..readmodel import ReadModel
-from .commands import COMMAND_ID, Append, Command, Request, command_id
-from .service import service_subject
+from ..events import RecordedEvent, check_token
+from ..projections.deadletter import ParkedEvent
+from .commands import Append, Command, Request
+from .feed import Feed
+from .sending import Refused, Retry, Sender
 
 if TYPE_CHECKING:
     from ..connection import Client
-    from ..store import EventStore
 
 __all__ = ["ProcessManager", "ProcessStats", "reacts_to"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-IN_FLIGHT = "eskit_process_in_flight"  # per subscriber: the last position whose commands may have been issued
 MAX_ROUNDS = 10_000  # run_until_caught_up: passes over the stores (each one issues something, or it ends)
-SERVICE_ERROR, SERVICE_ERROR_CODE = "Nats-Service-Error", "Nats-Service-Error-Code"
+IDLE_WAIT = 0.05  # seconds a caught-up store waits for events while another store is still busy
 
 
 def reacts_to(store: str, event_type: str) -> Callable[[F], F]:
@@ -117,20 +110,6 @@ class ProcessStats:
     error: str | None  # the last error of the background task, if any
 
 
-class _Retry(Exception):
-    """A command failed in a way a retry may fix (its message is the reason)."""
-
-
-class _Refused(Exception):
-    """A command was refused: no retry will change that (its message is the reason)."""
-
-
-@dataclass(slots=True)
-class _Counts:
-    commands: int = 0
-    retried: int = 0
-
-
 class ProcessManager:
     """Base class of process managers (see the module docstring for a full example).
 
@@ -153,7 +132,7 @@ class ProcessManager:
 
     def __init__(
         self, client: Client, *, db: str | os.PathLike[str] = ":memory:", name: str | None = None,
-        batch_size: int = 100, max_wait: float = 0.5, max_attempts: int = 3, retry_delay: float = 0.1,
+        batch_size: int = 500, max_wait: float = 0.5, max_attempts: int = 3, retry_delay: float = 0.1,
         concurrency: int = 64, ack_wait: float = 30.0,
     ) -> None:  # fmt: skip
         self.name = check_token(name or type(self).name or type(self).__name__, "process manager name")
@@ -174,10 +153,9 @@ class ProcessManager:
         self.client, self.db_path = client, db
         self.batch_size, self.max_wait, self.ack_wait = batch_size, max_wait, ack_wait
         self.max_attempts, self.retry_delay = max_attempts, retry_delay
-        self._slots = asyncio.Semaphore(concurrency)
-        self._stores: dict[str, EventStore] = {}
-        self._feeds: list[_Feed] = []
-        self._counts = _Counts()
+        self._concurrency, self._slots = concurrency, asyncio.Semaphore(concurrency)
+        self._sender = Sender(client, self.name)
+        self._feeds: list[Feed] = []
         self._task: asyncio.Task[None] | None = None
         self._error: str | None = None
 
@@ -194,8 +172,8 @@ class ProcessManager:
     @property
     def stats(self) -> ProcessStats:
         feeds = [feed.stats for feed in self._feeds]
-        return ProcessStats(self.name, self.positions, sum(f.applied for f in feeds), self._counts.commands,
-                            self._counts.retried, sum(f.parked for f in feeds), self.running,
+        return ProcessStats(self.name, self.positions, sum(f.applied for f in feeds), self._sender.counts.commands,
+                            self._sender.counts.retried, sum(f.parked for f in feeds), self.running,
                             self._error or next((f.error for f in feeds if f.error), None))  # fmt: skip
 
     @property
@@ -206,18 +184,21 @@ class ProcessManager:
 
     async def run_until_caught_up(self, *, timeout: float = 60.0) -> int:
         """Handle everything stored so far in every store it reacts to, including the events its own commands
-        caused (a payment recorded by the service it called); return how many events it handled."""
+        caused (a payment recorded by the service it called); return how many events it handled.
+
+        While it runs in the background (:meth:`start`), this waits until the background task has done so.
+        """
+        if self.running:
+            return await self._wait_caught_up(timeout)
         feeds = await self._open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         total = 0
         for _ in range(MAX_ROUNDS):  # bounded: and by the deadline
-            handled = 0
+            total += await self._together(feeds, deadline)
+            handled = 0  # then one pass over the stores, one after the other: nothing left anywhere?
             for feed in feeds:
-                try:
-                    handled += await feed.run_until_caught_up(timeout=max(0.1, deadline - loop.time()))
-                except ProjectionError as exc:
-                    raise ProcessError(f"process manager {self.name}, store {feed.source}: {exc}") from exc
+                handled += await self._catch_up(feed, deadline)
             total += handled
             if not handled:
                 return total
@@ -225,6 +206,64 @@ class ProcessManager:
                 break
         raise ProcessError(f"process manager {self.name} did not catch up within {timeout:.0f}s "
                            f"(positions {dict(self.positions)})")  # fmt: skip
+
+    async def _catch_up(self, feed: Feed, deadline: float) -> int:
+        try:
+            return await feed.run_until_caught_up(timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
+        except ProjectionError as exc:
+            raise ProcessError(f"process manager {self.name}, store {feed.source}: {exc}") from exc
+
+    async def _together(self, feeds: list[Feed], deadline: float) -> int:
+        """Every store at once, so that a step's events are handled while the step before is still being
+        issued (payments handled while orders are still charged). A store that has caught up waits for more
+        (a long poll: answered as soon as an event arrives) while another is still busy, since that one's
+        commands may cause events here. Returns how many events were handled."""
+        if len(feeds) == 1:
+            return await self._catch_up(feeds[0], deadline)
+        loop = asyncio.get_running_loop()
+        busy = set(range(len(feeds)))
+
+        async def drive(i: int, feed: Feed) -> int:
+            handled = 0
+            for _ in range(MAX_ROUNDS):  # bounded: and by the deadline
+                done = await self._catch_up(feed, deadline)
+                handled += done
+                if done:
+                    busy.add(i)
+                    continue
+                busy.discard(i)
+                if not busy or loop.time() > deadline:
+                    break
+                got = await feed.step(wait=IDLE_WAIT)
+                if got:
+                    busy.add(i)
+                    handled += got
+            return handled
+
+        outcomes = await asyncio.gather(*(drive(i, f) for i, f in enumerate(feeds)), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return sum(o for o in outcomes if isinstance(o, int))
+
+    async def _wait_caught_up(self, timeout: float) -> int:
+        """Wait until every store's position is its last one, twice in a row with nothing handled between."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        before, settled = self.stats.handled, -1
+        while loop.time() < deadline and self.running:  # bounded by the deadline
+            handled = self.stats.handled
+            lasts = [await feed.store.last_position() for feed in self._feeds]
+            if self._feeds and all(f.position >= last for f, last in zip(self._feeds, lasts, strict=True)):
+                if settled == handled:
+                    return handled - before
+                settled = handled
+                continue
+            settled = -1
+            await asyncio.sleep(0.01)
+        state = "running" if self.running else f"not running: {self._error or 'stopped'}"
+        raise ProcessError(f"process manager {self.name} did not catch up within {timeout:.0f}s "
+                           f"(positions {dict(self.positions)}; {state})")  # fmt: skip
 
     async def run(self) -> None:
         """Handle events as they arrive in every store until :meth:`stop`."""
@@ -289,17 +328,14 @@ class ProcessManager:
 
     # -- handling one event --------------------------------------------------------------------------------
 
-    async def _open(self) -> list[_Feed]:
+    async def _open(self) -> list[Feed]:
         if not self._feeds:
+            if str(self.db_path) != ":memory:":  # WAL before the first table: creating them waits for no fsync
+                with contextlib.closing(sqlite3.connect(self.db_path)) as db:
+                    db.execute("PRAGMA journal_mode = WAL")
             for source, types in self._reactions.items():
-                self._feeds.append(_Feed(self, source, await self._store(source), frozenset(types)))
+                self._feeds.append(Feed(self, source, await self._sender.store(source), frozenset(types)))
         return self._feeds
-
-    async def _store(self, name: str) -> EventStore:
-        store = self._stores.get(name)
-        if store is None:
-            store = self._stores[name] = await self.client.event_store(name)
-        return store
 
     async def _handle_batch(
         self, source: str, events: list[RecordedEvent], suspect: int
@@ -311,17 +347,21 @@ class ProcessManager:
             flows.setdefault(event.aggregate_id, []).append(event)
         failed: list[tuple[RecordedEvent, str, int]] = []
 
-        async def one_flow(flow: list[RecordedEvent]) -> None:
-            async with self._slots:
-                for event in flow:
-                    failure = await self._handle(source, event, suspect=event.position <= suspect)
-                    if failure is not None:
-                        failed.append((event, *failure))
+        todo = iter(flows.values())
 
-        if len(flows) == 1:
-            await one_flow(events)
+        async def worker() -> None:  # as many as may run at once: the slots' waiters stay few
+            for flow in todo:
+                async with self._slots:  # shared by the stores: at most `concurrency` flows in all
+                    for event in flow:
+                        failure = await self._handle(source, event, suspect=event.position <= suspect)
+                        if failure is not None:
+                            failed.append((event, *failure))
+
+        workers = min(self._concurrency, len(flows))
+        if workers == 1:
+            await worker()
         else:  # every flow finishes before an error (a permission refused) ends the batch
-            outcomes = await asyncio.gather(*(one_flow(flow) for flow in flows.values()), return_exceptions=True)
+            outcomes = await asyncio.gather(*(worker() for _ in range(workers)), return_exceptions=True)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
@@ -340,19 +380,19 @@ class ProcessManager:
                 if commands is None:
                     commands = await self._decide(getattr(self, method), event, where)
                 while sent < len(commands):  # a retry goes on with the first command not issued yet
-                    await self._send(source, event, sent, commands[sent], suspect=suspect)
+                    await self._sender.send(source, event, sent, commands[sent], suspect=suspect)
                     sent += 1
                 return None
-            except _Refused as exc:
+            except Refused as exc:
                 return f"{where}: {exc}", attempts
             except PermissionDeniedError:
                 raise  # no retry will grant it: the run ends, as a projection's does
-            except (_Retry, EskitError, OSError, TimeoutError, nats.errors.Error, sqlite3.Error) as exc:
-                reason = f"{where}: {exc}" if isinstance(exc, _Retry) else f"{where}: {type(exc).__name__}: {exc}"
+            except (Retry, EskitError, OSError, TimeoutError, nats.errors.Error, sqlite3.Error) as exc:
+                reason = f"{where}: {exc}" if isinstance(exc, Retry) else f"{where}: {type(exc).__name__}: {exc}"
             except Exception as exc:  # the handler raised: retried, like a projection's handler
                 reason = f"{where} raised {type(exc).__name__}: {exc}"
             if attempts < self.max_attempts:
-                self._counts.retried += 1
+                self._sender.counts.retried += 1
                 await asyncio.sleep(self.retry_delay * attempts)
         return f"{reason} ({attempts} attempts)", attempts
 
@@ -366,126 +406,5 @@ class ProcessManager:
         commands = [result] if single else list(result)
         wrong = [c for c in commands if not isinstance(c, Append | Request)]
         if wrong:
-            raise _Refused(f"returned {wrong[0]!r}; return eskit.Append, eskit.Request, a list of them, or None")
+            raise Refused(f"returned {wrong[0]!r}; return eskit.Append, eskit.Request, a list of them, or None")
         return commands
-
-    async def _send(self, source: str, event: RecordedEvent, index: int, command: Command, *, suspect: bool) -> None:
-        """Issue ``command``, the ``index``-th of ``event``, with the id derived from them."""
-        cid = command_id(self.name, source, event.position, event.id, index)
-        correlation = event.correlation_id or event.id
-        self._counts.commands += 1
-        if isinstance(command, Append):
-            await self._append(command, cid, event, correlation, suspect=suspect)
-        else:
-            await self._request(command, cid, event, correlation)
-
-    async def _append(
-        self, command: Append, cid: str, event: RecordedEvent, correlation: str | None, *, suspect: bool
-    ) -> None:
-        target = await self._store(command.store)
-        if isinstance(command.events, str | bytes) or not isinstance(command.events, Iterable):
-            raise _Refused(f"Append to {command.store}/{command.aggregate_id}: events must be a list of eskit.Event")
-        events = [
-            replace(e, id=f"{cid}-{j}", causation_id=e.causation_id or event.id,
-                    correlation_id=e.correlation_id or correlation)
-            for j, e in enumerate(command.events)
-        ]  # fmt: skip
-        try:
-            # issued before a crash (the in-flight mark says it may have been)? past the duplicate window too
-            if (
-                suspect
-                and command.expected_position is None
-                and await target._find_stored(command.aggregate_id, events, after=0, reach=None) is not None
-            ):
-                return
-            await target.append(command.aggregate_id, events, expected_position=command.expected_position)
-        except (ValidationError, ConcurrencyError, DuplicateEventError) as exc:
-            raise _Refused(f"Append to {command.store}/{command.aggregate_id}: {type(exc).__name__}: {exc}") from exc
-
-    async def _request(self, command: Request, cid: str, event: RecordedEvent, correlation: str | None) -> None:
-        try:
-            subject = service_subject(self.client, command.subject)
-            body = encode_json(dict(command.data), "request")
-        except ValidationError as exc:
-            raise _Refused(f"Request {command.subject}: {exc}") from exc
-        headers = {COMMAND_ID: cid}
-        if correlation:
-            headers[CORRELATION_ID] = correlation
-        if event.id:
-            headers[CAUSATION_ID] = event.id
-        try:
-            reply = await self.client.nc.request(subject, body, timeout=command.timeout, headers=headers)
-        except nats.errors.NoRespondersError:
-            raise _Retry(f"Request {subject}: no service answers on {subject!r}; is it running?") from None
-        except nats.errors.TimeoutError:
-            raise _Retry(f"Request {subject}: no reply within {command.timeout:g}s") from None
-        error = (reply.headers or {}).get(SERVICE_ERROR)
-        if error is not None:
-            code = (reply.headers or {}).get(SERVICE_ERROR_CODE, "500")
-            problem = f"Request {subject}: the service answered {code} {error}"
-            raise _Refused(problem) if code.startswith("4") else _Retry(problem)
-
-
-class _Feed(Projection):
-    """The events of one store a process manager reacts to: a projection whose "read model" is only its
-    position (and the in-flight mark), and whose applier issues commands."""
-
-    def __init__(self, manager: ProcessManager, source: str, store: EventStore, types: frozenset[str]) -> None:
-        self._appliers = dict.fromkeys(types, "_nothing")  # type: ignore[misc]  # per instance, not per class
-        super().__init__(
-            store, db=manager.db_path, name=f"{manager.name}-{source}", schema=_SCHEMA,
-            batch_size=manager.batch_size, max_wait=manager.max_wait, max_attempts=manager.max_attempts,
-            retry_delay=manager.retry_delay, ack_wait=manager.ack_wait,
-        )  # fmt: skip
-        self.source = source
-        if not self._model.in_memory:  # a commit writes the log, no fsync: survives a killed process (not
-            self._model.db.execute("PRAGMA journal_mode = WAL")  # a power cut: then commands come again, same ids)
-        self._model.db.execute(_SCHEMA)  # a file another subscriber of the manager created first
-        self._applier = _Issuer(manager, self)
-
-    def _nothing(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
-        """Commands are issued by the applier (:class:`_Issuer`), not inside the transaction."""
-
-
-_SCHEMA = f"CREATE TABLE IF NOT EXISTS {IN_FLIGHT} (name TEXT PRIMARY KEY, position INTEGER NOT NULL)"
-
-
-class _Issuer(Applier):
-    """Issues a batch's commands, then moves the position past it (the projection's applier, for commands)."""
-
-    def __init__(self, manager: ProcessManager, feed: _Feed) -> None:
-        reactions = manager._reactions[feed.source]
-        handlers: dict[str, tuple[str, Handler]] = {
-            t: (f"{type(manager).__name__}.{m}", feed._nothing) for t, m in reactions.items()
-        }
-        super().__init__(feed.name, handlers, feed.dead_letters, max_attempts=manager.max_attempts,
-                         retry_delay=manager.retry_delay)  # fmt: skip
-        self.manager, self.feed = manager, feed
-
-    async def apply(self, model: ReadModel, events: list[RecordedEvent], counts: Counts, *, through: int = 0) -> None:
-        """Issue the commands of the events after the position (noting first how far: a crash before the
-        position is stored leaves them marked as possibly issued), park those that failed, move the position."""
-        todo = [e for e in events if e.position > model.position]
-        counts.skipped += len(events) - len(todo)
-        if todo:
-            suspect = self._in_flight(model)
-            self._mark(model, todo[-1].position)
-            failed = await self.manager._handle_batch(self.feed.source, todo, suspect)
-            for event, reason, attempts in failed:
-                await self.dead_letters.park(self.projection, event, reason=reason, attempts=attempts)
-                counts.parked += 1
-                counts.parked_positions.add(event.position)
-            counts.applied += len(todo) - len(failed)
-            through = max(through, todo[-1].position)
-        if through > model.position:
-            model.advance(through)
-
-    def _in_flight(self, model: ReadModel) -> int:
-        row = model.db.execute(f"SELECT position FROM {IN_FLIGHT} WHERE name = ?", (self.projection,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def _mark(self, model: ReadModel, position: int) -> None:
-        model.db.execute(
-            f"INSERT INTO {IN_FLIGHT} (name, position) VALUES (?, ?) ON CONFLICT (name) "
-            "DO UPDATE SET position = max(position, excluded.position)", (self.projection, position),
-        )  # fmt: skip

@@ -16,7 +16,9 @@ The request's ``Eskit-Correlation-Id`` and ``Eskit-Causation-Id`` headers (a pro
 set on the stored event, so one flow's events across stores share a correlation id.
 
 The reply is JSON: ``{"command_id", "type", "data", "position", "duplicate"}``; a request without a command
-id, or whose ``decide`` raises, gets a ``Nats-Service-Error`` reply (code 400 or 500).
+id, or whose ``decide`` raises :class:`~eskit.errors.DecisionError` or returns no ``Event``, gets a
+``Nats-Service-Error`` reply with code 400 (refused: a retry gets the same answer); any other exception of
+``decide`` or the store, code 500 (worth a retry).
 
 Once per command id, for ever: the outcome is appended with ``expected_position=0`` (the aggregate must not
 exist). A repeated command conflicts, and the service answers with the outcome it stored the first time
@@ -43,7 +45,7 @@ from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service
 
 from ..codec import encode_json
-from ..errors import ConcurrencyError, EskitError, ValidationError
+from ..errors import ConcurrencyError, DecisionError, EskitError, ValidationError
 from ..events import CAUSATION_ID, CORRELATION_ID, Event, RecordedEvent, check_token
 from .commands import COMMAND_ID
 
@@ -122,6 +124,10 @@ class CommandService:
         try:
             flow = (headers.get(CORRELATION_ID), headers.get(CAUSATION_ID))
             recorded, duplicate = await self._once(command_id, command, flow)
+        except (DecisionError, ValidationError) as exc:  # refused: a retry gets the same answer
+            self._errors += 1
+            await request.respond_error("400", f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500])
+            return
         except Exception as exc:  # decide raised, or the store failed: the caller retries
             self._errors += 1
             await request.respond_error("500", f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 if TYPE_CHECKING:
     from .applying import ProjectionStats
     from .multistream import MultiStreamProjection
-    from .projections import Projection
+    from .projection import Projection
 
     Shown: TypeAlias = Projection | MultiStreamProjection
 
