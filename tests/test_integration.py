@@ -60,6 +60,12 @@ async def test_events_appended_later_reach_the_public_stream_and_nobody_appends_
         await public.store.append("x", [Event("shipped")])
     reader = await client.public_store(public_name)
     assert len([e async for e in reader.replay()]) == 20
+    upcasters = eskit.Upcasters()  # the partner's own: the copies are the events as stored (v1)
+    upcasters.register("shipped", from_version=1)(lambda data: {**data, "carrier": "unknown"})
+    upcast = await client.public_store(public_name, upcasters=upcasters)
+    assert [(e.schema_version, e.data["carrier"]) for e in await upcast.read("o3")] == [(2, "unknown")]
+    with pytest.raises(eskit.ValidationError):
+        await client.public_store(public_name, upcasters="yes")  # type: ignore[arg-type]
 
 
 async def test_publishing_again_with_the_same_types_opens_it_and_bad_input_is_one_line_error(
