@@ -175,3 +175,26 @@ def test_the_public_config_sources_with_one_transform_per_type_and_no_subjects()
     assert json.dumps(config["sources"][0]["subject_transforms"][1]) == (
         '{"src": "orders.*.shipped", "dest": "orders-public.{{wildcard(1)}}.shipped"}'
     )
+
+
+class Careless(eskit.Republisher):
+    @applies("placed")
+    def _placed(self, event: RecordedEvent) -> Event:
+        note = "line\nbreak" if event.aggregate_id == "1" else "fine"  # a header value that cannot be sent
+        return Event("placed", {"total": event.data["total"]}, metadata={"note": note})
+
+
+async def test_a_public_shape_that_cannot_be_sent_is_parked_when_staged_not_retried_forever_by_every_flush(
+    client: eskit.Client, store: eskit.EventStore
+) -> None:
+    await fill(store)
+    target = await client.event_store(unique("public"))
+    view = Careless(store, target, name=unique("careless"), max_attempts=1)
+    try:
+        await view.run_until_caught_up(timeout=10)
+        assert [p.event.aggregate_id for p in await view.parked()] == ["1"] and view.outbox == 0
+        assert [(e.aggregate_id, e.metadata) async for e in target.replay()] == [("2", {"note": "fine"})]
+    finally:
+        await view.close(delete_consumer=True)
+        await client.delete_store(target.name)
+        await client.js.delete_stream(f"{store.stream}_PARKED")

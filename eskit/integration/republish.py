@@ -30,15 +30,16 @@ shape under a new store name instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ..codec import encode_json
-from ..errors import ProjectionError, ValidationError
-from ..events import EPOCH, Event, RecordedEvent, parse_time
+from .._wire import ApiError, parse_ack
+from ..errors import EventStoreError, ProjectionError, ValidationError
+from ..events import Event, RecordedEvent
 from ..projections import Projection
 
 if TYPE_CHECKING:
@@ -48,10 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["Republisher"]
 
 OUTBOX = "eskit_outbox"
-OUTBOX_SCHEMA = (
+OUTBOX_SCHEMA = (  # each row: one public event, encoded and checked (size, headers) when it was staged
     f"CREATE TABLE {OUTBOX} (seq INTEGER PRIMARY KEY AUTOINCREMENT, aggregate_id TEXT NOT NULL, "
-    "type TEXT NOT NULL, data TEXT NOT NULL, id TEXT NOT NULL, schema_version INTEGER NOT NULL, "
-    "occurred_at TEXT, correlation_id TEXT, causation_id TEXT, metadata TEXT NOT NULL)"
+    "id TEXT NOT NULL, subject TEXT NOT NULL, payload BLOB NOT NULL, headers TEXT NOT NULL)"
 )
 _IDS = uuid.UUID("6f1d6a3e-8f5e-4d1a-9a57-2f0c1b7e9d11")  # the namespace of derived public event ids
 FLUSH_PAGE = 1000
@@ -99,15 +99,17 @@ class Republisher(Projection):
                 return
             if not isinstance(public, Event):
                 raise ProjectionError(f"a Republisher handler returns an Event or None, got {public!r}")
-            occurred = event.occurred_at or event.timestamp  # when the private fact happened
-            db.execute(
-                f"INSERT INTO {OUTBOX} (aggregate_id, type, data, id, schema_version, occurred_at, correlation_id, "
-                "causation_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (event.aggregate_id, public.type, encode_json(dict(public.data), public.type).decode(),
-                 public_id(self.store.stream, event, public.type), public.schema_version,
-                 occurred.isoformat(),
-                 public.correlation_id or event.correlation_id, event.id, json.dumps(dict(public.metadata))),
+            public = dataclasses.replace(
+                public, id=public_id(self.store.stream, event, public.type),
+                occurred_at=event.occurred_at or event.timestamp,  # when the private fact happened
+                correlation_id=public.correlation_id or event.correlation_id, causation_id=event.id,
             )  # fmt: skip
+            # encoded (and checked: a shape too large or with bad metadata is parked) in the transaction
+            [(subj, payload, headers)] = self.target._encode(event.aggregate_id, [public], None)
+            db.execute(
+                f"INSERT INTO {OUTBOX} (aggregate_id, id, subject, payload, headers) VALUES (?, ?, ?, ?, ?)",
+                (event.aggregate_id, public.id, subj, payload, json.dumps(headers)),
+            )
 
         return stage
 
@@ -127,22 +129,22 @@ class Republisher(Projection):
         flushed = 0
         for _ in range(1_000_000):  # bounded: each round empties up to FLUSH_PAGE rows
             rows: list[Any] = self.db.execute(
-                f"SELECT seq, aggregate_id, type, data, id, schema_version, occurred_at, correlation_id, "
-                f"causation_id, metadata FROM {OUTBOX} ORDER BY seq LIMIT {FLUSH_PAGE}"
+                f"SELECT seq, aggregate_id, id, subject, payload, headers FROM {OUTBOX} ORDER BY seq LIMIT {FLUSH_PAGE}"
             ).fetchall()
             if not rows:
                 break
             last = rows[-1][0]
             if not self._leftovers_checked:  # staged before this process: maybe appended already
                 rows = await self._not_yet_stored(rows)
-            events = [
-                (agg, [Event(kind, json.loads(data), id=eid, schema_version=version,
-                             occurred_at=parse_time(occurred) or EPOCH,
-                             correlation_id=corr, causation_id=cause, metadata=json.loads(meta))], None)
-                for _, agg, kind, data, eid, version, occurred, corr, cause, meta in rows
-            ]  # fmt: skip
-            if events:
-                await self.target.append_many(events)  # in order, pipelined: one request each
+            if rows:  # in order, pipelined: one request each, as append_many sends single events
+                replies = await self.target._wire.request_many([(r[3], r[4], json.loads(r[5])) for r in rows])
+                for row, reply in zip(rows, replies, strict=True):
+                    ack = parse_ack(reply)  # a duplicate (a retry) is an ack too
+                    if isinstance(ack, ApiError):
+                        raise EventStoreError(
+                            f"republishing {row[3]} to {self.target.name} failed: {ack.description}; it stays in "
+                            "the outbox and is sent again by the next step"
+                        )
             self._forget(last)
             flushed += len(rows)
             self.published += len(rows)
@@ -155,7 +157,7 @@ class Republisher(Projection):
         stored: set[str | None] = set()
         for aggregate_id in dict.fromkeys(row[1] for row in rows):
             stored |= {e.id for e in await self.target.read(aggregate_id)}
-        return [row for row in rows if row[4] not in stored]
+        return [row for row in rows if row[2] not in stored]
 
     def _forget(self, seq: int) -> None:
         """Empty the outbox up to ``seq`` (appended). A crash just before this appends them again: deduplicated."""
