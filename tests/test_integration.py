@@ -60,6 +60,8 @@ async def test_events_appended_later_reach_the_public_stream_and_nobody_appends_
         await public.store.append("x", [Event("shipped")])
     reader = await client.public_store(public_name)
     assert len([e async for e in reader.replay()]) == 20
+    with pytest.raises(eskit.EventStoreError, match=r"is a public stream of .*client\.public_store"):
+        await client.event_store(public_name)  # not a store anyone appends to
     upcasters = eskit.Upcasters()  # the partner's own: the copies are the events as stored (v1)
     upcasters.register("shipped", from_version=1)(lambda data: {**data, "carrier": "unknown"})
     upcast = await client.public_store(public_name, upcasters=upcasters)

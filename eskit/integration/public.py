@@ -130,9 +130,11 @@ class IntegrationStream:
                 break
             await asyncio.sleep(pause)
             pause = min(0.05, pause * 2)
+        source = ((await self._info()).get("sources") or [{}])[0]
+        problem = (source.get("error") or {}).get("description") or "is it reachable?"
         raise ProjectionError(
             f"public stream {self.stream} did not copy position {target} of {self.source} within {timeout:g}s "
-            f"(lag {await self.lag()}); is the source stream {self.source_store.stream} reachable?"
+            f"(lag {source.get('lag', '?')}); source stream {self.source_store.stream}: {problem}"
         )
 
     async def delete(self) -> bool:
