@@ -114,6 +114,11 @@ class Partner:
     stores: tuple[str, ...] = ()
     consumers: bool = True  # may run its own consumers (projections, bulk reads) on those stores
 
+    def __post_init__(self) -> None:
+        if isinstance(self.stores, str) or not isinstance(self.stores, Sequence) or not self.stores:
+            raise ValidationError(f"a partner reads a list of public stores, e.g. ['orders-public'], {self.stores!r}")
+        object.__setattr__(self, "stores", tuple(self.stores))  # a list given: kept as a tuple
+
     def permissions(self) -> dict[str, Any]:
         return partner_permissions(self.stores, user=self.user, consumers=self.consumers)
 

@@ -167,3 +167,6 @@ def test_partner_permissions_allow_only_its_public_streams_and_the_writer_may_no
     assert "p-secret" not in repr(Partner("shipping", password="p-secret", stores=("orders-public",)))
     with pytest.raises(eskit.ValidationError):
         partner_permissions("orders-public", user="shipping")
+    with pytest.raises(eskit.ValidationError):
+        Partner("shipping", password="p", stores="orders-public")  # type: ignore[arg-type]
+    assert Partner("shipping", password="p", stores=["orders-public"]).stores == ("orders-public",)  # type: ignore[arg-type]
