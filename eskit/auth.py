@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ValidationError
-from .streams import stream_name
+from .events import check_token
 
 #: What a writer may not publish to (everything else it may: events, the JetStream API, acks).
 WRITER_DENY = [
@@ -139,7 +139,7 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
         raise ValidationError(f"a partner reads a list of public stores, e.g. ['orders-public'], got {stores!r}")
     allow = ["$JS.API.INFO"]
     for store in stores:
-        stream = stream_name(store)
+        stream = check_token(store, "public store name").upper()  # its stream (eskit.streams.stream_name)
         allow += [
             f"$JS.API.STREAM.INFO.{stream}",
             f"$JS.API.DIRECT.GET.{stream}",
@@ -150,7 +150,7 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
             f"$JS.API.CONSUMER.LIST.{stream}",
         ]
         if consumers:
-            parked = stream_name(f"{store}_parked")  # its projections' dead letters (eskit.deadletter)
+            parked = f"{store}_parked".upper()  # its projections' dead letters (eskit.deadletter)
             allow += [
                 f"$JS.API.CONSUMER.CREATE.{stream}",
                 f"$JS.API.CONSUMER.CREATE.{stream}.>",
