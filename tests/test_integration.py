@@ -200,3 +200,31 @@ async def test_a_public_shape_that_cannot_be_sent_is_parked_when_staged_not_retr
         await view.close(delete_consumer=True)
         await client.delete_store(target.name)
         await client.js.delete_stream(f"{store.stream}_PARKED")
+
+
+class Numbered(eskit.Republisher):
+    """Keeps a table of its own (the public sequence number per order), in the outbox's transaction."""
+
+    schema = "CREATE TABLE numbers (id TEXT PRIMARY KEY, n INTEGER NOT NULL)"
+
+    @applies("placed")
+    def _placed(self, event: RecordedEvent) -> Event:
+        self.db.execute("INSERT INTO numbers VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1",
+                        (event.aggregate_id,))  # fmt: skip
+        [(n,)] = self.db.execute("SELECT n FROM numbers WHERE id = ?", (event.aggregate_id,)).fetchall()
+        return Event("placed", {"n": n})
+
+
+async def test_a_republisher_keeps_tables_of_its_own_beside_the_outbox(
+    client: eskit.Client, store: eskit.EventStore
+) -> None:
+    await fill(store)
+    await store.append("1", [Event("placed", {"total": 1})])
+    target = await client.event_store(unique("public"))
+    view = Numbered(store, target, name=unique("numbered"))
+    try:
+        await view.run_until_caught_up(timeout=10)
+        assert [(e.aggregate_id, e.data["n"]) async for e in target.replay()] == [("1", 1), ("2", 1), ("1", 2)]
+    finally:
+        await view.close(delete_consumer=True)
+        await client.delete_store(target.name)

@@ -71,12 +71,14 @@ class Republisher(Projection):
     """A projection whose handlers return the public shape of an event (see the module docstring).
 
     ``Republisher(store, target, db=...)``: ``store`` is the private store, ``target`` the public one (an
-    event store the writer appends to); the other options are :class:`~eskit.projections.Projection`'s.
+    event store the writer appends to); the other options are :class:`~eskit.projections.Projection`'s. A
+    ``schema`` (class attribute or option) adds tables of yours beside the outbox; a handler writes them with
+    ``self.db.execute(...)``, in the same transaction as the outbox and the position.
     """
 
     def __init__(
         self, store: EventStore, target: EventStore, *, db: str | os.PathLike[str] = ":memory:",
-        name: str | None = None, **options: Any,
+        name: str | None = None, schema: str | None = None, **options: Any,
     ) -> None:  # fmt: skip
         from ..store import EventStore as _Store
 
@@ -84,7 +86,9 @@ class Republisher(Projection):
             raise ValidationError(f"Republisher takes the public store (client.event_store(...)), got {target!r}")
         if target.stream == store.stream:
             raise ValidationError(f"a Republisher publishes to another store than {store.name!r}")
-        super().__init__(store, db=db, name=name, schema=OUTBOX_SCHEMA, **options)
+        own = (schema if schema is not None else type(self).schema).strip().rstrip(";")  # tables of yours, if any
+        super().__init__(store, db=db, name=name, schema=f"{OUTBOX_SCHEMA};\n{own}" if own else OUTBOX_SCHEMA,
+                         **options)  # fmt: skip
         self.target = target
         self.published = 0  # public events appended by this process (duplicates of a retry included)
         self._leftovers_checked = False  # what a crash left staged: checked against the target once
