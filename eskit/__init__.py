@@ -9,16 +9,29 @@
 
 from __future__ import annotations
 
+import sys
+
 from . import analysis, dcb, integration
+from . import auth as auth  # eskit.auth.least_privilege_config
 from . import course as course  # the notebooks' exercise checks (eskit.course.check)
+from . import projections as projections  # eskit.projections.Projection
 from . import testing as testing  # given / when / then
 from .aggregate import Aggregate, applies
+from .analysis import eventlog, export, frames, log_import, ocel, samples
+from .analysis import widgets as widgets  # eskit.widgets.EventBrowser
+from .analysis.eventlog import LogEvent, read_log
+from .analysis.export import ExportResult, to_arrow, to_parquet
+from .analysis.frames import to_dataframe
+from .analysis.log_import import ImportResult, import_log
+from .analysis.ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
 from .auth import Partner
 from .cache import AggregateCache
 from .cluster import EmbeddedCluster
 from .connection import Client, ServerInfo, connect
-from .dashboard import Dashboard, dashboard
-from .deadletter import DeadLetters, ParkedEvent
+from .dcb import examples as _dcb_examples
+from .dcb import query as _dcb_query
+from .dcb import setup as _dcb_setup
+from .dcb import subscription as _dcb_subscription
 from .errors import (
     AggregateError,
     AppendConditionError,
@@ -35,6 +48,7 @@ from .errors import (
     InvalidNameError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ProcessError,
     ProjectionError,
     ServerStartError,
     StoreTimeoutError,
@@ -45,16 +59,23 @@ from .errors import (
     UpcastError,
     ValidationError,
 )
-from .eventlog import LogEvent, read_log
 from .events import Event, RecordedEvent
-from .export import ExportResult, to_arrow, to_parquet
-from .frames import to_dataframe
 from .integration import IntegrationStream, Republisher
-from .log_import import ImportResult, import_log
 from .migrate import MigrationResult, migrate
-from .multistream import MultiStreamProjection
-from .ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
-from .projections import Projection, ProjectionStats
+from .process import (
+    Append,
+    CommandService,
+    ProcessManager,
+    ProcessStats,
+    Request,
+    command_service,
+    reacts_to,
+)
+from .projections import applying, deadletter, readmodel
+from .projections.dashboard import Dashboard, dashboard
+from .projections.deadletter import DeadLetters, ParkedEvent
+from .projections.multistream import MultiStreamProjection
+from .projections.projection import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
 from .snapshots import Snapshot, SnapshotCheck, SnapshotPolicy, Snapshots, SnapshotWarning
@@ -63,13 +84,38 @@ from .upcasting import Upcasters
 
 __version__ = "0.1.0"
 
+# The module paths of the flat layout (before the packages) that lessons, scripts and users import, each the
+# module it became: `from eskit.widgets import when_done`, `from eskit.dcb_examples import Decision` and
+# `eskit.export.CHUNK` keep working. `eskit.projections`, `eskit.analysis` and `eskit.dcb` are packages now
+# that export what their modules did; `eskit.dashboard` is the function, as before.
+_FLAT_LAYOUT = {
+    "applying": applying,
+    "dcb_examples": _dcb_examples,
+    "dcb_query": _dcb_query,
+    "dcb_setup": _dcb_setup,
+    "dcb_subscription": _dcb_subscription,
+    "deadletter": deadletter,
+    "eventlog": eventlog,
+    "export": export,
+    "frames": frames,
+    "log_import": log_import,
+    "ocel": ocel,
+    "readmodel": readmodel,
+    "samples": samples,
+    "widgets": widgets,
+}
+for _name, _module in _FLAT_LAYOUT.items():
+    sys.modules.setdefault(f"{__name__}.{_name}", _module)
+
 __all__ = [
     "Aggregate",
     "AggregateCache",
     "AggregateError",
+    "Append",
     "AppendConditionError",
     "AuthenticationError",
     "Client",
+    "CommandService",
     "ConcurrencyError",
     "ConnectError",
     "ContentionError",
@@ -98,11 +144,15 @@ __all__ = [
     "Partner",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "ProcessError",
+    "ProcessManager",
+    "ProcessStats",
     "Projection",
     "ProjectionError",
     "ProjectionStats",
     "RecordedEvent",
     "Republisher",
+    "Request",
     "ServerInfo",
     "ServerStartError",
     "Snapshot",
@@ -121,6 +171,7 @@ __all__ = [
     "__version__",
     "analysis",
     "applies",
+    "command_service",
     "connect",
     "dashboard",
     "dcb",
@@ -128,6 +179,7 @@ __all__ = [
     "import_ocel",
     "integration",
     "migrate",
+    "reacts_to",
     "read_log",
     "retry_on_conflict",
     "run_command",

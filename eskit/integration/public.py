@@ -39,11 +39,12 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._wire import status_of
+from .._nats.codes import STREAM_NOT_FOUND
+from .._nats.wire import status_of
 from ..errors import EventStoreError, ProjectionError, StreamNotFoundError, ValidationError
 from ..events import check_token
 from ..store import EventStore
-from ..streams import STREAM_NOT_FOUND, stream_name
+from ..streams import stream_name
 from ..upcasting import Upcasters
 
 if TYPE_CHECKING:

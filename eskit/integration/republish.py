@@ -37,13 +37,13 @@ import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .._wire import ApiError, parse_ack
+from .._nats.wire import ApiError, parse_ack
 from ..errors import EventStoreError, ProjectionError, ValidationError
 from ..events import Event, RecordedEvent
 from ..projections import Projection
 
 if TYPE_CHECKING:
-    from .._consumer import Batch
+    from ..projections.consumer import Batch
     from ..store import EventStore
 
 __all__ = ["Republisher"]
