@@ -22,8 +22,9 @@ writer    publishes events; creates stores that do not exist yet (``STREAM.CREAT
           consumers, force leader stepdowns, or publish into another user's reply inbox. A stream it
           created beforehand with settings that drop events is refused when the store is opened.
 partner   another team (:class:`Partner`): reads the public stores it is given (``client.publish_integration``,
-          :mod:`eskit.integration`) and runs its own consumers on them (projections), nothing else: no
-          event, no stream info, no Direct Get, no consumer on any other store (the private ones).
+          :mod:`eskit.integration`) and runs its own consumers on them (projections, which park poison
+          events in ``<store>_parked``), nothing else: no event, no stream info, no Direct Get, no consumer
+          on any other store (the private ones).
 analyst   reads: stream info, Direct Get (``read``, ``load``, ``replay``, ``to_dataframe``), consumer info. It
           creates **no consumer at all**, pulls from none and acks none: its bulk reads are refused at once
           and fall back to Direct Get (:mod:`eskit._bulkread`), so it changes nothing anyone relies on.
@@ -57,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ValidationError
-from .streams import stream_name
+from .events import check_token
 
 #: What a writer may not publish to (everything else it may: events, the JetStream API, acks).
 WRITER_DENY = [
@@ -113,14 +114,20 @@ class Partner:
     stores: tuple[str, ...] = ()
     consumers: bool = True  # may run its own consumers (projections, bulk reads) on those stores
 
+    def __post_init__(self) -> None:
+        if isinstance(self.stores, str) or not isinstance(self.stores, Sequence) or not self.stores:
+            raise ValidationError(f"a partner reads a list of public stores, e.g. ['orders-public'], {self.stores!r}")
+        object.__setattr__(self, "stores", tuple(self.stores))  # a list given: kept as a tuple
+
     def permissions(self) -> dict[str, Any]:
         return partner_permissions(self.stores, user=self.user, consumers=self.consumers)
 
 
 def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = True) -> dict[str, Any]:
     """NATS permissions of a partner that may read the public ``stores`` and nothing else: stream info,
-    Direct Get and (``consumers=True``) its own consumers on their streams; no publish to any event subject,
-    no request about any other stream. Replies only on its own inbox.
+    Direct Get and (``consumers=True``) its own consumers on their streams, and the dead-letter stream of
+    each (``<store>_parked``) where its projections park events they cannot apply; no publish to any other
+    subject, no request about any other stream. Replies only on its own inbox.
 
     Consumers are per stream, not per user (see above): partners that run consumers should each get their
     own public store, or one could change another's consumer.
@@ -132,7 +139,7 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
         raise ValidationError(f"a partner reads a list of public stores, e.g. ['orders-public'], got {stores!r}")
     allow = ["$JS.API.INFO"]
     for store in stores:
-        stream = stream_name(store)
+        stream = check_token(store, "public store name").upper()  # its stream (eskit.streams.stream_name)
         allow += [
             f"$JS.API.STREAM.INFO.{stream}",
             f"$JS.API.DIRECT.GET.{stream}",
@@ -143,6 +150,7 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
             f"$JS.API.CONSUMER.LIST.{stream}",
         ]
         if consumers:
+            parked = f"{store}_parked".upper()  # its projections' dead letters (eskit.deadletter)
             allow += [
                 f"$JS.API.CONSUMER.CREATE.{stream}",
                 f"$JS.API.CONSUMER.CREATE.{stream}.>",
@@ -150,6 +158,12 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
                 f"$JS.API.CONSUMER.DELETE.{stream}.*",
                 f"$JS.ACK.{stream}.>",
+                f"$JS.API.STREAM.INFO.{parked}",
+                f"$JS.API.STREAM.CREATE.{parked}",
+                f"$JS.API.DIRECT.GET.{parked}",
+                f"$JS.API.DIRECT.GET.{parked}.>",
+                f"$JS.API.STREAM.MSG.DELETE.{parked}",
+                f"{store}_parked.>",
             ]
     return {"publish": {"allow": allow}, "subscribe": {"allow": [inbox_prefix(user) + ".>"]}}
 

@@ -188,13 +188,13 @@ class Client:
         """
         return await publish_integration(self, store, name, types=types)
 
-    async def public_store(self, name: str) -> EventStore:
+    async def public_store(self, name: str, *, upcasters: Upcasters | None = None) -> EventStore:
         """The public store ``name`` (made by :meth:`publish_integration`), to read: what a partner opens with
-        its read-only user (:class:`eskit.auth.Partner`).
+        its read-only user (:class:`eskit.auth.Partner`); ``upcasters`` as for :meth:`event_store`.
 
         >>> orders = await partner.public_store("orders-public")          # doctest: +SKIP
         """
-        return await open_public_store(self, name)
+        return await open_public_store(self, name, upcasters=upcasters)
 
     async def delete_store(self, name: str) -> bool:
         """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist.

@@ -60,6 +60,14 @@ async def test_events_appended_later_reach_the_public_stream_and_nobody_appends_
         await public.store.append("x", [Event("shipped")])
     reader = await client.public_store(public_name)
     assert len([e async for e in reader.replay()]) == 20
+    with pytest.raises(eskit.EventStoreError, match=r"is a public stream of .*client\.public_store"):
+        await client.event_store(public_name)  # not a store anyone appends to
+    upcasters = eskit.Upcasters()  # the partner's own: the copies are the events as stored (v1)
+    upcasters.register("shipped", from_version=1)(lambda data: {**data, "carrier": "unknown"})
+    upcast = await client.public_store(public_name, upcasters=upcasters)
+    assert [(e.schema_version, e.data["carrier"]) for e in await upcast.read("o3")] == [(2, "unknown")]
+    with pytest.raises(eskit.ValidationError):
+        await client.public_store(public_name, upcasters="yes")  # type: ignore[arg-type]
 
 
 async def test_publishing_again_with_the_same_types_opens_it_and_bad_input_is_one_line_error(
@@ -169,3 +177,54 @@ def test_the_public_config_sources_with_one_transform_per_type_and_no_subjects()
     assert json.dumps(config["sources"][0]["subject_transforms"][1]) == (
         '{"src": "orders.*.shipped", "dest": "orders-public.{{wildcard(1)}}.shipped"}'
     )
+
+
+class Careless(eskit.Republisher):
+    @applies("placed")
+    def _placed(self, event: RecordedEvent) -> Event:
+        note = "line\nbreak" if event.aggregate_id == "1" else "fine"  # a header value that cannot be sent
+        return Event("placed", {"total": event.data["total"]}, metadata={"note": note})
+
+
+async def test_a_public_shape_that_cannot_be_sent_is_parked_when_staged_not_retried_forever_by_every_flush(
+    client: eskit.Client, store: eskit.EventStore
+) -> None:
+    await fill(store)
+    target = await client.event_store(unique("public"))
+    view = Careless(store, target, name=unique("careless"), max_attempts=1)
+    try:
+        await view.run_until_caught_up(timeout=10)
+        assert [p.event.aggregate_id for p in await view.parked()] == ["1"] and view.outbox == 0
+        assert [(e.aggregate_id, e.metadata) async for e in target.replay()] == [("2", {"note": "fine"})]
+    finally:
+        await view.close(delete_consumer=True)
+        await client.delete_store(target.name)
+        await client.js.delete_stream(f"{store.stream}_PARKED")
+
+
+class Numbered(eskit.Republisher):
+    """Keeps a table of its own (the public sequence number per order), in the outbox's transaction."""
+
+    schema = "CREATE TABLE numbers (id TEXT PRIMARY KEY, n INTEGER NOT NULL)"
+
+    @applies("placed")
+    def _placed(self, event: RecordedEvent) -> Event:
+        self.db.execute("INSERT INTO numbers VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1",
+                        (event.aggregate_id,))  # fmt: skip
+        [(n,)] = self.db.execute("SELECT n FROM numbers WHERE id = ?", (event.aggregate_id,)).fetchall()
+        return Event("placed", {"n": n})
+
+
+async def test_a_republisher_keeps_tables_of_its_own_beside_the_outbox(
+    client: eskit.Client, store: eskit.EventStore
+) -> None:
+    await fill(store)
+    await store.append("1", [Event("placed", {"total": 1})])
+    target = await client.event_store(unique("public"))
+    view = Numbered(store, target, name=unique("numbered"))
+    try:
+        await view.run_until_caught_up(timeout=10)
+        assert [(e.aggregate_id, e.data["n"]) async for e in target.replay()] == [("1", 1), ("2", 1), ("1", 2)]
+    finally:
+        await view.close(delete_consumer=True)
+        await client.delete_store(target.name)

@@ -129,9 +129,35 @@ async def test_the_partner_can_neither_write_nor_change_nor_delete_the_public_st
     assert len([e async for e in public.replay()]) == 3
 
 
+class Fussy(Shipments):
+    fail = True
+
+    @applies("shipped")
+    def _shipped(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        if self.fail:
+            raise ValueError("unknown carrier")
+        super()._shipped(db, event)
+
+
+async def test_the_partners_projection_parks_what_it_cannot_apply_in_its_own_dead_letters_and_replays_it(
+    partner: eskit.Client,
+) -> None:
+    public = await partner.public_store(PUBLIC)
+    view = Fussy(public, name=unique("fussy"), max_attempts=1)
+    try:
+        await view.run_until_caught_up(timeout=10)
+        assert [(p.position, p.type) for p in await view.parked()] == [(3, "shipped")]
+        view.fail = False
+        assert await view.replay_parked() == 1 and await view.parked() == []
+        assert view.db.execute("SELECT * FROM shipments ORDER BY id").fetchall() == [("1", "DHL"), ("2", None)]
+    finally:
+        await view.close(delete_consumer=True)
+
+
 def test_partner_permissions_allow_only_its_public_streams_and_the_writer_may_not_forge_its_replies() -> None:
     rules = partner_permissions(["orders-public"], user="shipping")
-    assert all("ORDERS-PUBLIC" in s or s == "$JS.API.INFO" for s in rules["publish"]["allow"])
+    allowed = rules["publish"]["allow"]
+    assert all("ORDERS-PUBLIC" in s or s in ("$JS.API.INFO", "orders-public_parked.>") for s in allowed)
     assert rules["subscribe"]["allow"] == [inbox_prefix("shipping") + ".>"]
     config = least_privilege_config(writer_password="w", analyst_password="a",
                                     partners=[Partner("shipping", password="p-secret", stores=("orders-public",))])
@@ -141,3 +167,6 @@ def test_partner_permissions_allow_only_its_public_streams_and_the_writer_may_no
     assert "p-secret" not in repr(Partner("shipping", password="p-secret", stores=("orders-public",)))
     with pytest.raises(eskit.ValidationError):
         partner_permissions("orders-public", user="shipping")
+    with pytest.raises(eskit.ValidationError):
+        Partner("shipping", password="p", stores="orders-public")  # type: ignore[arg-type]
+    assert Partner("shipping", password="p", stores=["orders-public"]).stores == ("orders-public",)  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ publish into it) and one *source*: the private stream, with one subject transfor
 the private store's order, with its headers (event id, schema version, time of occurrence, correlation and
 causation ids, metadata) and its payload unchanged; the concurrency and batch headers are not copied. It
 adds ``Nats-Stream-Source`` (the private stream and position the copy came from). Other types never leave
-the private store.
+the private store. The copies are the events as stored: the private store's upcasters do not run on them
+(a partner passes its own to ``public_store(name, upcasters=...)``).
 
 What it guarantees, and what not:
 
@@ -38,11 +39,13 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._wire import status_of
+from .._nats.codes import STREAM_NOT_FOUND
+from .._nats.wire import status_of
 from ..errors import EventStoreError, ProjectionError, StreamNotFoundError, ValidationError
 from ..events import check_token
 from ..store import EventStore
-from ..streams import STREAM_NOT_FOUND, stream_name
+from ..streams import stream_name
+from ..upcasting import Upcasters
 
 if TYPE_CHECKING:
     from ..connection import Client
@@ -128,9 +131,11 @@ class IntegrationStream:
                 break
             await asyncio.sleep(pause)
             pause = min(0.05, pause * 2)
+        source = ((await self._info()).get("sources") or [{}])[0]
+        problem = (source.get("error") or {}).get("description") or "is it reachable?"
         raise ProjectionError(
             f"public stream {self.stream} did not copy position {target} of {self.source} within {timeout:g}s "
-            f"(lag {await self.lag()}); is the source stream {self.source_store.stream} reachable?"
+            f"(lag {source.get('lag', '?')}); source stream {self.source_store.stream}: {problem}"
         )
 
     async def delete(self) -> bool:
@@ -234,9 +239,10 @@ async def publish_integration(
     return IntegrationStream(source, EventStore(client, name, stream), checked)
 
 
-async def open_public_store(client: Client, name: str) -> EventStore:
+async def open_public_store(client: Client, name: str, *, upcasters: Upcasters | None = None) -> EventStore:
     """The public store ``name`` for reading (``read``, ``replay``, ``load``, projections): what a partner
-    opens. ``client.public_store(name)`` calls this.
+    opens, with its own ``upcasters`` if it has some (the copies are the events as stored: the private
+    store's upcasters do not run on them). ``client.public_store(name)`` calls this.
 
     >>> public = await partner.public_store("orders-public")        # doctest: +SKIP
     """
@@ -253,4 +259,8 @@ async def open_public_store(client: Client, name: str) -> EventStore:
         raise EventStoreError(
             f"stream {stream} is not a public stream (made by publish_integration); open a store with event_store"
         )
-    return EventStore(client, name, stream)
+    if upcasters is not None and not isinstance(upcasters, Upcasters):
+        raise ValidationError(f"public_store takes None or Upcasters() there, got {upcasters!r}")
+    store = EventStore(client, name, stream)
+    store.upcasters = upcasters
+    return store

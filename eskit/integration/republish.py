@@ -30,28 +30,28 @@ shape under a new store name instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ..codec import encode_json
-from ..errors import ProjectionError, ValidationError
-from ..events import EPOCH, Event, RecordedEvent, parse_time
+from .._nats.wire import ApiError, parse_ack
+from ..errors import EventStoreError, ProjectionError, ValidationError
+from ..events import Event, RecordedEvent
 from ..projections import Projection
 
 if TYPE_CHECKING:
-    from .._consumer import Batch
+    from ..projections.consumer import Batch
     from ..store import EventStore
 
 __all__ = ["Republisher"]
 
 OUTBOX = "eskit_outbox"
-OUTBOX_SCHEMA = (
+OUTBOX_SCHEMA = (  # each row: one public event, encoded and checked (size, headers) when it was staged
     f"CREATE TABLE {OUTBOX} (seq INTEGER PRIMARY KEY AUTOINCREMENT, aggregate_id TEXT NOT NULL, "
-    "type TEXT NOT NULL, data TEXT NOT NULL, id TEXT NOT NULL, schema_version INTEGER NOT NULL, "
-    "occurred_at TEXT, correlation_id TEXT, causation_id TEXT, metadata TEXT NOT NULL)"
+    "id TEXT NOT NULL, subject TEXT NOT NULL, payload BLOB NOT NULL, headers TEXT NOT NULL)"
 )
 _IDS = uuid.UUID("6f1d6a3e-8f5e-4d1a-9a57-2f0c1b7e9d11")  # the namespace of derived public event ids
 FLUSH_PAGE = 1000
@@ -71,12 +71,14 @@ class Republisher(Projection):
     """A projection whose handlers return the public shape of an event (see the module docstring).
 
     ``Republisher(store, target, db=...)``: ``store`` is the private store, ``target`` the public one (an
-    event store the writer appends to); the other options are :class:`~eskit.projections.Projection`'s.
+    event store the writer appends to); the other options are :class:`~eskit.projections.Projection`'s. A
+    ``schema`` (class attribute or option) adds tables of yours beside the outbox; a handler writes them with
+    ``self.db.execute(...)``, in the same transaction as the outbox and the position.
     """
 
     def __init__(
         self, store: EventStore, target: EventStore, *, db: str | os.PathLike[str] = ":memory:",
-        name: str | None = None, **options: Any,
+        name: str | None = None, schema: str | None = None, **options: Any,
     ) -> None:  # fmt: skip
         from ..store import EventStore as _Store
 
@@ -84,7 +86,9 @@ class Republisher(Projection):
             raise ValidationError(f"Republisher takes the public store (client.event_store(...)), got {target!r}")
         if target.stream == store.stream:
             raise ValidationError(f"a Republisher publishes to another store than {store.name!r}")
-        super().__init__(store, db=db, name=name, schema=OUTBOX_SCHEMA, **options)
+        own = (schema if schema is not None else type(self).schema).strip().rstrip(";")  # tables of yours, if any
+        super().__init__(store, db=db, name=name, schema=f"{OUTBOX_SCHEMA};\n{own}" if own else OUTBOX_SCHEMA,
+                         **options)  # fmt: skip
         self.target = target
         self.published = 0  # public events appended by this process (duplicates of a retry included)
         self._leftovers_checked = False  # what a crash left staged: checked against the target once
@@ -99,15 +103,17 @@ class Republisher(Projection):
                 return
             if not isinstance(public, Event):
                 raise ProjectionError(f"a Republisher handler returns an Event or None, got {public!r}")
-            occurred = event.occurred_at or event.timestamp  # when the private fact happened
-            db.execute(
-                f"INSERT INTO {OUTBOX} (aggregate_id, type, data, id, schema_version, occurred_at, correlation_id, "
-                "causation_id, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (event.aggregate_id, public.type, encode_json(dict(public.data), public.type).decode(),
-                 public_id(self.store.stream, event, public.type), public.schema_version,
-                 occurred.isoformat(),
-                 public.correlation_id or event.correlation_id, event.id, json.dumps(dict(public.metadata))),
+            public = dataclasses.replace(
+                public, id=public_id(self.store.stream, event, public.type),
+                occurred_at=event.occurred_at or event.timestamp,  # when the private fact happened
+                correlation_id=public.correlation_id or event.correlation_id, causation_id=event.id,
             )  # fmt: skip
+            # encoded (and checked: a shape too large or with bad metadata is parked) in the transaction
+            [(subj, payload, headers)] = self.target._encode(event.aggregate_id, [public], None)
+            db.execute(
+                f"INSERT INTO {OUTBOX} (aggregate_id, id, subject, payload, headers) VALUES (?, ?, ?, ?, ?)",
+                (event.aggregate_id, public.id, subj, payload, json.dumps(headers)),
+            )
 
         return stage
 
@@ -127,22 +133,22 @@ class Republisher(Projection):
         flushed = 0
         for _ in range(1_000_000):  # bounded: each round empties up to FLUSH_PAGE rows
             rows: list[Any] = self.db.execute(
-                f"SELECT seq, aggregate_id, type, data, id, schema_version, occurred_at, correlation_id, "
-                f"causation_id, metadata FROM {OUTBOX} ORDER BY seq LIMIT {FLUSH_PAGE}"
+                f"SELECT seq, aggregate_id, id, subject, payload, headers FROM {OUTBOX} ORDER BY seq LIMIT {FLUSH_PAGE}"
             ).fetchall()
             if not rows:
                 break
             last = rows[-1][0]
             if not self._leftovers_checked:  # staged before this process: maybe appended already
                 rows = await self._not_yet_stored(rows)
-            events = [
-                (agg, [Event(kind, json.loads(data), id=eid, schema_version=version,
-                             occurred_at=parse_time(occurred) or EPOCH,
-                             correlation_id=corr, causation_id=cause, metadata=json.loads(meta))], None)
-                for _, agg, kind, data, eid, version, occurred, corr, cause, meta in rows
-            ]  # fmt: skip
-            if events:
-                await self.target.append_many(events)  # in order, pipelined: one request each
+            if rows:  # in order, pipelined: one request each, as append_many sends single events
+                replies = await self.target._wire.request_many([(r[3], r[4], json.loads(r[5])) for r in rows])
+                for row, reply in zip(rows, replies, strict=True):
+                    ack = parse_ack(reply)  # a duplicate (a retry) is an ack too
+                    if isinstance(ack, ApiError):
+                        raise EventStoreError(
+                            f"republishing {row[3]} to {self.target.name} failed: {ack.description}; it stays in "
+                            "the outbox and is sent again by the next step"
+                        )
             self._forget(last)
             flushed += len(rows)
             self.published += len(rows)
@@ -155,7 +161,7 @@ class Republisher(Projection):
         stored: set[str | None] = set()
         for aggregate_id in dict.fromkeys(row[1] for row in rows):
             stored |= {e.id for e in await self.target.read(aggregate_id)}
-        return [row for row in rows if row[4] not in stored]
+        return [row for row in rows if row[2] not in stored]
 
     def _forget(self, seq: int) -> None:
         """Empty the outbox up to ``seq`` (appended). A crash just before this appends them again: deduplicated."""

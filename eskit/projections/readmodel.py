@@ -8,7 +8,7 @@ event at or below the position is recognised and skipped.
 >>> model.position
 0
 
-A read model fed by several stores (:mod:`eskit.multistream`) keeps one position per store: each store's
+A read model fed by several stores (:mod:`eskit.projections.multistream`) keeps one position per store: each store's
 part is a :meth:`ReadModel.lane` on the same database, with its own row in the positions table, moved in
 the same transaction as that store's changes.
 

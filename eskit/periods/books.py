@@ -33,14 +33,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._wire import ApiError, parse_ack
-from .aggregate import Aggregate, applies
-from .errors import ConcurrencyError, DecisionError, EventStoreError, ValidationError
-from .events import Event
-from .store import CONFLICT
+from .._nats.codes import CONFLICT
+from .._nats.wire import ApiError, parse_ack
+from ..aggregate import Aggregate, applies
+from ..errors import ConcurrencyError, DecisionError, EventStoreError, ValidationError
+from ..events import Event
 
 if TYPE_CHECKING:
-    from .store import EventStore
+    from ..store import EventStore
 
 __all__ = ["CLOSED", "OPENED", "PeriodicAggregate", "append_together", "close_period", "period_id"]
 

@@ -51,15 +51,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import ProjectionError, ValidationError
+from ..events import RecordedEvent, check_token
 from .applying import Counts, ProjectionStats
 from .deadletter import ParkedEvent
-from .errors import ProjectionError, ValidationError
-from .events import RecordedEvent, check_token
-from .projections import Projection
+from .projection import Projection
 from .readmodel import ReadModel
 
 if TYPE_CHECKING:
-    from .store import EventStore
+    from ..store import EventStore
 
 __all__ = ["MultiStreamProjection"]
 
@@ -106,7 +106,7 @@ class MultiStreamProjection:
         self, stores: Mapping[str, EventStore] | Sequence[EventStore], *, db: str | os.PathLike[str] = ":memory:",
         name: str | None = None, schema: str | None = None, **options: Any,
     ) -> None:  # fmt: skip
-        from .store import EventStore
+        from ..store import EventStore
 
         self.name = check_token(name or type(self).name or type(self).__name__, "projection name")
         if isinstance(stores, Mapping):
