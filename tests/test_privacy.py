@@ -570,3 +570,19 @@ async def test_the_walk_through_in_docs_privacy_runs_and_prints_what_it_says(
     assert out[1].startswith("eskit-pii:1:") and out[2] == "True"
     assert out[3] == "{'customer': 'c1', 'email': '<forgotten>', 'name': '<forgotten>'}"
     assert "bob@example.com" in "\n".join(out[4:]) and out[-1].endswith("'bytes': 0}]")
+
+
+async def test_one_forget_reaches_every_store_that_shares_the_key_bucket(client: eskit.Client, setup: Setup) -> None:
+    orders_name = unique("orders")
+    orders = await client.event_store(
+        orders_name, privacy=Personal({"placed": ["address"]}, subject="customer", bucket=setup.personal.bucket)
+    )
+    try:
+        await registered(setup)
+        await orders.append("o1", [Event("placed", {"customer": "c1", "address": "Elm 2", "total": 30})])
+        assert (await orders.read("o1"))[0].data["address"] == "Elm 2"
+        await eskit.forget(setup.store, "c1")
+        assert (await orders.read("o1"))[0].data == {"customer": "c1", "address": FORGOTTEN, "total": 30}
+        assert (await setup.store.read("c1"))[0].data["email"] == FORGOTTEN
+    finally:
+        await client.delete_store(orders_name)
