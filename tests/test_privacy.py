@@ -586,3 +586,20 @@ async def test_one_forget_reaches_every_store_that_shares_the_key_bucket(client:
         assert (await setup.store.read("c1"))[0].data["email"] == FORGOTTEN
     finally:
         await client.delete_store(orders_name)
+
+
+async def test_after_a_reconnect_keys_are_read_again_and_cached_aggregates_dropped(
+    client: eskit.Client, setup: Setup
+) -> None:
+    await registered(setup)
+    store = await client.event_store(setup.store.name, privacy=setup.personal, cache=eskit.AggregateCache())
+    assert (await store.load(Customer, "c1")).email == "ann@example.com"
+    ring = setup.store.privacy.ring  # type: ignore[union-attr]
+    assert "c1" in ring._current and store.cache is not None and len(store.cache) == 1
+    client.nc.stats["reconnects"] += 1  # as after a reconnect: forgets may have been missed meanwhile
+    try:
+        assert (await store.load(Customer, "c1")).email == "ann@example.com"  # replayed, the key read again
+        assert store.cache.misses == 2 and "c1" in ring._current
+    finally:
+        client.nc.stats["reconnects"] -= 1
+        ring._check_connection()
