@@ -570,3 +570,36 @@ async def test_the_walk_through_in_docs_privacy_runs_and_prints_what_it_says(
     assert out[1].startswith("eskit-pii:1:") and out[2] == "True"
     assert out[3] == "{'customer': 'c1', 'email': '<forgotten>', 'name': '<forgotten>'}"
     assert "bob@example.com" in "\n".join(out[4:]) and out[-1].endswith("'bytes': 0}]")
+
+
+async def test_one_forget_reaches_every_store_that_shares_the_key_bucket(client: eskit.Client, setup: Setup) -> None:
+    orders_name = unique("orders")
+    orders = await client.event_store(
+        orders_name, privacy=Personal({"placed": ["address"]}, subject="customer", bucket=setup.personal.bucket)
+    )
+    try:
+        await registered(setup)
+        await orders.append("o1", [Event("placed", {"customer": "c1", "address": "Elm 2", "total": 30})])
+        assert (await orders.read("o1"))[0].data["address"] == "Elm 2"
+        await eskit.forget(setup.store, "c1")
+        assert (await orders.read("o1"))[0].data == {"customer": "c1", "address": FORGOTTEN, "total": 30}
+        assert (await setup.store.read("c1"))[0].data["email"] == FORGOTTEN
+    finally:
+        await client.delete_store(orders_name)
+
+
+async def test_after_a_reconnect_keys_are_read_again_and_cached_aggregates_dropped(
+    client: eskit.Client, setup: Setup
+) -> None:
+    await registered(setup)
+    store = await client.event_store(setup.store.name, privacy=setup.personal, cache=eskit.AggregateCache())
+    assert (await store.load(Customer, "c1")).email == "ann@example.com"
+    ring = setup.store.privacy.ring  # type: ignore[union-attr]
+    assert "c1" in ring._current and store.cache is not None and len(store.cache) == 1
+    client.nc.stats["reconnects"] += 1  # as after a reconnect: forgets may have been missed meanwhile
+    try:
+        assert (await store.load(Customer, "c1")).email == "ann@example.com"  # replayed, the key read again
+        assert store.cache.misses == 2 and "c1" in ring._current
+    finally:
+        client.nc.stats["reconnects"] -= 1
+        ring._check_connection()
