@@ -29,7 +29,8 @@ PUBLIC = f"{PRIVATE}-public"
 def server() -> Iterator[EmbeddedServer]:
     config = least_privilege_config(
         writer_password=WRITER, analyst_password=ANALYST, admin_password=ADMIN,
-        partners=[Partner("shipping", password=PARTNER, stores=(PUBLIC,))],
+        partners=[Partner("shipping", password=PARTNER, stores=(PUBLIC,)),
+                  Partner("auditor", password=PARTNER, stores=(PUBLIC,), consumers=False)],
     )  # fmt: skip
     with EmbeddedServer(config=config) as s:
         yield s
@@ -127,6 +128,23 @@ async def test_the_partner_can_neither_write_nor_change_nor_delete_the_public_st
     await refused_fast(partner.wire.request(f"$JS.API.STREAM.PURGE.{stream}", b""))
     await refused_fast(partner.event_store(unique("mine")))  # nor create a store of its own
     assert len([e async for e in public.replay()]) == 3
+
+
+async def test_a_partner_without_consumers_reads_by_direct_get_and_is_refused_a_projection(
+    server: EmbeddedServer, published: None
+) -> None:
+    async with await eskit.connect(server.url, user="auditor", password=PARTNER, namespace="") as auditor:
+        public = await auditor.public_store(PUBLIC)
+        assert [e.type async for e in public.replay()] == ["placed", "placed", "shipped"]  # by Direct Get
+        view = Shipments(public, name=unique("auditor"))
+        await refused_fast(view.run_until_caught_up(timeout=5))
+        await view.close()
+
+
+async def test_an_analyst_may_not_publish_integration_events(server: EmbeddedServer, published: None) -> None:
+    async with await eskit.connect(server.url, user="analyst", password=ANALYST, namespace="") as analyst:
+        private = await analyst.event_store(PRIVATE)
+        await refused_fast(analyst.publish_integration(private, unique("leak"), types=["placed"]))
 
 
 class Fussy(Shipments):

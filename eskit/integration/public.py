@@ -25,7 +25,10 @@ What it guarantees, and what not:
   nats-server (2.15) identifies a source by its filters and transforms, so a changed source starts over and
   copies every matching event again (measured: the old types appeared twice). Publish a wider set under a
   new name (``orders-public-v2``: the history of every type included), let partners move, delete the old one;
-- positions in the public store are its own (1, 2, 3, ...), not the private ones.
+- positions in the public store are its own (1, 2, 3, ...), not the private ones;
+- on a cluster the public stream has as many replicas as a new store would (3); reads are Direct Gets, which
+  any replica answers, so right after :meth:`IntegrationStream.wait_for` a lagging replica may not show the
+  newest copy yet (as for every read on a cluster: see ``tests/test_cluster.py``).
 
 A partner reads it with its own user (:class:`eskit.auth.Partner`): ``await partner.public_store("orders-public")``
 gives an :class:`~eskit.store.EventStore` to ``read``, ``replay``, ``load`` and run projections on; appending

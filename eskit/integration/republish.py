@@ -16,7 +16,7 @@ nothing):
 How it stays exactly once in effect (a transactional outbox): the shapes go into an ``eskit_outbox`` table in
 the same SQLite transaction that moves the projection's position (:mod:`eskit.projections`), and after
 each batch the outbox is appended to the public store, then emptied. The public event's id is derived from
-the private event's id (UUID5), so a crash between the append and the emptying appends it again with the
+the private event's id (a hash), so a crash between the append and the emptying appends it again with the
 same ``Nats-Msg-Id``: the public store deduplicates it within its duplicate window (120 s by default), and
 what a crash left staged is checked against the public store's events once on restart (one read per
 aggregate in the outbox), so a restart after a longer outage publishes nothing twice either. The public
@@ -31,10 +31,10 @@ shape under a new store name instead.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sqlite3
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from .._nats.wire import ApiError, parse_ack
@@ -53,18 +53,21 @@ OUTBOX_SCHEMA = (  # each row: one public event, encoded and checked (size, head
     f"CREATE TABLE {OUTBOX} (seq INTEGER PRIMARY KEY AUTOINCREMENT, aggregate_id TEXT NOT NULL, "
     "id TEXT NOT NULL, subject TEXT NOT NULL, payload BLOB NOT NULL, headers TEXT NOT NULL)"
 )
-_IDS = uuid.UUID("6f1d6a3e-8f5e-4d1a-9a57-2f0c1b7e9d11")  # the namespace of derived public event ids
 FLUSH_PAGE = 1000
 
 
 def public_id(stream: str, event: RecordedEvent, public_type: str) -> str:
-    """The public event's id: the same for the same private event and public type, on every retry.
+    """The public event's id: the same for the same private event and public type, on every retry (a hash
+    of them, 32 hex digits like an event id).
 
     >>> from types import SimpleNamespace as S
     >>> public_id("ORDERS", S(id="abc", position=3), "placed") == public_id("ORDERS", S(id="abc", position=9), "placed")
     True
+    >>> len(public_id("ORDERS", S(id=None, position=3), "placed"))
+    32
     """
-    return uuid.uuid5(_IDS, f"{stream}/{event.id or event.position}/{public_type}").hex
+    key = f"{stream}/{event.id or event.position}/{public_type}".encode()
+    return hashlib.blake2b(key, digest_size=16, person=b"eskit-public").hexdigest()
 
 
 class Republisher(Projection):
