@@ -322,7 +322,7 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
         return -1, None
     replayed, last = 0, None
     after = aggregate.position - 1 if mark is not None else 0
-    async with contextlib.aclosing(store._pages(prefix + ">", after, up_to)) as pages:
+    async with contextlib.aclosing(store.reader.pages(prefix + ">", after, up_to)) as pages:
         async for page in pages:
             messages = page.messages if up_to is None else [m for m in page.messages if m.seq <= up_to]
             if mark is not None:

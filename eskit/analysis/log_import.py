@@ -113,7 +113,7 @@ def _by_case(rows: Sequence[LogEvent]) -> dict[str, list[Event]]:
 async def _stored_ids(store: EventStore) -> dict[str, tuple[list[str | None], int]]:
     """Per aggregate id already in the stream: its event ids in order, and its last position."""
     stored: dict[str, tuple[list[str | None], int]] = {}
-    async for page in store._pages(f"{store.name}.>", 0, None):
+    async for page in store.reader.pages(f"{store.name}.>", 0, None):
         for m in page.messages:
             aggregate_id = m.subject.split(".", 2)[1]
             ids, _ = stored.get(aggregate_id, ([], 0))

@@ -133,8 +133,7 @@ def _kind(path: Path) -> str:
 async def _collect(source: DCBStore | EventStore) -> _Log:
     log = _Log()
     dcb = source if isinstance(source, DCBStore) else None
-    pager = source._pager if isinstance(source, DCBStore) else source
-    async for page in pager._pages(f"{source.name}.>", 0, None):
+    async for page in source.reader.pages(f"{source.name}.>", 0, None):
         for m in page.messages:
             if dcb is not None and dcb.layout.is_carrier(m.subject):
                 continue

@@ -59,7 +59,6 @@ only server checks each message against everything stored before it.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import time
@@ -67,10 +66,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nats.aio.msg import Msg
-
 from .._nats.codes import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE
-from .._nats.wire import ApiError, Page, TooManySubjectsError, description_of, parse_ack, status_of
+from .._nats.wire import ApiError, Page, TooManySubjectsError, parse_ack
+from .._reader import Reader
 from ..errors import (
     AppendConditionError,
     ContentionError,
@@ -80,7 +78,6 @@ from ..errors import (
     ValidationError,
 )
 from ..events import check_position
-from ..store import EventStore
 from .query import (
     AppendCondition,
     Layout,
@@ -134,7 +131,7 @@ class DCBStore:
         self.name = layout.store
         self.stream = stream
         self._wire = client.wire
-        self._pager = EventStore(client, self.name, stream)
+        self.reader = Reader(client, stream, self.name)  # every read of the stream
         self.upcasters: Upcasters | None = None  # set by client.dcb_store(..., upcasters=Upcasters())
         self.retries = 0  # appends re-sent after a check on a (merged) filter moved: internal, not errors
         self.lagged = 0  # reads that found a follower behind the position they must reach, and read again
@@ -231,7 +228,7 @@ class DCBStore:
         after, last_seen, lagged = scan.covered, None, False
         deadline = time.monotonic() + LAG_WAIT
         while True:
-            async for page in self._pager._pages(f, scan.covered, up_to):
+            async for page in self.reader.pages(f, scan.covered, up_to):
                 for m in page.messages:
                     scan.covered = max(scan.covered, m.seq)
                     if m.seq > up_to:
@@ -408,14 +405,8 @@ class DCBStore:
         return last
 
     async def _direct_last(self, f: str) -> tuple[int, str, dict[str, str], bytes] | None:
-        request = json.dumps({"last_by_subj": f}).encode()
-        msg: Msg = await self._wire.request(f"$JS.API.DIRECT.GET.{self.stream}", request)
-        headers = dict(msg.headers or {})
-        if status_of(msg) == "404":  # a status reply; a stored message's own Status header is not one
-            return None
-        if "Nats-Sequence" not in headers:
-            raise EventStoreError(f"last message on {f} in {self.stream}: {description_of(msg) or 'no answer'}")
-        return int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data
+        msg = await self.reader.last(f)
+        return None if msg is None else (msg.seq, msg.subject, dict(msg.headers), msg.data)
 
     def _remember(self, f: str, position: int) -> None:
         if len(self._known) > KNOWN_MAX:
