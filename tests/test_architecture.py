@@ -158,3 +158,27 @@ def test_the_wheel_and_sdist_list_every_eskit_package() -> None:
     listed = set(config["tool"]["setuptools"]["packages"])
     on_disk = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
     assert listed == on_disk, f"pyproject.toml [tool.setuptools] packages: add {on_disk - listed}"
+
+
+def test_the_bulk_header_parser_follows_renamed_header_constants_instead_of_spelling_the_names_again() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib\n"
+        "import eskit.events as events, eskit._rawdecode as rawdecode\n"
+        "for name in ('MSG_ID', 'SCHEMA_VERSION', 'OCCURRED_AT', 'CORRELATION_ID', 'CAUSATION_ID', 'META_PREFIX'):\n"
+        "    setattr(events, name, 'Renamed-' + getattr(events, name))\n"
+        "rawdecode = importlib.reload(rawdecode)\n"
+        "e = events.Event('created', {}, schema_version=2, correlation_id='c1', causation_id='k1',"
+        " metadata={'who': 'ada'})\n"
+        "headers = events.encode_headers(e)\n"
+        "assert all(k.startswith('Renamed-') for k in headers), headers\n"
+        "block = ('NATS/1.0\\r\\n' + ''.join(f'{k}: {v}\\r\\n' for k, v in headers.items()) + '\\r\\n').encode()\n"
+        "f = rawdecode.header_fields([block, block])\n"
+        "print(f.ids == (e.id, e.id), f.versions == ('2', '2'), f.occurred[0] == e.occurred_at.isoformat(),"
+        " f.correlations == ('c1', 'c1'), f.causations == ('k1', 'k1'), f.meta == [{'who': 'ada'}] * 2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"] * 6
