@@ -34,7 +34,7 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from . import _snapshotformat
 from ._marks import Mark
-from ._nats.codes import CONFLICT, EXPECTED_SEQ, STREAM_NOT_FOUND
+from ._nats.codes import CONFLICT, EXPECTED_SEQ, STREAM_NAME_IN_USE, STREAM_NOT_FOUND
 from ._nats.wire import ApiError, StoredMsg, Wire, parse_ack, status_of
 from .errors import EncodeError, EventStoreError, InvalidNameError, StoreTimeoutError, ValidationError
 from .events import Position, parse_time
@@ -179,7 +179,7 @@ class Snapshots:
             body = json.dumps(config.as_dict()).encode()
             reply = json.loads((await _patient(snapshots._wire, f"$JS.API.STREAM.CREATE.{stream}", body)).data)
             error = reply.get("error")
-            if error and error.get("err_code") != 10058:  # 10058: made meanwhile, another configuration: use it
+            if error and error.get("err_code") != STREAM_NAME_IN_USE:  # made meanwhile: use it
                 raise EventStoreError(f"cannot create snapshot bucket {snapshots.bucket}: {error.get('description')}")
         await snapshots.refresh_identity()
         return snapshots

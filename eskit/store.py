@@ -55,6 +55,7 @@ from .events import (
     decode,
     encode_data,
     encode_headers,
+    stored_run,
     subject,
 )
 
@@ -165,14 +166,7 @@ class EventStore:
         self, aggregate_id: str, events: Sequence[Event], *, after: int, reach: int | None
     ) -> int | None:
         """Where ``events`` are stored (a retry whose first attempt landed), read up to ``reach``."""
-        ids = [e.id for e in events]
-        stored = [e for e in await self.read_reaching(aggregate_id, after=after, reach=reach) if e.id is not None]
-        for i, recorded in enumerate(stored):
-            if recorded.id == ids[0]:
-                run = stored[i : i + len(ids)]
-                if [r.id for r in run] == ids:
-                    return run[-1].position
-        return None
+        return stored_run(await self.read_reaching(aggregate_id, after=after, reach=reach), events)
 
     async def append_many(
         self, appends: Iterable[tuple[str, Sequence[Event], int | None]], *, concurrency: int = 1024

@@ -182,3 +182,15 @@ def test_the_bulk_header_parser_follows_renamed_header_constants_instead_of_spel
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True"] * 6
+
+
+def test_jetstream_error_codes_are_named_once_in_nats_codes() -> None:
+    codes = PACKAGE / "_nats" / "codes.py"
+    spelled = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != codes
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and type(node.value) is int and 10001 <= node.value <= 10999
+    ]
+    assert spelled == [], "use the names in eskit/_nats/codes.py"

@@ -66,7 +66,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .._nats.codes import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE
+from .._nats.codes import (
+    BATCH_DUPLICATE,
+    CONFLICT,
+    DUPLICATE_IN_PROCESS,
+    EXPECTED_SEQ,
+    EXPECTED_SUBJECT,
+    SUBJECT_SEQUENCE_UNAVAILABLE,
+)
 from .._nats.wire import ApiError, Page, TooManySubjectsError, parse_ack
 from .._reader import Reader
 from ..errors import (
@@ -110,9 +117,8 @@ __all__ = [
     "TaggedEvent",
 ]
 
-WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_BATCH = 10071, 10164
 TTL, CARRIER_TTL = "Nats-TTL", "1s"
-DUPLICATES = (10201, 10158)
+DUPLICATES = (BATCH_DUPLICATE, DUPLICATE_IN_PROCESS)
 MAX_ATTEMPTS = 200
 MAX_CARRIERS = 15
 MERGED_ATTEMPTS = 8
@@ -328,7 +334,7 @@ class DCBStore:
             if not isinstance(ack, ApiError):
                 self._after_append(batch, filters, expected, ack)
                 return ack
-            if ack.err_code not in (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_BATCH):
+            if ack.err_code not in CONFLICT:
                 raise _error(self.name, ack)
             self.retries += 1
             actual = re.search(r"(\d+)\s*$", ack.description)
