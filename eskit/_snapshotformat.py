@@ -94,7 +94,7 @@ def _parse(raw: bytes, what: str) -> dict[str, Any]:
     except RecursionError:  # not reachable after the depth check; kept so no decoder error escapes
         raise ValueError(f"its {what} nests too deep") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"its {what} is not JSON ({exc})") from None
+        raise ValueError(f"its {what} is not JSON ({exc})") from exc
     if not isinstance(value, dict):
         raise ValueError(f"its {what} is not a JSON object")
     return value

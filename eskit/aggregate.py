@@ -174,7 +174,7 @@ class Aggregate:
             try:
                 data = json.loads(m.data) if m.data else None
             except (ValueError, RecursionError) as exc:
-                raise self._undecodable(m, exc) from None
+                raise self._undecodable(m, exc) from exc
             self._dispatch(subject_parts(m.subject)[1], data, where=f"position {m.seq}")  # as read() has it
             self.version += 1
             self.position = m.seq
@@ -187,7 +187,7 @@ class Aggregate:
             try:
                 data = json.loads(m.data) if m.data else None
             except (ValueError, RecursionError) as exc:
-                raise self._undecodable(m, exc) from None
+                raise self._undecodable(m, exc) from exc
             event_type = subject_parts(m.subject)[1]
             if event_type in types:
                 version = _version(m.headers.get(SCHEMA_VERSION))

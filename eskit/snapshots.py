@@ -359,11 +359,11 @@ def _encode(aggregate: Aggregate, timestamp: datetime | None, stream: str, mark:
     try:
         return _snapshotformat.encode(header, aggregate.snapshot())
     except _snapshotformat.TooDeep as exc:
-        raise EncodeError(f"{name} state cannot be snapshotted: {exc}; override snapshot() to flatten it") from None
+        raise EncodeError(f"{name} state cannot be snapshotted: {exc}; override snapshot() to flatten it") from exc
     except (TypeError, ValueError) as exc:
         raise EncodeError(
             f"{name} state is not JSON-serialisable ({exc}); override snapshot() and restore() to convert it"
-        ) from None
+        ) from exc
 
 
 def _decode(

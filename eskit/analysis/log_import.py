@@ -104,7 +104,7 @@ def _by_case(rows: Sequence[LogEvent]) -> dict[str, list[Event]]:
             aggregate_id = check_token(encode_token(row.case), "case id")
             event_type = check_token(encode_token(row.activity), "activity")
         except ValueError as exc:
-            raise EventLogError(f"{row.where}: {exc}") from None
+            raise EventLogError(f"{row.where}: {exc}") from exc
         events = cases.setdefault(aggregate_id, [])
         events.append(Event(event_type, row.attributes, id=row.event_id(len(events)), occurred_at=row.timestamp))
     return cases

@@ -320,7 +320,7 @@ def read_ocel(path: str | Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise EventLogError(f"{path}: not an OCEL 2.0 JSON file ({exc})") from None
+        raise EventLogError(f"{path}: not an OCEL 2.0 JSON file ({exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list) or not isinstance(doc.get("objects"), list):
         raise EventLogError(f"{path}: not an OCEL 2.0 JSON file (no 'events' and 'objects' lists)")
     types = {}
@@ -359,7 +359,7 @@ def _tagged(doc: dict[str, Any]) -> list[TaggedEvent]:
         try:
             out.append(TaggedEvent(encode_token(str(e["type"])), data, list(dict.fromkeys(tags)), id=str(e["id"])))
         except EventLogError as exc:
-            raise EventLogError(f"event {e['id']!r}: {exc}") from None
+            raise EventLogError(f"event {e['id']!r}: {exc}") from exc
     return out
 
 

@@ -29,7 +29,7 @@ student), two ways, used in turn:
    messages on ``<store>.~.~...`` (outside every event filter) that expire after a second (``Nats-TTL``),
    each carrying one more check. Disjoint writers no longer touch each other's filters, so they cannot
    starve each other. The price: positions have gaps (the spec allows them), a short-lived extra message,
-   and an atomic batch (on one file-backed server the batch commit syncs to disk: ~20 ms here vs ~1 ms).
+   and an atomic batch (on one file-backed server the batch commit syncs to disk: slower than one message).
 
 Either way, writers on disjoint boundaries never see an error; under contention they pay round trips.
 Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all).
