@@ -156,3 +156,22 @@ class Reader:
             raise EventStoreError(f"stream {self.stream}: {reply['error'].get('description', 'unavailable')}")
         return int(reply["state"]["last_seq"])
 
+async def merge_scans(scans: list[AsyncIterator[RecordedEvent]]) -> AsyncIterator[RecordedEvent]:
+    """Merge position-ordered scans into one, dropping events matched by more than one filter."""
+    heads: dict[int, RecordedEvent] = {}
+    for i, scan in enumerate(scans):
+        first = await anext(scan, None)
+        if first is not None:
+            heads[i] = first
+    last = 0
+    while heads:
+        i = min(heads, key=lambda k: heads[k].position)
+        event = heads[i]
+        if event.position > last:
+            last = event.position
+            yield event
+        nxt = await anext(scans[i], None)
+        if nxt is None:
+            del heads[i]
+        else:
+            heads[i] = nxt

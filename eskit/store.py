@@ -33,7 +33,7 @@ from ._nats.codes import (
     WRONG_LAST_SEQUENCE,
 )
 from ._nats.wire import ApiError, StoredMsg, parse_ack
-from ._reader import Reader, by_consumer
+from ._reader import Reader, by_consumer, merge_scans
 from .aggregate import Aggregate
 from .aggregate import load as load_aggregate
 from .aggregate import save as save_aggregate
@@ -289,7 +289,7 @@ class EventStore:
             async for event in self._scan(filters[0], after=after, up_to=up_to):
                 yield event
             return
-        async for event in _merge([self._scan(f, after=after, up_to=up_to) for f in filters]):
+        async for event in merge_scans([self._scan(f, after=after, up_to=up_to) for f in filters]):
             yield event
 
     async def _replay_store(
@@ -383,23 +383,3 @@ def _beyond(event: RecordedEvent, up_to: Position) -> bool:
         return event.timestamp > (up_to if up_to.tzinfo else up_to.astimezone())  # naive = local time
     return event.position > up_to
 
-
-async def _merge(scans: list[AsyncIterator[RecordedEvent]]) -> AsyncIterator[RecordedEvent]:
-    """Merge position-ordered scans into one, dropping events matched by more than one filter."""
-    heads: dict[int, RecordedEvent] = {}
-    for i, scan in enumerate(scans):
-        first = await anext(scan, None)
-        if first is not None:
-            heads[i] = first
-    last = 0
-    while heads:
-        i = min(heads, key=lambda k: heads[k].position)
-        event = heads[i]
-        if event.position > last:
-            last = event.position
-            yield event
-        nxt = await anext(scans[i], None)
-        if nxt is None:
-            del heads[i]
-        else:
-            heads[i] = nxt

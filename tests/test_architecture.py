@@ -194,3 +194,24 @@ def test_jetstream_error_codes_are_named_once_in_nats_codes() -> None:
         if isinstance(node, ast.Constant) and type(node.value) is int and 10001 <= node.value <= 10999
     ]
     assert spelled == [], "use the names in eskit/_nats/codes.py"
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+# Still over, left to the helpers redesigning them (the nats-py seam; the DCB store's append path). The list
+# only shrinks: a module or function that fits comes off it, and nothing new goes on.
+OVERSIZE = {"eskit/_nats/wire.py", "eskit/_nats/wire.py:request_many", "eskit/dcb/store.py"}
+
+
+def test_no_module_over_400_lines_and_no_function_over_60() -> None:
+    over = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name, source = str(path.relative_to(ROOT)), path.read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            over.add(name)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno is not None
+                if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                    over.add(f"{name}:{node.name}")
+    assert over - OVERSIZE == set(), "split these (a module by concept, a function into named steps)"
+    assert OVERSIZE - over == set(), "these fit now: take them off OVERSIZE"

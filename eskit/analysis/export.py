@@ -190,20 +190,8 @@ async def to_parquet(
         "subjects": list(subjects) if subjects is not None else None,
         "partition_by": partitions,
     }
-    incremental = after == "last"
-    exists = path.exists()
-    if exists and not path.is_dir():
-        raise ValidationError(f"{path} is a file; a Parquet export is a folder: give another path")
-    if exists and not incremental and not overwrite:
-        raise ValidationError(
-            f"{path} exists: pass overwrite=True to replace it, or after='last' to append the events since its export"
-        )
-    start = int(after) if not incremental else 0
-    target = path
-    if incremental and exists:
-        start = resume(path, what)
-    elif exists:  # overwrite: build beside it, swap when complete
-        target = path.with_name(f".{path.name}{TMP}{uuid.uuid4().hex[:8]}")
+    incremental, exists = after == "last", path.exists()
+    start, target = _target(path, after, overwrite, what)
     meta = {**what, "format": FORMAT}
     events, last = 0, start
     dataset = Dataset(target, meta, partitions, row_group=row_group)
@@ -232,6 +220,22 @@ async def to_parquet(
         os.replace(target, path)
         shutil.rmtree(old, ignore_errors=True)
     return ExportResult(path, events, dataset.written, start, last)
+
+
+def _target(path: Path, after: int | Literal["last"], overwrite: bool, what: dict[str, Any]) -> tuple[int, Path]:
+    """Where the export starts and the folder it writes: ``path``, or a new one beside it to swap in."""
+    incremental, exists = after == "last", path.exists()
+    if exists and not path.is_dir():
+        raise ValidationError(f"{path} is a file; a Parquet export is a folder: give another path")
+    if exists and not incremental and not overwrite:
+        raise ValidationError(
+            f"{path} exists: pass overwrite=True to replace it, or after='last' to append the events since its export"
+        )
+    if incremental and exists:
+        return resume(path, what), path
+    if exists:  # overwrite: build beside it, swap when complete
+        return 0 if incremental else int(after), path.with_name(f".{path.name}{TMP}{uuid.uuid4().hex[:8]}")
+    return 0 if incremental else int(after), path
 
 
 def _check_parquet(
