@@ -344,7 +344,7 @@ async def _from_cache(store: EventStore, cls: type[A], aggregate_id: str) -> A |
     aggregate = store.cache.get(cls, aggregate_id)
     if aggregate is None:
         return None
-    last = await store._last_stored(aggregate_id)
+    last = await store.reader.last(f"{store.name}.{aggregate_id}.>")
     last_position, mark = (last.seq if last is not None else 0), aggregate._mark
     if last_position == aggregate.position and last is not None:
         if mark is None or not mark.matches(last, f"{store.name}.{aggregate_id}."):

@@ -227,7 +227,7 @@ class NatsRecorder:
         known = self._known.get(token)
         last = None
         if desc and limit == 1 and lte is None:  # the last one (a latest snapshot): one Direct Get
-            last = await self.store._last_stored(token)
+            last = await self.store.reader.last(f"{self.store.name}.{token}.>")
             if known is not None and (last is None or last.seq < known.position):
                 last = None  # this replica lags behind what this recorder wrote: scan until it has it
             elif last is None:
@@ -273,7 +273,7 @@ class NatsRecorder:
 
     async def _max_tracking_id(self, application_name: str) -> int | None:
         key = tracking_token(application_name)
-        msg = await self.store._last_stored(key)
+        msg = await self.store.reader.last(f"{self.store.name}.{key}.>")
         if msg is not None:
             self._remember(key, Last(tracked_id(msg.subject), msg.seq))
         known = self._known.get(key)  # what this recorder wrote, if a replica has not got it yet
