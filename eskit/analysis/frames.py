@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .._bulkread import ConsumerRefused, RawBatch
+from .._nats.codes import EXPECTED_SEQ, EXPECTED_SUBJECT
 from .._nats.wire import StoredMsg
 from .._rawdecode import ack_tokens, decode_payloads, split_subjects, version
 from .._reader import by_consumer
@@ -72,8 +73,8 @@ _KNOWN = frozenset(
         "Nats-Sequence",
         "Nats-Num-Pending",
         "Nats-Last-Sequence",
-        "Nats-Expected-Last-Subject-Sequence",
-        "Nats-Expected-Last-Subject-Sequence-Subject",
+        EXPECTED_SEQ,
+        EXPECTED_SUBJECT,
     }
 )
 
