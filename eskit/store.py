@@ -175,7 +175,7 @@ class EventStore:
 
         Everything is validated and encoded before anything is sent. Single-event appends are pipelined
         (at most ``concurrency`` awaiting their ack); multi-event appends are atomic batches, at most 32 open
-        at once per connection (``eskit._wire.MAX_INFLIGHT_BATCHES``; the server allows 50 per stream). If one
+        at once per connection (``eskit._nats.wire.MAX_INFLIGHT_BATCHES``; the server allows 50 per stream). If one
         append fails, its error is raised once all were sent; the others may have been stored (each is
         independent).
 

@@ -5,7 +5,7 @@
 ['position', 'aggregate_id', 'type', 'timestamp', 'occurred_at']
 
 Columns: ``position``, ``aggregate_id`` and ``type`` (original names: ``%XX`` escapes from
-:func:`~eskit.eventlog.encode_token` are undone), ``timestamp`` (when the server stored it, UTC),
+:func:`~eskit.events.encode_token` are undone), ``timestamp`` (when the server stored it, UTC),
 ``occurred_at`` (when it happened, UTC), ``event_id``, ``schema_version``, ``correlation_id``,
 ``causation_id``, ``subject``, then ``meta:<key>`` for each metadata key and the event data flattened
 (nested keys joined with ``.``; a data key that clashes with a column above gets a ``data:`` prefix).

@@ -4,7 +4,7 @@
 >>> result.cases, result.events, result.appended
 (1434, 8577, 8577)
 
-Case id -> aggregate id, activity -> event type (both through :func:`~eskit.eventlog.encode_token`, so
+Case id -> aggregate id, activity -> event type (both through :func:`~eskit.events.encode_token`, so
 "T02 Check confirmation" is stored as ``T02%20Check%20confirmation`` and analysis gives the original back),
 the log's timestamp -> the event's ``occurred_at`` (header ``Eskit-Occurred-At``, offset kept), every other
 attribute -> the event's data.

@@ -7,7 +7,7 @@
 ...                      AppendCondition(q, after=seen.head))                        # doctest: +SKIP
 
 **Layout.** Each event is stored once, on ``<store>.<type>.<slot>...``, one slot token per declared tag key
-(see :mod:`eskit.dcb_query`). ``tag_keys`` is fixed when the store is created (kept in the stream's metadata):
+(see :mod:`eskit.dcb.query`). ``tag_keys`` is fixed when the store is created (kept in the stream's metadata):
 old events keep their subjects, so changing it would make filters miss them. A query item becomes one
 subject filter (``courses.*.c1.*``): exact when it names at most one type and only tags of declared keys,
 a superset otherwise; events are always re-checked precisely on the client.

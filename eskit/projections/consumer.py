@@ -6,7 +6,7 @@ server answers at once with what it has (then ``404 No Messages``), or, when not
 the next event is stored, or with ``408`` when ``expires`` runs out. So a caught-up projection never waits
 for a timer, and an idle one costs one request per ``wait``.
 
-Deliveries arrive on a fast lane (:mod:`eskit._fastlane`) as raw bytes and are decoded a batch at a time
+Deliveries arrive on a fast lane (:mod:`eskit._nats.fastlane`) as raw bytes and are decoded a batch at a time
 (:mod:`eskit._rawdecode`). The consumer acknowledges with ack policy "all": one ack after a batch is
 committed settles every event of it.
 

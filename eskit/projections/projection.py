@@ -46,8 +46,8 @@ With upcasters on the store (``client.event_store(name, upcasters=...)``, :mod:`
 the upcast events; an event whose upcaster raises is parked at once, like an undecodable one.
 
 A handler that keeps raising (``max_attempts``) or an undecodable event is parked in the dead-letter stream
-(:mod:`eskit.deadletter`) and the projection goes on. :meth:`Projection.rebuild` builds a new read model from
-position 0 beside the live one and switches to it when it has caught up (blue/green).
+(:mod:`eskit.projections.deadletter`) and the projection goes on. :meth:`Projection.rebuild` builds a new read
+model from position 0 beside the live one and switches to it when it has caught up (blue/green).
 """
 
 from __future__ import annotations
