@@ -26,7 +26,7 @@ from .analysis.log_import import ImportResult, import_log
 from .analysis.ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
 from .cache import AggregateCache
 from .cluster import EmbeddedCluster
-from .connection import Client, ServerInfo, connect
+from .connection import Client, ServerInfo, connect, forget
 from .dcb import examples as _dcb_examples
 from .dcb import query as _dcb_query
 from .dcb import setup as _dcb_setup
@@ -60,6 +60,8 @@ from .errors import (
 )
 from .events import Event, RecordedEvent
 from .migrate import MigrationResult, migrate
+from .privacy import FORGOTTEN as FORGOTTEN  # a constant: outside __all__ (ruff and sorted() order it apart)
+from .privacy import Personal
 from .process import (
     Append,
     CommandService,
@@ -138,6 +140,7 @@ __all__ = [
     "ParkedEvent",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Personal",
     "ProcessError",
     "ProcessManager",
     "ProcessStats",
@@ -168,6 +171,7 @@ __all__ = [
     "connect",
     "dashboard",
     "dcb",
+    "forget",
     "import_log",
     "import_ocel",
     "migrate",
