@@ -41,6 +41,7 @@ from .cache import AggregateCache
 from .dcb.setup import open_dcb_store
 from .dcb.store import DCBStore
 from .errors import AuthenticationError, ConnectError, EventStoreError, ValidationError
+from .integration.public import IntegrationStream, open_public_store, publish_integration
 from .privacy import DEFAULT_BUCKET, KeyRing, Personal, Privacy
 from .privacy.keys import check_subject_id
 from .server import EmbeddedServer
@@ -176,6 +177,24 @@ class Client:
                                      allow_delete_history=allow_delete_history)  # fmt: skip
         store.upcasters = upcasters
         return store
+
+    async def publish_integration(self, store: EventStore, name: str, *, types: Sequence[str]) -> IntegrationStream:
+        """Publish the event ``types`` of ``store`` to the public store ``name``: a stream the server fills by
+        sourcing ``store`` (no second write by the application; whole events, chosen types only). Returns a
+        handle: ``.store`` to read it, ``.wait_for()`` the server's copy, ``.lag()``, ``.delete()``. See
+        :mod:`eskit.integration.public`.
+
+        >>> public = await client.publish_integration(orders, "orders-public", types=["placed"])  # doctest: +SKIP
+        """
+        return await publish_integration(self, store, name, types=types)
+
+    async def public_store(self, name: str, *, upcasters: Upcasters | None = None) -> EventStore:
+        """The public store ``name`` (made by :meth:`publish_integration`), to read: what a partner opens with
+        its read-only user (:class:`eskit.auth.Partner`); ``upcasters`` as for :meth:`event_store`.
+
+        >>> orders = await partner.public_store("orders-public")          # doctest: +SKIP
+        """
+        return await open_public_store(self, name, upcasters=upcasters)
 
     async def delete_store(self, name: str) -> bool:
         """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist.
