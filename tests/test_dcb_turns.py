@@ -1,4 +1,4 @@
-"""Taking turns on a contended DCB boundary (eskit.dcb_turns): bounded rounds, tickets invisible to readers."""
+"""Taking turns on a contended DCB boundary (eskit.dcb.turns): bounded rounds, tickets invisible to readers."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from conftest import unique
 
 import eskit
 from eskit.dcb import DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
-from eskit.dcb_examples import Decision, create_invoice, execute
+from eskit.dcb.examples import Decision, create_invoice, execute
 
 WRITERS, INVOICES = 8, 40
-TICKET_AFTER = 2  # eskit.dcb_turns.TICKET_AFTER (not imported: these tests also run on the code before it)
+TICKET_AFTER = 2  # eskit.dcb.turns.TICKET_AFTER (not imported: these tests also run on the code before it)
 
 
 async def numbering(url: str, name: str, w: int) -> int:
@@ -77,7 +77,7 @@ async def test_a_decision_nobody_contends_sends_no_ticket(client: eskit.Client) 
 async def test_a_ticket_left_by_a_dead_writer_holds_the_others_back_only_until_it_expires(
     client: eskit.Client,
 ) -> None:
-    from eskit import dcb_turns
+    from eskit.dcb import turns as dcb_turns
 
     store: DCBStore = await client.dcb_store(unique("dead"))
     try:

@@ -8,7 +8,7 @@
 A :class:`Decision` is a query (its consistency boundary) and a pure function from the events it matches to
 the events to append, or a :class:`~eskit.errors.DecisionError` in the rule's own words. :func:`execute`
 reads, decides and appends with ``AppendCondition(query, after=<what it read>)``; when the boundary moved
-meanwhile it decides again on fresh events, and a writer that keeps losing queues (:mod:`eskit.dcb_turns`).
+meanwhile it decides again on fresh events, and a writer that keeps losing queues (:mod:`eskit.dcb.turns`).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from .dcb import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
-from .dcb_turns import take_turns
-from .errors import DecisionError
-from .events import Event
+from ..errors import DecisionError
+from ..events import Event
+from .store import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
+from .turns import take_turns
 
 if TYPE_CHECKING:
-    from .connection import Client
-    from .store import EventStore
+    from ..connection import Client
+    from ..store import EventStore
 
 COURSE_KEYS, USER_KEYS, INVOICE_KEYS = ("course", "student"), ("username",), ()
 MAX_COURSES = 5  # per student

@@ -34,10 +34,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ._wire import ApiError, TooManySubjectsError, parse_ack
-from .dcb import TTL, DCBStore
-from .dcb_query import Query
-from .errors import ConcurrencyError, EskitError
+from .._nats.wire import ApiError, TooManySubjectsError, parse_ack
+from ..errors import ConcurrencyError, EskitError
+from .query import Query
+from .store import TTL, DCBStore
 
 T = TypeVar("T")
 

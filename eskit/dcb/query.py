@@ -24,12 +24,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .codec import encode_json
-from .errors import EventStoreError, PayloadTooLargeError, ValidationError
-from .events import MAX_POSITION, MSG_ID, SCHEMA_VERSION, check_events, check_position, check_token
+from ..codec import encode_json
+from ..errors import EventStoreError, PayloadTooLargeError, ValidationError
+from ..events import MAX_POSITION, MSG_ID, SCHEMA_VERSION, check_events, check_position, check_token
 
 if TYPE_CHECKING:
-    from .upcasting import Upcasters
+    from ..upcasting import Upcasters
 
 TAGS = "Eskit-Tags"
 RAW = "Eskit-Raw"  # the payload is opaque bytes, not JSON
@@ -187,7 +187,7 @@ class Layout:
         return ".".join([self.store, *["~"] * (len(self.tag_keys) + 3)])
 
     def is_carrier(self, subject: str) -> bool:
-        """A check carrier, or a ticket of :mod:`eskit.dcb_turns` (on the carrier's subject + tokens)."""
+        """A check carrier, or a ticket of :mod:`eskit.dcb.turns` (on the carrier's subject + tokens)."""
         return subject == self.carrier or subject.startswith(self.carrier + ".")
 
     def subject(self, event: TaggedEvent) -> str:
