@@ -32,7 +32,10 @@ student), two ways, used in turn:
    and an atomic batch (on one file-backed server the batch commit syncs to disk: ~20 ms here vs ~1 ms).
 
 Either way, writers on disjoint boundaries never see an error; under contention they pay round trips.
-Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all).
+Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all),
+and a carrier sent *before* the event to claim the second filter (a writer whose condition does not cover
+that filter, or a plain append, could store a matching event in between: no server check would see it).
+Many writers deciding on one boundary take turns (:mod:`eskit.dcb.turns`, used by ``examples.execute``).
 
 **On a cluster** (replicas > 1) Direct Get is answered by any replica, and a follower may not have applied
 what the leader has already checked a condition against. Two rules keep decisions consistent with the
