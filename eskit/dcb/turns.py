@@ -9,16 +9,18 @@ the writer that just won starts its next round at once while the losers sleep, s
 (8 writers numbering invoices) a writer could lose 50 rounds in a row. Here a writer that has lost
 ``TICKET_AFTER`` rounds takes a **ticket**: a short-lived message (``Nats-TTL``) on its own subject,
 ``<carrier>.<boundary>.<writer>`` (a check carrier's subject plus two tokens: outside every event filter,
-skipped by reads). The stream's sequence orders the tickets. Before each round, a ticket holder waits until
-no older ticket is waiting, and every writer that lost a round on the boundary lately waits until the
-tickets it saw waiting are done; a holder marks its ticket done (one more message) when its decision is
-stored or refused. The queue is one ``multi_last`` Direct Get (each writer's last ticket message).
+skipped by reads). A holder goes at once, racing only the other holders; a writer without a ticket that lost
+a round on the boundary lately first waits until the tickets it saw waiting are marked done (one
+``multi_last`` Direct Get per look: each writer's last ticket message). So once a writer holds a ticket,
+every other writer that lost lately can beat it at most once (its next round waits for that ticket): no
+decision takes more than ``TICKET_AFTER`` + the number of writers rounds. A holder marks its ticket done
+(one more message) when its decision is stored or refused.
 
 This is for liveness only: every append is still checked by the server, so a writer that ignores the queue
 (an old client, a plain ``append``) costs the others rounds but never a wrong decision. A holder that dies
 leaves a ticket that expires after ``TICKET_TTL``; nobody waits longer than ``TURN_WAIT``. A writer that
-never lost a round pays nothing (no extra round trip); a writer on a contended boundary pays one Direct Get
-per round, a ticket holder two more messages per decision.
+never lost a round pays nothing (no extra round trip); a writer on a contended boundary pays a Direct Get
+(or a few, while it waits) per round, a ticket holder two more messages per decision.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .store import TTL, DCBStore
 
 T = TypeVar("T")
 
-TICKET_AFTER = 2  # rounds lost before a writer takes a ticket
+TICKET_AFTER = 4  # rounds lost before a writer takes a ticket
 TICKET_TTL = "2s"  # a ticket left by a writer that died expires after this
 TURN_WAIT = 2.5  # seconds at most in the queue per round (then the round runs anyway)
 HOT_FOR = 2.0  # seconds after a lost round during which a boundary counts as contended for this store
