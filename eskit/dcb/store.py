@@ -24,7 +24,8 @@ student), two ways, used in turn:
 
 1. *Merge* filters into their narrowest common one (``courses.*.*.*``) until one per event: a single message,
    the fast path. Still correct, but broader: a writer elsewhere in it moves L, the append is rejected, only
-   the messages that arrived in between are re-read, and if none matches Q the append is re-sent.
+   the messages that arrived in between are re-read, and if none matches Q the append is re-sent after a
+   random pause that doubles with each rejection (writers deciding at the same pace collide in step else).
 2. After ``MERGED_ATTEMPTS`` rejections: *exact* checks, on *check carriers*: the batch is padded with empty
    messages on ``<store>.~.~...`` (outside every event filter) that expire after a second (``Nats-TTL``),
    each carrying one more check. Disjoint writers no longer touch each other's filters, so they cannot
@@ -121,7 +122,8 @@ TTL, CARRIER_TTL = "Nats-TTL", "1s"
 DUPLICATES = (10201, 10158)
 MAX_ATTEMPTS = 200
 MAX_CARRIERS = 15
-MERGED_ATTEMPTS = 8
+MERGED_ATTEMPTS = 32
+MERGED_BACKOFF, MAX_BACKOFF = 0.001, 0.02  # full jitter after a merged check moved: 1, 2, 4 ... 20 ms at most
 KNOWN_MAX = 50_000
 LAG_WAIT, LAG_PAUSE = 5.0, 0.002  # how long a read waits for a lagging follower, and between looks
 PROOF_ATTEMPTS = 4
@@ -339,7 +341,9 @@ class DCBStore:
             self.retries += 1
             actual = re.search(r"(\d+)\s*$", ack.description)
             hint = {filters[0]: int(actual.group(1))} if actual and len(filters) == 1 else {}
-            if attempt >= 3:
+            if not exact:  # disjoint writers moved the merged filter in step: spread them out (full jitter)
+                await asyncio.sleep(random.random() * min(MERGED_BACKOFF * 2**attempt, MAX_BACKOFF))
+            elif attempt >= 3:
                 await asyncio.sleep(random.random() * min(0.001 * attempt, 0.02))
         raise ContentionError(
             f"{self.name}: append still losing races on {filters} after {MAX_ATTEMPTS} attempts; narrow the "
