@@ -323,6 +323,7 @@ class DCBStore:
         verified: dict[str, int] = {}
         hint: dict[str, int] = {}  # the actual last position the server named when it rejected one check
         locked = self.replicas > 1  # the lock is a check: one slot fewer for filters (see the module docstring)
+        pause = 0.0
         for attempt in range(MAX_ATTEMPTS):
             exact = locked or attempt >= MERGED_ATTEMPTS  # one check per event, else exact checks on carriers
             slots = len(messages) + (MAX_CARRIERS if exact else 0) - locked
@@ -331,6 +332,8 @@ class DCBStore:
             for f in filters:
                 verified.setdefault(f, after)
             await asyncio.gather(*(self._verify(f, query, verified, expected[f]) for f in filters))
+            if pause:  # nothing matching arrived: other writers moved a broader filter; spread the re-sends
+                await asyncio.sleep(pause)
             batch = self._with_checks(messages, filters, expected, lock=locked)
             ack = await self._publish(batch)
             if not isinstance(ack, ApiError):
@@ -341,9 +344,8 @@ class DCBStore:
             self.retries += 1
             actual = re.search(r"(\d+)\s*$", ack.description)
             hint = {filters[0]: int(actual.group(1))} if actual and len(filters) == 1 else {}
-            if not exact:  # disjoint writers moved the merged filter in step: spread them out (full jitter)
-                await asyncio.sleep(random.random() * min(MERGED_BACKOFF * 2**attempt, MAX_BACKOFF))
-            elif attempt >= 3:
+            pause = 0.0 if exact else random.random() * min(MERGED_BACKOFF * 2**attempt, MAX_BACKOFF)  # full jitter
+            if exact and attempt >= 3:
                 await asyncio.sleep(random.random() * min(0.001 * attempt, 0.02))
         raise ContentionError(
             f"{self.name}: append still losing races on {filters} after {MAX_ATTEMPTS} attempts; narrow the "

@@ -8,7 +8,7 @@
 the writer that just won starts its next round at once while the losers sleep, so on one busy boundary
 (8 writers numbering invoices) a writer could lose 50 rounds in a row. Here a writer that has lost
 ``TICKET_AFTER`` rounds takes a **ticket**: a short-lived message (``Nats-TTL``) on its own subject,
-``<carrier>.<boundary>.<decision>`` (a check carrier's subject plus two tokens: outside every event filter,
+``<carrier>.<boundary>.<slot>`` (a check carrier's subject plus two tokens: outside every event filter,
 skipped by reads). A holder goes at once, racing only the other holders; a writer without a ticket that lost
 a round on the boundary lately first waits until the tickets it saw waiting are marked done (one
 ``multi_last`` Direct Get per look: each ticket's last message). So once a writer holds a ticket,
@@ -54,9 +54,11 @@ ANY_POSITION = 0  # up_to_seq 0: up to the last message (a number past it finds 
 
 @dataclass
 class _Writer:
-    """One store instance as a writer: when it last lost a round on each boundary."""
+    """One store instance as a writer: when it last lost a round on each boundary, and its ticket subjects'
+    last tokens not in use (one per decision holding a ticket; reused, so a look at the queue stays short)."""
 
     lost_at: dict[str, float] = field(default_factory=dict)
+    free: list[str] = field(default_factory=list)
 
     def contended(self, boundary: str) -> bool:
         return time.monotonic() - self.lost_at.get(boundary, -HOT_FOR) < HOT_FOR
@@ -84,12 +86,13 @@ async def take_turns(
     writer = _writers.setdefault(store, _Writer())
     boundary = _boundary(store, query)
     queue = f"{store.layout.carrier}.{boundary}"
-    mine = f"{queue}.{uuid.uuid4().hex[:16]}"  # per decision: coroutines sharing a store queue apart
+    slot = ""  # this decision's ticket subject's last token, once it takes a ticket
     ticket = 0
     try:
         for n in range(attempts):
             if not ticket and n >= TICKET_AFTER:
-                ticket = await _mark(store, mine, WAITING)
+                slot = writer.free.pop() if writer.free else uuid.uuid4().hex[:16]
+                ticket = await _mark(store, f"{queue}.{slot}", WAITING)
             if ticket <= 0 and writer.contended(boundary):
                 await _wait_turn(store, queue)
             try:
@@ -105,7 +108,9 @@ async def take_turns(
     finally:
         if ticket > 0:  # not acknowledged: the waiters see it, or the ticket expires
             with contextlib.suppress(EskitError, ConnectionError, TimeoutError):
-                await store.client.wire.publish(mine, DONE, {TTL: TICKET_TTL})
+                await store.client.wire.publish(f"{queue}.{slot}", DONE, {TTL: TICKET_TTL})
+        if slot:
+            writer.free.append(slot)
 
 
 def _boundary(store: DCBStore, query: Query) -> str:
