@@ -12,8 +12,8 @@ import eskit
 from eskit.dcb import DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
 from eskit.dcb.examples import Decision, create_invoice, execute
 
-WRITERS, INVOICES = 8, 60
-TICKET_AFTER = 4  # eskit.dcb.turns.TICKET_AFTER (not imported: these tests also run on the code before it)
+WRITERS, INVOICES = 8, 100
+TICKET_AFTER = 6  # eskit.dcb.turns.TICKET_AFTER (not imported: these tests also run on the code before it)
 
 
 async def numbering(url: str, name: str, w: int) -> int:

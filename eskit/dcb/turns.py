@@ -43,7 +43,7 @@ from .store import TTL, DCBStore
 
 T = TypeVar("T")
 
-TICKET_AFTER = 4  # rounds lost before a writer takes a ticket
+TICKET_AFTER = 6  # rounds lost before a writer takes a ticket
 TICKET_TTL = "2s"  # a ticket left by a writer that died expires after this
 TURN_WAIT = 2.5  # seconds at most in the queue per round (then the round runs anyway)
 HOT_FOR = 2.0  # seconds after a lost round during which a boundary counts as contended for this store
