@@ -25,7 +25,7 @@ student), two ways, used in turn:
 1. *Merge* filters into their narrowest common one (``courses.*.*.*``) until one per event: a single message,
    the fast path. Still correct, but broader: a writer elsewhere in it moves L, the append is rejected, only
    the messages that arrived in between are re-read, and if none matches Q the append is re-sent after a
-   random pause that doubles with each rejection (writers deciding at the same pace collide in step else).
+   random pause that doubles with each rejection (else writers deciding at one pace collide again in step).
 2. After ``MERGED_ATTEMPTS`` rejections: *exact* checks, on *check carriers*: the batch is padded with empty
    messages on ``<store>.~.~...`` (outside every event filter) that expire after a second (``Nats-TTL``),
    each carrying one more check. Disjoint writers no longer touch each other's filters, so they cannot
