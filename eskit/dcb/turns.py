@@ -138,7 +138,7 @@ async def _wait_turn(store: DCBStore, queue: str) -> None:
             page = await store.client.wire.direct_last_per_subject(
                 store.stream, [f"{queue}.*"], start=1, up_to=ANY_POSITION
             )
-        except TooManySubjectsError:
+        except (TooManySubjectsError, EskitError, TimeoutError):  # the queue only orders: go on without it
             return
         waiting = [m.seq for m in page.messages if m.data == WAITING]
         seen = max(waiting, default=0) if seen is None else seen
