@@ -27,7 +27,7 @@ from .analysis.ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
 from .auth import Partner
 from .cache import AggregateCache
 from .cluster import EmbeddedCluster
-from .connection import Client, ServerInfo, connect
+from .connection import Client, ServerInfo, connect, forget
 from .dcb import examples as _dcb_examples
 from .dcb import query as _dcb_query
 from .dcb import setup as _dcb_setup
@@ -62,6 +62,8 @@ from .errors import (
 from .events import Event, RecordedEvent
 from .integration import IntegrationStream, Republisher
 from .migrate import MigrationResult, migrate
+from .privacy import FORGOTTEN as FORGOTTEN  # a constant: outside __all__ (ruff and sorted() order it apart)
+from .privacy import Personal
 from .process import (
     Append,
     CommandService,
@@ -144,6 +146,7 @@ __all__ = [
     "Partner",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Personal",
     "ProcessError",
     "ProcessManager",
     "ProcessStats",
@@ -175,6 +178,7 @@ __all__ = [
     "connect",
     "dashboard",
     "dcb",
+    "forget",
     "import_log",
     "import_ocel",
     "integration",
