@@ -729,7 +729,13 @@ print("events read by a load:", kept_whole.version, "and", kept_by_period.versio
 # enough to read, analyse, archive or move to cheaper storage on its own, and the rules of a closed year
 # (nothing more may be booked) are enforced by the aggregate itself. A snapshot is invisible to the domain; a
 # closed period is part of it. The price: a question over many years ("every deposit since 2016") reads many
-# aggregates (`books.replay(subjects=[f"{books.name}.*.deposited"])`, or a projection).
+# aggregates — one subject filter over every period, or a projection:
+
+# %%
+history = [e async for e in books.replay(subjects=[f"{books.name}.*.deposited"])
+           if e.aggregate_id.startswith("acc-books_")]
+print(len(history), "deposits in", len({e.aggregate_id for e in history}), "periods:",
+      sorted({e.aggregate_id for e in history})[:2], "...")
 
 # %% [markdown]
 # ### Exercise 9.4 · Carry forward what the next year needs
