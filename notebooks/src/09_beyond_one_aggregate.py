@@ -230,38 +230,44 @@ def with_refunds(shop: Shop) -> type[eskit.ProcessManager]:
 
 # %% [check]
 async def check_refunds() -> None:
-    trial = Shop.unique()
-    service = await eskit.command_service(client, trial.charge, store=trial.payments, decide=charge)
-    manager = with_refunds(trial)(client, max_attempts=1)
-    try:
-        trial_orders, trial_shipping = await client.event_store(trial.orders), await client.event_store(trial.shipping)
-        trial_payments = await client.event_store(trial.payments)
-        await trial_orders.append("o1", [eskit.Event("placed", {"amount": 30})], expected_position=0)
-        await trial_orders.append("o2", [eskit.Event("placed", {"amount": 40})], expected_position=0)
-        await manager.run_until_caught_up()
-        await trial_shipping.append("o1", [eskit.Event("out_of_stock", {"order": "o1"})])  # the warehouse
-        await manager.run_until_caught_up()
-        await manager.run_until_caught_up()  # again: nothing more may happen
-        parked = await manager.parked()
-        if parked and "expected position 0" in parked[0].reason:
-            raise eskit.course.Wrong("the compensation was parked: a conflict, expected_position=0 says the order "
-                                     "must not exist yet (it does): no expected position on the order")
-        assert not parked, f"the compensation was parked: {parked[0].reason[:120]}"
-        o1 = [e.type for e in await trial_orders.read("o1")]
-        refunds = await trial_payments.read("refund-o1")
-        if o1 == ["placed"] and not refunds:
-            raise eskit.course.Wrong("not done yet: _out_of_stock returns no commands (return two eskit.Append)")
-        assert o1 == ["placed", "cancelled"], f"order o1 should be placed then cancelled, it is {o1}"
-        assert [e.type for e in refunds] == ["refund_due"], (
-            "o1 is cancelled but its payment is kept: append refund_due to the payments store (aggregate refund-o1)")
-        assert refunds[0].data == {"order": "o1"}, f"refund_due should carry {{'order': 'o1'}}, not {refunds[0].data}"
-        assert [e.type for e in await trial_orders.read("o2")] == ["placed"], "o2 was shipped: leave it alone"
-    finally:
-        await manager.close(delete_consumers=True)
-        await service.stop()
-        for name in (trial.orders, trial.payments, trial.shipping):
-            await client.delete_store(name)
-            await client.delete_store(f"{name}_parked")
+    async with (eskit.course.scratch(client, "orders") as trial_orders,
+                eskit.course.scratch(trial_orders.client, "payments") as trial_payments,
+                eskit.course.scratch(trial_orders.client, "shipping") as trial_shipping):
+        live = trial_orders.client  # the lesson's client, or a new one if its last cell closed it
+        trial = Shop(trial_orders.name, trial_payments.name, trial_shipping.name, eskit.course.unique("pay") + ".charge")
+        service = await eskit.command_service(live, trial.charge, store=trial.payments, decide=charge)
+        manager = with_refunds(trial)(live, max_attempts=1)
+        try:
+            await refund_flow(manager, trial_orders, trial_payments, trial_shipping)
+        finally:
+            await manager.close(delete_consumers=True)
+            await service.stop()
+            for name in (trial.orders, trial.payments, trial.shipping):
+                await live.delete_store(f"{name}_parked")
+
+
+async def refund_flow(manager, trial_orders, trial_payments, trial_shipping) -> None:
+    """Two orders through the flow, then the warehouse reports o1 out of stock."""
+    await trial_orders.append("o1", [eskit.Event("placed", {"amount": 30})], expected_position=0)
+    await trial_orders.append("o2", [eskit.Event("placed", {"amount": 40})], expected_position=0)
+    await manager.run_until_caught_up()
+    await trial_shipping.append("o1", [eskit.Event("out_of_stock", {"order": "o1"})])  # the warehouse
+    await manager.run_until_caught_up()
+    await manager.run_until_caught_up()  # again: nothing more may happen
+    parked = await manager.parked()
+    if parked and "expected position 0" in parked[0].reason:
+        raise eskit.course.Wrong("the compensation was parked: a conflict, expected_position=0 says the order "
+                                 "must not exist yet (it does): no expected position on the order")
+    assert not parked, f"the compensation was parked: {parked[0].reason[:120]}"
+    o1 = [e.type for e in await trial_orders.read("o1")]
+    refunds = await trial_payments.read("refund-o1")
+    if o1 == ["placed"] and not refunds:
+        raise eskit.course.Wrong("not done yet: _out_of_stock returns no commands (return two eskit.Append)")
+    assert o1 == ["placed", "cancelled"], f"order o1 should be placed then cancelled, it is {o1}"
+    assert [e.type for e in refunds] == ["refund_due"], (
+        "o1 is cancelled but its payment is kept: append refund_due to the payments store (aggregate refund-o1)")
+    assert refunds[0].data == {"order": "o1"}, f"refund_due should carry {{'order': 'o1'}}, not {refunds[0].data}"
+    assert [e.type for e in await trial_orders.read("o2")] == ["placed"], "o2 was shipped: leave it alone"
 
 
 await eskit.course.check(check_refunds, ok="out of stock: the order is cancelled and its payment refunded, once")
@@ -371,18 +377,18 @@ async def check_v2() -> None:
     async with eskit.course.scratch(client, "private") as store:
         await store.append("o1", [eskit.Event("placed", {"amount": 30}), eskit.Event("fraud_checked", {"score": 0.1})])
         await store.append("o2", [eskit.Event("placed", {"amount": 500}), eskit.Event("cancelled", {"reason": "x"})])
-        v1 = await client.publish_integration(store, eskit.course.unique("pub"), types=["placed"])
+        v1 = await store.client.publish_integration(store, eskit.course.unique("pub"), types=["placed"])
         v2 = None
         try:
             await v1.wait_for()
             try:
-                v2 = await publish_v2(client, store, v1)
+                v2 = await publish_v2(store.client, store, v1)
             except eskit.EventStoreError:
                 raise eskit.course.Wrong(f"{v1.name!r} refused other types: a public stream's types are fixed; "
                                          "publish the new version under a new name") from None
             eskit.course.require(v2, "publish_v2 returns nothing yet")
             try:
-                await client.js.stream_info(v1.stream)
+                await store.client.js.stream_info(v1.stream)
             except Exception:
                 raise eskit.course.Wrong("v1 was deleted: the partners still reading it lost their stream; "
                                          "publish v2 beside it") from None
@@ -550,8 +556,8 @@ async def check_forget() -> None:
             assert bob == "bob@example.com" and (await store.read("c2"))[0].data["name"] == "Bob", "c2 was forgotten too"
         finally:
             await view.close(delete_consumer=True)
-            await client.js.delete_key_value(store.privacy.ring.bucket)
-            await client.delete_store(f"{store.name}_parked")
+            await store.client.js.delete_key_value(store.privacy.ring.bucket)
+            await store.client.delete_store(f"{store.name}_parked")
 
 
 await eskit.course.check(check_forget, ok="c1 is forgotten in the store, the aggregate, the DataFrame and the read model")
