@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from . import analysis, dcb
+from . import analysis, dcb, integration
 from . import auth as auth  # eskit.auth.least_privilege_config
 from . import course as course  # the notebooks' exercise checks (eskit.course.check)
 from . import projections as projections  # eskit.projections.Projection
@@ -24,6 +24,7 @@ from .analysis.export import ExportResult, to_arrow, to_parquet
 from .analysis.frames import to_dataframe
 from .analysis.log_import import ImportResult, import_log
 from .analysis.ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
+from .auth import Partner
 from .cache import AggregateCache
 from .cluster import EmbeddedCluster
 from .connection import Client, ServerInfo, connect, forget
@@ -59,6 +60,7 @@ from .errors import (
     ValidationError,
 )
 from .events import Event, RecordedEvent
+from .integration import IntegrationStream, Republisher
 from .migrate import MigrationResult, migrate
 from .privacy import FORGOTTEN as FORGOTTEN  # a constant: outside __all__ (ruff and sorted() order it apart)
 from .privacy import Personal
@@ -74,6 +76,7 @@ from .process import (
 from .projections import applying, deadletter, readmodel
 from .projections.dashboard import Dashboard, dashboard
 from .projections.deadletter import DeadLetters, ParkedEvent
+from .projections.multistream import MultiStreamProjection
 from .projections.projection import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
@@ -132,12 +135,15 @@ __all__ = [
     "EventStoreError",
     "ExportResult",
     "ImportResult",
+    "IntegrationStream",
     "InvalidNameError",
     "LogEvent",
     "MigrationResult",
+    "MultiStreamProjection",
     "OcelImportResult",
     "OcelResult",
     "ParkedEvent",
+    "Partner",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "Personal",
@@ -148,6 +154,7 @@ __all__ = [
     "ProjectionError",
     "ProjectionStats",
     "RecordedEvent",
+    "Republisher",
     "Request",
     "ServerInfo",
     "ServerStartError",
@@ -174,6 +181,7 @@ __all__ = [
     "forget",
     "import_log",
     "import_ocel",
+    "integration",
     "migrate",
     "reacts_to",
     "read_log",

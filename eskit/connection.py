@@ -41,6 +41,7 @@ from .cache import AggregateCache
 from .dcb.setup import open_dcb_store
 from .dcb.store import DCBStore
 from .errors import AuthenticationError, ConnectError, EventStoreError, ValidationError
+from .integration.public import IntegrationStream, open_public_store, publish_integration
 from .privacy import DEFAULT_BUCKET, KeyRing, Personal, Privacy
 from .privacy.keys import check_subject_id
 from .server import EmbeddedServer
@@ -177,6 +178,24 @@ class Client:
         store.upcasters = upcasters
         return store
 
+    async def publish_integration(self, store: EventStore, name: str, *, types: Sequence[str]) -> IntegrationStream:
+        """Publish the event ``types`` of ``store`` to the public store ``name``: a stream the server fills by
+        sourcing ``store`` (no second write by the application; whole events, chosen types only). Returns a
+        handle: ``.store`` to read it, ``.wait_for()`` the server's copy, ``.lag()``, ``.delete()``. See
+        :mod:`eskit.integration.public`.
+
+        >>> public = await client.publish_integration(orders, "orders-public", types=["placed"])  # doctest: +SKIP
+        """
+        return await publish_integration(self, store, name, types=types)
+
+    async def public_store(self, name: str, *, upcasters: Upcasters | None = None) -> EventStore:
+        """The public store ``name`` (made by :meth:`publish_integration`), to read: what a partner opens with
+        its read-only user (:class:`eskit.auth.Partner`); ``upcasters`` as for :meth:`event_store`.
+
+        >>> orders = await partner.public_store("orders-public")          # doctest: +SKIP
+        """
+        return await open_public_store(self, name, upcasters=upcasters)
+
     async def delete_store(self, name: str) -> bool:
         """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist.
 
@@ -269,29 +288,13 @@ async def connect(
     namespace = check_namespace(os.environ.get(LEARNER_ENV, "").strip() if namespace is None else namespace)
     url = url or os.environ.get("NATS_URL") or None
     server = None
-    errors_to: list[Client] = []  # the client, once it exists: server -ERRs fail its waiting requests
-    seen: list[Exception] = []  # errors while connecting: reported once, as one line
-
-    async def on_error(exc: Exception) -> None:
-        if not errors_to:
-            seen.append(exc)
-        for c in errors_to:
-            c.wire.on_server_error(exc)
-
-    async def on_disconnected() -> None:
-        for c in errors_to:
-            c.wire.on_disconnected()
-
-    async def on_reconnected() -> None:
-        for c in errors_to:
-            c.wire.on_reconnected()
-
+    relay = _Relay()
     if url is None:
         server = EmbeddedServer(store_dir=store_dir).start()
         url = server.url
     options: dict[str, Any] = {
         "name": name, "connect_timeout": timeout, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.2,
-        "error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected,
+        "error_cb": relay.error, "disconnected_cb": relay.disconnected, "reconnected_cb": relay.reconnected,
         "user": user, "password": password, "token": token,
         "nkeys_seed": nkeys_seed, "user_credentials": creds, "tls": tls,
         "inbox_prefix": inbox_prefix or _inbox_of(user or _url_user(url)),
@@ -304,11 +307,33 @@ async def connect(
     except Exception as exc:
         if server is not None:
             server.stop()
-        raise _connect_error(url, exc, seen, secrets=(password, token, nkeys_seed, creds)) from None
+        raise _connect_error(url, exc, relay.seen, secrets=(password, token, nkeys_seed, creds)) from None
     nc.options["max_reconnect_attempts"] = -1
-    client = Client(nc, url, server, namespace)
-    errors_to.append(client)
-    return client
+    relay.client = Client(nc, url, server, namespace)
+    return relay.client
+
+
+class _Relay:
+    """nats-py's connection callbacks, passed on to the client's wire once it exists (server -ERRs fail its
+    waiting requests); errors while connecting are kept, to be reported once, as one line."""
+
+    def __init__(self) -> None:
+        self.client: Client | None = None
+        self.seen: list[Exception] = []
+
+    async def error(self, exc: Exception) -> None:
+        if self.client is None:
+            self.seen.append(exc)
+        else:
+            self.client.wire.on_server_error(exc)
+
+    async def disconnected(self) -> None:
+        if self.client is not None:
+            self.client.wire.on_disconnected()
+
+    async def reconnected(self) -> None:
+        if self.client is not None:
+            self.client.wire.on_reconnected()
 
 
 async def forget(target: Client | EventStore, subject_id: str, *, bucket: str | None = None) -> bool:

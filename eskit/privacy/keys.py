@@ -30,6 +30,7 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .._nats.codes import NO_MESSAGE, STREAM_NAME_IN_USE, STREAM_NOT_FOUND, WRONG_LAST_SEQUENCE
 from ..errors import EventStoreError, StoreTimeoutError, ValidationError
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ _FETCH_WINDOW = 64  # key reads in flight at once when a batch names many unknow
 CHECK_EVERY = 1.0  # seconds between background checks for forgets made elsewhere (while the ring is used)
 _API_ATTEMPTS = 3  # bucket info and create, asked again when unanswered
 _CHECK_PAGES = 100  # pages of 256 bucket messages one check reads at most
-WRONG_LAST_SEQUENCE, NO_MESSAGE, STREAM_NOT_FOUND, STREAM_EXISTS = 10071, 10037, 10059, 10058
+STREAM_EXISTS = STREAM_NAME_IN_USE
 _rings: weakref.WeakKeyDictionary[Client, dict[str, KeyRing]] = weakref.WeakKeyDictionary()
 
 
