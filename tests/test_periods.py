@@ -7,6 +7,7 @@ import io
 import itertools
 import re
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,35 @@ async def test_bad_periods_and_classes_are_refused_before_anything_is_sent(store
     with pytest.raises(eskit.ValidationError, match="PeriodicAggregate subclass"):
         await close_period(store, eskit.Aggregate, "acc-1", "2024", "2025")  # type: ignore[type-var]
     assert await store.last_position() == 0
+
+
+async def test_bad_atomic_appends_are_refused_with_one_line_before_anything_is_sent(store: eskit.EventStore) -> None:
+    with pytest.raises(eskit.ValidationError, match="non-empty list"):
+        await append_together(store, [])
+    with pytest.raises(eskit.ValidationError, match="tuples"):
+        await append_together(store, [("x", deposits(1))])  # type: ignore[list-item]
+    with pytest.raises(eskit.ValidationError, match=r"\['x'\] appear more than once"):
+        await append_together(store, [("x", deposits(1), 0), ("x", deposits(1), None)])
+    with pytest.raises(eskit.ValidationError, match="at most 1000"):
+        await append_together(store, [("x", deposits(600), 0), ("y", deposits(600), 0)])
+    assert await store.last_position() == 0
+
+
+async def test_a_period_loaded_from_its_snapshot_knows_it_is_closed(client: eskit.Client) -> None:
+    name = f"books{uuid.uuid4().hex[:8]}"
+    store = await client.event_store(name, snapshots=eskit.SnapshotPolicy(every=10))
+    try:
+        await store.append(period_id("acc-1", "2024"), deposits(30))
+        await store.load(Account, period_id("acc-1", "2024"))  # writes a snapshot at version 30
+        await close_period(store, Account, "acc-1", "2024", "2025")
+        await store.load(Account, period_id("acc-1", "2024"))  # snapshot + the closing event
+        closed = await store.load(Account, period_id("acc-1", "2024"))
+        assert (closed.closed_into, closed.balance) == ("2025", 30)
+        assert (await store.snapshots.check(Account, period_id("acc-1", "2024"))).ok
+        with pytest.raises(eskit.DecisionError):
+            closed.deposit(1)
+    finally:
+        await client.delete_store(name)
 
 
 async def test_the_closing_the_books_walk_through_runs_and_prints_what_the_doc_says(client: eskit.Client) -> None:

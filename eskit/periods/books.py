@@ -38,6 +38,7 @@ from .._nats.wire import ApiError, parse_ack
 from ..aggregate import Aggregate, applies
 from ..errors import ConcurrencyError, DecisionError, EventStoreError, ValidationError
 from ..events import Event
+from ..store import MAX_BATCH
 
 if TYPE_CHECKING:
     from ..store import EventStore
@@ -145,7 +146,12 @@ async def append_together(store: EventStore, appends: Sequence[tuple[str, Sequen
 
     >>> await append_together(store, [("acc-1_2025", [closed], 41), ("acc-1_2026", [opened], 0)])  # doctest: +SKIP
     """
+    appends = _checked(appends)
     messages = [m for aggregate_id, events, expected in appends for m in store._encode(aggregate_id, events, expected)]
+    if len(messages) > MAX_BATCH:
+        raise ValidationError(
+            f"{len(messages)} events in one append; the server's atomic batch holds at most {MAX_BATCH}"
+        )
     reply = await (store._wire.request(*messages[0]) if len(messages) == 1 else store._wire.publish_batch(messages))
     ack = parse_ack(reply)
     if not isinstance(ack, ApiError):
@@ -161,3 +167,21 @@ async def append_together(store: EventStore, appends: Sequence[tuple[str, Sequen
         first_id, _, first_expected = appends[0]
         raise ConcurrencyError(store.name, first_id, expected=first_expected or 0, actual=None)
     raise EventStoreError(f"append to {store.name} ({', '.join(a for a, _, _ in appends)}) failed: {ack.description}")
+
+
+def _checked(appends: object) -> list[tuple[str, Sequence[Event], int | None]]:
+    """The appends as a list of (aggregate id, events, expected position), each aggregate once; else one line."""
+    shown = "e.g. [('acc-1_2025', [closed], 41), ('acc-1_2026', [opened], 0)]"
+    if isinstance(appends, str | bytes) or not isinstance(appends, Sequence) or not appends:
+        raise ValidationError(
+            f"append_together takes a non-empty list of (aggregate_id, [events], expected_position), {shown}"
+        )
+    if any(not isinstance(a, tuple | list) or len(a) != 3 for a in appends):
+        raise ValidationError(f"append_together takes (aggregate_id, [events], expected_position) tuples, {shown}")
+    ids = [a[0] for a in appends]
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValidationError(
+            f"append_together: {twice} appear more than once; give each aggregate's events in one entry"
+        )
+    return [(a[0], a[1], a[2]) for a in appends]
