@@ -88,7 +88,7 @@ async def test_a_failing_sink_does_not_stop_the_connection(client: eskit.Client)
 async def test_a_client_connected_by_hand_gets_the_process_msg_hook(nats_url: str) -> None:
     nc = await nats.connect(nats_url)  # its parser is nats-py's own: the hook is the way in
     try:
-        assert not _fastlane.prepare(nc)  # too late: already connected
+        assert _fastlane.prepare(nc) == "the client is connected already"  # too late
         got: list[bytes] = []
         sub = await nc.subscribe("hook.test")
         assert _fastlane.route(nc, sub, lambda s, r, h, d: got.append(d))
@@ -105,9 +105,9 @@ async def test_a_client_connected_by_hand_gets_the_process_msg_hook(nats_url: st
 
 def test_prepare_gives_a_new_client_the_fast_parser() -> None:
     nc = NATS()
-    assert _fastlane.prepare(nc)
+    assert _fastlane.prepare(nc) is None
     assert isinstance(nc._ps, _fastlane.FastParser)
-    assert _fastlane.prepare(nc)  # idempotent
+    assert _fastlane.prepare(nc) is None  # idempotent
 
 
 @pytest.mark.parametrize("payload", [b"", b"x" * 1_000_000])

@@ -23,6 +23,7 @@ nats-py's results:
 
 from __future__ import annotations
 
+import inspect
 import operator
 import re
 from typing import Any
@@ -100,7 +101,11 @@ def _name(raw: bytes) -> object:
     return name.decode() if name.isascii() and _SPACE.search(name) is None else _INVALID
 
 
-def install(nc: Any) -> None:
-    """Use :func:`parse_header_lines` on this connection, if nats-py still parses headers that way."""
-    if callable(getattr(type(nc), "_parse_header_lines", None)):
-        nc._parse_header_lines = parse_header_lines
+def install(nc: Any) -> str | None:
+    """Use :func:`parse_header_lines` on this connection (never on nats-py's class); None when done, else why
+    not (nats-py no longer parses header lines with ``_parse_header_lines(raw)``)."""
+    theirs = getattr(type(nc), "_parse_header_lines", None)
+    if not callable(theirs) or list(inspect.signature(theirs).parameters) != ["raw"]:
+        return "nats-py's Client has no _parse_header_lines(raw)"
+    nc._parse_header_lines = parse_header_lines
+    return None

@@ -16,7 +16,7 @@ import json
 import re
 import uuid
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,20 +26,27 @@ from nats.aio.msg import Msg
 from ..errors import (
     EskitError,
     EventStoreError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     StoreTimeoutError,
     StoreUnavailableError,
     StreamNotFoundError,
 )
 from . import fastlane as _fastlane
+from . import warn_once as _warn_once
 from .codes import NO_MESSAGE, STREAM_NOT_FOUND
 from .headers import parse_block
+from .jsapi import NATS_ERRORS, translate
 
 STATUS = "Status"
 DESCRIPTION = "Description"
 SEQUENCE = "Nats-Sequence"  # on every message Direct Get returns, never on a status reply
 DEFAULT_TIMEOUT = 5.0
 MAX_INFLIGHT_BATCHES = 32  # open atomic batches per connection (the server allows 50 per stream)
+_SUBJECT_INVALID = re.compile(r"[ \t\r\n]")  # nats-py refuses these in a subject (and a reply subject)
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # nats-py's rule for a header name (an HTTP token)
+_PADDED = re.compile(r": \s|\s\r\n")  # a value nats-py would strip (or one that is empty): its path decides
+_good_keys: set[str] = set()  # header names checked once: the same few on every event
 _VIOLATION = re.compile(r'Permissions Violation for (Publish|Subscription) to "?([^"\s]+)"?', re.IGNORECASE)
 
 
@@ -143,6 +150,7 @@ class Wire:
         self._sub: Any = None
         self._lock = asyncio.Lock()
         self._counter = 0
+        self._raw = raw_publishing(nc)  # HPUB written here, or nats-py's publish for every request
 
     def on_disconnected(self) -> None:
         """The connection dropped: requests wait for :meth:`on_reconnected` (see :meth:`_ensure_subscribed`)."""
@@ -198,7 +206,7 @@ class Wire:
         self._handlers[token] = route
         self._waiting[token] = (subject, fut)
         try:
-            await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
+            await self._publish(subject, payload, f"{self._prefix}.{token}", headers)
             return await asyncio.wait_for(fut, timeout or self._timeout)
         except TimeoutError:
             raise StoreTimeoutError(
@@ -287,7 +295,8 @@ class Wire:
 
         prefix = self._prefix
         nc = self._nc
-        send = nc._send_command
+        raw = self._raw
+        limit = nc.max_payload
         tokens: list[str] = []
         try:
             for i, (subject, payload, headers) in enumerate(messages):
@@ -299,15 +308,11 @@ class Wire:
                 handlers[token] = make_route(i, token)
                 self._waiting[token] = (subject, refused)
                 inflight += 1
-                block = _header_block(headers) if headers else None
-                if block is None or not nc.is_connected or nc.is_draining_pubs:  # unusual: nats-py checks, buffers
-                    await nc.publish(subject, payload, reply=f"{prefix}.{token}", headers=headers)
-                    continue
-                size = len(block)
-                await send(b"HPUB %s %s.%s %d %d\r\n%s%s\r\n" % (
-                    subject.encode(), prefix.encode(), token.encode(), size, size + len(payload), block, payload))
-                if nc._flush_queue is not None and nc._flush_queue.empty():
-                    await nc._flush_pending()
+                reply = f"{prefix}.{token}"
+                command = hpub(subject, reply, headers, payload) if raw and headers else None
+                # else nats-py's publish: it checks, cleans, buffers (and _publish the size)
+                if command is None or raw is None or len(command) > limit or not await raw(command):
+                    await self._publish(subject, payload, reply, headers)
             await drain_to(0)
         finally:
             for token in tokens:
@@ -342,7 +347,21 @@ class Wire:
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         """Fire and forget (used for the non-final messages of an atomic batch)."""
-        await self._nc.publish(subject, payload, headers=headers)
+        await self._publish(subject, payload, "", headers)
+
+    async def _publish(self, subject: str, payload: bytes, reply: str, headers: Mapping[str, str] | None) -> None:
+        """nats-py's publish, with its errors as eskit's: a message over the server's max_payload (headers
+        included: the server closes the connection on one) is refused before anything is sent."""
+        size = len(payload) + (header_size(headers) if headers else 0)
+        if size > self._nc.max_payload:
+            raise PayloadTooLargeError(
+                f"a message to {subject!r} is {size:,} bytes with headers; the server's max_payload is "
+                f"{self._nc.max_payload:,} bytes: store large data elsewhere and keep a reference"
+            )
+        try:
+            await self._nc.publish(subject, payload, reply=reply, headers=dict(headers) if headers else None)
+        except NATS_ERRORS as exc:
+            raise translate(exc, f"publish to {subject!r}") from exc
 
     async def direct_get(
         self, stream: str, filter_subject: str, *, start: int, batch: int, timeout: float | None = None
@@ -445,12 +464,69 @@ class Wire:
             self._sub = None
 
 
-def _header_block(headers: Mapping[str, str]) -> bytes | None:
-    """``NATS/1.0`` + ``Name: value`` lines, or None if a value needs nats-py's sanitising (CR/LF, padding)."""
+def header_block(headers: Mapping[str, str]) -> bytes | None:
+    """The header block nats-py's ``publish`` would send, or None when nats-py would change or refuse
+    something (a name to strip, skip or refuse, a value to strip or with CR/LF in it): then its path decides.
+
+    >>> header_block({"Nats-Msg-Id": "7", "Eskit-Type": "created"})
+    b'NATS/1.0\\r\\nNats-Msg-Id: 7\\r\\nEskit-Type: created\\r\\n\\r\\n'
+    >>> header_block({"Nats-Msg-Id": " 7"}) is None
+    True
+    """
+    if not _good_keys.issuperset(headers):
+        for key in headers:
+            if not _HEADER_KEY.fullmatch(key):
+                return None
+            if len(_good_keys) < 1000:
+                _good_keys.add(key)
     text = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
-    if text.count("\r") != len(headers) or text.count("\n") != len(headers):
+    if text.count("\r") != len(headers) or text.count("\n") != len(headers) or _PADDED.search(text):
         return None
     return b"NATS/1.0\r\n" + text.encode() + b"\r\n"
+
+
+def header_size(headers: Mapping[str, str]) -> int:
+    """The size of the header block nats-py sends for ``headers`` (at most: it strips values)."""
+    return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+
+
+def hpub(subject: str, reply: str, headers: Mapping[str, str], payload: bytes) -> bytes | None:
+    """The HPUB command nats-py's ``publish(subject, payload, reply=reply, headers=headers)`` sends, byte for
+    byte; None when only nats-py's own path can tell (a subject or header it would check or clean).
+
+    >>> hpub("orders.1.created", "_INBOX.x.1", {"A": "1"}, b"{}")
+    b'HPUB orders.1.created _INBOX.x.1 18 20\\r\\nNATS/1.0\\r\\nA: 1\\r\\n\\r\\n{}\\r\\n'
+    """
+    block = header_block(headers)
+    if block is None or not subject or _SUBJECT_INVALID.search(subject) or _SUBJECT_INVALID.search(reply):
+        return None
+    size = len(block)
+    total = size + len(payload)
+    return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (subject.encode(), reply.encode(), size, total, block, payload)
+
+
+def raw_publishing(nc: NATS) -> Callable[[bytes], Awaitable[bool]] | None:
+    """A way to send a ready-made command on ``nc`` as nats-py's ``publish`` does after its checks (queue it,
+    flush it when no flush is pending), or None: fast lanes off, or this nats-py keeps its queue elsewhere.
+    The returned coroutine says False when the connection cannot take it now (not connected, draining): then
+    nats-py's ``publish`` must (it buffers during a reconnect, or raises)."""
+    if not _fastlane.available(nc):
+        return None
+    send, flush = getattr(nc, "_send_command", None), getattr(nc, "_flush_pending", None)
+    if not callable(send) or not callable(flush) or not hasattr(nc, "_flush_queue"):
+        _warn_once("nats-py's Client has no _send_command, _flush_pending or _flush_queue")
+        return None
+
+    async def raw(command: bytes) -> bool:
+        if not nc.is_connected or nc.is_draining_pubs:
+            return False
+        await send(command)
+        queue = nc._flush_queue
+        if queue is not None and queue.empty():
+            await flush()
+        return True
+
+    return raw
 
 
 def parse_ack(msg: Msg) -> dict[str, Any] | ApiError:

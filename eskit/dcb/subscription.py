@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
+from .._nats.jsapi import guarded
 from ..errors import EventStoreError
 from .query import Query, SequencedEvent, decode, upcast
 
@@ -96,7 +97,8 @@ class Subscription:
             mem_storage=True, num_replicas=1,
         )  # fmt: skip
         if self.wire is None:
-            self._consumer = (await self._js.add_consumer(self._stream, config=config)).name
+            added = await guarded(f"consumer on {self._stream}", self._js.add_consumer(self._stream, config=config))
+            self._consumer = added.name
             return
         body = json.dumps({"stream_name": self._stream, "config": config.as_dict()}).encode()
         try:  # an account that may not create consumers (an analyst): PermissionDeniedError at once, not 5 s

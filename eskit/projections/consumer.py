@@ -32,6 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from .._bulkread import RawBatch
 from .._nats import fastlane as _fastlane
+from .._nats.jsapi import guarded
 from .._rawdecode import ack_tokens, recorded_events, split_subjects
 from ..errors import ProjectionError
 from ..events import RecordedEvent
@@ -143,7 +144,8 @@ class PullConsumer:
 
     async def progress(self) -> Progress:
         """Pending, unacknowledged, and the last position delivered, in one request."""
-        info = await self.client.js.consumer_info(self.stream, self.durable)
+        doing = f"consumer {self.durable} of {self.stream}"
+        info = await guarded(doing, self.client.js.consumer_info(self.stream, self.durable))
         delivered = int(info.delivered.stream_seq or 0) if info.delivered is not None else 0
         config, changed = info.config, []
         filters = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
