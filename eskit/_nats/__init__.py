@@ -24,6 +24,7 @@ from importlib import metadata
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.js.client import JetStreamContext
 
 from . import fastlane, headers
 
@@ -69,3 +70,9 @@ def server_info(nc: NATS) -> dict[str, Any]:
     """The INFO the server sent when ``nc`` connected (nats-py keeps it in a private member)."""
     info: dict[str, Any] = getattr(nc, "_server_info", None) or {}
     return info
+
+
+def connection_of(js: JetStreamContext) -> NATS:
+    """The connection a JetStream context talks over (nats-py keeps it in a private member)."""
+    nc: NATS = js._nc
+    return nc
