@@ -42,7 +42,7 @@ def install(nc: NATS) -> bool:
     if not fastlane.enabled():
         fastlane.disable(nc)
         return False
-    problem = fastlane.prepare(nc) or fastlane.missing(nc) or headers.install(nc)
+    problem = fastlane.missing(nc) or headers.missing(nc) or fastlane.prepare(nc) or headers.install(nc)
     if problem is None:
         return True
     fastlane.disable(nc)

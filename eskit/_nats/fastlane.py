@@ -95,6 +95,8 @@ class FastParser(Parser):
             args = data[pos:eol].split()
             try:
                 with_headers = args[0] == b"HMSG"
+                if not 4 + with_headers <= len(args) <= 5 + with_headers:
+                    raise ValueError  # nats-py's regex takes no other count either
                 total = int(args[-1])
                 header_size = int(args[-2]) if with_headers else 0
                 sid = int(args[2])
