@@ -66,8 +66,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if module not in LANED or "client" not in metafunc.fixturenames or not fastlane.enabled():
         return
     pattern = LANED[module]
-    if pattern is None or re.search(pattern, metafunc.function.__name__):
+    if metafunc.definition.get_closest_marker("fast_lane") is None and (
+        pattern is None or re.search(pattern, metafunc.function.__name__)
+    ):
         metafunc.parametrize("lane", LANES, indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not fastlane.enabled():
+        skip = pytest.mark.skip(reason="ESKIT_FAST_LANE=0: this test is about the fast lane itself")
+        for item in items:
+            if item.get_closest_marker("fast_lane") is not None:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -83,6 +83,7 @@ async def test_a_read_leaves_no_consumer_behind(mixed: eskit.EventStore) -> None
     assert info.state.consumer_count == 0
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 async def test_events_appended_after_the_read_started_are_not_included(store: eskit.EventStore) -> None:
     await store.append_many([(f"o{i}", [eskit.Event("a", {})], None) for i in range(1200)])
     seen = 0
@@ -93,6 +94,7 @@ async def test_events_appended_after_the_read_started_are_not_included(store: es
     assert seen == 1200 and await store.last_position() == 1201
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 async def test_a_missing_stream_is_stream_not_found(client: eskit.Client, store: eskit.EventStore) -> None:
     await store.append("x", [eskit.Event("a", {})])
     await client.delete_store(store.name)
@@ -196,6 +198,7 @@ async def small_pulls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_module, "BULK_REPLAY", 100)
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 @pytest.mark.usefixtures("small_pulls")
 async def test_a_replay_whose_consumer_vanishes_half_way_reads_on_with_direct_get(store: eskit.EventStore) -> None:
     await store.append_many([(f"o{i}", [eskit.Event("a", {"i": i})], None) for i in range(3000)])
@@ -209,6 +212,7 @@ async def test_a_replay_whose_consumer_vanishes_half_way_reads_on_with_direct_ge
     assert seen == list(range(1, 3001))
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 @pytest.mark.usefixtures("small_pulls")
 async def test_a_frame_whose_consumer_vanishes_half_way_is_still_whole(
     store: eskit.EventStore, monkeypatch: pytest.MonkeyPatch

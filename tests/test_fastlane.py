@@ -21,11 +21,13 @@ from eskit._nats import fastlane as _fastlane
 SIZES = [0, 1, 2, 7, 100, 4095, 4096, 32_767, 32_768, 70_000, 1_000_000]
 
 
+@pytest.mark.fast_lane
 def test_eskit_connections_use_the_fast_parser(client: eskit.Client) -> None:
     assert isinstance(client.nc._ps, _fastlane.FastParser)
     assert _fastlane.available(client.nc)
 
 
+@pytest.mark.fast_lane
 async def test_frames_of_every_size_arrive_intact_on_routed_and_ordinary_subscriptions(client: eskit.Client) -> None:
     nc = client.nc
     subject = unique("lane")
@@ -67,6 +69,7 @@ async def test_frames_of_every_size_arrive_intact_on_routed_and_ordinary_subscri
         assert (ordinary[i].headers or {}).get("N") == (str(i) if i % 2 else None)
 
 
+@pytest.mark.fast_lane
 async def test_a_failing_sink_does_not_stop_the_connection(client: eskit.Client) -> None:
     nc = client.nc
     subject = unique("lane")
@@ -85,6 +88,7 @@ async def test_a_failing_sink_does_not_stop_the_connection(client: eskit.Client)
     assert nc.is_connected
 
 
+@pytest.mark.fast_lane
 async def test_a_client_connected_by_hand_gets_the_process_msg_hook(nats_url: str) -> None:
     nc = await nats.connect(nats_url)  # its parser is nats-py's own: the hook is the way in
     try:
