@@ -174,7 +174,7 @@ class Aggregate:
             try:
                 data = json.loads(m.data) if m.data else None
             except (ValueError, RecursionError) as exc:
-                raise self._undecodable(m, exc) from None
+                raise self._undecodable(m, exc) from exc
             self._dispatch(subject_parts(m.subject)[1], data, where=f"position {m.seq}")  # as read() has it
             self.version += 1
             self.position = m.seq
@@ -187,7 +187,7 @@ class Aggregate:
             try:
                 data = json.loads(m.data) if m.data else None
             except (ValueError, RecursionError) as exc:
-                raise self._undecodable(m, exc) from None
+                raise self._undecodable(m, exc) from exc
             event_type = subject_parts(m.subject)[1]
             if event_type in types:
                 version = _version(m.headers.get(SCHEMA_VERSION))
@@ -322,7 +322,7 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
         return -1, None
     replayed, last = 0, None
     after = aggregate.position - 1 if mark is not None else 0
-    async with contextlib.aclosing(store._pages(prefix + ">", after, up_to)) as pages:
+    async with contextlib.aclosing(store.reader.pages(prefix + ">", after, up_to)) as pages:
         async for page in pages:
             messages = page.messages if up_to is None else [m for m in page.messages if m.seq <= up_to]
             if mark is not None:
@@ -344,7 +344,7 @@ async def _from_cache(store: EventStore, cls: type[A], aggregate_id: str) -> A |
     aggregate = store.cache.get(cls, aggregate_id)
     if aggregate is None:
         return None
-    last = await store._last_stored(aggregate_id)
+    last = await store.reader.last(f"{store.name}.{aggregate_id}.>")
     last_position, mark = (last.seq if last is not None else 0), aggregate._mark
     if last_position == aggregate.position and last is not None:
         if mark is None or not mark.matches(last, f"{store.name}.{aggregate_id}."):

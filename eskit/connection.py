@@ -257,29 +257,13 @@ async def connect(
     namespace = check_namespace(os.environ.get(LEARNER_ENV, "").strip() if namespace is None else namespace)
     url = url or os.environ.get("NATS_URL") or None
     server = None
-    errors_to: list[Client] = []  # the client, once it exists: server -ERRs fail its waiting requests
-    seen: list[Exception] = []  # errors while connecting: reported once, as one line
-
-    async def on_error(exc: Exception) -> None:
-        if not errors_to:
-            seen.append(exc)
-        for c in errors_to:
-            c.wire.on_server_error(exc)
-
-    async def on_disconnected() -> None:
-        for c in errors_to:
-            c.wire.on_disconnected()
-
-    async def on_reconnected() -> None:
-        for c in errors_to:
-            c.wire.on_reconnected()
-
+    relay = _Relay()
     if url is None:
         server = EmbeddedServer(store_dir=store_dir).start()
         url = server.url
     options: dict[str, Any] = {
         "name": name, "connect_timeout": timeout, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.2,
-        "error_cb": on_error, "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected,
+        "error_cb": relay.error, "disconnected_cb": relay.disconnected, "reconnected_cb": relay.reconnected,
         "user": user, "password": password, "token": token,
         "nkeys_seed": nkeys_seed, "user_credentials": creds, "tls": tls,
         "inbox_prefix": inbox_prefix or _inbox_of(user or _url_user(url)),
@@ -292,11 +276,33 @@ async def connect(
     except Exception as exc:
         if server is not None:
             server.stop()
-        raise _connect_error(url, exc, seen, secrets=(password, token, nkeys_seed, creds)) from None
+        raise _connect_error(url, exc, relay.seen, secrets=(password, token, nkeys_seed, creds)) from None
     nc.options["max_reconnect_attempts"] = -1
-    client = Client(nc, url, server, namespace)
-    errors_to.append(client)
-    return client
+    relay.client = Client(nc, url, server, namespace)
+    return relay.client
+
+
+class _Relay:
+    """nats-py's connection callbacks, passed on to the client's wire once it exists (server -ERRs fail its
+    waiting requests); errors while connecting are kept, to be reported once, as one line."""
+
+    def __init__(self) -> None:
+        self.client: Client | None = None
+        self.seen: list[Exception] = []
+
+    async def error(self, exc: Exception) -> None:
+        if self.client is None:
+            self.seen.append(exc)
+        else:
+            self.client.wire.on_server_error(exc)
+
+    async def disconnected(self) -> None:
+        if self.client is not None:
+            self.client.wire.on_disconnected()
+
+    async def reconnected(self) -> None:
+        if self.client is not None:
+            self.client.wire.on_reconnected()
 
 
 def _url_user(url: str) -> str | None:

@@ -26,24 +26,17 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from . import _snapshotformat
 from ._marks import Mark
-from ._nats.codes import CONFLICT, EXPECTED_SEQ, STREAM_NOT_FOUND
+from ._nats.codes import CONFLICT, EXPECTED_SEQ, STREAM_NAME_IN_USE, STREAM_NOT_FOUND
 from ._nats.jsapi import guarded
 from ._nats.wire import ApiError, StoredMsg, Wire, parse_ack, status_of
-from .errors import (
-    EncodeError,
-    EventStoreError,
-    InvalidNameError,
-    StoreTimeoutError,
-    StreamNotFoundError,
-    ValidationError,
-)
+from .errors import EventStoreError, InvalidNameError, StoreTimeoutError, StreamNotFoundError, ValidationError
 from .events import Position, parse_time
 
 if TYPE_CHECKING:
@@ -186,7 +179,7 @@ class Snapshots:
             body = json.dumps(config.as_dict()).encode()
             reply = json.loads((await _patient(snapshots._wire, f"$JS.API.STREAM.CREATE.{stream}", body)).data)
             error = reply.get("error")
-            if error and error.get("err_code") != 10058:  # 10058: made meanwhile, another configuration: use it
+            if error and error.get("err_code") != STREAM_NAME_IN_USE:  # made meanwhile: use it
                 raise EventStoreError(f"cannot create snapshot bucket {snapshots.bucket}: {error.get('description')}")
         await snapshots.refresh_identity()
         return snapshots
@@ -301,7 +294,8 @@ class Snapshots:
         subject = f"$KV.{self.bucket}.{key_for(cls, aggregate.id)}"
         # The identity as last seen: if the stream was recreated since, the mark (an event of the new stream) and
         # the old identity disagree, and a load elsewhere ignores this snapshot once and writes a right one.
-        payload = _encode(aggregate, timestamp or parse_time(mark.stored_at), self.stream_identity, mark)
+        when = timestamp or parse_time(mark.stored_at)
+        payload = _snapshotformat.encode_aggregate(aggregate, when, self.stream_identity, mark)
         for _ in range(_WRITE_ATTEMPTS):
             reply = parse_ack(await self._wire.request(subject, payload, {EXPECTED_SEQ: str(revision)}))
             if not isinstance(reply, ApiError):
@@ -349,37 +343,13 @@ def _comparable(aggregate: Aggregate) -> dict[str, Any]:
     return {"version": aggregate.version, "position": aggregate.position, **flat}
 
 
-def _encode(aggregate: Aggregate, timestamp: datetime | None, stream: str, mark: Mark) -> bytes:
-    header = {
-        "format": _snapshotformat.FORMAT,
-        "name": type(aggregate).snapshot_name,
-        "id": aggregate.id,
-        "schema": aggregate.snapshot_schema,
-        "version": aggregate.version,
-        "position": aggregate.position,
-        "timestamp": timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if timestamp else None,
-        "stream": stream,
-        "event_id": mark.event_id,
-        "stored_at": mark.stored_at,
-    }
-    name = type(aggregate).__name__
-    try:
-        return _snapshotformat.encode(header, aggregate.snapshot())
-    except _snapshotformat.TooDeep as exc:
-        raise EncodeError(f"{name} state cannot be snapshotted: {exc}; override snapshot() to flatten it") from None
-    except (TypeError, ValueError) as exc:
-        raise EncodeError(
-            f"{name} state is not JSON-serialisable ({exc}); override snapshot() and restore() to convert it"
-        ) from None
-
-
 def _decode(
     raw: bytes, aggregate_id: str, revision: int, cls: type[Aggregate]
 ) -> tuple[Snapshot | None, str]:
     """The snapshot, or None and why it cannot be used."""
     try:
         header, state = _snapshotformat.decode(raw)
-        schema, version, position = _ints(header, "schema", "version", "position")
+        schema, version, position = _snapshotformat.ints(header, "schema", "version", "position")
         stream, event_id, stored_at = header.get("stream"), header.get("event_id"), header.get("stored_at")
         if not (isinstance(stream, str) and isinstance(stored_at, str) and isinstance(event_id, str | None)):
             raise ValueError("no stream identity or event mark")
@@ -398,14 +368,6 @@ def _decode(
             f"{cls.__name__} expects {cls.snapshot_schema}"
         )
     return snapshot, ""
-
-
-def _ints(header: dict[str, Any], *names: str) -> list[int]:
-    values = [header.get(name) for name in names]
-    bad = [name for name, value in zip(names, values, strict=True) if type(value) is not int]
-    if bad:
-        raise ValueError(f"{', '.join(bad)} not an integer")
-    return values  # type: ignore[return-value]
 
 
 async def drop_bucket(js: JetStreamContext, store: str) -> bool:

@@ -97,3 +97,17 @@ def test_quick_export_benchmark_reports_every_figure() -> None:
     assert result["modes"]["import"]["peak_rss_mib"] > 0
     assert result["parquet_vs_dataframe"] > 0 and result["parquet_files"] >= 1
     assert result["variants_agree"] is True and result["modes"]["duckdb_variants"]["variants"] > 1
+
+
+def test_quick_process_manager_benchmark_reports_both_rates_and_the_ratio() -> None:
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    proc = subprocess.run(
+        [python, str(ROOT / "bench" / "process_manager.py"), "--quick", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["flows"] == 500 and result["reps"] == 1
+    assert result["loop_flows_per_s"] > 0 and result["process_manager_flows_per_s"] > 0 and result["ratio"] > 0
+    assert result["goal"] == 0.5 and isinstance(result["goal_met"], bool) and result["cpu_ratio"] > 0
+    assert "x the hand-written loop" in proc.stderr

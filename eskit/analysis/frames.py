@@ -5,7 +5,7 @@
 ['position', 'aggregate_id', 'type', 'timestamp', 'occurred_at']
 
 Columns: ``position``, ``aggregate_id`` and ``type`` (original names: ``%XX`` escapes from
-:func:`~eskit.eventlog.encode_token` are undone), ``timestamp`` (when the server stored it, UTC),
+:func:`~eskit.events.encode_token` are undone), ``timestamp`` (when the server stored it, UTC),
 ``occurred_at`` (when it happened, UTC), ``event_id``, ``schema_version``, ``correlation_id``,
 ``causation_id``, ``subject``, then ``meta:<key>`` for each metadata key and the event data flattened
 (nested keys joined with ``.``; a data key that clashes with a column above gets a ``data:`` prefix).
@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from tqdm import tqdm
 
-from .._ahead import PAGE, last_position, stream_pages
-from .._bulkread import ConsumerRefused, RawBatch, consumer_batches
+from .._bulkread import ConsumerRefused, RawBatch
+from .._nats.codes import EXPECTED_SEQ, EXPECTED_SUBJECT
 from .._nats.wire import StoredMsg
 from .._rawdecode import ack_tokens, decode_payloads, split_subjects, version
+from .._reader import by_consumer
 from ..errors import EventStoreError, ValidationError
 from ..events import (
     CAUSATION_ID,
@@ -72,8 +73,8 @@ _KNOWN = frozenset(
         "Nats-Sequence",
         "Nats-Num-Pending",
         "Nats-Last-Sequence",
-        "Nats-Expected-Last-Subject-Sequence",
-        "Nats-Expected-Last-Subject-Sequence-Subject",
+        EXPECTED_SEQ,
+        EXPECTED_SUBJECT,
     }
 )
 
@@ -265,14 +266,14 @@ async def chunk_frames(
     upcasters = source.upcasters if isinstance(source, EventStore) else None
     columns = _Columns(upcasters)
     if isinstance(source, EventStore) and subjects is None:
-        last = await last_position(source)
+        last = await source.reader.last_position()
         bar.total = max(0, last - after)
-        if last - after > PAGE:  # more than one page: a consumer is faster; Direct Get reads on from its end
+        if by_consumer(last - after):  # a consumer is faster; Direct Get reads on from where it stopped
             got = [after]
             async for frame in _read_by_consumer(source, after, bar, got, chunk):
                 yield frame
             after = got[0]
-        async for messages in stream_pages(source, after=after, last=last):
+        async for messages in source.reader.ahead(after=after, last=last):
             columns.add_messages(messages)
             bar.update(len(messages))
             if len(columns) >= chunk:
@@ -281,7 +282,7 @@ async def chunk_frames(
     elif isinstance(source, EventStore):
         for filter_subject in _filters(source, subjects):
             first = True
-            async for page in source._pages(filter_subject, after, None):
+            async for page in source.reader.pages(filter_subject, after, None):
                 if first:  # the first page says how many more match: the bar's total
                     bar.total, first = (bar.total or 0) + len(page.messages) + page.pending, False
                     bar.refresh()
@@ -312,7 +313,7 @@ async def _read_by_consumer(
     half-way (its consumer gone): the caller reads on from the position in ``got``, with Direct Get.
     """
     columns = _Columns(store.upcasters)
-    reader = consumer_batches(store, after=after, filters=[f"{store.name}.>"])
+    reader = store.reader.batches(after=after, filters=[f"{store.name}.>"])
     with contextlib.suppress(ConsumerRefused, EventStoreError):
         async with contextlib.aclosing(reader) as batches:  # on an error too: the consumer goes at once
             async for batch in batches:

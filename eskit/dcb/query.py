@@ -292,7 +292,7 @@ def decode(seq: int, subject: str, headers: Mapping[str, str], data: bytes) -> S
     except ValueError as exc:
         raise EventStoreError(
             f"message {seq} on {subject} is not a DCB event ({exc}); published by hand?"
-        ) from None
+        ) from exc
     parts = subject.split(".")
     version = headers.get(SCHEMA_VERSION)
     return SequencedEvent(seq, parts[1] if len(parts) > 1 else "", value, tags, headers.get(MSG_ID),

@@ -7,7 +7,7 @@
 ...                      AppendCondition(q, after=seen.head))                        # doctest: +SKIP
 
 **Layout.** Each event is stored once, on ``<store>.<type>.<slot>...``, one slot token per declared tag key
-(see :mod:`eskit.dcb_query`). ``tag_keys`` is fixed when the store is created (kept in the stream's metadata):
+(see :mod:`eskit.dcb.query`). ``tag_keys`` is fixed when the store is created (kept in the stream's metadata):
 old events keep their subjects, so changing it would make filters miss them. A query item becomes one
 subject filter (``courses.*.c1.*``): exact when it names at most one type and only tags of declared keys,
 a superset otherwise; events are always re-checked precisely on the client.
@@ -29,7 +29,7 @@ student), two ways, used in turn:
    messages on ``<store>.~.~...`` (outside every event filter) that expire after a second (``Nats-TTL``),
    each carrying one more check. Disjoint writers no longer touch each other's filters, so they cannot
    starve each other. The price: positions have gaps (the spec allows them), a short-lived extra message,
-   and an atomic batch (on one file-backed server the batch commit syncs to disk: ~20 ms here vs ~1 ms).
+   and an atomic batch (on one file-backed server the batch commit syncs to disk: slower than one message).
 
 Either way, writers on disjoint boundaries never see an error; under contention they pay round trips.
 Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all).
@@ -59,7 +59,6 @@ only server checks each message against everything stored before it.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import time
@@ -67,10 +66,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nats.aio.msg import Msg
-
-from .._nats.codes import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE
-from .._nats.wire import ApiError, Page, TooManySubjectsError, description_of, parse_ack, status_of
+from .._nats.codes import (
+    BATCH_DUPLICATE,
+    CONFLICT,
+    DUPLICATE_IN_PROCESS,
+    EXPECTED_SEQ,
+    EXPECTED_SUBJECT,
+    SUBJECT_SEQUENCE_UNAVAILABLE,
+)
+from .._nats.wire import ApiError, Page, TooManySubjectsError, parse_ack
+from .._reader import Reader
 from ..errors import (
     AppendConditionError,
     ContentionError,
@@ -80,7 +85,6 @@ from ..errors import (
     ValidationError,
 )
 from ..events import check_position
-from ..store import EventStore
 from .query import (
     AppendCondition,
     Layout,
@@ -113,9 +117,8 @@ __all__ = [
     "TaggedEvent",
 ]
 
-WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_BATCH = 10071, 10164
 TTL, CARRIER_TTL = "Nats-TTL", "1s"
-DUPLICATES = (10201, 10158)
+DUPLICATES = (BATCH_DUPLICATE, DUPLICATE_IN_PROCESS)
 MAX_ATTEMPTS = 200
 MAX_CARRIERS = 15
 MERGED_ATTEMPTS = 8
@@ -134,7 +137,7 @@ class DCBStore:
         self.name = layout.store
         self.stream = stream
         self._wire = client.wire
-        self._pager = EventStore(client, self.name, stream)
+        self.reader = Reader(client, stream, self.name)  # every read of the stream
         self.upcasters: Upcasters | None = None  # set by client.dcb_store(..., upcasters=Upcasters())
         self.retries = 0  # appends re-sent after a check on a (merged) filter moved: internal, not errors
         self.lagged = 0  # reads that found a follower behind the position they must reach, and read again
@@ -231,7 +234,7 @@ class DCBStore:
         after, last_seen, lagged = scan.covered, None, False
         deadline = time.monotonic() + LAG_WAIT
         while True:
-            async for page in self._pager._pages(f, scan.covered, up_to):
+            async for page in self.reader.pages(f, scan.covered, up_to):
                 for m in page.messages:
                     scan.covered = max(scan.covered, m.seq)
                     if m.seq > up_to:
@@ -331,7 +334,7 @@ class DCBStore:
             if not isinstance(ack, ApiError):
                 self._after_append(batch, filters, expected, ack)
                 return ack
-            if ack.err_code not in (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_BATCH):
+            if ack.err_code not in CONFLICT:
                 raise _error(self.name, ack)
             self.retries += 1
             actual = re.search(r"(\d+)\s*$", ack.description)
@@ -408,14 +411,8 @@ class DCBStore:
         return last
 
     async def _direct_last(self, f: str) -> tuple[int, str, dict[str, str], bytes] | None:
-        request = json.dumps({"last_by_subj": f}).encode()
-        msg: Msg = await self._wire.request(f"$JS.API.DIRECT.GET.{self.stream}", request)
-        headers = dict(msg.headers or {})
-        if status_of(msg) == "404":  # a status reply; a stored message's own Status header is not one
-            return None
-        if "Nats-Sequence" not in headers:
-            raise EventStoreError(f"last message on {f} in {self.stream}: {description_of(msg) or 'no answer'}")
-        return int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data
+        msg = await self.reader.last(f)
+        return None if msg is None else (msg.seq, msg.subject, dict(msg.headers), msg.data)
 
     def _remember(self, f: str, position: int) -> None:
         if len(self._known) > KNOWN_MAX:
