@@ -3,9 +3,8 @@
 All replies arrive on one wildcard inbox subscription per connection (``_INBOX.<nuid>.*``), routed by the
 last token to the waiting request: no subscription per request, no consumer, one round trip per page.
 
-A server's status reply (``NATS/1.0 404 No Messages``, ``204 EOB``, ``503``) is told from a message by
-:func:`status_of`: by its status line, and never for a stored message (Direct Get adds ``Nats-Sequence`` to
-those), so a ``Status`` header that someone published into a stream is just a header.
+What the replies say is read in :mod:`.replies`; the HPUB of a pipelined request is written in
+:mod:`.publishing`.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ import json
 import re
 import uuid
 from asyncio import FIRST_COMPLETED
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -33,92 +31,27 @@ from ..errors import (
     StreamNotFoundError,
 )
 from . import fastlane as _fastlane
-from . import warn_once as _warn_once
 from .codes import NO_MESSAGE, STREAM_NOT_FOUND
 from .headers import parse_block
 from .jsapi import NATS_ERRORS, translate
+from .publishing import header_block as header_block
+from .publishing import header_size as header_size
+from .publishing import hpub as hpub
+from .publishing import raw_publishing as raw_publishing
+from .replies import DESCRIPTION as DESCRIPTION
+from .replies import SEQUENCE as SEQUENCE
+from .replies import STATUS as STATUS
+from .replies import ApiError as ApiError
+from .replies import Page as Page
+from .replies import Reply as Reply
+from .replies import StoredMsg as StoredMsg
+from .replies import description_of as description_of
+from .replies import parse_ack as parse_ack
+from .replies import status_of as status_of
 
-STATUS = "Status"
-DESCRIPTION = "Description"
-SEQUENCE = "Nats-Sequence"  # on every message Direct Get returns, never on a status reply
 DEFAULT_TIMEOUT = 5.0
 MAX_INFLIGHT_BATCHES = 32  # open atomic batches per connection (the server allows 50 per stream)
-_SUBJECT_INVALID = re.compile(r"[ \t\r\n]")  # nats-py refuses these in a subject (and a reply subject)
-_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # nats-py's rule for a header name (an HTTP token)
-_good_keys: set[str] = set()  # header names checked once: the same few on every event
 _VIOLATION = re.compile(r'Permissions Violation for (Publish|Subscription) to "?([^"\s]+)"?', re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMsg:
-    """One message from a Direct Get reply."""
-
-    seq: int
-    subject: str
-    headers: Mapping[str, str]
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One batch Direct Get reply: the messages, and how many more match after them."""
-
-    messages: list[StoredMsg]
-    pending: int
-    last_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class ApiError:
-    """A JetStream API error reply (``{"error": {...}}``)."""
-
-    code: int
-    err_code: int
-    description: str
-
-
-class Reply:
-    """What the Wire's handlers read of a fast-lane message: subject, reply, data, headers (as ``Msg``), and
-    apart from the headers the status line's code (None: no status line) and description."""
-
-    __slots__ = ("data", "description", "headers", "reply", "status", "subject")
-
-    def __init__(
-        self, subject: str, reply: str, data: bytes, headers: Mapping[str, str] | None,
-        status: str | None = None, description: str = "",
-    ) -> None:  # fmt: skip
-        self.subject = subject
-        self.reply = reply
-        self.data = data
-        self.headers = headers
-        self.status = status
-        self.description = description
-
-
-def status_of(msg: Msg | Reply) -> str | None:
-    """The status code of a server's status reply (``"404"``); None for a message, stored ones included.
-
-    A fast-lane :class:`Reply` keeps its status line apart from its headers. nats-py merges the two into
-    ``headers["Status"]``, so on its path a stored message (one that carries ``Nats-Sequence``) never counts
-    as a status, whatever headers it was published with.
-
-    >>> status_of(Reply("_INBOX.x.1", "", b"", {"Status": "404", "Nats-Sequence": "7"}))
-    >>> status_of(Reply("_INBOX.x.1", "", b"", {}, "404", "No Messages"))
-    '404'
-    """
-    headers = msg.headers
-    if headers and SEQUENCE in headers:
-        return None
-    if isinstance(msg, Reply):
-        return msg.status
-    return headers.get(STATUS) if headers else None
-
-
-def description_of(msg: Msg | Reply) -> str:
-    """The description of a status reply (``"No Messages"``), for error messages."""
-    if isinstance(msg, Reply):
-        return msg.description
-    return (msg.headers or {}).get(DESCRIPTION, "")
 
 
 class TooManySubjectsError(EventStoreError):
@@ -461,80 +394,3 @@ class Wire:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
-
-
-def header_block(headers: Mapping[str, str]) -> bytes | None:
-    """The header block nats-py's ``publish`` would send, or None when nats-py would change or refuse
-    something (a name to strip, skip or refuse, a value to strip or with CR/LF in it): then its path decides.
-
-    >>> header_block({"Nats-Msg-Id": "7", "Eskit-Type": "created"})
-    b'NATS/1.0\\r\\nNats-Msg-Id: 7\\r\\nEskit-Type: created\\r\\n\\r\\n'
-    >>> header_block({"Nats-Msg-Id": " 7"}) is None
-    True
-    """
-    if not _good_keys.issuperset(headers):
-        for key in headers:
-            if not _HEADER_KEY.fullmatch(key):
-                return None
-            if len(_good_keys) < 1000:
-                _good_keys.add(key)
-    if [v for v in headers.values() if v != v.strip() or "\r" in v or "\n" in v]:
-        return None
-    return b"NATS/1.0\r\n" + "".join([f"{k}: {v}\r\n" for k, v in headers.items()]).encode() + b"\r\n"
-
-
-def header_size(headers: Mapping[str, str]) -> int:
-    """The size of the header block nats-py sends for ``headers`` (at most: it strips values)."""
-    return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
-
-
-def hpub(subject: str, reply: str, headers: Mapping[str, str], payload: bytes) -> bytes | None:
-    """The HPUB command nats-py's ``publish(subject, payload, reply=reply, headers=headers)`` sends, byte for
-    byte; None when only nats-py's own path can tell (a subject or header it would check or clean).
-
-    >>> hpub("orders.1.created", "_INBOX.x.1", {"A": "1"}, b"{}")
-    b'HPUB orders.1.created _INBOX.x.1 18 20\\r\\nNATS/1.0\\r\\nA: 1\\r\\n\\r\\n{}\\r\\n'
-    """
-    block = header_block(headers)
-    if block is None or not subject or _SUBJECT_INVALID.search(subject) or _SUBJECT_INVALID.search(reply):
-        return None
-    size = len(block)
-    total = size + len(payload)
-    return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (subject.encode(), reply.encode(), size, total, block, payload)
-
-
-def raw_publishing(nc: NATS) -> Callable[[bytes], Awaitable[bool]] | None:
-    """A way to send a ready-made command on ``nc`` as nats-py's ``publish`` does after its checks (queue it,
-    flush it when no flush is pending), or None: fast lanes off, or this nats-py keeps its queue elsewhere.
-    The returned coroutine says False when the connection cannot take it now (not connected, draining): then
-    nats-py's ``publish`` must (it buffers during a reconnect, or raises)."""
-    if not _fastlane.available(nc):
-        return None
-    send, flush = getattr(nc, "_send_command", None), getattr(nc, "_flush_pending", None)
-    if not callable(send) or not callable(flush) or not hasattr(nc, "_flush_queue"):
-        _warn_once("nats-py's Client has no _send_command, _flush_pending or _flush_queue")
-        return None
-
-    async def raw(command: bytes) -> bool:
-        if not nc.is_connected or nc.is_draining_pubs:
-            return False
-        await send(command)
-        queue = nc._flush_queue
-        if queue is not None and queue.empty():
-            await flush()
-        return True
-
-    return raw
-
-
-def parse_ack(msg: Msg) -> dict[str, Any] | ApiError:
-    """A PubAck as a dict, or the API error it carries."""
-    try:
-        body = json.loads(msg.data)
-    except ValueError:
-        return ApiError(0, 0, f"unreadable reply: {msg.data[:80]!r}")
-    err = body.get("error")
-    if err:
-        return ApiError(int(err.get("code", 0)), int(err.get("err_code", 0)), str(err.get("description", "")))
-    result: dict[str, Any] = body
-    return result
