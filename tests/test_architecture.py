@@ -258,9 +258,9 @@ def test_jetstream_error_codes_are_named_once_in_nats_codes() -> None:
 
 
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
-# Still over, left to the helpers working on them (the nats-py seam; the DCB store's append path; process
-# managers). The list only shrinks: a module or function that fits comes off it, and nothing new goes on.
-OVERSIZE = {"eskit/_nats/wire.py:request_many", "eskit/dcb/store.py", "eskit/process/manager.py"}
+# Still over, left to the helpers working on them (the DCB store's append path; process managers). The list
+# only shrinks: a module or function that fits comes off it, and nothing new goes on.
+OVERSIZE = {"eskit/dcb/store.py", "eskit/process/manager.py"}
 
 
 def test_no_module_over_400_lines_and_no_function_over_60() -> None:

@@ -267,3 +267,15 @@ async def test_dropping_a_snapshot_bucket_that_is_not_there_says_false(client: e
     from eskit.snapshots import drop_bucket
 
     assert await drop_bucket(client.js, unique("none")) is False
+
+
+async def test_pipelined_requests_nobody_answers_time_out_in_the_time_given(client: eskit.Client) -> None:
+    subject = unique("silent")
+    sub = await client.nc.subscribe(subject)  # listens, never answers: no 503 either
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(eskit.StoreTimeoutError, match=r"within 0\.5s"):
+            await client.wire.request_many([(subject, b"x", {"A": "1"}), (subject, b"y", None)], timeout=0.5)
+        assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        await sub.unsubscribe()

@@ -14,7 +14,6 @@ import contextlib
 import json
 import re
 import uuid
-from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ from . import fastlane as _fastlane
 from .codes import NO_MESSAGE, STREAM_NOT_FOUND
 from .headers import parse_block
 from .jsapi import NATS_ERRORS, translate
+from .pipeline import Pipeline
 from .publishing import header_block as header_block
 from .publishing import header_size as header_size
 from .publishing import hpub as hpub
@@ -180,81 +180,32 @@ class Wire:
         ``timeout`` seconds, the call fails with :class:`StoreTimeoutError`.
         """
         await self._ensure_subscribed()
-        limit = timeout or self._timeout
-        n = len(messages)
-        results: list[Any] = [None] * n
-        loop = asyncio.get_running_loop()
-        handlers = self._handlers
-        low_water = max(1, window // 2)
-        inflight = 0
-        received = 0
-        waiter: asyncio.Future[None] | None = None
-        refused: asyncio.Future[None] = loop.create_future()  # set by on_server_error for these requests
-        failed_subject: str | None = None
-
-        def make_route(i: int, token: str) -> Callable[[Msg], None]:
-            def route(msg: Msg) -> None:
-                nonlocal inflight, received, failed_subject
-                if handlers.pop(token, None) is None:
-                    return
-                if failed_subject is None and status_of(msg) == "503":
-                    failed_subject = messages[i][0]
-                results[i] = msg
-                inflight -= 1
-                received += 1
-                if waiter is not None and not waiter.done() and inflight <= low_water:
-                    waiter.set_result(None)
-
-            return route
-
-        async def drain_to(level: int) -> None:
-            nonlocal waiter
-            while inflight > level:
-                seen = received
-                waiter = loop.create_future()
-                try:
-                    await asyncio.wait_for(asyncio.wait({waiter, refused}, return_when=FIRST_COMPLETED), limit)
-                    if refused.done():
-                        refused.result()  # a permissions violation: raise it now, not a timeout later
-                except TimeoutError:
-                    if received == seen:
-                        raise StoreTimeoutError(
-                            f"no reply from the server within {limit:.1f}s for {inflight} of {n} pipelined "
-                            "requests; is the server overloaded, or is the stream's leader being elected?"
-                        ) from None
-                finally:
-                    waiter = None
-
-        prefix = self._prefix
-        nc = self._nc
-        raw = self._raw
-        limit = nc.max_payload
+        pipe = Pipeline(self._handlers, messages, window, timeout or self._timeout)
+        prefix, raw, max_payload = self._prefix, self._raw, self._nc.max_payload
         tokens: list[str] = []
         try:
             for i, (subject, payload, headers) in enumerate(messages):
-                if inflight >= window:
-                    await drain_to(low_water)
+                if pipe.inflight >= window:
+                    await pipe.drain_to(pipe.low_water)
                 self._counter += 1
                 token = format(self._counter, "x")
                 tokens.append(token)
-                handlers[token] = make_route(i, token)
-                self._waiting[token] = (subject, refused)
-                inflight += 1
+                pipe.expect(i, token)
+                self._waiting[token] = (subject, pipe.refused)
                 reply = f"{prefix}.{token}"
                 command = hpub(subject, reply, headers, payload) if raw and headers else None
                 # else nats-py's publish: it checks, cleans, buffers (and _publish the size)
-                if command is None or raw is None or len(command) > limit or not await raw(command):
+                if command is None or raw is None or len(command) > max_payload or not await raw(command):
                     await self._publish(subject, payload, reply, headers)
-            await drain_to(0)
+            await pipe.drain_to(0)
         finally:
             for token in tokens:
-                handlers.pop(token, None)
+                self._handlers.pop(token, None)
                 self._waiting.pop(token, None)
-            if refused.done() and not refused.cancelled():
-                refused.exception()  # retrieved: no "exception was never retrieved" warning
-        if failed_subject is not None:
-            raise await self._no_responders(failed_subject, None)
-        return results
+            pipe.close()
+        if pipe.failed_subject is not None:
+            raise await self._no_responders(pipe.failed_subject, None)
+        return pipe.results
 
     async def _no_responders(self, subject: str, stream: str | None) -> EventStoreError:
         """Why nobody answered: no such stream, or the stream exists but has no leader/responder right now."""
