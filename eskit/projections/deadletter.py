@@ -114,9 +114,13 @@ class DeadLetters:
         return await self.client.delete_store(self.name)
 
 
+PERSONAL_MARK = b'"eskit-pii:1:'  # an encrypted personal field (eskit.privacy)
+
+
 def _payload(event: RecordedEvent) -> bytes:
-    """The stored bytes; for an event an upcaster changed, its upcast data (it goes with its upcast version)."""
-    if event.decode_error is not None or not event.raw:
+    """The stored bytes; for an event an upcaster changed, its upcast data (it goes with its upcast version).
+    An event with encrypted personal fields keeps its stored bytes: a parked copy never holds them decrypted."""
+    if event.decode_error is not None or not event.raw or PERSONAL_MARK in event.raw:
         return event.raw
     try:
         unchanged = json.loads(event.raw) == event.data
