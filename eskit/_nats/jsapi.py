@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -81,14 +81,6 @@ def api_error(doing: str, code: int, err_code: int, description: str) -> EventSt
     if code == 503:
         return StoreUnavailableError(f"{doing}: {what}; retry")
     return EventStoreError(f"{doing}: {what} (err_code {err_code})")
-
-
-def reply_error(doing: str, reply: dict[str, Any]) -> EventStoreError | None:
-    """The eskit error a JSON API reply carries (None: no error)."""
-    error = reply.get("error")
-    if not error:
-        return None
-    return api_error(doing, int(error.get("code", 0)), int(error.get("err_code", 0)), str(error.get("description", "")))
 
 
 async def guarded(doing: str, call: Awaitable[T]) -> T:
