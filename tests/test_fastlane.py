@@ -165,18 +165,33 @@ def frame(kind: str, n: int, payload: bytes, headers: bytes) -> bytes:
         size = len(block)
         return b"HMSG s %d r.%d %d %d\r\n%s%s\r\n" % (n % 3 + 1, n, size, size + len(payload), block, payload)
     return {"ping": b"PING\r\n", "pong": b"PONG\r\n", "ok": b"+OK\r\n", "info": b'INFO {"a":1}\r\n',
-            "err": b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n"}[kind]  # fmt: skip
+            "err": b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n",
+            "stale": b"-ERR 'Stale Connection'\r\n"}[kind]  # fmt: skip
 
 
-frames = st.lists(
-    st.tuples(
-        st.sampled_from(["msg", "msg-reply", "hmsg", "hmsg-reply", "ping", "pong", "ok", "info", "err"]),
-        st.binary(max_size=300) | st.sampled_from([b"", b"\r\n", b"MSG x 1 2\r\n", b"HMSG", b"PING\r\n"]),
-        st.sampled_from([b"", b"A: 1\r\n", b"Nats-Msg-Id: x\r\nB: y\r\n"]),
-    ),
-    min_size=1,
-    max_size=30,
-)
+KINDS = ["msg", "msg-reply", "hmsg", "hmsg-reply", "ping", "pong", "ok", "info", "err"]
+
+
+def frame_lists(kinds: list[str], odd: list[bytes]) -> st.SearchStrategy[list[tuple[str, bytes, bytes]]]:
+    """Frames of these kinds, with payloads that look like protocol lines (``odd``) now and then."""
+    return st.lists(
+        st.tuples(
+            st.sampled_from(kinds),
+            st.binary(max_size=300) | st.sampled_from(odd),
+            st.sampled_from([b"", b"A: 1\r\n", b"Nats-Msg-Id: x\r\nB: y\r\n"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    """``data`` cut where ``cuts`` say (modulo its length), as reads from a socket arrive."""
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+frames = frame_lists(KINDS, [b"", b"\r\n", b"MSG x 1 2\r\n", b"HMSG", b"PING\r\n"])
 
 
 @given(items=frames, cuts=st.lists(st.integers(0, 20_000), max_size=12))
@@ -184,9 +199,7 @@ frames = st.lists(
 def test_the_fast_parser_hands_off_exactly_what_nats_py_does_wherever_the_reads_split(
     items: list[tuple[str, bytes, bytes]], cuts: list[int]
 ) -> None:
-    wire = b"".join(frame(kind, n, payload, headers) for n, (kind, payload, headers) in enumerate(items))
-    points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
-    chunks = [wire[a:b] for a, b in itertools.pairwise(points)]
+    chunks = chunked(b"".join(frame(k, n, p, h) for n, (k, p, h) in enumerate(items)), cuts)
 
     async def feed(parser: Parser) -> list[tuple[object, ...]]:
         for chunk in chunks:

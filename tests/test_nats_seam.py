@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import warnings
 from collections.abc import AsyncIterator
 
@@ -23,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from nats.protocol.parser import Parser
-from test_fastlane import Recorder, frame
+from test_fastlane import KINDS, Recorder, chunked, frame, frame_lists
 
 import eskit
 from eskit import _nats
@@ -68,16 +67,7 @@ def test_the_fast_parser_stops_reading_a_chunk_where_nats_py_resets_it_on_a_stal
     assert hand_offs(_fastlane.FastParser, [chunk]) == theirs
 
 
-KINDS = ["msg", "msg-reply", "hmsg", "hmsg-reply", "ping", "pong", "ok", "info", "err", "stale"]
-frames = st.lists(
-    st.tuples(
-        st.sampled_from(KINDS),
-        st.binary(max_size=200) | st.sampled_from([b"", b"\r\n", b"MSG x 1 2\r\n", b"-ERR 'Stale Connection'\r\n"]),
-        st.sampled_from([b"", b"A: 1\r\n", b"Nats-Msg-Id: x\r\nB: y\r\n"]),
-    ),
-    min_size=1,
-    max_size=20,
-)
+frames = frame_lists([*KINDS, "stale"], [b"", b"\r\n", b"MSG x 1 2\r\n", STALE])
 
 
 @given(items=frames, cuts=st.lists(st.integers(0, 10_000), max_size=8))
@@ -85,9 +75,7 @@ frames = st.lists(
 def test_the_fast_parser_hands_off_what_nats_py_does_with_resets_pings_and_infos_anywhere(
     items: list[tuple[str, bytes, bytes]], cuts: list[int]
 ) -> None:
-    data = b"".join(STALE if k == "stale" else frame(k, n, p, h) for n, (k, p, h) in enumerate(items))
-    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    chunks = [data[a:b] for a, b in itertools.pairwise(points)]
+    chunks = chunked(b"".join(frame(k, n, p, h) for n, (k, p, h) in enumerate(items)), cuts)
     assert hand_offs(_fastlane.FastParser, chunks) == hand_offs(Parser, chunks)
 
 
