@@ -267,3 +267,16 @@ async def test_pipelined_requests_nobody_answers_time_out_in_the_time_given(clie
         assert asyncio.get_running_loop().time() - started < 5
     finally:
         await sub.unsubscribe()
+
+
+async def test_a_projection_consumer_on_a_closed_connection_raises_an_eskit_error_not_nats_py_s(nats_url: str) -> None:
+    from eskit.projections.consumer import PullConsumer
+
+    own = await eskit.connect(nats_url)
+    store = await own.event_store(unique("closed"))
+    consumer = PullConsumer(own, store.stream, unique("view"), [f"{store.name}.>"])
+    await own.delete_store(store.name)
+    await own.close()
+    with pytest.raises(eskit.EskitError) as caught:
+        await consumer.flush()
+    assert isinstance(caught.value.__cause__, nats.errors.Error) and "\n" not in str(caught.value)
