@@ -14,13 +14,16 @@ JetStream API (``$JS.API.<call>.<stream>[.<consumer>]``):
 admin     everything: creates, changes (``STREAM.UPDATE``: limits, subjects) and deletes stores, manages every
           consumer. The only role that can shorten history (and only for a store opened with
           ``allow_delete_history=True``, or by deleting the whole store).
-writer    publishes events; creates stores that do not exist yet (``STREAM.CREATE`` cannot change an
-          existing stream: the server refuses another configuration under the same name); runs projections
-          (durable consumers, pull, ack) and bulk reads (short-lived consumers). It may **not**
-          ``STREAM.UPDATE`` (a ``max_msgs: 1`` would cut the history), delete or purge a stream, delete a
+writer    publishes events into stores an admin created; runs projections (durable consumers, pull, ack) and
+          bulk reads (short-lived consumers). It may **not** create a stream (``STREAM.CREATE``: a stream's
+          subjects are in the request body, which no permission can check, so a writer's stream over
+          ``_INBOX_analyst.>`` would keep every reply the analyst reads), ``STREAM.UPDATE`` (a
+          ``max_msgs: 1`` would cut the history), delete or purge a stream, delete a
           message, restore a stream over one, purge the account, use the cluster's meta API, pause
-          consumers, force leader stepdowns, or publish into another user's reply inbox. A stream it
-          created beforehand with settings that drop events is refused when the store is opened.
+          consumers, force leader stepdowns, or publish into another user's reply inbox. With
+          ``writer_creates_stores=True`` it may create stores again (one trusted writer, a workshop): then a
+          stream it created beforehand with settings that drop events is refused when the store is opened,
+          but its streams can capture other users' replies.
 analyst   reads: stream info, Direct Get (``read``, ``load``, ``replay``, ``to_dataframe``), consumer info. It
           creates **no consumer at all**, pulls from none and acks none: its bulk reads are refused at once
           and fall back to Direct Get (:mod:`eskit._bulkread`), so it changes nothing anyone relies on.
@@ -66,6 +69,9 @@ WRITER_DENY = [
     "$JS.API.STREAM.LEADER.STEPDOWN.>",  # on a cluster, one request per second keeps a store electing leaders
     "$JS.API.CONSUMER.LEADER.STEPDOWN.>",
 ]
+#: Denied too unless ``least_privilege_config(writer_creates_stores=True)``: a new stream's subjects (in the body)
+#: could capture another user's replies (``_INBOX_analyst.>``), the JetStream API's requests or acks.
+WRITER_CREATE = "$JS.API.STREAM.CREATE.>"
 #: All an analyst may publish to: reading requests, nothing that creates, changes, pulls or acks.
 ANALYST_ALLOW = [
     "$JS.API.INFO",
@@ -94,15 +100,17 @@ def inbox_prefix(user: str) -> str:
 
 def least_privilege_config(
     *, writer_password: str, analyst_password: str, admin_password: str | None = None,
-    writer: str = "writer", analyst: str = "analyst", admin: str = "admin",
+    writer: str = "writer", analyst: str = "analyst", admin: str = "admin", writer_creates_stores: bool = False,
 ) -> str:  # fmt: skip
     """nats-server configuration text with the users (JetStream is enabled by eskit's flags); the admin
-    user only if ``admin_password`` is given.
+    user only if ``admin_password`` is given. The admin creates stores (and snapshot buckets); with
+    ``writer_creates_stores=True`` the writer may too, at the price of reading other users' replies.
 
     >>> text = least_privilege_config(writer_password="w", analyst_password="a", admin_password="adm")
     """
     inboxes = {"_INBOX.>", inbox_prefix(writer) + ".>", inbox_prefix(analyst) + ".>", inbox_prefix(admin) + ".>"}
     forge = sorted(inboxes - {inbox_prefix(writer) + ".>"})  # other users' replies, which a writer could forge
+    deny = WRITER_DENY + ([] if writer_creates_stores else [WRITER_CREATE]) + forge
     users: list[dict[str, Any]] = []
     if admin_password is not None:
         users.append({"user": admin, "password": admin_password})  # no permissions: may do everything
@@ -111,7 +119,7 @@ def least_privilege_config(
             "user": writer,
             "password": writer_password,
             "permissions": {
-                "publish": {"allow": [">"], "deny": WRITER_DENY + forge},
+                "publish": {"allow": [">"], "deny": deny},
                 "subscribe": {"allow": [inbox_prefix(writer) + ".>"]},
             },
         },
