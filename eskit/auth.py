@@ -43,9 +43,9 @@ What no permission can split: writers among themselves. All writers are one role
 is one token while a create's body (filter, deliver subject) is unchecked, so any writer may delete,
 refilter or re-point any consumer, its own or another writer's (a projection's, a bulk read's short-lived
 one). Projections notice and recover (a refiltered consumer is recreated at the read model's position and
-missing positions are read back; a deleted one is recreated by the next step); a bulk read whose consumer
-is refiltered mid-read can miss events. Give writer rights only to programs you trust with history: they
-can append any event anyway.
+missing positions are read back; a deleted one is recreated by the next step); a bulk read notices a gap
+its consumer passed over where an event is stored, and reads on with Direct Get (:mod:`eskit._bulkread`).
+Give writer rights only to programs you trust with history: they can append any event anyway.
 
 Each user reads replies only on its own inbox, ``_INBOX_<user>`` (:func:`inbox_prefix`; ``eskit.connect(user=...)``
 uses it), which no other user may subscribe to or (for the writer) publish to: under one shared ``_INBOX.>``

@@ -592,3 +592,28 @@ def test_writer_creates_stores_true_gives_the_writer_stream_creation_back_and_sa
     strict = least_privilege_config(writer_password="w", analyst_password="a")
     trusting = least_privilege_config(writer_password="w", analyst_password="a", writer_creates_stores=True)
     assert "$JS.API.STREAM.CREATE.>" in strict and "$JS.API.STREAM.CREATE.>" not in trusting
+
+
+async def test_a_replay_whose_short_lived_consumer_another_writer_refilters_mid_read_still_returns_every_event(
+    server: EmbeddedServer, writer: eskit.Client, admin: eskit.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eskit._bulkread, "BATCH", 100)
+    monkeypatch.setattr(eskit._bulkread, "AHEAD", 1)
+    name, events = unique("log"), 7000  # more than a first page + BULK_REPLAY: the rest through a consumer
+    await admin.event_store(name)
+    store = await writer.event_store(name)
+    await store.append_many([(f"a{i % 3}", [Event("created", {"n": i})], None) for i in range(events)])
+    positions: list[int] = []
+    try:
+        async with await eskit.connect(server.url, user="writer", password=WRITER) as other:
+            async for event in store.replay():
+                positions.append(event.position)
+                if len(positions) == 2500:  # the consumer is reading: the other writer narrows its filter
+                    names = (await api(other, f"CONSUMER.NAMES.{store.stream}"))["consumers"]
+                    reading = next(n for n in names if n.startswith("eskit_read_"))  # type: ignore[union-attr]
+                    config = (await api(other, f"CONSUMER.INFO.{store.stream}.{reading}"))["config"]
+                    body = {"stream_name": store.stream, "config": {**config, "filter_subject": f"{name}.a0.>"}}  # type: ignore[dict-item]
+                    assert "error" not in await api(other, f"CONSUMER.CREATE.{store.stream}.{reading}", body)
+        assert positions == list(range(1, events + 1))  # was: two thirds of the rest silently missing
+    finally:
+        await admin.delete_store(name)
