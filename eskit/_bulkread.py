@@ -4,7 +4,7 @@ For a whole stream (or everything on a few subject filters) a consumer beats bat
 walks the stream once instead of searching for the next match per page, its messages carry only the
 headers they were published with (the position and the store time come in the reply subject,
 ``$JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<n>.<nanos>.<pending>``), and on a fast lane
-(:mod:`eskit._fastlane`) they arrive as raw bytes, collected into :class:`RawBatch` lists without a Python
+(:mod:`eskit._nats.fastlane`) they arrive as raw bytes, collected into :class:`RawBatch` lists without a Python
 object per message. Several pulls are in flight, so the server sends the next batch while the caller
 decodes this one.
 
@@ -16,9 +16,9 @@ meanwhile) or fails half-way, callers read on with Direct Get from the last posi
 if the consumer passed over a stored event: any writer may update any consumer (:mod:`eskit.auth`), and a
 consumer refiltered mid-read would otherwise drop events from the read without a word.
 
->>> async for batch in consumer_batches(store, after=0, filters=["orders.>"]):   # doctest: +SKIP
+>>> async for batch in consumer_batches(store.reader, after=0, filters=["orders.>"]):   # doctest: +SKIP
 ...     print(len(batch.payloads))
->>> async for events in event_batches(store, after=0, filters=["orders.>"]): ...  # doctest: +SKIP
+>>> async for events in event_batches(store.reader, after=0, filters=["orders.>"]): ...  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from .errors import EskitError, EventStoreError, PermissionDeniedError, StoreTim
 from .events import RecordedEvent
 
 if TYPE_CHECKING:
-    from .store import EventStore
+    from ._reader import Reader
 
 BATCH = 2000
 AHEAD = 4
@@ -68,7 +68,7 @@ class RawBatch:
 
 
 async def consumer_batches(
-    store: EventStore,
+    source: Reader,
     *,
     after: int,
     filters: Sequence[str],
@@ -81,7 +81,7 @@ async def consumer_batches(
     for the next message before :class:`~eskit.errors.StoreTimeoutError`.
     """
     batch, ahead = batch or BATCH, ahead or AHEAD
-    nc = store.client.nc
+    nc = source.nc
     if not _fastlane.available(nc):
         raise ConsumerRefused("this nats-py has no fast lane")
     name = f"eskit_read_{uuid.uuid4().hex[:12]}"
@@ -91,9 +91,9 @@ async def consumer_batches(
     _fastlane.route(nc, sub, reader.on_message)
     created = False
     try:
-        total = await _create(store, name, after, filters)
+        total = await _create(source, name, after, filters)
         created = True
-        pull = f"$JS.API.CONSUMER.MSG.NEXT.{store.stream}.{name}"
+        pull = f"$JS.API.CONSUMER.MSG.NEXT.{source.stream}.{name}"
         pulled = 0
 
         async def request_more() -> None:
@@ -108,11 +108,11 @@ async def consumer_batches(
             await request_more()
         expected = after + 1  # the next position the consumer must deliver, unless nothing is stored there
         while True:
-            ready = await reader.next_batch(timeout, store.stream)
+            ready = await reader.next_batch(timeout, source.stream)
             if ready is None:
                 return
             await request_more()
-            skipped = await _skipped(store, filters, ready, expected)
+            skipped = await _skipped(source, filters, ready, expected)
             if skipped is None:
                 expected = ack_tokens(ready.replies[-1:]).positions[0] + 1
                 yield ready
@@ -121,7 +121,7 @@ async def consumer_batches(
             if kept.payloads:
                 yield kept
             raise EventStoreError(
-                f"bulk read of {store.stream}: its consumer passed over position {position}, which the store holds "
+                f"bulk read of {source.stream}: its consumer passed over position {position}, which the store holds "
                 "(someone changed the consumer mid-read); read again"
             )
     finally:
@@ -130,14 +130,14 @@ async def consumer_batches(
             await sub.unsubscribe()
         if created and nc.is_connected:
             with contextlib.suppress(EskitError):  # else the server deletes it after 10 min unused
-                await store._wire.request(f"$JS.API.CONSUMER.DELETE.{store.stream}.{name}", b"", timeout=2)
+                await source.wire.request(f"$JS.API.CONSUMER.DELETE.{source.stream}.{name}", b"", timeout=2)
 
 
 async def event_batches(
-    store: EventStore, *, after: int, filters: Sequence[str]
+    source: Reader, *, after: int, filters: Sequence[str]
 ) -> AsyncGenerator[list[RecordedEvent], None]:
     """:func:`consumer_batches`, decoded: the events after ``after`` on ``filters``, a batch at a time."""
-    async with contextlib.aclosing(consumer_batches(store, after=after, filters=filters)) as batches:
+    async with contextlib.aclosing(consumer_batches(source, after=after, filters=filters)) as batches:
         async for batch in batches:  # closed with this generator: the consumer goes at once
             yield recorded_events(batch.subjects, ack_tokens(batch.replies), batch.headers, batch.payloads)
 
@@ -213,7 +213,7 @@ class _Reader:
 
 
 async def _skipped(
-    store: EventStore, filters: Sequence[str], batch: RawBatch, expected: int
+    source: Reader, filters: Sequence[str], batch: RawBatch, expected: int
 ) -> tuple[RawBatch, int] | None:
     """``None`` if ``batch`` passes over no stored message on the read's filter (from position ``expected``
     on); else the messages before the first one it passes over, and that one's position.
@@ -229,8 +229,8 @@ async def _skipped(
     previous = expected - 1
     for i, position in enumerate(ack_tokens(batch.replies).positions):
         if position != previous + 1:
-            reply = await store._wire.request(
-                f"$JS.API.DIRECT.GET.{store.stream}",
+            reply = await source.wire.request(
+                f"$JS.API.DIRECT.GET.{source.stream}",
                 json.dumps({"seq": previous + 1, "next_by_subj": filters[0]}).encode(),
             )
             held = (reply.headers or {}).get("Nats-Sequence", "")
@@ -241,7 +241,7 @@ async def _skipped(
     return None
 
 
-async def _create(store: EventStore, name: str, after: int, filters: Sequence[str]) -> int:
+async def _create(source: Reader, name: str, after: int, filters: Sequence[str]) -> int:
     """Create the read's consumer; how many messages it will deliver."""
     config: dict[str, object] = {
         "name": name,
@@ -257,15 +257,15 @@ async def _create(store: EventStore, name: str, after: int, filters: Sequence[st
         config["filter_subject"] = filters[0]
     else:
         config["filter_subjects"] = list(filters)
-    body = json.dumps({"stream_name": store.stream, "config": config, "action": "create"}).encode()
+    body = json.dumps({"stream_name": source.stream, "config": config, "action": "create"}).encode()
     try:
-        reply = await store._wire.request(f"$JS.API.CONSUMER.CREATE.{store.stream}.{name}", body)
+        reply = await source.wire.request(f"$JS.API.CONSUMER.CREATE.{source.stream}.{name}", body)
     except PermissionDeniedError as exc:
         raise ConsumerRefused(str(exc)) from None
     answer = json.loads(reply.data)
     error = answer.get("error")
     if error:
         if error.get("err_code") == STREAM_NOT_FOUND:
-            raise StreamNotFoundError(f"store {store.name} has no stream {store.stream}; create the store first")
+            raise StreamNotFoundError(f"store {source.name} has no stream {source.stream}; create the store first")
         raise ConsumerRefused(str(error.get("description", error)))
     return int(answer.get("num_pending", 0))
