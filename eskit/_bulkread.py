@@ -112,18 +112,12 @@ async def consumer_batches(
             if ready is None:
                 return
             await request_more()
-            skipped = await _skipped(source, filters, ready, expected)
-            if skipped is None:
-                expected = ack_tokens(ready.replies[-1:]).positions[0] + 1
+            ready, passed_over = await _unskipped(source, filters, ready, expected)
+            if ready.payloads:
                 yield ready
-                continue
-            kept, position = skipped
-            if kept.payloads:
-                yield kept
-            raise EventStoreError(
-                f"bulk read of {source.stream}: its consumer passed over position {position}, which the store holds "
-                "(someone changed the consumer mid-read); read again"
-            )
+            if passed_over:  # the callers read on with Direct Get from the last position they got
+                raise EventStoreError(f"bulk read of {source.stream}: {passed_over}; read again")
+            expected = ack_tokens(ready.replies[-1:]).positions[0] + 1
     finally:
         _fastlane.unroute(nc, sub)
         with contextlib.suppress(nats.errors.Error):  # a closed connection: nothing to unsubscribe from
@@ -212,11 +206,11 @@ class _Reader:
                 self.waiter = None
 
 
-async def _skipped(
+async def _unskipped(
     source: Reader, filters: Sequence[str], batch: RawBatch, expected: int
-) -> tuple[RawBatch, int] | None:
-    """``None`` if ``batch`` passes over no stored message on the read's filter (from position ``expected``
-    on); else the messages before the first one it passes over, and that one's position.
+) -> tuple[RawBatch, str]:
+    """``(batch, "")`` if ``batch`` passes over no stored message on the read's filter (from position
+    ``expected`` on); else the messages before the first one it passes over, and what happened.
 
     A consumer delivers every message on its filter: a gap in the positions is a message on another subject or
     one deleted (both need a look only with one filter: a whole-store read has no other subjects, and an
@@ -225,7 +219,7 @@ async def _skipped(
     """
     first, last = ack_tokens([batch.replies[0], batch.replies[-1]]).positions
     if (first == expected and last - first + 1 == len(batch)) or len(filters) != 1:
-        return None  # contiguous: the hot path costs two splits per batch
+        return batch, ""  # contiguous: the hot path costs two splits per batch
     previous = expected - 1
     for i, position in enumerate(ack_tokens(batch.replies).positions):
         if position != previous + 1:
@@ -236,9 +230,9 @@ async def _skipped(
             held = (reply.headers or {}).get("Nats-Sequence", "")
             if held.isdigit() and int(held) < position:
                 kept = RawBatch(batch.subjects[:i], batch.replies[:i], batch.headers[:i], batch.payloads[:i])
-                return kept, int(held)
+                return kept, f"its consumer passed over position {held}, which the store holds (someone changed it)"
         previous = position
-    return None
+    return batch, ""
 
 
 async def _create(source: Reader, name: str, after: int, filters: Sequence[str]) -> int:
