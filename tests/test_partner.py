@@ -39,8 +39,10 @@ def server() -> Iterator[EmbeddedServer]:
 @pytest.fixture(scope="module")
 async def published(server: EmbeddedServer) -> AsyncIterator[None]:
     """The writer's private store (orders 1 and 2, with personal and internal events) and its public stream."""
+    async with await eskit.connect(server.url, user="admin", password=ADMIN, namespace="") as admin:
+        await admin.publish_integration(await admin.event_store(PRIVATE), PUBLIC, types=["placed", "shipped"])
     async with await eskit.connect(server.url, user="writer", password=WRITER, namespace="") as writer:
-        store = await writer.event_store(PRIVATE)
+        store = await writer.event_store(PRIVATE)  # an admin created the stores: the writer opens them
         await store.append("1", [Event("placed", {"total": 5, "email": "ada@example.com"}), Event("fraud_checked")])
         await store.append("2", [Event("placed", {"total": 7})])
         await store.append("1", [Event("shipped", {"carrier": "DHL"})])
