@@ -617,3 +617,33 @@ async def test_a_replay_whose_short_lived_consumer_another_writer_refilters_mid_
         assert positions == list(range(1, events + 1))  # was: two thirds of the rest silently missing
     finally:
         await admin.delete_store(name)
+
+
+class Fragile(Projection):
+    """Its handler fails on every ``created``: the event is parked after one attempt."""
+
+    schema = "CREATE TABLE t (id TEXT)"
+
+    @applies("created")
+    def _created(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        raise RuntimeError("handler bug")
+
+
+async def test_a_writers_first_parked_event_names_the_dead_letter_store_an_admin_creates_then_parks(
+    writer: eskit.Client, admin: eskit.Client
+) -> None:
+    name = unique("orders")
+    await admin.event_store(name)
+    store = await writer.event_store(name)
+    await store.append("1", [Event("created")])
+    view = Fragile(store, max_attempts=1)
+    try:
+        error = await refused_fast(view.run_until_caught_up())
+        assert f"admin.event_store('{name}_parked', allow_delete_history=True)" in str(error)
+        await admin.event_store(f"{name}_parked", allow_delete_history=True)
+        await view.run_until_caught_up()
+        assert [p.position for p in await view.parked()] == [1]
+    finally:
+        await view.close(delete_consumer=True)
+        await admin.delete_store(name)
+        await admin.delete_store(f"{name}_parked")
