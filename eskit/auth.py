@@ -140,7 +140,8 @@ class Partner:
 def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = True) -> dict[str, Any]:
     """NATS permissions of a partner that may read the public ``stores`` and nothing else: stream info,
     Direct Get and (``consumers=True``) its own consumers on their streams, and the dead-letter stream of
-    each (``<store>_parked``) where its projections park events they cannot apply; no publish to any other
+    each (``<store>_parked``) where its projections park events they cannot apply (an admin creates it: no
+    partner creates a stream, whose subjects could capture other users' replies); no publish to any other
     subject, no request about any other stream. Replies only on its own inbox.
 
     Consumers are per stream, not per user (see above): partners that run consumers should each get their
@@ -173,7 +174,6 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
                 f"$JS.API.CONSUMER.DELETE.{stream}.*",
                 f"$JS.ACK.{stream}.>",
                 f"$JS.API.STREAM.INFO.{parked}",
-                f"$JS.API.STREAM.CREATE.{parked}",
                 f"$JS.API.DIRECT.GET.{parked}",
                 f"$JS.API.DIRECT.GET.{parked}.>",
                 f"$JS.API.STREAM.MSG.DELETE.{parked}",
