@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bulkread import ConsumerRefused, event_batches
-from ._wire import ApiError, Page, StoredMsg, description_of, parse_ack, status_of
+from ._wire import ApiError, Page, StoredMsg, TooManySubjectsError, description_of, parse_ack, status_of
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -65,6 +65,9 @@ WRONG_LAST_SEQUENCE, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS = 10071, 10201, 10158
 WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same conflict without the number: clustered streams, batches
 CONFLICT = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CONSTANT)
 SUBJECT_SEQUENCE_UNAVAILABLE = 10163  # clustered: "expected last sequence per subject temporarily unavailable"
+
+MAX_PAGES = 1_000_000  # pages of one subject in one read (a bound for the loop; 2 billion events)
+_TOKEN = re.compile(r"[^.*>\s]+")  # an event type that is one subject token
 
 LAG_PAUSE = 0.005  # seconds between reads while a follower catches up with what the leader named
 
@@ -377,6 +380,65 @@ class EventStore:
         finally:
             if task is not None and not task.done():
                 task.cancel()
+
+    async def _by_subject(
+        self, aggregate_id: str, types: Iterable[str], after: int, up_to: int | None
+    ) -> list[list[StoredMsg]] | None:
+        """The aggregate's messages after ``after`` (up to ``up_to``), one position-ordered list per subject;
+        None when this way cannot answer (more than 1,024 subjects, a replica behind another): read by wildcard.
+
+        A wildcard scan (``orders.123.>``) makes nats-server walk every message block from the aggregate's
+        first event to the end of the stream (its subject index is too large to skip blocks by, and within a
+        block it tests every message), so a load grows with the stream. A literal subject
+        (``orders.123.created``) is found through the per-subject index and each block's subject table, and
+        the scan stops after its last block. So: one ``multi_last`` (every subject of the aggregate, its last
+        position, and the position it answers as of: the cut) sent together with a literal scan per event
+        type ``types`` (the aggregate's handlers); subjects of other types get their scan in a second round.
+        Every subject's scan must reach the last position ``multi_last`` named (else a replica lags: None).
+        """
+        if up_to is not None and up_to <= after:
+            return []
+        prefix = f"{self.name}.{aggregate_id}."
+        wanted = [prefix + t for t in types if _TOKEN.fullmatch(t)]
+        start = after + 1
+        outcomes = await asyncio.gather(
+            self._wire.direct_last_per_subject(self.stream, [prefix + ">"], start=start, up_to=up_to or 0),
+            *(self._wire.direct_get(self.stream, s, start=start, batch=READ_PAGE) for s in wanted),
+            return_exceptions=True,
+        )
+        lasts, *firsts = outcomes
+        if isinstance(lasts, TooManySubjectsError):
+            return None
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(lasts, Page)
+        if not lasts.messages:
+            return []  # nothing after `after` as of the cut
+        cut = lasts.up_to
+        if not cut:
+            return None
+        pages: dict[str, Page] = {s: p for s, p in zip(wanted, firsts, strict=True) if isinstance(p, Page)}
+        others = [m.subject for m in lasts.messages if m.subject not in pages]
+        more = await asyncio.gather(
+            *(self._wire.direct_get(self.stream, s, start=start, batch=READ_PAGE) for s in others)
+        )
+        pages.update(zip(others, more, strict=True))
+        groups = []
+        for last in lasts.messages:
+            page = pages[last.subject]
+            group = [m for m in page.messages if m.seq <= cut]
+            for _ in range(MAX_PAGES):
+                if (group and group[-1].seq >= last.seq) or not (page.pending and page.messages):
+                    break
+                page = await self._wire.direct_get(
+                    self.stream, last.subject, start=page.last_seq + 1, batch=min(page.pending, READ_PAGE)
+                )
+                group += [m for m in page.messages if m.seq <= cut]
+            if not group or group[-1].seq != last.seq:
+                return None  # the replica that scanned is behind the one that answered multi_last
+            groups.append(group)
+        return groups
 
     async def load(self, cls: type[A], aggregate_id: str, *, up_to: Position = None) -> A:
         """The aggregate ``cls`` rebuilt from its events (and snapshot), as of ``up_to`` if given.
