@@ -67,6 +67,7 @@ CONFLICT = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CONSTANT)
 SUBJECT_SEQUENCE_UNAVAILABLE = 10163  # clustered: "expected last sequence per subject temporarily unavailable"
 
 MAX_PAGES = 1_000_000  # pages of one subject in one read (a bound for the loop; 2 billion events)
+MAX_TYPES_SEEN = 1000  # event types a store remembers having met
 _TOKEN = re.compile(r"[^.*>\s]+")  # an event type that is one subject token
 
 LAG_PAUSE = 0.005  # seconds between reads while a follower catches up with what the leader named
@@ -85,6 +86,7 @@ class EventStore:
         self.snapshots: Snapshots | None = None  # set by client.event_store(..., snapshots=SnapshotPolicy())
         self.cache: AggregateCache | None = None  # set by client.event_store(..., cache=AggregateCache())
         self.upcasters: Upcasters | None = None  # set by client.event_store(..., upcasters=Upcasters())
+        self._types_seen: set[str] = set()  # event types met by loads (see _by_subject)
 
     def __repr__(self) -> str:
         return f"<EventStore {self.name} stream={self.stream}>"
@@ -399,7 +401,8 @@ class EventStore:
         if up_to is not None and up_to <= after:
             return []
         prefix = f"{self.name}.{aggregate_id}."
-        wanted = [prefix + t for t in types if _TOKEN.fullmatch(t)]
+        seen = self._types_seen  # types this store has met: the others are asked for only when multi_last names them
+        wanted = [prefix + t for t in types if (t in seen or not seen) and _TOKEN.fullmatch(t)]
         start = after + 1
         outcomes = await asyncio.gather(
             self._wire.direct_last_per_subject(self.stream, [prefix + ">"], start=start, up_to=up_to or 0),
@@ -418,6 +421,8 @@ class EventStore:
         cut = lasts.up_to
         if not cut:
             return None
+        if len(seen) < MAX_TYPES_SEEN:
+            seen.update(m.subject[len(prefix) :] for m in lasts.messages)
         pages: dict[str, Page] = {s: p for s, p in zip(wanted, firsts, strict=True) if isinstance(p, Page)}
         others = [m.subject for m in lasts.messages if m.subject not in pages]
         more = await asyncio.gather(

@@ -133,3 +133,10 @@ async def test_a_load_as_of_a_position_cuts_every_subject_there(store: eskit.Eve
     ledger = await store.load(Ledger, "l1", up_to=first)
     assert (ledger.seen, ledger.position) == (["n1", "m2"], first)
     assert (await store.load(Ledger, "l1", up_to=first - 1)).seen == ["n1"]
+
+
+async def test_a_handled_type_the_store_has_not_met_yet_is_read_when_it_appears(store: eskit.EventStore) -> None:
+    await store.append("l1", [eskit.Event("noted", {"i": 1})])
+    assert (await store.load(Ledger, "l1")).seen == ["n1"]  # the store has met "noted" only
+    await store.append("l1", [eskit.Event("marked", {"i": 2}), eskit.Event("noted", {"i": 3})])
+    assert (await store.load(Ledger, "l1")).seen == ["n1", "m2", "n3"]
