@@ -13,10 +13,12 @@
    ``:memory:`` holding as many aggregates (goal: <= 1.0); also against its SQLite file (WAL mode, its
    durable setting).
 3. ``multi_event_append_ratio``: a new aggregate's 3-event append divided by a 1-event append, alternating
-   (goal: <= 2.0).
+   (goal: <= 2.0); beside it, 3-event appends of many aggregates at once (``append_many``), and the server's
+   part with plain nats-py: one message vs a 3-message atomic batch on an R1 file and an R1 memory stream
+   (see docs/upstream_atomic_batch.md).
 4. ``dcb_disjoint_scaling``: 4 writers on disjoint courses / 1 writer, internal retries per decision, and
-   the most rounds in a row one of 8 writers lost on one contended boundary (invoice numbers). Taken from
-   ``bench/dcb.py``'s ``scaling_figures`` when it has one, else measured here with its ``throughput``.
+   the most rounds one decision took among 8 writers on one contended boundary (invoice numbers). Taken from
+   ``bench/dcb.py``'s ``measure_scaling`` when it has one, else measured here with its ``throughput``.
 5. Peak RSS of this process and of nats-server.
 
 Results also go to bench/results/scale.json.
@@ -332,21 +334,23 @@ async def contended(url: str, writers: int, invoices: int) -> dict[str, Any]:
 
 
 async def dcb_figures(url: str, s: Sizes, quick: bool) -> dict[str, Any]:
+    """``dcb_disjoint_scaling``, ``retries_per_decision`` and ``contended_worst_rounds`` (the most rounds one
+    invoice took among 8 writers on one boundary), from ``bench/dcb.py``'s ``measure_scaling`` when it has one."""
     import dcb  # bench/dcb.py
 
-    figures = getattr(dcb, "scaling_figures", None)
-    if figures is not None:  # the dcbscale helper's measurement, when bench/dcb.py has it
-        result: dict[str, Any] = await figures(url, quick=quick)
-        result["source"] = "bench/dcb.py scaling_figures"
-        return result
+    measure = getattr(dcb, "measure_scaling", None)
+    if measure is not None:  # the dcbscale helper's measurement
+        figures: dict[str, Any] = dict(await measure(quick, url=url))
+        return figures | {"source": "bench/dcb.py measure_scaling"}
     n = s.dcb_per_writer
     one, _ = await dcb.throughput(url, 1, n, "course")
     four, retries = await dcb.throughput(url, 4, n, "course")
     worst = await contended(url, 8, s.invoices)
     return {
-        "source": "bench/scale.py with bench/dcb.py throughput (no scaling_figures in bench/dcb.py)",
-        "one_writer_per_s": one, "four_writers_per_s": four, "dcb_disjoint_scaling": four / one,
-        "retries_per_decision": retries / (4 * n), "contended": worst,
+        "source": "bench/scale.py with bench/dcb.py throughput (bench/dcb.py has no measure_scaling)",
+        "course_1_writer_per_s": one, "course_4_writers_per_s": four, "dcb_disjoint_scaling": four / one,
+        "retries_per_decision": retries / (4 * n), "contended_worst_rounds": worst["worst_rounds_lost_in_a_row"] + 1,
+        "contended": worst,
     }  # fmt: skip
 
 
@@ -373,7 +377,6 @@ def table(r: dict[str, Any]) -> str:
     us, f = 1e6, r["figures"]
     ok = lambda name, good: "ok" if good else "MISSED"  # noqa: E731
     lo, cy, ap, d = r["load"], r["cycle"], r["append"], r["dcb"]
-    c = d.get("contended", {})
     return "\n".join([
         f"stream sizes: {r['meta']['large_events']:,} events ({r['meta']['sizes']['large']:,} aggregates) vs "
         f"{r['meta']['small_events']:,}; built at {r['build_events_per_s']:,.0f} events/s",
@@ -393,7 +396,7 @@ def table(r: dict[str, Any]) -> str:
         f"({ap['raw']['memory_ratio']:.1f}x)",
         f"DCB: 4 disjoint writers / 1 = {f['dcb_disjoint_scaling']:.2f} (goal >= 2.5) "
         f"{ok(0, f['dcb_disjoint_scaling'] >= 2.5)}, {d.get('retries_per_decision', float('nan')):.2f} retries "
-        f"per decision; contended: worst {c.get('worst_rounds_lost_in_a_row')} rounds lost in a row",
+        f"per decision; 8 writers on one boundary: worst {d.get('contended_worst_rounds')} rounds for one decision",
         f"peak RSS: bench {f['peak_rss_mib']:.0f} MiB, nats-server {f['server_peak_rss_mib']:.0f} MiB",
     ])  # fmt: skip
 
@@ -428,7 +431,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             finally:
                 await client.delete_store(large.name)
                 await client.delete_store(small.name)
-        dcb_result: dict[str, Any] = {"dcb_disjoint_scaling": 0.0, "skipped": True}
+        dcb_result: dict[str, Any] = {"dcb_disjoint_scaling": 0.0, "retries_per_decision": 0.0, "skipped": True}
         if not args.skip_dcb:
             log("DCB ...")
             dcb_result = await dcb_figures(server.url, s, args.quick)

@@ -116,6 +116,4 @@ def test_quick_scale_benchmark_reports_every_figure(tmp_path: Path) -> None:
     for name in names:
         assert figures[name] > 0, name
     assert set(result["goals"]) <= set(figures)
-    assert result["dcb"]["retries_per_decision"] >= 0
-    contended = result["dcb"]["contended"]
-    assert contended["invoices_made"] > 0 and contended["gapless"] is True
+    assert result["dcb"]["retries_per_decision"] >= 0 and result["dcb"]["contended_worst_rounds"] >= 1
