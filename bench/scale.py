@@ -298,7 +298,7 @@ async def batch_floor(client: eskit.Client, s: Sizes) -> dict[str, float]:
 async def contended(url: str, writers: int, invoices: int) -> dict[str, Any]:
     """``writers`` writers (own connections) number invoices on one boundary (the last InvoiceCreated); the
     most read-decide-append rounds in a row any writer lost, and whether the numbers are unique and gapless."""
-    from eskit.dcb_examples import INVOICE_KEYS, create_invoice
+    from eskit.dcb.examples import INVOICE_KEYS, create_invoice
 
     name = f"bscinv{uuid.uuid4().hex[:8]}"
     async with await eskit.connect(url) as setup:

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ._wire import Page, StoredMsg
+from ._nats.wire import Page, StoredMsg
 
 if TYPE_CHECKING:
     from .store import EventStore

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 
 import nats
 
-from . import _fastlane
+from ._nats import fastlane as _fastlane
+from ._nats.codes import STREAM_NOT_FOUND
 from ._rawdecode import ack_tokens, recorded_events
 from .errors import EskitError, EventStoreError, PermissionDeniedError, StoreTimeoutError, StreamNotFoundError
 from .events import RecordedEvent
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 BATCH = 2000
 AHEAD = 4
 IDLE_CLEANUP_NS = 600_000_000_000  # the server deletes the consumer after 10 min without pulls
-STREAM_NOT_FOUND = 10059
 _END = (b"404", b"408")  # nothing more right now (events deleted since the consumer was made): callers read
 # on from the last position with Direct Get
 

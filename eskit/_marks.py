@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._wire import StoredMsg
+from ._nats.wire import StoredMsg
 from .events import MSG_ID
 
 STORED_AT = "Nats-Time-Stamp"

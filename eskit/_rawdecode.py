@@ -25,8 +25,7 @@ from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any
 
-from ._headers import parse_headers
-from .eventlog import decode_token
+from ._nats.headers import parse_headers
 from .events import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -35,6 +34,7 @@ from .events import (
     OCCURRED_AT,
     SCHEMA_VERSION,
     RecordedEvent,
+    decode_token,
     parse_time,
     parse_version,
     subject_parts,

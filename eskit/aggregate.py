@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ._marks import Mark
 from .errors import AggregateError, UndecodableEventError, UnknownEventError, ValidationError
-from .events import SCHEMA_VERSION, Event, RecordedEvent, check_token, subject_parts
+from .events import SCHEMA_VERSION, Event, Position, RecordedEvent, check_token, subject_parts
 from .snapshots import SnapshotWarning, ignored
 
 if TYPE_CHECKING:
-    from ._wire import StoredMsg
+    from ._nats.wire import StoredMsg
     from .snapshots import Snapshot
-    from .store import EventStore, Position
+    from .store import EventStore
     from .upcasting import Upcasters
 
 A = TypeVar("A", bound="Aggregate")

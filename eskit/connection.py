@@ -29,17 +29,22 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
-from . import _closing, _fastlane, _headers, auth
+from . import auth
+from ._nats import closing as _closing
+from ._nats import fastlane as _fastlane
+from ._nats import headers as _headers
+from ._nats import server_info
+from ._nats.codes import STREAM_NOT_FOUND
+from ._nats.wire import Wire
 from ._redact import redact, redact_url
-from ._wire import Wire
 from .cache import AggregateCache
-from .dcb import DCBStore
-from .dcb_setup import open_dcb_store
+from .dcb.setup import open_dcb_store
+from .dcb.store import DCBStore
 from .errors import AuthenticationError, ConnectError, EventStoreError, ValidationError
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
-from .streams import LEARNER_ENV, STREAM_NOT_FOUND, check_namespace, ensure_stream, owned_stream
+from .streams import LEARNER_ENV, check_namespace, ensure_stream, owned_stream
 from .upcasting import Upcasters
 
 _USER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a user name that makes one inbox subject token
@@ -86,7 +91,7 @@ class Client:
     @property
     def default_replicas(self) -> int:
         """3 on a cluster of 3 or more nodes (JetStream replicates with Raft), else 1."""
-        info: dict[str, Any] = self.nc._server_info
+        info = server_info(self.nc)
         if not info.get("cluster"):
             return 1
         return min(3, max(1, len(info.get("connect_urls") or [])))
@@ -187,7 +192,7 @@ class Client:
         return int(self.nc.max_payload)
 
     async def server_info(self) -> ServerInfo:
-        info: dict[str, Any] = self.nc._server_info  # nats-py keeps the INFO it received
+        info = server_info(self.nc)  # the INFO the server sent
         return ServerInfo(
             version=str(info.get("version", "?")),
             jetstream=bool(info.get("jetstream", False)),

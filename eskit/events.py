@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .codec import encode_json
-from .errors import EncodeError, InvalidNameError, ValidationError
+from .errors import EncodeError, EventLogError, InvalidNameError, ValidationError
 
 MSG_ID = "Nats-Msg-Id"
 SCHEMA_VERSION = "Eskit-Schema-Version"
@@ -45,6 +45,9 @@ _FRACTION = re.compile(r"(\.\d+)")
 EPOCH = datetime.fromtimestamp(0, UTC)  # the timestamp of an event whose store time is unknown
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PLAIN_VALUE = re.compile(r"[!-~](?:[ -~]*[!-~])?")  # printable ASCII, no surrounding space: a header as it is
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_:,;=+@!#$&'()[]{}|/~^")
+_ESCAPES = re.compile(r"(?:%[0-9A-F]{2})+")
+Position = int | datetime | None  # an event's position, or the time up to which to read; None: the end
 MAX_POSITION = 2**63 - 1  # the largest stream sequence a JetStream header carries as a number
 
 
@@ -317,3 +320,25 @@ def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> 
         raw=raw,
         decode_error=error,
     )
+
+
+def encode_token(text: str) -> str:
+    """Map free text onto one subject token, reversibly: unsafe characters become ``%XX`` (UTF-8).
+
+    >>> encode_token("T02 Check confirmation.")
+    'T02%20Check%20confirmation%2E'
+    """
+    if not text:
+        raise EventLogError("an empty case id or activity name cannot be stored; fill it in the log")
+    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
+
+
+def decode_token(token: str) -> str:
+    """The original text of an :func:`encode_token` token (tokens without ``%XX`` come back unchanged).
+
+    >>> decode_token("T02%20Check%20confirmation%2E")
+    'T02 Check confirmation.'
+    """
+    if "%" not in token:
+        return token
+    return _ESCAPES.sub(lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode(errors="replace"), token)

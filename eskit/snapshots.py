@@ -34,10 +34,10 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from . import _snapshotformat
 from ._marks import Mark
-from ._wire import ApiError, StoredMsg, Wire, parse_ack, status_of
+from ._nats.codes import CONFLICT, EXPECTED_SEQ, STREAM_NOT_FOUND
+from ._nats.wire import ApiError, StoredMsg, Wire, parse_ack, status_of
 from .errors import EncodeError, EventStoreError, InvalidNameError, StoreTimeoutError, ValidationError
-from .events import parse_time
-from .store import CONFLICT, EXPECTED_SEQ, Position
+from .events import Position, parse_time
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -170,7 +170,7 @@ class Snapshots:
         snapshots = cls(store, policy)
         stream = f"KV_{snapshots.bucket}"  # asked through the wire: an account that may only read (an analyst)
         info = json.loads((await _patient(snapshots._wire, f"$JS.API.STREAM.INFO.{stream}", b"")).data)
-        if info.get("error", {}).get("err_code") == 10059:  # opens an existing bucket, and may not create one:
+        if info.get("error", {}).get("err_code") == STREAM_NOT_FOUND:  # opens an existing bucket; may not create one:
             config = StreamConfig(  # nats-py's create_key_value(history=1, direct=True), sent through the wire:
                 name=stream, subjects=[f"$KV.{snapshots.bucket}.>"], allow_direct=True, allow_rollup_hdrs=True,
                 allow_msg_ttl=True, deny_delete=True, discard=DiscardPolicy.NEW, duplicate_window=120.0,

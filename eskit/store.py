@@ -24,7 +24,20 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bulkread import ConsumerRefused, event_batches
-from ._wire import ApiError, Page, StoredMsg, TooManySubjectsError, description_of, parse_ack, status_of
+from ._nats.codes import (
+    BATCH_DUPLICATE,
+    CONFLICT,
+    DUPLICATE_IN_PROCESS,
+    EXPECTED_SEQ,
+    EXPECTED_SUBJECT,
+    STREAM_NOT_FOUND,
+    SUBJECT_SEQUENCE_UNAVAILABLE,
+    WRONG_LAST_SEQUENCE,
+)
+from ._nats.wire import ApiError, Page, StoredMsg, TooManySubjectsError, description_of, parse_ack, status_of
+from .aggregate import Aggregate
+from .aggregate import load as load_aggregate
+from .aggregate import save as save_aggregate
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -36,6 +49,7 @@ from .errors import (
 )
 from .events import (
     Event,
+    Position,
     RecordedEvent,
     check_events,
     check_position,
@@ -47,7 +61,6 @@ from .events import (
 )
 
 if TYPE_CHECKING:
-    from .aggregate import Aggregate
     from .cache import AggregateCache
     from .connection import Client
     from .snapshots import Snapshots
@@ -55,16 +68,10 @@ if TYPE_CHECKING:
 
     A = TypeVar("A", bound=Aggregate)
 
-EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
-EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 MAX_BATCH = 1000  # the server's atomic batch limit (err_code 10199)
 READ_PAGE = 2000
 BULK_REPLAY = 4000  # events after a replay's first page: more, and it reads through a consumer (see replay)
 BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-Batch-Commit
-WRONG_LAST_SEQUENCE, BATCH_DUPLICATE, DUPLICATE_IN_PROCESS = 10071, 10201, 10158
-WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same conflict without the number: clustered streams, batches
-CONFLICT = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CONSTANT)
-SUBJECT_SEQUENCE_UNAVAILABLE = 10163  # clustered: "expected last sequence per subject temporarily unavailable"
 
 MAX_PAGES = 1_000_000  # pages of one subject in one read (a bound for the loop; 2 billion events)
 MAX_TYPES_SEEN = 1000  # event types a store remembers having met
@@ -72,7 +79,6 @@ _TOKEN = re.compile(r"[^.*>\s]+")  # an event type that is one subject token
 
 LAG_PAUSE = 0.005  # seconds between reads while a follower catches up with what the leader named
 
-Position = int | datetime | None
 
 
 class EventStore:
@@ -450,26 +456,22 @@ class EventStore:
 
         >>> order = await orders.load(Order, "123")                    # doctest: +SKIP
         """
-        from .aggregate import Aggregate, load
-
         if not (isinstance(cls, type) and issubclass(cls, Aggregate)):
             raise ValidationError(f"load takes an Aggregate subclass (the class, e.g. load(Order, '123')), got {cls!r}")
-        return await load(self, cls, aggregate_id, up_to=up_to)
+        return await load_aggregate(self, cls, aggregate_id, up_to=up_to)
 
     async def save(self, aggregate: Aggregate) -> int:
         """Append the aggregate's pending events atomically, checked against its loaded position.
 
         >>> await orders.save(order)                                    # doctest: +SKIP
         """
-        from .aggregate import save
-
-        return await save(self, aggregate)
+        return await save_aggregate(self, aggregate)
 
     async def last_position(self, aggregate_id: str | None = None) -> int:
         """Stream sequence of the aggregate's last event (or the stream's last), 0 if there is none."""
         if aggregate_id is None:
             reply = json.loads((await self._wire.request(f"$JS.API.STREAM.INFO.{self.stream}", b"")).data)
-            if reply.get("error", {}).get("err_code") == 10059:
+            if reply.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
                 raise StreamNotFoundError(
                     f"stream {self.stream} does not exist; open it with client.event_store({self.name!r})"
                 )

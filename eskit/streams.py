@@ -24,11 +24,11 @@ from typing import Any
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from ._wire import Wire
+from ._nats.codes import STREAM_NOT_FOUND
+from ._nats.wire import Wire
 from .errors import EventStoreError, InvalidNameError, StoreUnavailableError, ValidationError
 from .events import check_token
 
-STREAM_NOT_FOUND = 10059
 DUPLICATE_WINDOW = 120.0  # seconds: the default for a new store
 DCB_TAG_KEYS = "eskit_dcb_tag_keys"  # stream metadata: present on a DCB store's stream, never on an event store's
 _STORE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")

@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .dcb_query import SequencedEvent, TaggedEvent
+from .dcb.query import SequencedEvent, TaggedEvent
 from .events import Event, RecordedEvent
 
 if TYPE_CHECKING:
     from .aggregate import Aggregate
-    from .dcb_examples import Decision
+    from .dcb.examples import Decision
 
 __all__ = ["Given", "given"]
 

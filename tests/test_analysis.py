@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 
 import eskit
-from eskit._headers import parse_headers
+from eskit._nats.headers import parse_headers
 from eskit.analysis import case_durations, directly_follows, events_per_type, funnel, variants
 
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)

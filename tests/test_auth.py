@@ -471,7 +471,7 @@ async def test_a_projection_whose_consumer_the_writer_refiltered_or_paused_does_
 async def test_a_running_projection_whose_consumer_the_writer_refiltered_recovers_instead_of_stalling_at_lag_0(
     writer: eskit.Client, admin: eskit.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(eskit.projections, "IDLE_CHECK", 0.2)
+    monkeypatch.setattr(eskit.projections.projection, "IDLE_CHECK", 0.2)
     name = unique("orders")
     store = await writer.event_store(name)
     view = Orders(store, max_wait=0.1)

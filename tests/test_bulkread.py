@@ -12,10 +12,11 @@ import pytest
 from conftest import unique
 
 import eskit
-from eskit import _bulkread, _fastlane, frames
+from eskit import _bulkread, frames
 from eskit import store as store_module
 from eskit._ahead import PAGE, stream_pages
-from eskit._consumer import PullConsumer
+from eskit._nats import fastlane as _fastlane
+from eskit.projections.consumer import PullConsumer
 
 N = PAGE + 700  # more than one page: to_dataframe takes the consumer path
 ADA = {"user": "ada"}

@@ -22,7 +22,7 @@ import pytest
 from conftest import unique
 
 import eskit
-from eskit._wire import TooManySubjectsError
+from eskit._nats.wire import TooManySubjectsError
 from eskit.cluster import EmbeddedCluster
 from eskit.dcb import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
 

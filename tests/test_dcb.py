@@ -143,7 +143,7 @@ async def test_a_one_event_append_over_two_items_merges_their_filters_first(cour
 async def test_exact_checks_ride_on_check_carriers_that_reads_skip(
     courses: DCBStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(eskit.dcb, "MERGED_ATTEMPTS", 0)
+    monkeypatch.setattr(eskit.dcb.store, "MERGED_ATTEMPTS", 0)
     seen = await courses.read(boundary("s1", "c1"))
     await courses.append([subscribed("s2", "c2")])
     position = await courses.append(

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.protocol.parser import Parser
 
 import eskit
-from eskit import _fastlane
+from eskit._nats import fastlane as _fastlane
 
 SIZES = [0, 1, 2, 7, 100, 4095, 4096, 32_767, 32_768, 70_000, 1_000_000]
 

@@ -58,7 +58,7 @@ def test_store_times_parse_the_same_on_the_fast_path_projections_rely_on() -> No
 def test_eskit_reads_headers_exactly_as_nats_py_does(raw: bytes) -> None:
     from nats.aio.client import Client as NATS
 
-    from eskit._headers import parse_header_lines
+    from eskit._nats.headers import parse_header_lines
 
     assert parse_header_lines(raw) == NATS._parse_header_lines(raw)
 
@@ -66,7 +66,7 @@ def test_eskit_reads_headers_exactly_as_nats_py_does(raw: bytes) -> None:
 async def test_eskit_connections_use_the_fast_header_parser(
     client: eskit.Client, store: eskit.EventStore
 ) -> None:
-    from eskit._headers import parse_header_lines
+    from eskit._nats.headers import parse_header_lines
 
     assert client.nc._parse_header_lines is parse_header_lines
     await store.append("o1", [eskit.Event("created", metadata={"user": "ü"})])

@@ -12,7 +12,7 @@ from typing import Any
 
 import eskit
 from eskit import Aggregate, applies
-from eskit._wire import Page, Wire
+from eskit._nats.wire import Page, Wire
 from eskit.examples import Order
 
 

@@ -19,9 +19,10 @@ import pytest
 from conftest import unique
 
 import eskit
-from eskit import _fastlane, dcb_subscription
+from eskit import dcb_subscription
 from eskit import store as store_module
 from eskit._ahead import PAGE
+from eskit._nats import fastlane as _fastlane
 from eskit.dcb import Query, QueryItem, TaggedEvent
 from eskit.events import encode_headers
 from eskit.snapshots import SnapshotPolicy, bucket_name, key_for

@@ -21,19 +21,12 @@ from eventsourcing.persistence import DataError, IntegrityError, Notification, O
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from .._wire import ApiError, StoredMsg, parse_ack
+from .._nats.codes import CONFLICT, EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE
+from .._nats.wire import ApiError, StoredMsg, parse_ack
+from ..analysis.eventlog import encode_token
 from ..errors import EventStoreError, StoreUnavailableError
-from ..eventlog import encode_token
 from ..events import subject_parts
-from ..store import (
-    CONFLICT,
-    EXPECTED_SEQ,
-    EXPECTED_SUBJECT,
-    MAX_BATCH,
-    READ_PAGE,
-    SUBJECT_SEQUENCE_UNAVAILABLE,
-    EventStore,
-)
+from ..store import MAX_BATCH, READ_PAGE, EventStore
 from ..streams import stream_name
 from ._layout import (
     TRACKING,

@@ -23,8 +23,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import DataError, Notification, StoredEvent, Tracking
 
-from .._wire import StoredMsg
-from ..eventlog import decode_token, encode_token
+from .._nats.wire import StoredMsg
+from ..analysis.eventlog import decode_token, encode_token
 from ..events import META_PREFIX, subject_parts
 
 VERSION = META_PREFIX + "Originator-Version"  # eskit shows it as metadata "Originator-Version"

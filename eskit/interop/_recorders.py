@@ -28,8 +28,8 @@ from eventsourcing.persistence import (
     TrackingRecorder,
 )
 
-from .._wire import StoredMsg
-from ..eventlog import encode_token
+from .._nats.wire import StoredMsg
+from ..analysis.eventlog import encode_token
 from ..events import subject_parts
 from ._base import NatsRecorder
 from ._layout import is_event, notification

@@ -74,7 +74,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType, resolve_topic, strtobool
 
 from ..connection import Client
-from ..dcb import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, Subscription, TaggedEvent
+from ..dcb.store import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, Subscription, TaggedEvent
 from ..errors import AppendConditionError
 from ._base import NatsRecorder
 from ._portal import Portal

@@ -29,11 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import EventLogError
+from ..errors import EventLogError
+from ..events import decode_token as decode_token  # subject tokens live with subjects (eskit.events)
+from ..events import encode_token as encode_token
 
 CASE, ACTIVITY, TIMESTAMP = "case:concept:name", "concept:name", "time:timestamp"
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_:,;=+@!#$&'()[]{}|/~^")
-_ESCAPES = re.compile(r"(?:%[0-9A-F]{2})+")
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
@@ -52,28 +52,6 @@ class LogEvent:
         content = [self.case, self.activity, self.timestamp.isoformat(), self.attributes, ordinal]
         text = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def encode_token(text: str) -> str:
-    """Map free text onto one subject token, reversibly: unsafe characters become ``%XX`` (UTF-8).
-
-    >>> encode_token("T02 Check confirmation.")
-    'T02%20Check%20confirmation%2E'
-    """
-    if not text:
-        raise EventLogError("an empty case id or activity name cannot be stored; fill it in the log")
-    return "".join(c if c in _SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
-
-
-def decode_token(token: str) -> str:
-    """The original text of an :func:`encode_token` token (tokens without ``%XX`` come back unchanged).
-
-    >>> decode_token("T02%20Check%20confirmation%2E")
-    'T02 Check confirmation.'
-    """
-    if "%" not in token:
-        return token
-    return _ESCAPES.sub(lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode(errors="replace"), token)
 
 
 def parse_timestamp(value: str, where: str) -> datetime:

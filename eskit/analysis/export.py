@@ -46,14 +46,14 @@ from urllib.parse import quote
 
 from tqdm import tqdm
 
-from .errors import EskitError, ValidationError
+from ..errors import EskitError, ValidationError
 from .frames import Names, _renamed, chunk_frames
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from .store import EventStore
+    from ..store import EventStore
 
 CHUNK = 20_000  # events decoded into a frame at a time (Python objects: the bulk of an export's memory)
 ROW_GROUP = 100_000  # rows per Parquet row group, collected as Arrow data (compact)

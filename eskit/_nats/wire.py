@@ -23,9 +23,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from . import _fastlane
-from ._headers import parse_block
-from .errors import (
+from ..errors import (
     EskitError,
     EventStoreError,
     PermissionDeniedError,
@@ -33,14 +31,15 @@ from .errors import (
     StoreUnavailableError,
     StreamNotFoundError,
 )
+from . import fastlane as _fastlane
+from .codes import NO_MESSAGE, STREAM_NOT_FOUND
+from .headers import parse_block
 
 STATUS = "Status"
 DESCRIPTION = "Description"
 SEQUENCE = "Nats-Sequence"  # on every message Direct Get returns, never on a status reply
 DEFAULT_TIMEOUT = 5.0
 MAX_INFLIGHT_BATCHES = 32  # open atomic batches per connection (the server allows 50 per stream)
-STREAM_NOT_FOUND = 10059
-NO_MESSAGE = 10037
 _VIOLATION = re.compile(r'Permissions Violation for (Publish|Subscription) to "?([^"\s]+)"?', re.IGNORECASE)
 
 

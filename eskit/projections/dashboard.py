@@ -14,7 +14,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .projections import Projection
+    from .projection import Projection
 
 COLUMNS = ("projection", "running", "position", "lag", "applied", "skipped", "parked", "last error")
 

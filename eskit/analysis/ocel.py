@@ -25,7 +25,6 @@ has events only); the result says how many were left out.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -37,15 +36,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .dcb import DCBStore
-from .dcb_query import MAX_BATCH, RAW, TAGS, TaggedEvent
-from .errors import EventLogError, ValidationError
+from ..dcb.query import MAX_BATCH, RAW, TAGS, TaggedEvent
+from ..dcb.store import DCBStore
+from ..errors import EventLogError, ValidationError
+from ..events import MSG_ID, OCCURRED_AT, parse_time, subject_parts
+from ..store import EventStore
 from .eventlog import decode_token, encode_token
-from .events import MSG_ID, OCCURRED_AT, parse_time, subject_parts
-from .store import EventStore
 
 if TYPE_CHECKING:
-    from .connection import Client
+    from ..connection import Client
 
 TIME = "ocel:time"
 QUALIFIERS = "ocel:qualifiers"
@@ -397,30 +396,11 @@ async def import_ocel(store: DCBStore | Client, path: str | Path, *, name: str |
 
 
 async def _exists(client: Client, name: str) -> bool:
-    from .streams import stream_name
+    from ..streams import stream_name
 
     stream = stream_name(client.store_name(name))  # in a learner namespace: <learner>_<name>
     reply = json.loads((await client.wire.request(f"$JS.API.STREAM.INFO.{stream}", b"")).data)
     return "error" not in reply
-
-
-def import_ocel_command(url: str, path: str, name: str) -> int:
-    """``python -m eskit import FILE.jsonocel --dcb NAME``: the CLI twin of :func:`import_ocel`."""
-    from .connection import connect
-
-    read_ocel(path)  # checked before connecting
-
-    async def run() -> OcelImportResult:
-        async with await connect(url) as client:
-            return await import_ocel(client, path, name=name)
-
-    r = asyncio.run(run())
-    print(
-        f"{path}: {r.events:,} events; appended {r.appended:,} to DCB store {name} ({r.already_stored:,} were "
-        f"already there); left out {r.object_attributes_skipped:,} object attributes and "
-        f"{r.object_relations_skipped:,} object-to-object relations"
-    )
-    return 0
 
 
 def sample_ocel(path: str | Path, *, orders: int = 5, seed: int = 6) -> Path:

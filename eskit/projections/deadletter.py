@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ._wire import ApiError, parse_ack
-from .errors import EventStoreError, StreamNotFoundError
-from .events import MSG_ID, Event, RecordedEvent, decode, encode_data, encode_headers, parse_time
-from .store import EventStore
+from .._nats.wire import ApiError, parse_ack
+from ..errors import EventStoreError, StreamNotFoundError
+from ..events import MSG_ID, Event, RecordedEvent, decode, encode_data, encode_headers, parse_time
+from ..store import EventStore
 
 if TYPE_CHECKING:
-    from .connection import Client
+    from ..connection import Client
 
 PREFIX = "Eskit-Parked-"
 MAX_REASON = 2000

@@ -69,8 +69,19 @@ from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
-from ._wire import ApiError, Page, TooManySubjectsError, description_of, parse_ack, status_of
-from .dcb_query import (
+from .._nats.codes import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE
+from .._nats.wire import ApiError, Page, TooManySubjectsError, description_of, parse_ack, status_of
+from ..errors import (
+    AppendConditionError,
+    ContentionError,
+    DuplicateEventError,
+    EventStoreError,
+    StoreUnavailableError,
+    ValidationError,
+)
+from ..events import check_position
+from ..store import EventStore
+from .query import (
     AppendCondition,
     Layout,
     Message,
@@ -84,21 +95,11 @@ from .dcb_query import (
     encode_all,
     upcast,
 )
-from .dcb_subscription import Subscription
-from .errors import (
-    AppendConditionError,
-    ContentionError,
-    DuplicateEventError,
-    EventStoreError,
-    StoreUnavailableError,
-    ValidationError,
-)
-from .events import check_position
-from .store import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE, EventStore
+from .subscription import Subscription
 
 if TYPE_CHECKING:
-    from .connection import Client
-    from .upcasting import Upcasters
+    from ..connection import Client
+    from ..upcasting import Upcasters
 
 __all__ = [
     "AppendCondition",

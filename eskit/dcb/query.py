@@ -24,12 +24,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .codec import encode_json
-from .errors import EventStoreError, PayloadTooLargeError, ValidationError
-from .events import MAX_POSITION, MSG_ID, SCHEMA_VERSION, check_events, check_position, check_token
+from ..codec import encode_json
+from ..errors import EventStoreError, PayloadTooLargeError, ValidationError
+from ..events import MAX_POSITION, MSG_ID, SCHEMA_VERSION, check_events, check_position, check_token
 
 if TYPE_CHECKING:
-    from .upcasting import Upcasters
+    from ..upcasting import Upcasters
 
 TAGS = "Eskit-Tags"
 RAW = "Eskit-Raw"  # the payload is opaque bytes, not JSON

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._bulkread import RawBatch
-from ._rawdecode import ack_tokens, header_fields, split_subjects, version
+from .._bulkread import RawBatch
+from .._rawdecode import ack_tokens, header_fields, split_subjects, version
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,10 +24,10 @@ from typing import Any
 import ipywidgets as widgets  # type: ignore[import-untyped]
 import pandas as pd
 
-from .errors import ValidationError
+from ..errors import ValidationError
+from ..store import EventStore
 from .eventlog import encode_token
 from .frames import BASE, to_dataframe
-from .store import EventStore
 
 SHOWN = ["position", "aggregate_id", "type", "occurred_at"]
 CLEANUP = "ESKIT_CLEANUP"  # "now": a lesson's clean-up button cleans up at once (unattended runs, the tests)

@@ -12,13 +12,13 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .dcb import DCBStore
-from .dcb_query import Layout
-from .errors import EventStoreError, ValidationError
-from .streams import DCB_TAG_KEYS, _api, _compatible, keep_history_flags, settings, stream_config, stream_name
+from ..errors import EventStoreError, ValidationError
+from ..streams import DCB_TAG_KEYS, _api, _compatible, keep_history_flags, settings, stream_config, stream_name
+from .query import Layout
+from .store import DCBStore
 
 if TYPE_CHECKING:
-    from .connection import Client
+    from ..connection import Client
 
 TAG_KEYS_META = DCB_TAG_KEYS
 

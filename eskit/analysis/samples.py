@@ -15,9 +15,9 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .errors import EventLogError
+from ..errors import EventLogError
+from ..events import Event
 from .eventlog import ACTIVITY, CASE, TIMESTAMP
-from .events import Event
 
 START = datetime(2024, 3, 4, 8, 0, tzinfo=UTC)
 ENV = "ESKIT_EVENT_LOG"

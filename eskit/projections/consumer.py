@@ -30,16 +30,16 @@ from typing import TYPE_CHECKING, Any
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from . import _fastlane
-from ._bulkread import RawBatch
-from ._rawdecode import ack_tokens, recorded_events, split_subjects
-from .errors import ProjectionError
-from .events import RecordedEvent
+from .._bulkread import RawBatch
+from .._nats import fastlane as _fastlane
+from .._rawdecode import ack_tokens, recorded_events, split_subjects
+from ..errors import ProjectionError
+from ..events import RecordedEvent
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-    from .connection import Client
+    from ..connection import Client
 
 _END = frozenset({b"404", b"408"})  # no (more) messages / request expired
 

@@ -25,12 +25,12 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
-from .dcb_query import Query, SequencedEvent, decode, upcast
-from .errors import EventStoreError
+from ..errors import EventStoreError
+from .query import Query, SequencedEvent, decode, upcast
 
 if TYPE_CHECKING:
-    from ._wire import Wire
-    from .upcasting import Upcasters
+    from .._nats.wire import Wire
+    from ..upcasting import Upcasters
 
 HEARTBEAT = 5.0
 LAST_CONSUMER = "Nats-Last-Consumer"  # on a heartbeat: the consumer sequence of the last message sent

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .errors import ValidationError
+from ..errors import ValidationError
 from .eventlog import ACTIVITY, CASE, TIMESTAMP
 from .frames import to_dataframe
 

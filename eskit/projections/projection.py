@@ -63,18 +63,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import nats
 
-from ._consumer import Batch, Progress, PullConsumer
-from .aggregate import applies
+from ..aggregate import applies
+from ..errors import EskitError, PermissionDeniedError, ProjectionError, ValidationError
+from ..events import RecordedEvent, check_token, decode
 from .applying import Applier, Counts, ProjectionStats
+from .consumer import Batch, Progress, PullConsumer
 from .deadletter import DeadLetters, ParkedEvent
-from .errors import EskitError, PermissionDeniedError, ProjectionError, ValidationError
-from .events import RecordedEvent, check_token, decode
 from .readmodel import ReadModel
 
 IDLE_CHECK = 5.0  # seconds: how often an idle running projection asks whether its consumer was changed
 
 if TYPE_CHECKING:
-    from .store import EventStore
+    from ..store import EventStore
 
 __all__ = ["Projection", "ProjectionStats", "applies"]
 

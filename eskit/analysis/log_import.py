@@ -21,20 +21,17 @@ which the next import completes.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-from .errors import EventLogError
+from ..errors import EventLogError
+from ..events import MSG_ID, Event, check_token
+from ..store import EventStore
 from .eventlog import ACTIVITY, CASE, TIMESTAMP, LogEvent, decode_token, encode_token, read_log
-from .events import MSG_ID, Event, check_token
-from .store import EventStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,50 +136,3 @@ def _plan(
     if len(ids) == len(events):
         return None
     return _Plan(aggregate_id, events[len(ids) :], last)
-
-
-def add_command(sub: Any) -> None:
-    """``python -m eskit import FILE --stream NAME``: the CLI twin of :func:`import_log`."""
-    p = sub.add_parser(
-        "import",
-        help="import a CSV or XES event log into a stream (one aggregate per case)",
-        description="Import a CSV or XES event log into a stream: one aggregate per case, one event per row. "
-        f"A CSV needs a header line naming a case id, an activity and a timestamp column: by default "
-        f"{CASE!r}, {ACTIVITY!r} and {TIMESTAMP!r} (pm4py's names); other names with --case, --activity, "
-        "--timestamp. Every other column becomes the event's data. Re-running adds nothing.",
-    )
-    p.add_argument("file", help="the .csv or .xes event log, or an OCEL 2.0 .jsonocel file (with --dcb)")
-    into = p.add_mutually_exclusive_group(required=True)
-    into.add_argument("--stream", help="the store to import into (created if needed), e.g. receipt")
-    into.add_argument("--dcb", help="the DCB store to import an OCEL 2.0 JSON file into (created if needed)")
-    p.add_argument("--format", choices=["csv", "xes"], help="default: from the file's extension")
-    p.add_argument("--case", default=CASE, help=f"the case id column (default {CASE!r})")
-    p.add_argument("--activity", default=ACTIVITY, help=f"the activity column (default {ACTIVITY!r})")
-    p.add_argument("--timestamp", default=TIMESTAMP, help=f"the timestamp column, ISO 8601 (default {TIMESTAMP!r})")
-    p.add_argument("--url", help="NATS server URL (default: $NATS_URL)")
-    p.set_defaults(func=_command)
-
-
-def _command(args: argparse.Namespace) -> int:
-    url = args.url or os.environ.get("NATS_URL")
-    if not url:
-        raise EventLogError("no server to import into: pass --url or set NATS_URL (see `python -m eskit server`)")
-    if args.dcb:
-        from .ocel import import_ocel_command
-
-        return import_ocel_command(url, args.file, args.dcb)
-    columns = {"case": args.case, "activity": args.activity, "timestamp": args.timestamp}
-    result = asyncio.run(_import(url, args.file, args.stream, args.format, columns))
-    print(
-        f"{args.file}: {result.cases:,} cases, {result.events:,} events; appended {result.appended:,} events "
-        f"to {args.stream} ({result.cases_already_stored:,} cases were already there)"
-    )
-    return 0
-
-
-async def _import(url: str, path: str, stream: str, format: str | None, columns: dict[str, str]) -> ImportResult:
-    from .connection import connect
-
-    rows = read_log(path, format=format, **columns)  # checked before connecting
-    async with await connect(url) as client:
-        return await import_log(await client.event_store(stream), rows)

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .events import RecordedEvent
+from ..events import RecordedEvent
 
 POSITIONS = "eskit_positions"
 Apply = Callable[[sqlite3.Connection, RecordedEvent], None]

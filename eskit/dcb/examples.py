@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from .dcb import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
-from .errors import DecisionError
-from .events import Event
-from .retry import retry_on_conflict
+from ..errors import DecisionError
+from ..events import Event
+from ..retry import retry_on_conflict
+from .store import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
 
 if TYPE_CHECKING:
-    from .connection import Client
-    from .store import EventStore
+    from ..connection import Client
+    from ..store import EventStore
 
 COURSE_KEYS, USER_KEYS, INVOICE_KEYS = ("course", "student"), ("username",), ()
 MAX_COURSES = 5  # per student

@@ -15,9 +15,9 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..errors import UndecodableEventError
+from ..events import RecordedEvent
 from .deadletter import DeadLetters
-from .errors import UndecodableEventError
-from .events import RecordedEvent
 from .readmodel import ReadModel
 
 Handler = Callable[[sqlite3.Connection, RecordedEvent], None]

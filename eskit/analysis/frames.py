@@ -25,14 +25,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from tqdm import tqdm
 
-from ._ahead import PAGE, last_position, stream_pages
-from ._bulkread import ConsumerRefused, RawBatch, consumer_batches
-from ._rawcolumns import raw_columns
-from ._rawdecode import ack_tokens, decode_payloads, split_subjects, version
-from ._wire import StoredMsg
-from .errors import EventStoreError, ValidationError
-from .eventlog import ACTIVITY, CASE, TIMESTAMP
-from .events import (
+from .._ahead import PAGE, last_position, stream_pages
+from .._bulkread import ConsumerRefused, RawBatch, consumer_batches
+from .._nats.wire import StoredMsg
+from .._rawdecode import ack_tokens, decode_payloads, split_subjects, version
+from ..errors import EventStoreError, ValidationError
+from ..events import (
     CAUSATION_ID,
     CORRELATION_ID,
     META_PREFIX,
@@ -42,10 +40,12 @@ from .events import (
     RecordedEvent,
     check_position,
 )
+from .eventlog import ACTIVITY, CASE, TIMESTAMP
+from .rawcolumns import raw_columns
 
 if TYPE_CHECKING:
-    from .store import EventStore
-    from .upcasting import Upcasters
+    from ..store import EventStore
+    from ..upcasting import Upcasters
 
 CHUNK = 100_000  # rows turned into a DataFrame at a time: bounds the per-event Python objects held
 BASE = [
@@ -258,7 +258,7 @@ async def chunk_frames(
     >>> async for chunk in chunk_frames(store, 0, None):                   # doctest: +SKIP
     ...     print(len(chunk))
     """
-    from .store import EventStore
+    from ..store import EventStore
 
     bar = bar if bar is not None else tqdm(disable=True)
     chunk = chunk or CHUNK

@@ -1,0 +1,160 @@
+"""The shape of the package: no import cycle, the layers of docs/architecture.md, every package shipped.
+
+The import graph is read from the source with ``ast``: every ``import`` and ``from ... import`` of an eskit
+module, including those inside functions (an import moved into a function still runs, and can still close a
+circle); only ``if TYPE_CHECKING:`` blocks are left out (they never run).
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "eskit"
+
+# The layers, lowest first (docs/architecture.md). A module may import modules of its own layer and below.
+BASE = {"eskit.errors", "eskit._redact", "eskit.codec", "eskit.events", "eskit.auth", "eskit.server"}
+TRANSPORT = "eskit._nats"
+FEATURES = ("eskit.dcb", "eskit.projections", "eskit.analysis")
+ENTRY = {"eskit", "eskit.__main__", "eskit.connection", "eskit.cluster", "eskit.clean", "eskit.course",
+         "eskit.testing", "eskit.interop"}  # fmt: skip
+LAYERS = ["base", "transport", "core", "features", "entry"]
+# Feature packages that must not import each other: projections and DCB are independent of each other and
+# of analysis; analysis reads every kind of store (OCEL from a DCB store), so it may import dcb.
+APART = {"eskit.dcb": ("eskit.projections", "eskit.analysis"), "eskit.projections": ("eskit.dcb", "eskit.analysis")}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def imported(path: Path, name: str, known: set[str]) -> set[str]:
+    """The eskit modules ``path`` (module ``name``) imports when it runs, inside functions too."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for stmt in child.orelse:
+                    visit(stmt)
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name for a in child.names if a.name.split(".")[0] == "eskit")
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - child.level + 1] + ([child.module] if child.module else []))
+                elif child.module and child.module.split(".")[0] == "eskit":
+                    base = child.module
+                else:
+                    continue
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in child.names if f"{base}.{a.name}" in known)
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    runs: set[str] = set()
+    for target in found & known:  # importing eskit.dcb.store runs eskit.dcb's __init__ first
+        parts = target.split(".")
+        runs.update(".".join(parts[:n]) for n in range(2, len(parts) + 1))
+    return {m for m in runs if m in known and not name.startswith(m + ".") and m != name}
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: imported(path, name, set(found)) for name, path in found.items()}
+
+
+def cycle(edges: dict[str, set[str]]) -> list[str]:
+    """One import circle (its modules in order, the first repeated at the end), or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def walk(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := walk(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return []
+
+    for start in sorted(edges):
+        if start not in state and (found := walk(start)):
+            return found
+    return []
+
+
+def layer(name: str) -> str:
+    if name in BASE:
+        return "base"
+    if name == TRANSPORT or name.startswith(TRANSPORT + "."):
+        return "transport"
+    if any(name == f or name.startswith(f + ".") for f in FEATURES):
+        return "features"
+    if any(name == e or name.startswith(e + ".") for e in ENTRY - {"eskit"}) or name == "eskit":
+        return "entry"
+    return "core"
+
+
+def test_the_scanner_sees_imports_inside_functions_and_leaves_out_type_checking_blocks(tmp_path: Path) -> None:
+    pkg = tmp_path / "eskit"
+    pkg.mkdir()
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from . import b\n"
+        "if TYPE_CHECKING:\n"
+        "    from .c import C\n"
+        "def f():\n"
+        "    from .d import g\n"
+    )
+    (pkg / "a.py").write_text(source)
+    known = {"eskit", "eskit.a", "eskit.b", "eskit.c", "eskit.d"}
+    assert imported(pkg / "a.py", "eskit.a", known) == {"eskit.b", "eskit.d"}
+    assert cycle({"eskit.a": {"eskit.d"}, "eskit.d": {"eskit.a"}}) == ["eskit.a", "eskit.d", "eskit.a"]
+
+
+def test_no_import_cycle_among_eskit_modules_counting_imports_inside_functions() -> None:
+    edges = graph()
+    assert len(edges) > 40 and edges["eskit.store"], "the scanner found no modules or no imports"
+    assert cycle(edges) == [], "import circle: " + " -> ".join(cycle(edges))
+
+
+def test_every_import_goes_down_the_layers_of_docs_architecture_md() -> None:
+    upward = []
+    for source, targets in graph().items():
+        for target in sorted(targets):
+            if target != "eskit" and LAYERS.index(layer(target)) > LAYERS.index(layer(source)):
+                upward.append(f"{source} ({layer(source)}) imports {target} ({layer(target)})")
+            for feature, others in APART.items():
+                if source.startswith(feature) and target.startswith(others):
+                    upward.append(f"{source} imports {target}: {feature} must not import {', '.join(others)}")
+    assert upward == []
+
+
+def test_the_layers_page_names_every_package_and_entry_module() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    named = [*BASE, TRANSPORT, *FEATURES, *(ENTRY - {"eskit"})]
+    assert [n for n in named if f"`{n.removeprefix('eskit.')}" not in page] == []
+
+
+def test_the_wheel_and_sdist_list_every_eskit_package() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    on_disk = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert listed == on_disk, f"pyproject.toml [tool.setuptools] packages: add {on_disk - listed}"
