@@ -249,6 +249,20 @@ async def appends(store: eskit.EventStore, s: Sizes) -> dict[str, float]:
     return result | {"multi_event_append_ratio": result["three_events_s"] / result["one_event_s"]}
 
 
+async def replicated_appends(s: Sizes) -> dict[str, float]:
+    """The same appends on a 3-node cluster (loopback), where a store has 3 replicas and the server stages an
+    atomic batch in memory: the correct alternative to the R1 file stream's floor."""
+    from eskit.cluster import EmbeddedCluster
+
+    with EmbeddedCluster(3) as cluster:
+        async with await eskit.connect(cluster.url) as client:
+            store = await client.event_store(f"bscr{uuid.uuid4().hex[:6]}")
+            try:
+                return await appends(store, s)
+            finally:
+                await client.delete_store(store.name)
+
+
 async def batch_floor(client: eskit.Client, s: Sizes) -> dict[str, float]:
     """The server's part, with plain nats-py: one message vs a 3-message atomic batch, on an R1 file stream
     and on an R1 memory stream (nats-server stages an R1 file stream's batch in a file store of its own)."""
@@ -394,6 +408,9 @@ def table(r: dict[str, Any]) -> str:
         f"{ap['raw']['three_file_s'] * us:.0f} us ({ap['raw']['file_ratio']:.1f}x); R1 memory stream "
         f"{ap['raw']['one_memory_s'] * us:.0f} / {ap['raw']['three_memory_s'] * us:.0f} us "
         f"({ap['raw']['memory_ratio']:.1f}x)",
+        *([f"  3-node cluster (3 replicas): 1 event {ap['replicated']['one_event_s'] * us:.0f} us, 3 events "
+           f"{ap['replicated']['three_events_s'] * us:.0f} us ({ap['replicated']['multi_event_append_ratio']:.2f}x)"]
+          if "replicated" in ap else []),
         f"DCB: 4 disjoint writers / 1 = {f['dcb_disjoint_scaling']:.2f} (goal >= 2.5) "
         f"{ok(0, f['dcb_disjoint_scaling'] >= 2.5)}, {d.get('retries_per_decision', float('nan')):.2f} retries "
         f"per decision; 8 writers on one boundary: worst {d.get('contended_worst_rounds')} rounds for one decision",
@@ -406,6 +423,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--skip-dcb", action="store_true", help="leave the DCB figures out")
+    parser.add_argument("--cluster", action="store_true", help="also time appends on a 3-node cluster (full: always)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     s = QUICK if args.quick else FULL
@@ -431,6 +449,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             finally:
                 await client.delete_store(large.name)
                 await client.delete_store(small.name)
+        if args.cluster or not args.quick:
+            log("appends on a 3-node cluster ...")
+            append["replicated"] = await replicated_appends(s)
         dcb_result: dict[str, Any] = {"dcb_disjoint_scaling": 0.0, "retries_per_decision": 0.0, "skipped": True}
         if not args.skip_dcb:
             log("DCB ...")
