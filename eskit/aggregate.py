@@ -44,6 +44,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from ._bysubject import by_subject
 from ._marks import Mark
 from .errors import AggregateError, UndecodableEventError, UnknownEventError, ValidationError
 from .events import SCHEMA_VERSION, Event, Position, RecordedEvent, check_token, subject_parts
@@ -324,7 +325,7 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
         return -1, None
     replayed, last = 0, None
     after = aggregate.position - 1 if mark is not None else 0
-    groups = await store._by_subject(aggregate.id, aggregate._appliers, after, up_to)
+    groups = await by_subject(store, aggregate.id, aggregate._appliers, after=after, up_to=up_to)
     async with contextlib.aclosing(_pages_of(store, prefix, after, up_to, groups)) as pages:
         async for messages in pages:
             if mark is not None:
@@ -339,7 +340,7 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
 async def _pages_of(
     store: EventStore, prefix: str, after: int, up_to: int | None, groups: list[list[StoredMsg]] | None
 ) -> AsyncGenerator[list[StoredMsg], None]:
-    """The messages of ``groups`` merged in position order (see ``EventStore._by_subject``), or, when it
+    """The messages of ``groups`` merged in position order (see :mod:`eskit._bysubject`), or, when it
     is None, pages of a wildcard scan of ``prefix>``."""
     if groups is not None:
         merged = groups[0] if len(groups) == 1 else list(heapq.merge(*groups, key=lambda m: m.seq))

@@ -34,7 +34,7 @@ from ._nats.codes import (
     SUBJECT_SEQUENCE_UNAVAILABLE,
     WRONG_LAST_SEQUENCE,
 )
-from ._nats.wire import ApiError, Page, StoredMsg, TooManySubjectsError, description_of, parse_ack, status_of
+from ._nats.wire import ApiError, Page, StoredMsg, description_of, parse_ack, status_of
 from .aggregate import Aggregate
 from .aggregate import load as load_aggregate
 from .aggregate import save as save_aggregate
@@ -73,9 +73,6 @@ READ_PAGE = 2000
 BULK_REPLAY = 4000  # events after a replay's first page: more, and it reads through a consumer (see replay)
 BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-Batch-Commit
 
-MAX_PAGES = 1_000_000  # pages of one subject in one read (a bound for the loop; 2 billion events)
-MAX_TYPES_SEEN = 1000  # event types a store remembers having met
-_TOKEN = re.compile(r"[^.*>\s]+")  # an event type that is one subject token
 
 LAG_PAUSE = 0.005  # seconds between reads while a follower catches up with what the leader named
 
@@ -92,7 +89,7 @@ class EventStore:
         self.snapshots: Snapshots | None = None  # set by client.event_store(..., snapshots=SnapshotPolicy())
         self.cache: AggregateCache | None = None  # set by client.event_store(..., cache=AggregateCache())
         self.upcasters: Upcasters | None = None  # set by client.event_store(..., upcasters=Upcasters())
-        self._types_seen: set[str] = set()  # event types met by loads (see _by_subject)
+        self._types_seen: set[str] = set()  # event types its loads have met (see eskit._bysubject)
 
     def __repr__(self) -> str:
         return f"<EventStore {self.name} stream={self.stream}>"
@@ -388,68 +385,6 @@ class EventStore:
         finally:
             if task is not None and not task.done():
                 task.cancel()
-
-    async def _by_subject(
-        self, aggregate_id: str, types: Iterable[str], after: int, up_to: int | None
-    ) -> list[list[StoredMsg]] | None:
-        """The aggregate's messages after ``after`` (up to ``up_to``), one position-ordered list per subject;
-        None when this way cannot answer (more than 1,024 subjects, a replica behind another): read by wildcard.
-
-        A wildcard scan (``orders.123.>``) makes nats-server walk every message block from the aggregate's
-        first event to the end of the stream (its subject index is too large to skip blocks by, and within a
-        block it tests every message), so a load grows with the stream. A literal subject
-        (``orders.123.created``) is found through the per-subject index and each block's subject table, and
-        the scan stops after its last block. So: one ``multi_last`` (every subject of the aggregate, its last
-        position, and the position it answers as of: the cut) sent together with a literal scan per event
-        type ``types`` (the aggregate's handlers); subjects of other types get their scan in a second round.
-        Every subject's scan must reach the last position ``multi_last`` named (else a replica lags: None).
-        """
-        if up_to is not None and up_to <= after:
-            return []
-        prefix = f"{self.name}.{aggregate_id}."
-        seen = self._types_seen  # types this store has met: the others are asked for only when multi_last names them
-        wanted = [prefix + t for t in types if (t in seen or not seen) and _TOKEN.fullmatch(t)]
-        start = after + 1
-        outcomes = await asyncio.gather(
-            self._wire.direct_last_per_subject(self.stream, [prefix + ">"], start=start, up_to=up_to or 0),
-            *(self._wire.direct_get(self.stream, s, start=start, batch=READ_PAGE) for s in wanted),
-            return_exceptions=True,
-        )
-        lasts, *firsts = outcomes
-        if isinstance(lasts, TooManySubjectsError):
-            return None
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        assert isinstance(lasts, Page)
-        if not lasts.messages:
-            return []  # nothing after `after` as of the cut
-        cut = lasts.up_to
-        if not cut:
-            return None
-        if len(seen) < MAX_TYPES_SEEN:
-            seen.update(m.subject[len(prefix) :] for m in lasts.messages)
-        pages: dict[str, Page] = {s: p for s, p in zip(wanted, firsts, strict=True) if isinstance(p, Page)}
-        others = [m.subject for m in lasts.messages if m.subject not in pages]
-        more = await asyncio.gather(
-            *(self._wire.direct_get(self.stream, s, start=start, batch=READ_PAGE) for s in others)
-        )
-        pages.update(zip(others, more, strict=True))
-        groups = []
-        for last in lasts.messages:
-            page = pages[last.subject]
-            group = [m for m in page.messages if m.seq <= cut]
-            for _ in range(MAX_PAGES):
-                if (group and group[-1].seq >= last.seq) or not (page.pending and page.messages):
-                    break
-                page = await self._wire.direct_get(
-                    self.stream, last.subject, start=page.last_seq + 1, batch=min(page.pending, READ_PAGE)
-                )
-                group += [m for m in page.messages if m.seq <= cut]
-            if not group or group[-1].seq != last.seq:
-                return None  # the replica that scanned is behind the one that answered multi_last
-            groups.append(group)
-        return groups
 
     async def load(self, cls: type[A], aggregate_id: str, *, up_to: Position = None) -> A:
         """The aggregate ``cls`` rebuilt from its events (and snapshot), as of ``up_to`` if given.

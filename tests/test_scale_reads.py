@@ -3,7 +3,7 @@
 nats-server answers a wildcard scan (``orders.123.>``) by walking every block from the aggregate's first
 event to the stream's end; a literal subject is found through its subject index. ``load`` asks
 ``multi_last`` for the aggregate's subjects and the cut, and scans each subject literally (see
-``EventStore._by_subject``). These tests pin what must not change: every event, in order, up to one cut.
+:mod:`eskit._bysubject`). These tests pin what must not change: every event, in order, up to one cut.
 """
 
 from __future__ import annotations
