@@ -7,7 +7,8 @@
 1. ``load_flatness``: the median ``load`` of a 10-event ``Order`` in a large stream (1,000,000 events of
    100,000 aggregates, their events interleaved as in real life: event k of every order, then event k+1 ...)
    divided by the same load in a small one (10,000 events of 1,000 aggregates). Loads alternate call by
-   call, each on a random aggregate (cold blocks included). Goal: <= 1.5.
+   call, each on a random aggregate (cold blocks included). Goal: <= 1.5. Beside it, ``store.read(id)`` (one
+   wildcard scan, what ``load`` did before it read by literal subjects) at both sizes.
 2. ``cycle_vs_eventsourcing``: the uncached command cycle (load, add an item, save with its check) on a
    random aggregate of the large stream, divided by the ``eventsourcing`` library's cycle on SQLite
    ``:memory:`` holding as many aggregates (goal: <= 1.0); also against its SQLite file (WAL mode, its
@@ -135,8 +136,19 @@ async def loads(large: eskit.EventStore, small: eskit.EventStore, s: Sizes) -> d
 
         return one
 
+    def reader(store: eskit.EventStore, ids: list[str]) -> Op:  # one wildcard scan (orders.<id>.>), as load did
+        async def one(i: int) -> None:
+            assert len(await store.read(ids[-1 - i])) == EVENTS_PER_AGGREGATE
+
+        return one
+
     result = await alternating({"large_s": loader(large, big_ids), "small_s": loader(small, small_ids)}, n, warmup)
-    return result | {"load_flatness": result["large_s"] / result["small_s"]}
+    scans = {"wildcard_large_s": reader(large, big_ids), "wildcard_small_s": reader(small, small_ids)}
+    wildcard = await alternating(scans, max(n // 10, 5), 1)
+    return result | wildcard | {
+        "load_flatness": result["large_s"] / result["small_s"],
+        "wildcard_flatness": wildcard["wildcard_large_s"] / wildcard["wildcard_small_s"],
+    }
 
 
 # -- command cycle against the eventsourcing library -----------------------------------------------------------
@@ -396,6 +408,8 @@ def table(r: dict[str, Any]) -> str:
         f"{r['meta']['small_events']:,}; built at {r['build_events_per_s']:,.0f} events/s",
         f"load of a 10-event Order: large {lo['large_s'] * us:8.0f} us, small {lo['small_s'] * us:8.0f} us   "
         f"load_flatness {f['load_flatness']:.2f} (goal <= 1.5) {ok(0, f['load_flatness'] <= 1.5)}",
+        f"  one wildcard scan (store.read, as load read before): large {lo['wildcard_large_s'] * us:8.0f} us, "
+        f"small {lo['wildcard_small_s'] * us:8.0f} us ({lo['wildcard_flatness']:.1f}x)",
         f"command cycle on the large stream: eskit {cy['eskit_s'] * us:.0f} us, eventsourcing :memory: "
         f"{cy['eventsourcing_memory_s'] * us:.0f} us, file (WAL) {cy['eventsourcing_file_s'] * us:.0f} us",
         f"  cycle_vs_eventsourcing {f['cycle_vs_eventsourcing']:.2f} (goal <= 1.0) "
