@@ -73,7 +73,6 @@ READ_PAGE = 2000
 BULK_REPLAY = 4000  # events after a replay's first page: more, and it reads through a consumer (see replay)
 BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-Batch-Commit
 
-
 LAG_PAUSE = 0.005  # seconds between reads while a follower catches up with what the leader named
 
 
