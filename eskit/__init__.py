@@ -47,6 +47,7 @@ from .errors import (
     InvalidNameError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ProcessError,
     ProjectionError,
     ServerStartError,
     StoreTimeoutError,
@@ -59,6 +60,15 @@ from .errors import (
 )
 from .events import Event, RecordedEvent
 from .migrate import MigrationResult, migrate
+from .process import (
+    Append,
+    CommandService,
+    ProcessManager,
+    ProcessStats,
+    Request,
+    command_service,
+    reacts_to,
+)
 from .projections import applying, deadletter, readmodel
 from .projections.dashboard import Dashboard, dashboard
 from .projections.deadletter import DeadLetters, ParkedEvent
@@ -98,9 +108,11 @@ __all__ = [
     "Aggregate",
     "AggregateCache",
     "AggregateError",
+    "Append",
     "AppendConditionError",
     "AuthenticationError",
     "Client",
+    "CommandService",
     "ConcurrencyError",
     "ConnectError",
     "ContentionError",
@@ -126,10 +138,14 @@ __all__ = [
     "ParkedEvent",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "ProcessError",
+    "ProcessManager",
+    "ProcessStats",
     "Projection",
     "ProjectionError",
     "ProjectionStats",
     "RecordedEvent",
+    "Request",
     "ServerInfo",
     "ServerStartError",
     "Snapshot",
@@ -148,12 +164,14 @@ __all__ = [
     "__version__",
     "analysis",
     "applies",
+    "command_service",
     "connect",
     "dashboard",
     "dcb",
     "import_log",
     "import_ocel",
     "migrate",
+    "reacts_to",
     "read_log",
     "retry_on_conflict",
     "run_command",

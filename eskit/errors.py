@@ -11,6 +11,7 @@ EskitError
 │   ├── UnknownEventError        no apply handler for an event type (or set on_unknown = "ignore")
 │   └── UndecodableEventError    a stored event cannot be decoded (its position is named)
 ├── ProjectionError              a projection cannot run (bad declaration, lost consumer, no catch-up)
+├── ProcessError                 a process manager reacts to nothing, or did not catch up in time
 ├── UpcastError                  an upcaster raised on a stored event (names its position, type, version)
 ├── ValidationError (ValueError) bad input caught before anything is sent
 │   ├── InvalidNameError         aggregate id, event type or store name is not one subject token
@@ -168,6 +169,13 @@ class StoreTimeoutError(EventStoreError):
 
 class ProjectionError(EskitError):
     """A projection is declared wrongly, lost its consumer, or did not catch up in time."""
+
+
+class ProcessError(EskitError):
+    """A process manager is declared wrongly (reacts to nothing), already running, or did not catch up in time.
+
+    A command that keeps failing is not an error of the manager: its event is parked with the reason.
+    """
 
 
 class UpcastError(EskitError):

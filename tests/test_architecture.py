@@ -17,13 +17,17 @@ PACKAGE = ROOT / "eskit"
 # The layers, lowest first (docs/architecture.md). A module may import modules of its own layer and below.
 BASE = {"eskit.errors", "eskit._redact", "eskit.codec", "eskit.events", "eskit.auth", "eskit.server"}
 TRANSPORT = "eskit._nats"
-FEATURES = ("eskit.dcb", "eskit.projections", "eskit.analysis")
+FEATURES = ("eskit.dcb", "eskit.projections", "eskit.analysis", "eskit.process")
 ENTRY = {"eskit", "eskit.__main__", "eskit.connection", "eskit.cluster", "eskit.clean", "eskit.course",
          "eskit.testing", "eskit.interop"}  # fmt: skip
 LAYERS = ["base", "transport", "core", "features", "entry"]
 # Feature packages that must not import each other: projections and DCB are independent of each other and
-# of analysis; analysis reads every kind of store (OCEL from a DCB store), so it may import dcb.
-APART = {"eskit.dcb": ("eskit.projections", "eskit.analysis"), "eskit.projections": ("eskit.dcb", "eskit.analysis")}
+# of analysis; analysis reads every kind of store (OCEL from a DCB store), so it may import dcb. Process
+# managers run on projections' subscribers (process may import projections, never the other way round).
+APART = {
+    "eskit.dcb": ("eskit.projections", "eskit.analysis", "eskit.process"),
+    "eskit.projections": ("eskit.dcb", "eskit.analysis", "eskit.process"),
+}
 
 
 def module_name(path: Path) -> str:

@@ -117,3 +117,17 @@ def test_quick_scale_benchmark_reports_every_figure(tmp_path: Path) -> None:
         assert figures[name] > 0, name
     assert set(result["goals"]) <= set(figures)
     assert result["dcb"]["retries_per_decision"] >= 0 and result["dcb"]["contended_worst_rounds"] >= 1
+
+
+def test_quick_process_manager_benchmark_reports_both_rates_and_the_ratio() -> None:
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    proc = subprocess.run(
+        [python, str(ROOT / "bench" / "process_manager.py"), "--quick", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["flows"] == 500 and result["reps"] == 1
+    assert result["loop_flows_per_s"] > 0 and result["process_manager_flows_per_s"] > 0 and result["ratio"] > 0
+    assert result["goal"] == 0.5 and isinstance(result["goal_met"], bool) and result["cpu_ratio"] > 0
+    assert "x the hand-written loop" in proc.stderr

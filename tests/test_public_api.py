@@ -22,6 +22,13 @@ def test_every_public_name_and_module_has_a_docstring() -> None:
     assert undocumented == [] and bare == []
 
 
+def test_the_process_manager_api_is_public_under_the_names_the_docs_teach() -> None:
+    names = ["Append", "CommandService", "ProcessError", "ProcessManager", "ProcessStats", "Request",
+             "command_service", "reacts_to"]  # fmt: skip
+    assert [n for n in names if n not in eskit.__all__] == []
+    assert eskit.ProcessManager is eskit.process.ProcessManager and eskit.Append is eskit.process.Append
+
+
 def test_every_error_is_an_eskit_error_and_drawn_in_the_error_tree() -> None:
     errors = importlib.import_module("eskit.errors")
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
@@ -30,7 +37,8 @@ def test_every_error_is_an_eskit_error_and_drawn_in_the_error_tree() -> None:
 
 
 def test_the_doctests_that_need_no_server_pass() -> None:
-    for name in ("eskit.events", "eskit.errors", "eskit.examples", "eskit.auth", "eskit.upcasting"):
+    for name in ("eskit.events", "eskit.errors", "eskit.examples", "eskit.auth", "eskit.upcasting",
+                 "eskit.process.commands", "eskit.process.examples"):  # fmt: skip
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, name
 

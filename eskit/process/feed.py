@@ -1,0 +1,89 @@
+"""The subscribers of a process manager: one per store it reacts to, on the projections' machinery.
+
+A :class:`Feed` is a :class:`~eskit.projections.Projection` whose read model holds only its position (and
+the in-flight mark), and whose applier (:class:`Issuer`) issues commands instead of writing rows: for each
+batch it notes how far it is about to go, has the manager issue the batch's commands, parks the events whose
+commands failed, then moves the position (the projection acknowledges the batch after that).
+
+>>> feed = Feed(manager, "orders", orders, frozenset({"placed"}))   # doctest: +SKIP
+>>> await feed.run_until_caught_up()                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING
+
+from ..events import RecordedEvent
+from ..projections.applying import Applier, Counts, Handler
+from ..projections.projection import Projection
+from ..projections.readmodel import ReadModel
+
+if TYPE_CHECKING:
+    from ..store import EventStore
+    from .manager import ProcessManager
+
+IN_FLIGHT = "eskit_process_in_flight"  # per subscriber: the last position whose commands may have been issued
+SCHEMA = f"CREATE TABLE IF NOT EXISTS {IN_FLIGHT} (name TEXT PRIMARY KEY, position INTEGER NOT NULL)"
+
+
+class Feed(Projection):
+    """The events of one store a process manager reacts to: a projection whose "read model" is only its
+    position (and the in-flight mark), and whose applier issues commands."""
+
+    def __init__(self, manager: ProcessManager, source: str, store: EventStore, types: frozenset[str]) -> None:
+        self._appliers = dict.fromkeys(types, "_nothing")  # type: ignore[misc]  # per instance, not per class
+        super().__init__(
+            store, db=manager.db_path, name=f"{manager.name}-{source}", schema=SCHEMA,
+            batch_size=manager.batch_size, max_wait=manager.max_wait, max_attempts=manager.max_attempts,
+            retry_delay=manager.retry_delay, ack_wait=manager.ack_wait,
+        )  # fmt: skip
+        self.source = source
+        # WAL (set by the manager's _open): a commit writes the log and waits for no fsync; a killed process
+        # loses nothing (a power cut may: then commands come again, with the same ids)
+        self._model.db.execute(SCHEMA)  # a file another subscriber of the manager created first
+        self._applier = Issuer(manager, self)
+
+    def _nothing(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        """Commands are issued by the applier (:class:`Issuer`), not inside the transaction."""
+
+
+class Issuer(Applier):
+    """Issues a batch's commands, then moves the position past it (the projection's applier, for commands)."""
+
+    def __init__(self, manager: ProcessManager, feed: Feed) -> None:
+        reactions = manager._reactions[feed.source]
+        handlers: dict[str, tuple[str, Handler]] = {
+            t: (f"{type(manager).__name__}.{m}", feed._nothing) for t, m in reactions.items()
+        }
+        super().__init__(feed.name, handlers, feed.dead_letters, max_attempts=manager.max_attempts,
+                         retry_delay=manager.retry_delay)  # fmt: skip
+        self.manager, self.feed = manager, feed
+
+    async def apply(self, model: ReadModel, events: list[RecordedEvent], counts: Counts, *, through: int = 0) -> None:
+        """Issue the commands of the events after the position (noting first how far: a crash before the
+        position is stored leaves them marked as possibly issued), park those that failed, move the position."""
+        todo = [e for e in events if e.position > model.position]
+        counts.skipped += len(events) - len(todo)
+        if todo:
+            suspect = self._in_flight(model)
+            self._mark(model, todo[-1].position)
+            failed = await self.manager._handle_batch(self.feed.source, todo, suspect)
+            for event, reason, attempts in failed:
+                await self.dead_letters.park(self.projection, event, reason=reason, attempts=attempts)
+                counts.parked += 1
+                counts.parked_positions.add(event.position)
+            counts.applied += len(todo) - len(failed)
+            through = max(through, todo[-1].position)
+        if through > model.position:
+            model.advance(through)
+
+    def _in_flight(self, model: ReadModel) -> int:
+        row = model.db.execute(f"SELECT position FROM {IN_FLIGHT} WHERE name = ?", (self.projection,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _mark(self, model: ReadModel, position: int) -> None:
+        model.db.execute(
+            f"INSERT INTO {IN_FLIGHT} (name, position) VALUES (?, ?) ON CONFLICT (name) "
+            "DO UPDATE SET position = max(position, excluded.position)", (self.projection, position),
+        )  # fmt: skip
