@@ -4,7 +4,7 @@ For a whole stream (or everything on a few subject filters) a consumer beats bat
 walks the stream once instead of searching for the next match per page, its messages carry only the
 headers they were published with (the position and the store time come in the reply subject,
 ``$JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<n>.<nanos>.<pending>``), and on a fast lane
-(:mod:`eskit._fastlane`) they arrive as raw bytes, collected into :class:`RawBatch` lists without a Python
+(:mod:`eskit._nats.fastlane`) they arrive as raw bytes, collected into :class:`RawBatch` lists without a Python
 object per message. Several pulls are in flight, so the server sends the next batch while the caller
 decodes this one.
 
@@ -14,9 +14,9 @@ was created: events appended later are not included. A server or account that re
 :class:`ConsumerRefused`; callers then read with Direct Get. If the read ends early (events deleted
 meanwhile) or fails half-way, callers read on with Direct Get from the last position they got.
 
->>> async for batch in consumer_batches(store, after=0, filters=["orders.>"]):   # doctest: +SKIP
+>>> async for batch in consumer_batches(store.reader, after=0, filters=["orders.>"]):   # doctest: +SKIP
 ...     print(len(batch.payloads))
->>> async for events in event_batches(store, after=0, filters=["orders.>"]): ...  # doctest: +SKIP
+>>> async for events in event_batches(store.reader, after=0, filters=["orders.>"]): ...  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .errors import EskitError, EventStoreError, PermissionDeniedError, StoreTim
 from .events import RecordedEvent
 
 if TYPE_CHECKING:
-    from .store import EventStore
+    from ._reader import Reader
 
 BATCH = 2000
 AHEAD = 4
@@ -66,7 +66,7 @@ class RawBatch:
 
 
 async def consumer_batches(
-    store: EventStore,
+    source: Reader,
     *,
     after: int,
     filters: Sequence[str],
@@ -79,7 +79,7 @@ async def consumer_batches(
     for the next message before :class:`~eskit.errors.StoreTimeoutError`.
     """
     batch, ahead = batch or BATCH, ahead or AHEAD
-    nc = store.client.nc
+    nc = source.nc
     if not _fastlane.available(nc):
         raise ConsumerRefused("this nats-py has no fast lane")
     name = f"eskit_read_{uuid.uuid4().hex[:12]}"
@@ -89,9 +89,9 @@ async def consumer_batches(
     _fastlane.route(nc, sub, reader.on_message)
     created = False
     try:
-        total = await _create(store, name, after, filters)
+        total = await _create(source, name, after, filters)
         created = True
-        pull = f"$JS.API.CONSUMER.MSG.NEXT.{store.stream}.{name}"
+        pull = f"$JS.API.CONSUMER.MSG.NEXT.{source.stream}.{name}"
         pulled = 0
 
         async def request_more() -> None:
@@ -105,7 +105,7 @@ async def consumer_batches(
         for _ in range(ahead):
             await request_more()
         while True:
-            ready = await reader.next_batch(timeout, store.stream)
+            ready = await reader.next_batch(timeout, source.stream)
             if ready is None:
                 return
             await request_more()
@@ -116,14 +116,14 @@ async def consumer_batches(
             await sub.unsubscribe()
         if created and nc.is_connected:
             with contextlib.suppress(EskitError):  # else the server deletes it after 10 min unused
-                await store._wire.request(f"$JS.API.CONSUMER.DELETE.{store.stream}.{name}", b"", timeout=2)
+                await source.wire.request(f"$JS.API.CONSUMER.DELETE.{source.stream}.{name}", b"", timeout=2)
 
 
 async def event_batches(
-    store: EventStore, *, after: int, filters: Sequence[str]
+    source: Reader, *, after: int, filters: Sequence[str]
 ) -> AsyncGenerator[list[RecordedEvent], None]:
     """:func:`consumer_batches`, decoded: the events after ``after`` on ``filters``, a batch at a time."""
-    async with contextlib.aclosing(consumer_batches(store, after=after, filters=filters)) as batches:
+    async with contextlib.aclosing(consumer_batches(source, after=after, filters=filters)) as batches:
         async for batch in batches:  # closed with this generator: the consumer goes at once
             yield recorded_events(batch.subjects, ack_tokens(batch.replies), batch.headers, batch.payloads)
 
@@ -198,7 +198,7 @@ class _Reader:
                 self.waiter = None
 
 
-async def _create(store: EventStore, name: str, after: int, filters: Sequence[str]) -> int:
+async def _create(source: Reader, name: str, after: int, filters: Sequence[str]) -> int:
     """Create the read's consumer; how many messages it will deliver."""
     config: dict[str, object] = {
         "name": name,
@@ -214,15 +214,15 @@ async def _create(store: EventStore, name: str, after: int, filters: Sequence[st
         config["filter_subject"] = filters[0]
     else:
         config["filter_subjects"] = list(filters)
-    body = json.dumps({"stream_name": store.stream, "config": config, "action": "create"}).encode()
+    body = json.dumps({"stream_name": source.stream, "config": config, "action": "create"}).encode()
     try:
-        reply = await store._wire.request(f"$JS.API.CONSUMER.CREATE.{store.stream}.{name}", body)
+        reply = await source.wire.request(f"$JS.API.CONSUMER.CREATE.{source.stream}.{name}", body)
     except PermissionDeniedError as exc:
         raise ConsumerRefused(str(exc)) from None
     answer = json.loads(reply.data)
     error = answer.get("error")
     if error:
         if error.get("err_code") == STREAM_NOT_FOUND:
-            raise StreamNotFoundError(f"store {store.name} has no stream {store.stream}; create the store first")
+            raise StreamNotFoundError(f"store {source.name} has no stream {source.stream}; create the store first")
         raise ConsumerRefused(str(error.get("description", error)))
     return int(answer.get("num_pending", 0))

@@ -10,7 +10,7 @@ cut) and a literal scan for each event type the caller expects; subjects of othe
 second round. Every scan is cut at the cut, and must reach the last position ``multi_last`` named for its
 subject, else (a replica behind the one that answered ``multi_last``) the caller reads by wildcard.
 
->>> groups = await by_subject(store, "123", ["created", "item_added"], after=0, up_to=None)  # doctest: +SKIP
+>>> groups = await by_subject(store.reader, "123", ["created"], set(), after=0, up_to=None)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from ._nats.wire import Page, StoredMsg, TooManySubjectsError
 
 if TYPE_CHECKING:
-    from .store import EventStore
+    from ._reader import Reader
 
 READ_PAGE = 2000  # messages per Direct Get reply
 MAX_PAGES = 1_000_000  # pages of one subject in one read (a bound for the loop: 2 billion events)
@@ -32,18 +32,18 @@ _TOKEN = re.compile(r"[^.*>\s]+")  # an event type that is one subject token
 
 
 async def by_subject(
-    store: EventStore, aggregate_id: str, types: Iterable[str], *, after: int, up_to: int | None
+    reader: Reader, aggregate_id: str, types: Iterable[str], seen: set[str], *, after: int, up_to: int | None
 ) -> list[list[StoredMsg]] | None:
     """The aggregate's messages after ``after`` (up to ``up_to``), one position-ordered list per subject; None
     when this way cannot answer (more than 1,024 subjects, a lagging replica): then read by wildcard.
 
-    ``types`` are the event types to scan at once (an aggregate class's handlers); once the store has met some
-    types, only those of ``types`` it has met (the others come in the second round if they exist).
+    ``types`` are the event types to scan at once (an aggregate class's handlers); ``seen``, the types the
+    store's loads have met (updated here): once it holds some, only those of ``types`` in it are scanned at
+    once (the others come in the second round if they exist).
     """
     if up_to is not None and up_to <= after:
         return []
-    wire, stream, prefix, start = store._wire, store.stream, f"{store.name}.{aggregate_id}.", after + 1
-    seen = store._types_seen
+    wire, stream, prefix, start = reader.wire, reader.stream, f"{reader.name}.{aggregate_id}.", after + 1
     wanted = [prefix + t for t in types if (t in seen or not seen) and _TOKEN.fullmatch(t)]
     outcomes = await asyncio.gather(
         wire.direct_last_per_subject(stream, [prefix + ">"], start=start, up_to=up_to or 0),
@@ -67,10 +67,10 @@ async def by_subject(
     others = [m.subject for m in lasts.messages if m.subject not in pages]
     more = await asyncio.gather(*(wire.direct_get(stream, s, start=start, batch=READ_PAGE) for s in others))
     pages.update(zip(others, more, strict=True))
-    return await _complete(store, lasts, pages)
+    return await _complete(reader, lasts, pages)
 
 
-async def _complete(store: EventStore, lasts: Page, pages: dict[str, Page]) -> list[list[StoredMsg]] | None:
+async def _complete(reader: Reader, lasts: Page, pages: dict[str, Page]) -> list[list[StoredMsg]] | None:
     """Each subject's messages up to the cut, paging on until the last position ``multi_last`` named."""
     groups = []
     for last in lasts.messages:
@@ -79,8 +79,8 @@ async def _complete(store: EventStore, lasts: Page, pages: dict[str, Page]) -> l
         for _ in range(MAX_PAGES):
             if (group and group[-1].seq >= last.seq) or not (page.pending and page.messages):
                 break
-            page = await store._wire.direct_get(
-                store.stream, last.subject, start=page.last_seq + 1, batch=min(page.pending, READ_PAGE)
+            page = await reader.wire.direct_get(
+                reader.stream, last.subject, start=page.last_seq + 1, batch=min(page.pending, READ_PAGE)
             )
             group += [m for m in page.messages if m.seq <= lasts.up_to]
         if not group or group[-1].seq != last.seq:

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import EncodeError
+
+if TYPE_CHECKING:
+    from ._marks import Mark
+    from .aggregate import Aggregate
 
 FORMAT = 2  # 1: one JSON object without the stream identity, event mark and digest (ignored when read)
 MAX_NESTING = 100  # arrays/objects inside each other; deeper state is refused when written, ignored when read
@@ -94,7 +101,41 @@ def _parse(raw: bytes, what: str) -> dict[str, Any]:
     except RecursionError:  # not reachable after the depth check; kept so no decoder error escapes
         raise ValueError(f"its {what} nests too deep") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"its {what} is not JSON ({exc})") from None
+        raise ValueError(f"its {what} is not JSON ({exc})") from exc
     if not isinstance(value, dict):
         raise ValueError(f"its {what} is not a JSON object")
     return value
+
+
+def encode_aggregate(aggregate: Aggregate, timestamp: datetime | None, stream: str, mark: Mark) -> bytes:
+    """The stored form of ``aggregate``'s snapshot, marked with the event it was built up to."""
+    header = {
+        "format": FORMAT,
+        "name": type(aggregate).snapshot_name,
+        "id": aggregate.id,
+        "schema": aggregate.snapshot_schema,
+        "version": aggregate.version,
+        "position": aggregate.position,
+        "timestamp": timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if timestamp else None,
+        "stream": stream,
+        "event_id": mark.event_id,
+        "stored_at": mark.stored_at,
+    }
+    name = type(aggregate).__name__
+    try:
+        return encode(header, aggregate.snapshot())
+    except TooDeep as exc:
+        raise EncodeError(f"{name} state cannot be snapshotted: {exc}; override snapshot() to flatten it") from exc
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(
+            f"{name} state is not JSON-serialisable ({exc}); override snapshot() and restore() to convert it"
+        ) from exc
+
+
+def ints(header: dict[str, Any], *names: str) -> list[int]:
+    """The header's values of ``names``, each an int, else ValueError."""
+    values = [header.get(name) for name in names]
+    bad = [name for name, value in zip(names, values, strict=True) if type(value) is not int]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} not an integer")
+    return values  # type: ignore[return-value]

@@ -101,6 +101,7 @@ class Aggregate:
         self.position = 0
         self._pending: list[Event] = []
         self._mark: Mark | None = None  # the stored event at `position`, once known
+        self._personal: dict[str, str] = {}  # subject id -> key id of personal fields applied (eskit.privacy)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -177,7 +178,7 @@ class Aggregate:
             try:
                 data = json.loads(m.data) if m.data else None
             except (ValueError, RecursionError) as exc:
-                raise self._undecodable(m, exc) from None
+                raise self._undecodable(m, exc) from exc
             self._dispatch(subject_parts(m.subject)[1], data, where=f"position {m.seq}")  # as read() has it
             self.version += 1
             self.position = m.seq
@@ -190,7 +191,7 @@ class Aggregate:
             try:
                 data = json.loads(m.data) if m.data else None
             except (ValueError, RecursionError) as exc:
-                raise self._undecodable(m, exc) from None
+                raise self._undecodable(m, exc) from exc
             event_type = subject_parts(m.subject)[1]
             if event_type in types:
                 version = _version(m.headers.get(SCHEMA_VERSION))
@@ -200,6 +201,24 @@ class Aggregate:
             self.position = m.seq
         if m is not None:
             self._mark = Mark.of(m)
+
+    def _apply_revealed(self, messages: list[StoredMsg], datas: list[Any], upcasters: Upcasters | None) -> None:
+        """:meth:`apply_stored` for messages whose data was decoded and revealed (:mod:`eskit.privacy`)."""
+        from .privacy.personal import Undecodable
+
+        types = upcasters.types if upcasters is not None else frozenset()
+        for m, data in zip(messages, datas, strict=True):
+            if isinstance(data, Undecodable):
+                raise self._undecodable(m, data.error) from None
+            event_type = subject_parts(m.subject)[1]
+            if upcasters is not None and event_type in types:
+                version = _version(m.headers.get(SCHEMA_VERSION))
+                event_type, _, data = upcasters.resolve(m.seq, m.subject, event_type, version, data)
+            self._dispatch(event_type, data, where=f"position {m.seq}")
+            self.version += 1
+            self.position = m.seq
+        if messages:
+            self._mark = Mark.of(messages[-1])
 
     def _undecodable(self, m: StoredMsg, exc: Exception) -> UndecodableEventError:
         return UndecodableEventError(
@@ -285,6 +304,8 @@ async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Pos
     ``up_to`` (a position or a datetime) gives the state as of that moment; no snapshot is written then.
     """
     if up_to is None and store.cache is not None:
+        if store.privacy is not None:  # missed forgets (a reconnect) drop the cached aggregates first
+            store.privacy.ring._check_connection()
         cached = await _from_cache(store, cls, aggregate_id)
         if cached is not None:
             return cached
@@ -325,14 +346,21 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
         return -1, None
     replayed, last = 0, None
     after = aggregate.position - 1 if mark is not None else 0
-    groups = await by_subject(store, aggregate.id, aggregate._appliers, after=after, up_to=up_to)
+    types, seen = aggregate._appliers, store._types_seen
+    groups = await by_subject(store.reader, aggregate.id, types, seen, after=after, up_to=up_to)
     async with contextlib.aclosing(_pages_of(store, prefix, after, up_to, groups)) as pages:
         async for messages in pages:
             if mark is not None:
                 if not messages or not mark.matches(messages[0], prefix):
                     return -1, None
                 messages, mark = messages[1:], None
-            aggregate.apply_stored(messages, store.upcasters)
+            if store.privacy is None:
+                aggregate.apply_stored(messages, store.upcasters)
+            else:  # personal fields decrypted first (or FORGOTTEN): see eskit.privacy
+                datas, used = await store.privacy.revealed_messages(messages)
+                aggregate._apply_revealed(messages, datas, store.upcasters)
+                if used:  # a snapshot of this state is sealed with these keys: forgetting one forgets it
+                    aggregate._personal = {**getattr(aggregate, "_personal", {}), **used}
             replayed, last = replayed + len(messages), messages[-1] if messages else last
     return (-1, None) if mark is not None else (replayed, last)
 
@@ -347,7 +375,7 @@ async def _pages_of(
         for start in range(0, len(merged), APPLY_CHUNK):
             yield merged[start : start + APPLY_CHUNK]
         return
-    async with contextlib.aclosing(store._pages(prefix + ">", after, up_to)) as pages:
+    async with contextlib.aclosing(store.reader.pages(prefix + ">", after, up_to)) as pages:
         async for page in pages:
             yield page.messages if up_to is None else [m for m in page.messages if m.seq <= up_to]
 
@@ -362,7 +390,7 @@ async def _from_cache(store: EventStore, cls: type[A], aggregate_id: str) -> A |
     aggregate = store.cache.get(cls, aggregate_id)
     if aggregate is None:
         return None
-    last = await store._last_stored(aggregate_id)
+    last = await store.reader.last(f"{store.name}.{aggregate_id}.>")
     last_position, mark = (last.seq if last is not None else 0), aggregate._mark
     if last_position == aggregate.position and last is not None:
         if mark is None or not mark.matches(last, f"{store.name}.{aggregate_id}."):
@@ -409,6 +437,10 @@ async def save(store: EventStore, aggregate: Aggregate) -> int:
     if not pending:
         return aggregate.position
     position = await store.append(aggregate.id, pending, expected_position=aggregate.position)
+    if store.privacy is not None:  # the state holds these subjects' personal fields now
+        used = store.privacy.keys_of(pending)
+        if used:
+            aggregate._personal = {**getattr(aggregate, "_personal", {}), **used}
     aggregate.mark_saved(position)
     if store.cache is not None:
         store.cache.put(aggregate)

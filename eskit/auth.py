@@ -21,6 +21,10 @@ writer    publishes events; creates stores that do not exist yet (``STREAM.CREAT
           message, restore a stream over one, purge the account, use the cluster's meta API, pause
           consumers, force leader stepdowns, or publish into another user's reply inbox. A stream it
           created beforehand with settings that drop events is refused when the store is opened.
+partner   another team (:class:`Partner`): reads the public stores it is given (``client.publish_integration``,
+          :mod:`eskit.integration`) and runs its own consumers on them (projections, which park poison
+          events in ``<store>_parked``), nothing else: no event, no stream info, no Direct Get, no consumer
+          on any other store (the private ones).
 analyst   reads: stream info, Direct Get (``read``, ``load``, ``replay``, ``to_dataframe``), consumer info. It
           creates **no consumer at all**, pulls from none and acks none: its bulk reads are refused at once
           and fall back to Direct Get (:mod:`eskit._bulkread`), so it changes nothing anyone relies on.
@@ -49,7 +53,12 @@ store still works (cleanup, tests).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import ValidationError
+from .events import check_token
 
 #: What a writer may not publish to (everything else it may: events, the JetStream API, acks).
 WRITER_DENY = [
@@ -92,16 +101,84 @@ def inbox_prefix(user: str) -> str:
     return INBOX_PREFIX.format(user=user)
 
 
+@dataclass(frozen=True, slots=True)
+class Partner:
+    """A user of another team that reads public stores only (see :func:`partner_permissions`).
+
+    >>> Partner("shipping", password="s-secret", stores=("orders-public",))
+    Partner(user='shipping', stores=('orders-public',), consumers=True)
+    """
+
+    user: str
+    password: str = field(repr=False)
+    stores: tuple[str, ...] = ()
+    consumers: bool = True  # may run its own consumers (projections, bulk reads) on those stores
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stores, str) or not isinstance(self.stores, Sequence) or not self.stores:
+            raise ValidationError(f"a partner reads a list of public stores, e.g. ['orders-public'], {self.stores!r}")
+        object.__setattr__(self, "stores", tuple(self.stores))  # a list given: kept as a tuple
+
+    def permissions(self) -> dict[str, Any]:
+        return partner_permissions(self.stores, user=self.user, consumers=self.consumers)
+
+
+def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = True) -> dict[str, Any]:
+    """NATS permissions of a partner that may read the public ``stores`` and nothing else: stream info,
+    Direct Get and (``consumers=True``) its own consumers on their streams, and the dead-letter stream of
+    each (``<store>_parked``) where its projections park events they cannot apply; no publish to any other
+    subject, no request about any other stream. Replies only on its own inbox.
+
+    Consumers are per stream, not per user (see above): partners that run consumers should each get their
+    own public store, or one could change another's consumer.
+
+    >>> partner_permissions(["orders-public"], user="shipping", consumers=False)["publish"]["allow"][:3]
+    ['$JS.API.INFO', '$JS.API.STREAM.INFO.ORDERS-PUBLIC', '$JS.API.DIRECT.GET.ORDERS-PUBLIC']
+    """
+    if isinstance(stores, str) or not stores:
+        raise ValidationError(f"a partner reads a list of public stores, e.g. ['orders-public'], got {stores!r}")
+    allow = ["$JS.API.INFO"]
+    for store in stores:
+        stream = check_token(store, "public store name").upper()  # its stream (eskit.streams.stream_name)
+        allow += [
+            f"$JS.API.STREAM.INFO.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}.>",
+            f"$JS.API.STREAM.MSG.GET.{stream}",
+            f"$JS.API.CONSUMER.INFO.{stream}.*",
+            f"$JS.API.CONSUMER.NAMES.{stream}",
+            f"$JS.API.CONSUMER.LIST.{stream}",
+        ]
+        if consumers:
+            parked = f"{store}_parked".upper()  # its projections' dead letters (eskit.deadletter)
+            allow += [
+                f"$JS.API.CONSUMER.CREATE.{stream}",
+                f"$JS.API.CONSUMER.CREATE.{stream}.>",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.*",
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
+                f"$JS.API.CONSUMER.DELETE.{stream}.*",
+                f"$JS.ACK.{stream}.>",
+                f"$JS.API.STREAM.INFO.{parked}",
+                f"$JS.API.STREAM.CREATE.{parked}",
+                f"$JS.API.DIRECT.GET.{parked}",
+                f"$JS.API.DIRECT.GET.{parked}.>",
+                f"$JS.API.STREAM.MSG.DELETE.{parked}",
+                f"{store}_parked.>",
+            ]
+    return {"publish": {"allow": allow}, "subscribe": {"allow": [inbox_prefix(user) + ".>"]}}
+
+
 def least_privilege_config(
     *, writer_password: str, analyst_password: str, admin_password: str | None = None,
-    writer: str = "writer", analyst: str = "analyst", admin: str = "admin",
+    writer: str = "writer", analyst: str = "analyst", admin: str = "admin", partners: Sequence[Partner] = (),
 ) -> str:  # fmt: skip
     """nats-server configuration text with the users (JetStream is enabled by eskit's flags); the admin
-    user only if ``admin_password`` is given.
+    user only if ``admin_password`` is given; a user per :class:`Partner` (read-only on its public stores).
 
     >>> text = least_privilege_config(writer_password="w", analyst_password="a", admin_password="adm")
     """
     inboxes = {"_INBOX.>", inbox_prefix(writer) + ".>", inbox_prefix(analyst) + ".>", inbox_prefix(admin) + ".>"}
+    inboxes |= {inbox_prefix(p.user) + ".>" for p in partners}
     forge = sorted(inboxes - {inbox_prefix(writer) + ".>"})  # other users' replies, which a writer could forge
     users: list[dict[str, Any]] = []
     if admin_password is not None:
@@ -124,4 +201,5 @@ def least_privilege_config(
             },
         },
     ]
+    users += [{"user": p.user, "password": p.password, "permissions": p.permissions()} for p in partners]
     return "authorization {\n  users = " + json.dumps(users, indent=2) + "\n}\n"

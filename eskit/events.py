@@ -322,6 +322,23 @@ def decode(position: int, subj: str, headers: Mapping[str, str], raw: bytes) -> 
     )
 
 
+
+def stored_run(history: Sequence[RecordedEvent], events: Sequence[Event]) -> int | None:
+    """The position of the last of ``events`` if ``history`` holds them all, contiguous and in order (by
+    id: a retried append finds where its first attempt stored them), else None.
+
+    >>> stored_run([], [Event("created")]) is None
+    True
+    """
+    ids = [e.id for e in events]
+    stored = [e for e in history if e.id is not None]
+    for i, recorded in enumerate(stored):
+        if recorded.id == ids[0]:
+            run = stored[i : i + len(ids)]
+            if [r.id for r in run] == ids:
+                return run[-1].position
+    return None
+
 def encode_token(text: str) -> str:
     """Map free text onto one subject token, reversibly: unsafe characters become ``%XX`` (UTF-8).
 

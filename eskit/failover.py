@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .errors import ConcurrencyError, DuplicateEventError, StoreTimeoutError, StoreUnavailableError
-from .events import Event, RecordedEvent
+from .events import Event, stored_run
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -75,12 +75,4 @@ async def stored_position(
     Read-after-write coherent: the read is repeated until it reaches the aggregate's last position on the
     stream's leader.
     """
-    history = await store.read_reaching(aggregate_id, after=after, within=within)
-    return _find(history, [e.id for e in events])
-
-
-def _find(history: list[RecordedEvent], ids: list[str]) -> int | None:
-    for i, recorded in enumerate(history):
-        if recorded.id == ids[0] and [r.id for r in history[i : i + len(ids)]] == ids:
-            return history[i + len(ids) - 1].position
-    return None
+    return stored_run(await store.read_reaching(aggregate_id, after=after, within=within), events)

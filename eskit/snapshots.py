@@ -26,7 +26,7 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import nats
@@ -34,10 +34,11 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from . import _snapshotformat
 from ._marks import Mark
-from ._nats.codes import CONFLICT, EXPECTED_SEQ, STREAM_NOT_FOUND
+from ._nats.codes import CONFLICT, EXPECTED_SEQ, STREAM_NAME_IN_USE, STREAM_NOT_FOUND
 from ._nats.wire import ApiError, StoredMsg, Wire, parse_ack, status_of
-from .errors import EncodeError, EventStoreError, InvalidNameError, StoreTimeoutError, ValidationError
+from .errors import EventStoreError, InvalidNameError, StoreTimeoutError, ValidationError
 from .events import Position, parse_time
+from .privacy.personal import PERSONAL_MARK, SEALED
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -96,6 +97,7 @@ class Snapshot:
     revision: int
     stream: str = ""
     mark: Mark | None = None
+    personal: dict[str, str] = field(default_factory=dict)  # the keys it is sealed with (eskit.privacy)
 
     def fits(self, up_to: Position) -> bool:
         """Whether the snapshot is no later than ``up_to`` (a position or a time)."""
@@ -110,6 +112,8 @@ class Snapshot:
         aggregate.restore(self.state)
         aggregate.version, aggregate.position = self.version, self.position
         aggregate._mark = self.mark
+        if self.personal:
+            aggregate._personal = dict(self.personal)
 
     def proven_by(self, msg: StoredMsg | None, prefix: str) -> bool:
         """Whether ``msg`` (the stored message at ``position``, on a subject under ``prefix``) is the event
@@ -179,7 +183,7 @@ class Snapshots:
             body = json.dumps(config.as_dict()).encode()
             reply = json.loads((await _patient(snapshots._wire, f"$JS.API.STREAM.CREATE.{stream}", body)).data)
             error = reply.get("error")
-            if error and error.get("err_code") != 10058:  # 10058: made meanwhile, another configuration: use it
+            if error and error.get("err_code") != STREAM_NAME_IN_USE:  # made meanwhile: use it
                 raise EventStoreError(f"cannot create snapshot bucket {snapshots.bucket}: {error.get('description')}")
         await snapshots.refresh_identity()
         return snapshots
@@ -218,7 +222,18 @@ class Snapshots:
         revision = int(headers["Nats-Sequence"])
         if headers.get("KV-Operation") in ("DEL", "PURGE"):
             return Lookup(revision, None)
-        snapshot, problem = _decode(msg.data, aggregate_id, revision, cls)
+        raw, personal = msg.data, dict[str, str]()
+        privacy = self.store.privacy
+        if privacy is not None and raw.startswith(SEALED):  # personal data inside: sealed with its subjects' keys
+            opened = await privacy.open_snapshot(raw, key)
+            if opened is None:  # a subject was forgotten: replay (the load writes a new snapshot)
+                return Lookup(revision, None, ignored=True)
+            raw, personal = opened
+        elif privacy is not None and PERSONAL_MARK in raw:  # written by a reader without the keys: ciphertext
+            return Lookup(revision, None, ignored=True)
+        snapshot, problem = _decode(raw, aggregate_id, revision, cls)
+        if snapshot is not None and personal:
+            snapshot = replace(snapshot, personal=personal)
         taken_from = snapshot.stream if snapshot is not None else self.stream_identity
         if taken_from != self.stream_identity and taken_from != await self.refresh_identity():
             snapshot = None  # the stream was deleted and recreated since the snapshot was taken
@@ -294,7 +309,14 @@ class Snapshots:
         subject = f"$KV.{self.bucket}.{key_for(cls, aggregate.id)}"
         # The identity as last seen: if the stream was recreated since, the mark (an event of the new stream) and
         # the old identity disagree, and a load elsewhere ignores this snapshot once and writes a right one.
-        payload = _encode(aggregate, timestamp or parse_time(mark.stored_at), self.stream_identity, mark)
+        when = timestamp or parse_time(mark.stored_at)
+        payload = _snapshotformat.encode_aggregate(aggregate, when, self.stream_identity, mark)
+        personal = getattr(aggregate, "_personal", None)
+        if personal and self.store.privacy is not None:
+            sealed = self.store.privacy.seal_snapshot(payload, personal, key_for(cls, aggregate.id))
+            if sealed is None:  # one of its subjects was forgotten meanwhile: no snapshot of that state
+                return False
+            payload = sealed
         for _ in range(_WRITE_ATTEMPTS):
             reply = parse_ack(await self._wire.request(subject, payload, {EXPECTED_SEQ: str(revision)}))
             if not isinstance(reply, ApiError):
@@ -342,37 +364,13 @@ def _comparable(aggregate: Aggregate) -> dict[str, Any]:
     return {"version": aggregate.version, "position": aggregate.position, **flat}
 
 
-def _encode(aggregate: Aggregate, timestamp: datetime | None, stream: str, mark: Mark) -> bytes:
-    header = {
-        "format": _snapshotformat.FORMAT,
-        "name": type(aggregate).snapshot_name,
-        "id": aggregate.id,
-        "schema": aggregate.snapshot_schema,
-        "version": aggregate.version,
-        "position": aggregate.position,
-        "timestamp": timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if timestamp else None,
-        "stream": stream,
-        "event_id": mark.event_id,
-        "stored_at": mark.stored_at,
-    }
-    name = type(aggregate).__name__
-    try:
-        return _snapshotformat.encode(header, aggregate.snapshot())
-    except _snapshotformat.TooDeep as exc:
-        raise EncodeError(f"{name} state cannot be snapshotted: {exc}; override snapshot() to flatten it") from None
-    except (TypeError, ValueError) as exc:
-        raise EncodeError(
-            f"{name} state is not JSON-serialisable ({exc}); override snapshot() and restore() to convert it"
-        ) from None
-
-
 def _decode(
     raw: bytes, aggregate_id: str, revision: int, cls: type[Aggregate]
 ) -> tuple[Snapshot | None, str]:
     """The snapshot, or None and why it cannot be used."""
     try:
         header, state = _snapshotformat.decode(raw)
-        schema, version, position = _ints(header, "schema", "version", "position")
+        schema, version, position = _snapshotformat.ints(header, "schema", "version", "position")
         stream, event_id, stored_at = header.get("stream"), header.get("event_id"), header.get("stored_at")
         if not (isinstance(stream, str) and isinstance(stored_at, str) and isinstance(event_id, str | None)):
             raise ValueError("no stream identity or event mark")
@@ -391,14 +389,6 @@ def _decode(
             f"{cls.__name__} expects {cls.snapshot_schema}"
         )
     return snapshot, ""
-
-
-def _ints(header: dict[str, Any], *names: str) -> list[int]:
-    values = [header.get(name) for name in names]
-    bad = [name for name, value in zip(names, values, strict=True) if type(value) is not int]
-    if bad:
-        raise ValueError(f"{', '.join(bad)} not an integer")
-    return values  # type: ignore[return-value]
 
 
 async def drop_bucket(js: JetStreamContext, store: str) -> bool:

@@ -16,25 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._bulkread import ConsumerRefused, event_batches
+from ._bulkread import ConsumerRefused
 from ._nats.codes import (
     BATCH_DUPLICATE,
     CONFLICT,
     DUPLICATE_IN_PROCESS,
     EXPECTED_SEQ,
     EXPECTED_SUBJECT,
-    STREAM_NOT_FOUND,
     SUBJECT_SEQUENCE_UNAVAILABLE,
     WRONG_LAST_SEQUENCE,
 )
-from ._nats.wire import ApiError, Page, StoredMsg, description_of, parse_ack, status_of
+from ._nats.wire import ApiError, StoredMsg, parse_ack
+from ._reader import Reader, by_consumer, merge_scans
 from .aggregate import Aggregate
 from .aggregate import load as load_aggregate
 from .aggregate import save as save_aggregate
@@ -44,7 +43,6 @@ from .errors import (
     EventStoreError,
     PayloadTooLargeError,
     StoreUnavailableError,
-    StreamNotFoundError,
     ValidationError,
 )
 from .events import (
@@ -57,20 +55,20 @@ from .events import (
     decode,
     encode_data,
     encode_headers,
+    stored_run,
     subject,
 )
 
 if TYPE_CHECKING:
     from .cache import AggregateCache
     from .connection import Client
+    from .privacy import Privacy
     from .snapshots import Snapshots
     from .upcasting import Upcasters
 
     A = TypeVar("A", bound=Aggregate)
 
 MAX_BATCH = 1000  # the server's atomic batch limit (err_code 10199)
-READ_PAGE = 2000
-BULK_REPLAY = 4000  # events after a replay's first page: more, and it reads through a consumer (see replay)
 BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-Batch-Commit
 
 LAG_PAUSE = 0.005  # seconds between reads while a follower catches up with what the leader named
@@ -85,10 +83,12 @@ class EventStore:
         self.name = name
         self.stream = stream
         self._wire = client.wire
+        self.reader = Reader(client, stream, name)  # every read of the stream
         self.snapshots: Snapshots | None = None  # set by client.event_store(..., snapshots=SnapshotPolicy())
         self.cache: AggregateCache | None = None  # set by client.event_store(..., cache=AggregateCache())
         self.upcasters: Upcasters | None = None  # set by client.event_store(..., upcasters=Upcasters())
         self._types_seen: set[str] = set()  # event types its loads have met (see eskit._bysubject)
+        self.privacy: Privacy | None = None  # set by client.event_store(..., privacy=Personal(...))
 
     def __repr__(self) -> str:
         return f"<EventStore {self.name} stream={self.stream}>"
@@ -102,8 +102,13 @@ class EventStore:
 
         Raises :class:`ConcurrencyError` if ``expected_position`` is given and the aggregate's last event
         is elsewhere. Appending the same ``Event`` objects again (a retry) stores nothing new and returns
-        the position they were stored at.
+        the position they were stored at. A store opened with ``privacy=`` encrypts personal fields first
+        (:mod:`eskit.privacy`).
         """
+        if self.privacy is not None:
+            check_token(aggregate_id, "aggregate id")  # before a key is made for a subject
+            check_events(events, Event, "append(id, [event])")
+            events = await self.privacy.seal(events)
         messages = self._encode(aggregate_id, events, expected_position)
         if len(messages) == 1:
             reply = await self._wire.request(*messages[0])
@@ -169,14 +174,7 @@ class EventStore:
         self, aggregate_id: str, events: Sequence[Event], *, after: int, reach: int | None
     ) -> int | None:
         """Where ``events`` are stored (a retry whose first attempt landed), read up to ``reach``."""
-        ids = [e.id for e in events]
-        stored = [e for e in await self.read_reaching(aggregate_id, after=after, reach=reach) if e.id is not None]
-        for i, recorded in enumerate(stored):
-            if recorded.id == ids[0]:
-                run = stored[i : i + len(ids)]
-                if [r.id for r in run] == ids:
-                    return run[-1].position
-        return None
+        return stored_run(await self.read_reaching(aggregate_id, after=after, reach=reach), events)
 
     async def append_many(
         self, appends: Iterable[tuple[str, Sequence[Event], int | None]], *, concurrency: int = 1024
@@ -185,7 +183,7 @@ class EventStore:
 
         Everything is validated and encoded before anything is sent. Single-event appends are pipelined
         (at most ``concurrency`` awaiting their ack); multi-event appends are atomic batches, at most 32 open
-        at once per connection (``eskit._wire.MAX_INFLIGHT_BATCHES``; the server allows 50 per stream). If one
+        at once per connection (``eskit._nats.wire.MAX_INFLIGHT_BATCHES``; the server allows 50 per stream). If one
         append fails, its error is raised once all were sent; the others may have been stored (each is
         independent).
 
@@ -198,6 +196,14 @@ class EventStore:
                 "append_many takes a list of (aggregate_id, [events], expected_position) tuples, "
                 "e.g. [('1', [Event('created')], 0)] (expected_position None: no check)"
             )
+        if self.privacy is not None:  # everything checked first: no key is made for input that fails
+            privacy = self.privacy
+            for aggregate_id, events, expected in appends:
+                self._encode(aggregate_id, events, expected)
+            plans = [privacy.check(events) for _, events, _ in appends]
+            appends = [
+                (a, await privacy.sealed(events, plan), x) for (a, events, x), plan in zip(appends, plans, strict=True)
+            ]
         encoded = [self._encode(aggregate_id, events, expected) for aggregate_id, events, expected in appends]
         positions: list[int] = [0] * len(appends)
         singles = [i for i, messages in enumerate(encoded) if len(messages) == 1]
@@ -274,8 +280,9 @@ class EventStore:
         """Every event in the stream (or on ``subjects``, e.g. ``["orders.*.shipped"]``), in order.
 
         Events appended while the replay runs are included, up to ``up_to`` (a position or a time) if given.
-        A whole store with more than ``BULK_REPLAY`` events after the first page comes through a short-lived
-        consumer, decoded a batch at a time (:mod:`eskit._bulkread`), then the rest with batch Direct Get.
+        A whole store with many events after the first page (the policy: :func:`eskit._reader.by_consumer`)
+        comes through a short-lived consumer, decoded a batch at a time (:mod:`eskit._bulkread`), then the
+        rest with batch Direct Get.
         Subject filters are read with Direct Get only: nats-server's consumers find the next match of a
         wildcard filter by searching their subject index, which slows down with the number of aggregates.
 
@@ -298,20 +305,22 @@ class EventStore:
             async for event in self._scan(filters[0], after=after, up_to=up_to):
                 yield event
             return
-        async for event in _merge([self._scan(f, after=after, up_to=up_to) for f in filters]):
+        async for event in merge_scans([self._scan(f, after=after, up_to=up_to) for f in filters]):
             yield event
 
     async def _replay_store(
         self, after: int, up_to: Position, *, strict: bool = True
     ) -> AsyncIterator[RecordedEvent]:
-        """The whole store: a first Direct Get page; if it says more than ``BULK_REPLAY`` events follow, a
-        short-lived consumer; then Direct Get pages for what was appended meanwhile. ``strict=False``: an event
+        """The whole store: a first Direct Get page; if it says many events follow (:func:`eskit._reader.by_consumer`),
+        a short-lived consumer; then Direct Get pages for what was appended meanwhile. ``strict=False``: an event
         whose upcaster raises comes with the error in ``decode_error`` (see :mod:`eskit.upcasting`)."""
         whole, limit = f"{self.name}.>", up_to if isinstance(up_to, int) else None
-        upcasters = self.upcasters
-        async with contextlib.aclosing(self._pages(whole, after, limit)) as pages:
+        upcasters, privacy = self.upcasters, self.privacy
+        async with contextlib.aclosing(self.reader.pages(whole, after, limit)) as pages:
             async for page in pages:
                 events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
+                if privacy is not None:
+                    await privacy.reveal_events(events)
                 if upcasters is not None:
                     events = upcasters._apply_fresh(events, strict=strict)
                 for event in events:
@@ -319,13 +328,15 @@ class EventStore:
                         return
                     yield event
                     after = event.position
-                if page.pending > BULK_REPLAY and (limit is None or limit - after > BULK_REPLAY):
+                if by_consumer(page.pending) and (limit is None or by_consumer(limit - after)):
                     break
             else:
                 return  # all read
-        async with contextlib.aclosing(event_batches(self, after=after, filters=[whole])) as batches:
+        async with contextlib.aclosing(self.reader.events(after=after, filters=[whole])) as batches:
             try:
                 async for events in batches:
+                    if privacy is not None:
+                        await privacy.reveal_events(events)
                     if upcasters is not None:
                         events = upcasters._apply_fresh(events, strict=strict)
                     for event in events:
@@ -341,49 +352,17 @@ class EventStore:
     async def _scan(
         self, filter_subject: str, *, after: int, up_to: Position, upcast: bool = True, strict: bool = True
     ) -> AsyncIterator[RecordedEvent]:
-        upcasters = self.upcasters if upcast else None
-        async for page in self._pages(filter_subject, after, up_to if isinstance(up_to, int) else None):
+        upcasters, privacy = (self.upcasters, self.privacy) if upcast else (None, None)
+        async for page in self.reader.pages(filter_subject, after, up_to if isinstance(up_to, int) else None):
             events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
+            if privacy is not None:
+                await privacy.reveal_events(events)
             if upcasters is not None:
                 events = upcasters._apply_fresh(events, strict=strict)
             for event in events:
                 if _beyond(event, up_to):
                     return
                 yield event
-
-    async def _pages(
-        self, filter_subject: str, after: int, up_to: int | None, *, first: int = READ_PAGE
-    ) -> AsyncGenerator[Page, None]:
-        """Pages of a Direct Get scan; the next page is requested while the caller works on this one.
-
-        Every page after the first asks for exactly as many messages as the server said were pending
-        (``Nats-Num-Pending``), so the server stops at the last match instead of searching the rest of the
-        stream for one more (it indexes subjects per block, not per message: that search costs it a scan of
-        every later message in the block). ``first=1`` would make that true of the first page too, at the
-        price of a second round trip: it pays only for aggregates whose last event is far behind the
-        stream's end (measured: 4.5 ms -> 1.2 ms for 10 events at the start of a 20,000-event stream, but
-        1.0 -> 1.3 ms for a 10-event aggregate alone), so it is not the default.
-        """
-
-        def get(start: int, batch: int) -> Awaitable[Page]:
-            return self._wire.direct_get(self.stream, filter_subject, start=start, batch=batch)
-
-        if up_to is not None and up_to <= after:
-            return
-        page = await get(after + 1, first)
-        task: asyncio.Future[Page] | None = None
-        try:
-            while True:
-                more = page.pending > 0 and page.messages and (up_to is None or page.last_seq < up_to)
-                if more:
-                    task = asyncio.ensure_future(get(page.last_seq + 1, min(page.pending, READ_PAGE)))
-                yield page
-                if task is None:
-                    return
-                page, task = await task, None
-        finally:
-            if task is not None and not task.done():
-                task.cancel()
 
     async def load(self, cls: type[A], aggregate_id: str, *, up_to: Position = None) -> A:
         """The aggregate ``cls`` rebuilt from its events (and snapshot), as of ``up_to`` if given.
@@ -404,30 +383,14 @@ class EventStore:
     async def last_position(self, aggregate_id: str | None = None) -> int:
         """Stream sequence of the aggregate's last event (or the stream's last), 0 if there is none."""
         if aggregate_id is None:
-            reply = json.loads((await self._wire.request(f"$JS.API.STREAM.INFO.{self.stream}", b"")).data)
-            if reply.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
-                raise StreamNotFoundError(
-                    f"stream {self.stream} does not exist; open it with client.event_store({self.name!r})"
-                )
-            if "error" in reply:
-                raise EventStoreError(f"stream {self.stream}: {reply['error'].get('description', 'unavailable')}")
-            return int(reply["state"]["last_seq"])
+            return await self.reader.last_position()
         last = await self._last_stored(aggregate_id)
         return 0 if last is None else last.seq
 
     async def _last_stored(self, aggregate_id: str) -> StoredMsg | None:
         """The aggregate's last stored event (from the server's per-subject index), None if it has none."""
         check_token(aggregate_id, "aggregate id")
-        filter_subject = f"{self.name}.{aggregate_id}.>"
-        msg = await self._wire.request(
-            f"$JS.API.DIRECT.GET.{self.stream}", f'{{"last_by_subj":"{filter_subject}"}}'.encode()
-        )
-        headers = msg.headers or {}
-        if status_of(msg) == "404":  # a status reply; a stored message's own Status header is not one
-            return None
-        if "Nats-Sequence" not in headers:
-            raise EventStoreError(f"last position of {filter_subject} failed: {description_of(msg)}")
-        return StoredMsg(int(headers["Nats-Sequence"]), headers.get("Nats-Subject", ""), headers, msg.data)
+        return await self.reader.last(f"{self.name}.{aggregate_id}.>")
 
 
 def _header_bytes(headers: dict[str, str]) -> int:
@@ -442,23 +405,3 @@ def _beyond(event: RecordedEvent, up_to: Position) -> bool:
         return event.timestamp > (up_to if up_to.tzinfo else up_to.astimezone())  # naive = local time
     return event.position > up_to
 
-
-async def _merge(scans: list[AsyncIterator[RecordedEvent]]) -> AsyncIterator[RecordedEvent]:
-    """Merge position-ordered scans into one, dropping events matched by more than one filter."""
-    heads: dict[int, RecordedEvent] = {}
-    for i, scan in enumerate(scans):
-        first = await anext(scan, None)
-        if first is not None:
-            heads[i] = first
-    last = 0
-    while heads:
-        i = min(heads, key=lambda k: heads[k].position)
-        event = heads[i]
-        if event.position > last:
-            last = event.position
-            yield event
-        nxt = await anext(scans[i], None)
-        if nxt is None:
-            del heads[i]
-        else:
-            heads[i] = nxt

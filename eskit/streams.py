@@ -178,6 +178,11 @@ def _check_owner(store: str, info: dict[str, Any], kind: str) -> None:
     """Refuse a stream that is not this store's: other subjects, or the other kind of store."""
     config = info["config"]
     name, subjects = config.get("name"), config.get("subjects")
+    if "eskit_public_of" in (config.get("metadata") or {}):  # eskit.integration.public.PUBLIC_OF
+        raise EventStoreError(
+            f"store {store!r} is a public stream of {config['metadata']['eskit_public_of']!r}: read it with "
+            f"client.public_store({store!r}); nobody appends to it"
+        )
     if subjects != [f"{store}.>"]:
         raise EventStoreError(
             f"stream {name} already exists with subjects {subjects}, not ['{store}.>']: it is not store {store!r} "

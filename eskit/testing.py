@@ -10,7 +10,7 @@
 
 ``given`` takes the history (events already stored), ``when`` the aggregate class and the command (a function
 of the loaded aggregate), ``then`` the events the command must record — compared by type and data — or the
-exception class it must raise. The same form checks a DCB decision (:class:`eskit.dcb_examples.Decision`):
+exception class it must raise. The same form checks a DCB decision (:class:`eskit.dcb.examples.Decision`):
 ``given(*tagged_events).when(decision).then(*tagged_events | DecisionError)``; the decision sees only the
 given events its query matches, as it would in a store. A failed ``then`` raises ``AssertionError`` with a
 one-line explanation.

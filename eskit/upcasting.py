@@ -16,7 +16,7 @@ Open a store with them: ``await client.event_store("orders", upcasters=upcasters
 ``client.dcb_store(..., upcasters=upcasters)``): ``read``, ``replay``, ``load``, projections,
 ``to_dataframe`` and the widgets then see the upcast events. A store opened without them reads the
 original events. An upcaster that raises gives :class:`~eskit.errors.UpcastError` naming the event
-(position, type, version); a projection parks that event instead (see :mod:`eskit.deadletter`).
+(position, type, version); a projection parks that event instead (see :mod:`eskit.projections.deadletter`).
 
 Aggregates loaded through upcasters are built from the upcast events: when you change what an upcaster
 returns, bump the aggregate's ``snapshot_schema`` so snapshots built before are not trusted (lesson 03). In a

@@ -17,16 +17,17 @@ PACKAGE = ROOT / "eskit"
 # The layers, lowest first (docs/architecture.md). A module may import modules of its own layer and below.
 BASE = {"eskit.errors", "eskit._redact", "eskit.codec", "eskit.events", "eskit.auth", "eskit.server"}
 TRANSPORT = "eskit._nats"
-FEATURES = ("eskit.dcb", "eskit.projections", "eskit.analysis", "eskit.process")
+FEATURES = ("eskit.dcb", "eskit.projections", "eskit.analysis", "eskit.process", "eskit.integration")
 ENTRY = {"eskit", "eskit.__main__", "eskit.connection", "eskit.cluster", "eskit.clean", "eskit.course",
          "eskit.testing", "eskit.interop"}  # fmt: skip
 LAYERS = ["base", "transport", "core", "features", "entry"]
 # Feature packages that must not import each other: projections and DCB are independent of each other and
 # of analysis; analysis reads every kind of store (OCEL from a DCB store), so it may import dcb. Process
-# managers run on projections' subscribers (process may import projections, never the other way round).
+# managers run on projections' subscribers (process may import projections, never the other way round), and
+# so does integration (its republisher is a projection).
 APART = {
-    "eskit.dcb": ("eskit.projections", "eskit.analysis", "eskit.process"),
-    "eskit.projections": ("eskit.dcb", "eskit.analysis", "eskit.process"),
+    "eskit.dcb": ("eskit.projections", "eskit.analysis", "eskit.process", "eskit.integration"),
+    "eskit.projections": ("eskit.dcb", "eskit.analysis", "eskit.process", "eskit.integration"),
 }
 
 
@@ -162,3 +163,63 @@ def test_the_wheel_and_sdist_list_every_eskit_package() -> None:
     listed = set(config["tool"]["setuptools"]["packages"])
     on_disk = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
     assert listed == on_disk, f"pyproject.toml [tool.setuptools] packages: add {on_disk - listed}"
+
+
+def test_the_bulk_header_parser_follows_renamed_header_constants_instead_of_spelling_the_names_again() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib\n"
+        "import eskit.events as events, eskit._rawdecode as rawdecode\n"
+        "for name in ('MSG_ID', 'SCHEMA_VERSION', 'OCCURRED_AT', 'CORRELATION_ID', 'CAUSATION_ID', 'META_PREFIX'):\n"
+        "    setattr(events, name, 'Renamed-' + getattr(events, name))\n"
+        "rawdecode = importlib.reload(rawdecode)\n"
+        "e = events.Event('created', {}, schema_version=2, correlation_id='c1', causation_id='k1',"
+        " metadata={'who': 'ada'})\n"
+        "headers = events.encode_headers(e)\n"
+        "assert all(k.startswith('Renamed-') for k in headers), headers\n"
+        "block = ('NATS/1.0\\r\\n' + ''.join(f'{k}: {v}\\r\\n' for k, v in headers.items()) + '\\r\\n').encode()\n"
+        "f = rawdecode.header_fields([block, block])\n"
+        "print(f.ids == (e.id, e.id), f.versions == ('2', '2'), f.occurred[0] == e.occurred_at.isoformat(),"
+        " f.correlations == ('c1', 'c1'), f.causations == ('k1', 'k1'), f.meta == [{'who': 'ada'}] * 2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"] * 6
+
+
+def test_jetstream_error_codes_are_named_once_in_nats_codes() -> None:
+    codes = PACKAGE / "_nats" / "codes.py"
+    spelled = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != codes
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and type(node.value) is int and 10001 <= node.value <= 10999
+    ]
+    assert spelled == [], "use the names in eskit/_nats/codes.py"
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+# Still over, left to the helpers working on them (the nats-py seam; the DCB store's append path; process
+# managers). The list only shrinks: a module or function that fits comes off it, and nothing new goes on.
+# privacy hooks (issue 16) pushed these over after the split; split them next
+OVERSIZE = {"eskit/_nats/wire.py", "eskit/_nats/wire.py:request_many", "eskit/dcb/store.py", "eskit/process/manager.py",
+            "eskit/snapshots.py", "eskit/store.py", "eskit/aggregate.py", "eskit/analysis/ocel.py",
+            "eskit/projections/projection.py"}
+
+
+def test_no_module_over_400_lines_and_no_function_over_60() -> None:
+    over = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name, source = str(path.relative_to(ROOT)), path.read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            over.add(name)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno is not None
+                if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                    over.add(f"{name}:{node.name}")
+    assert over - OVERSIZE == set(), "split these (a module by concept, a function into named steps)"
+    assert OVERSIZE - over == set(), "these fit now: take them off OVERSIZE"

@@ -12,13 +12,11 @@ import pytest
 from conftest import unique
 
 import eskit
-from eskit import _bulkread, frames
-from eskit import store as store_module
-from eskit._ahead import PAGE, stream_pages
+from eskit import _bulkread, _reader, frames
 from eskit._nats import fastlane as _fastlane
 from eskit.projections.consumer import PullConsumer
 
-N = PAGE + 700  # more than one page: to_dataframe takes the consumer path
+N = _reader.BULK + 700  # more than the whole-store policy reads with Direct Get: to_dataframe takes a consumer
 ADA = {"user": "ada"}
 
 
@@ -46,7 +44,7 @@ async def mixed(client: eskit.Client) -> AsyncIterator[eskit.EventStore]:
 async def test_a_consumer_read_gives_the_same_frame_as_a_replay(mixed: eskit.EventStore) -> None:
     fast = await eskit.to_dataframe(mixed)
     slow = await eskit.to_dataframe(mixed.replay())
-    assert len(fast) == await mixed.last_position() > PAGE
+    assert len(fast) == await mixed.last_position() > _reader.BULK
     fast["timestamp"] = fast["timestamp"].dt.floor("us")  # a RecordedEvent's datetime keeps microseconds
     pd.testing.assert_frame_equal(fast, slow[fast.columns], check_dtype=False)
     raw = fast[fast["aggregate_id"] == "raw"].set_index("type")
@@ -57,7 +55,7 @@ async def test_a_consumer_read_gives_the_same_frame_as_a_replay(mixed: eskit.Eve
 async def test_a_consumer_read_gives_the_same_frame_as_direct_get_pages(mixed: eskit.EventStore) -> None:
     by_consumer = await eskit.to_dataframe(mixed, after=5)
     columns = frames._Columns()
-    async for messages in stream_pages(mixed, after=5, last=await mixed.last_position()):
+    async for messages in mixed.reader.ahead(after=5, last=await mixed.last_position()):
         columns.add_messages(messages)
     by_direct_get = columns.frame()
     pd.testing.assert_frame_equal(by_consumer, by_direct_get[by_consumer.columns])
@@ -86,7 +84,7 @@ async def test_a_read_leaves_no_consumer_behind(mixed: eskit.EventStore) -> None
 async def test_events_appended_after_the_read_started_are_not_included(store: eskit.EventStore) -> None:
     await store.append_many([(f"o{i}", [eskit.Event("a", {})], None) for i in range(1200)])
     seen = 0
-    async for batch in _bulkread.consumer_batches(store, after=0, filters=[f"{store.name}.>"], batch=500):
+    async for batch in _bulkread.consumer_batches(store.reader, after=0, filters=[f"{store.name}.>"], batch=500):
         if seen == 0:
             await store.append("late", [eskit.Event("late", {})])
         seen += len(batch)
@@ -97,7 +95,7 @@ async def test_a_missing_stream_is_stream_not_found(client: eskit.Client, store:
     await store.append("x", [eskit.Event("a", {})])
     await client.delete_store(store.name)
     with pytest.raises(eskit.StreamNotFoundError):
-        async for _ in _bulkread.consumer_batches(store, after=0, filters=[f"{store.name}.>"]):
+        async for _ in _bulkread.consumer_batches(store.reader, after=0, filters=[f"{store.name}.>"]):
             pass
 
 
@@ -154,9 +152,9 @@ async def test_a_projection_reads_the_whole_store_and_applies_only_its_types(mix
 async def test_a_whole_store_replay_through_a_consumer_equals_one_through_direct_get(
     mixed: eskit.EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "BULK_REPLAY", 10**9)
+    monkeypatch.setattr(_reader, "BULK", 10**9)
     by_direct_get = [e async for e in mixed.replay(after=3)]
-    monkeypatch.setattr(store_module, "BULK_REPLAY", 100)
+    monkeypatch.setattr(_reader, "BULK", 100)
     by_consumer = [e async for e in mixed.replay(after=3)]
     assert by_consumer == by_direct_get and len(by_consumer) == await mixed.last_position() - 3
     middle = by_direct_get[len(by_direct_get) // 2]
@@ -169,7 +167,7 @@ async def test_a_whole_store_replay_through_a_consumer_equals_one_through_direct
 async def test_a_replay_through_a_consumer_includes_events_appended_while_it_runs(
     store: eskit.EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "BULK_REPLAY", 100)
+    monkeypatch.setattr(_reader, "BULK", 100)
     await store.append_many([(f"o{i}", [eskit.Event("a", {"i": i})], None) for i in range(3000)])
     seen: list[int] = []
     async for event in store.replay():
@@ -193,7 +191,7 @@ async def drop_read_consumers(store: eskit.EventStore) -> int:
 async def small_pulls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_bulkread, "BATCH", 100)
     monkeypatch.setattr(_bulkread, "AHEAD", 2)
-    monkeypatch.setattr(store_module, "BULK_REPLAY", 100)
+    monkeypatch.setattr(_reader, "BULK", 100)
 
 
 @pytest.mark.usefixtures("small_pulls")
@@ -201,7 +199,7 @@ async def test_a_replay_whose_consumer_vanishes_half_way_reads_on_with_direct_ge
     await store.append_many([(f"o{i}", [eskit.Event("a", {"i": i})], None) for i in range(3000)])
     seen: list[int] = []
     async for event in store.replay():
-        if len(seen) == store_module.READ_PAGE:  # the first event after the first page: the consumer's
+        if len(seen) == _reader.READ_PAGE:  # the first event after the first page: the consumer's
             assert await drop_read_consumers(store) == 1  # as if the server removed it (idle, or restarted)
         seen.append(event.position)
         if len(seen) > 3100:  # bounded
@@ -266,7 +264,7 @@ async def test_without_a_fast_lane_reads_and_projections_take_nats_py_s_ordinary
 ) -> None:
     monkeypatch.setattr(_fastlane, "available", lambda nc: False)  # as with a nats-py whose internals differ
     monkeypatch.setattr(_fastlane, "route", lambda nc, sub, sink: False)
-    monkeypatch.setattr(store_module, "BULK_REPLAY", 100)
+    monkeypatch.setattr(_reader, "BULK", 100)
     await store.append_many([(f"o{i}", [eskit.Event("a", {"i": i})], None) for i in range(2500)])
     await store.append("x", [eskit.Event("b", {}, metadata={"user": "ada"})])
     assert [e.position async for e in store.replay()] == list(range(1, 2502))

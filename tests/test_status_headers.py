@@ -20,9 +20,8 @@ from conftest import unique
 
 import eskit
 from eskit import dcb_subscription
-from eskit import store as store_module
-from eskit._ahead import PAGE
 from eskit._nats import fastlane as _fastlane
+from eskit._reader import READ_PAGE as PAGE
 from eskit.dcb import Query, QueryItem, TaggedEvent
 from eskit.events import encode_headers
 from eskit.snapshots import SnapshotPolicy, bucket_name, key_for
@@ -99,7 +98,7 @@ async def fill(store: eskit.EventStore, status: str) -> tuple[list[int], list[in
 async def test_a_stored_status_header_in_the_middle_of_a_store_truncates_no_read(
     hostile_client: eskit.Client, status: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "BULK_REPLAY", 10)  # a replay past its first page reads by consumer
+    monkeypatch.setattr(eskit._reader, "BULK", 10)  # a replay past its first page reads by consumer
     store = await hostile_client.event_store(unique("status"))
     view = Rows(store, batch_size=500)
     try:

@@ -14,8 +14,9 @@ from conftest import unique
 
 import eskit
 from eskit import Event, RecordedEvent
+from eskit._reader import READ_PAGE
 from eskit.events import encode_data, encode_headers
-from eskit.store import MAX_BATCH, READ_PAGE
+from eskit.store import MAX_BATCH
 
 
 async def message_count(store: eskit.EventStore) -> int:

@@ -167,7 +167,7 @@ async def test_a_bulk_replay_and_to_dataframe_through_a_consumer_are_upcast(
     pair: tuple[eskit.EventStore, eskit.EventStore],
 ) -> None:
     plain, upcast = pair
-    n = 7000  # more than a first page plus BULK_REPLAY: the consumer path
+    n = 7000  # more than a first page plus eskit._reader.BULK: the consumer path
     await plain.append_many([(f"o{i}", [v1() if i % 2 else v2()], None) for i in range(n)])
     versions, currencies = set(), set()
     count = 0

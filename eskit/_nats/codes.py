@@ -8,6 +8,7 @@ True
 from __future__ import annotations
 
 STREAM_NOT_FOUND = 10059
+STREAM_NAME_IN_USE = 10058  # created meanwhile, with another configuration
 NO_MESSAGE = 10037
 WRONG_LAST_SEQUENCE = 10071  # "wrong last sequence: 7": an optimistic-concurrency conflict
 WRONG_LAST_SEQUENCE_CONSTANT = 10164  # the same conflict without the number: clustered streams, batches

@@ -118,9 +118,9 @@ def read_csv(
             reader = csv.reader(f, dialect) if dialect else csv.reader(f, delimiter=delimiter or ",")
             return list(_csv_rows(reader, str(path), case, activity, timestamp))
     except UnicodeDecodeError as exc:
-        raise EventLogError(f"{path}: not UTF-8 text (byte {exc.start}); save the log as UTF-8") from None
+        raise EventLogError(f"{path}: not UTF-8 text (byte {exc.start}); save the log as UTF-8") from exc
     except csv.Error as exc:
-        raise EventLogError(f"{path}: malformed CSV: {exc}") from None
+        raise EventLogError(f"{path}: malformed CSV: {exc}") from exc
 
 
 _SNIFF_BYTES = 64 * 1024
@@ -211,7 +211,7 @@ def read_xes(
                 element.clear()
     except ET.ParseError as exc:
         line, column = exc.position
-        raise EventLogError(f"{path}: line {line}, column {column}: not well-formed XML ({exc.msg})") from None
+        raise EventLogError(f"{path}: line {line}, column {column}: not well-formed XML ({exc.msg})") from exc
     return events
 
 

@@ -31,8 +31,6 @@ and the reader streams the batches from there, each widened to the final schema.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -42,34 +40,24 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote
 
 from tqdm import tqdm
 
-from ..errors import EskitError, ValidationError
+from ..errors import ValidationError
+from .arrow import fits as _fits
+from .arrow import frame_batch as _batch
+from .arrow import merged as _merged
+from .arrow import pyarrow_module as _arrow
 from .frames import Names, _renamed, chunk_frames
+from .parquet import FORMAT, RECORD, TMP, Dataset, resume, write_record
 
 if TYPE_CHECKING:
-    import pandas as pd
     import pyarrow as pa
 
     from ..store import EventStore
 
 CHUNK = 20_000  # events decoded into a frame at a time (Python objects: the bulk of an export's memory)
 ROW_GROUP = 100_000  # rows per Parquet row group, collected as Arrow data (compact)
-RECORD = "_eskit_export.json"
-FORMAT = 1
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-_TMP = ".tmp-"
-
-
-def _arrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.parquet  # a submodule: loaded here once, used as pyarrow.parquet
-    except ImportError as exc:
-        raise EskitError("the Arrow/Parquet export needs pyarrow: pip install 'eskit[analysis]'") from exc
-    return pyarrow
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,80 +84,6 @@ async def _batches(
         raise ValidationError("a streaming export takes one subject filter (subjects=['orders.*.shipped'])")
     async for frame in chunk_frames(source, after, subjects, bar, chunk=CHUNK):
         yield _batch(_renamed(frame) if names == "pm4py" else frame)
-
-
-def _batch(df: pd.DataFrame) -> pa.RecordBatch:
-    pa = _arrow()
-    arrays = []
-    for name in df.columns:
-        column = df[name]
-        try:
-            array = pa.array(column, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # mixed types: as text
-            array = _text(pa, column.tolist())
-        if pa.types.is_large_string(array.type):
-            array = array.cast(pa.string())
-        arrays.append(array)
-    return pa.RecordBatch.from_arrays(arrays, names=[str(c) for c in df.columns])
-
-
-def _text(pa: Any, values: list[Any]) -> pa.Array:
-    def one(v: Any) -> str | None:
-        if v is None or (isinstance(v, float) and v != v):
-            return None
-        return v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
-
-    return pa.array([one(v) for v in values], type=pa.string())
-
-
-def _merged(old: pa.Schema | None, new: pa.Schema) -> pa.Schema:
-    """A schema holding both: old's columns first; a type that differs is widened (int -> float, else text)."""
-    pa = _arrow()
-    if old is None:
-        return new
-    fields = {f.name: f.type for f in old}
-    for f in new:
-        have = fields.get(f.name)
-        if have is None or pa.types.is_null(have):
-            fields[f.name] = f.type
-        elif pa.types.is_null(f.type) or have == f.type:
-            continue
-        elif _numeric(pa, have) and _numeric(pa, f.type):
-            fields[f.name] = pa.float64()
-        else:
-            fields[f.name] = pa.string()
-    return pa.schema(list(fields.items()), metadata=old.metadata)
-
-
-def _numeric(pa: Any, t: pa.DataType) -> bool:
-    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
-
-
-def _fits(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch | None:
-    """``batch`` as ``schema`` (missing columns empty, types widened), or None if it has other columns or types."""
-    pa = _arrow()
-    if batch.schema.equals(schema):
-        return batch
-    if any(schema.get_field_index(n) < 0 for n in batch.schema.names):
-        return None
-    arrays = []
-    for f in schema:
-        i = batch.schema.get_field_index(f.name)
-        if i < 0:
-            arrays.append(pa.nulls(batch.num_rows, f.type))
-            continue
-        array = batch.column(i)
-        if array.type != f.type:
-            if pa.types.is_null(array.type):
-                array = pa.nulls(batch.num_rows, f.type)
-            elif pa.types.is_floating(f.type) and _numeric(pa, array.type):
-                array = array.cast(f.type)
-            elif pa.types.is_string(f.type):
-                array = _text(pa, array.to_pylist())
-            else:
-                return None
-        arrays.append(array)
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _bar(desc: str, progress: bool | None) -> tqdm:
@@ -246,50 +160,6 @@ async def to_arrow(
 # -- to_parquet --------------------------------------------------------------------------------------------
 
 
-class _File:
-    """One Parquet file being written under a temporary name."""
-
-    def __init__(self, folder: Path, schema: pa.Schema, row_group: int) -> None:
-        self.folder = folder
-        self.schema = schema
-        self.row_group = row_group
-        self.tmp = folder / f"{_TMP}{uuid.uuid4().hex}.part"  # not *.parquet: globs skip it
-        folder.mkdir(parents=True, exist_ok=True)
-        self.writer: Any = _arrow().parquet.ParquetWriter(str(self.tmp), schema, compression="zstd")
-        self.first = self.last = 0
-        self.rows = 0
-        self.buffered: list[pa.RecordBatch] = []  # rows of the next row group
-        self.buffered_rows = 0
-
-    def write(self, batch: pa.RecordBatch, first: int, last: int) -> None:
-        self.buffered.append(batch)
-        self.buffered_rows += batch.num_rows
-        self.first, self.last, self.rows = self.first or first, last, self.rows + batch.num_rows
-        if self.buffered_rows >= self.row_group:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.buffered:
-            table = _arrow().Table.from_batches(self.buffered, schema=self.schema)
-            self.writer.write_table(table, row_group_size=max(self.row_group, table.num_rows))
-            self.buffered, self.buffered_rows = [], 0
-
-    def finish(self, meta: dict[str, Any]) -> Path:
-        self._flush()
-        self.writer.add_key_value_metadata(
-            {"eskit": json.dumps({**meta, "first_position": self.first, "last_position": self.last})}
-        )
-        self.writer.close()
-        final = self.folder / f"part-{self.first:012d}-{self.last:012d}.parquet"
-        os.replace(self.tmp, final)
-        return final
-
-    def drop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-        self.tmp.unlink(missing_ok=True)
-
-
 async def to_parquet(
     source: EventStore,
     path: str | Path,
@@ -312,92 +182,35 @@ async def to_parquet(
     >>> await eskit.to_parquet(orders, "exports/orders", partition_by="type", overwrite=True)   # doctest: +SKIP
     ExportResult(path=PosixPath('exports/orders'), events=1260, files=6, after=0, last_position=1260)
     """
-    pa = _arrow()
     path = Path(path)
-    partitions = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
-    if rows_per_file < 1 or row_group < 1:
-        raise ValidationError("rows_per_file and row_group must be at least 1")
-    if names not in ("eskit", "pm4py"):
-        raise ValidationError(f"names={names!r}: use 'eskit' or 'pm4py'")
-    if "position" in partitions:
-        raise ValidationError("partition_by='position' makes a folder per event; partition by 'type' or a data column")
+    partitions = _check_parquet(after, names, partition_by, overwrite, rows_per_file, row_group)
     what = {
         "store": getattr(source, "name", None),
         "names": names,
         "subjects": list(subjects) if subjects is not None else None,
         "partition_by": partitions,
     }
-    incremental = after == "last"
-    if incremental and overwrite:
-        raise ValidationError("after='last' appends to an export, overwrite=True replaces it: pass one of them")
-    if not incremental and not isinstance(after, int):
-        raise ValidationError(f"after={after!r}: give a position (int) or 'last'")
-    exists = path.exists()
-    if exists and not path.is_dir():
-        raise ValidationError(f"{path} is a file; a Parquet export is a folder: give another path")
-    if exists and not incremental and not overwrite:
-        raise ValidationError(
-            f"{path} exists: pass overwrite=True to replace it, or after='last' to append the events since its export"
-        )
-    start = int(after) if not incremental else 0
-    target = path
-    if incremental and exists:
-        start = _resume(path, what)
-    elif exists:  # overwrite: build beside it, swap when complete
-        target = path.with_name(f".{path.name}{_TMP}{uuid.uuid4().hex[:8]}")
+    incremental, exists = after == "last", path.exists()
+    start, target = _target(path, after, overwrite, what)
     meta = {**what, "format": FORMAT}
-    events, written = 0, 0
-    last = start
-    open_files: dict[tuple[str, ...], _File] = {}
-    pending = 0  # rows in open files
-
-    def commit() -> None:
-        nonlocal written, pending
-        for file in open_files.values():
-            file.finish(meta)
-            written += 1
-        open_files.clear()
-        pending = 0
-        _write_record(target, {**meta, "last_position": last})
-
+    events, last = 0, start
+    dataset = Dataset(target, meta, partitions, row_group=row_group)
     try:
         target.mkdir(parents=True, exist_ok=True)
         if not (target / RECORD).exists():
-            _write_record(target, {**meta, "last_position": start})
+            write_record(target, {**meta, "last_position": start})
         with _bar("to_parquet", progress) as bar:
             async for chunk in _batches(source, start, subjects, names, bar):
                 for at in range(0, chunk.num_rows, min(row_group, rows_per_file)):
                     batch = chunk.slice(at, min(row_group, rows_per_file))
-                    missing = [p for p in partitions if p not in batch.schema.names]
-                    if missing:
-                        raise ValidationError(f"partition_by: no column {missing[0]!r}; columns: {batch.schema.names}")
-                    parts = list(_split(pa, batch, partitions))
-                    grown = [k for k, part in parts if k in open_files and _fits(part, open_files[k].schema) is None]
-                    schemas = {k: open_files[k].schema for k in grown}
-                    if grown:  # the data grew a column: commit the open files (all hold rows up to `last` only)
-                        commit()
-                    for key, part in parts:
-                        file = open_files.get(key)
-                        if file is None:
-                            folder = target.joinpath(
-                                *(f"{p}={quote(v, safe='')}" for p, v in zip(partitions, key, strict=True))
-                            )
-                            file = _File(folder, _merged(schemas.get(key), part.schema), row_group)
-                            open_files[key] = file
-                        fitted = _fits(part, file.schema)
-                        if fitted is None:  # cannot happen: a new file's schema holds its first part
-                            raise EskitError(f"export: rows of {key} do not fit their file's schema")
-                        positions = part.column("position")
-                        file.write(fitted, positions[0].as_py(), positions[-1].as_py())
+                    dataset.add(batch, last)
                     last = max(last, batch.column("position")[-1].as_py())
                     events += batch.num_rows
-                    pending += batch.num_rows
-                    if pending >= rows_per_file:
-                        commit()
-        commit()
+                    if dataset.pending >= rows_per_file:
+                        dataset.commit(last)
+        dataset.commit(last)
     except BaseException:
-        for file in open_files.values():
-            file.drop()
+        dataset.drop()
         if target != path or not (exists or incremental):  # nothing stored (an incremental one keeps its files)
             shutil.rmtree(target, ignore_errors=True)
         raise
@@ -406,52 +219,46 @@ async def to_parquet(
         os.replace(path, old)
         os.replace(target, path)
         shutil.rmtree(old, ignore_errors=True)
-    return ExportResult(path, events, written, start, last)
+    return ExportResult(path, events, dataset.written, start, last)
 
 
-def _split(pa: Any, batch: pa.RecordBatch, partitions: list[str]) -> Iterator[tuple[tuple[str, ...], pa.RecordBatch]]:
-    """The rows of ``batch`` per partition (the partition columns dropped, as hive layouts do)."""
-    if not partitions:
-        yield (), batch
-        return
-    import pyarrow.compute as pc
-
-    table = pa.Table.from_batches([batch])
-    keys = [_text(pa, table.column(p).to_pylist()) for p in partitions]
-    keys = [pc.fill_null(k, HIVE_NULL) for k in keys]
-    combined = keys[0] if len(keys) == 1 else pc.binary_join_element_wise(*keys, "\x1f")
-    rest = table.drop_columns(partitions)
-    for value in pc.unique(combined).to_pylist():
-        rows = rest.filter(pc.equal(combined, value))
-        part = rows.combine_chunks().to_batches()[0]
-        yield tuple(str(value).split("\x1f")), part
-
-
-def _write_record(folder: Path, record: dict[str, Any]) -> None:
-    tmp = folder / f"{_TMP}{uuid.uuid4().hex}.json"
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / RECORD)
-
-
-def _resume(path: Path, what: dict[str, Any]) -> int:
-    """The last position exported to ``path``; removes what an interrupted export left beyond it."""
-    try:
-        record = json.loads((path / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+def _target(path: Path, after: int | Literal["last"], overwrite: bool, what: dict[str, Any]) -> tuple[int, Path]:
+    """Where the export starts and the folder it writes: ``path``, or a new one beside it to swap in."""
+    incremental, exists = after == "last", path.exists()
+    if exists and not path.is_dir():
+        raise ValidationError(f"{path} is a file; a Parquet export is a folder: give another path")
+    if exists and not incremental and not overwrite:
         raise ValidationError(
-            f"{path} is not an eskit Parquet export (no readable {RECORD}): give another path or overwrite=True"
-        ) from exc
-    differs = {k: record.get(k) for k, v in what.items() if record.get(k) != v}
-    if differs:
-        raise ValidationError(
-            f"{path} was exported with {differs}, not { ({k: what[k] for k in differs}) }: "
-            "export with the same options, or to a new path"
+            f"{path} exists: pass overwrite=True to replace it, or after='last' to append the events since its export"
         )
-    last = int(record["last_position"])
-    for leftover in path.rglob(f"{_TMP}*"):
-        leftover.unlink(missing_ok=True)
-    for file in path.rglob("part-*-*.parquet"):
-        with contextlib.suppress(ValueError):
-            if int(file.stem.split("-")[1]) > last:  # renamed, but its export never recorded it
-                file.unlink()
-    return last
+    if incremental and exists:
+        return resume(path, what), path
+    if exists:  # overwrite: build beside it, swap when complete
+        return 0 if incremental else int(after), path.with_name(f".{path.name}{TMP}{uuid.uuid4().hex[:8]}")
+    return 0 if incremental else int(after), path
+
+
+def _check_parquet(
+    after: int | Literal["last"],
+    names: Names,
+    partition_by: str | Sequence[str] | None,
+    overwrite: bool,
+    rows_per_file: int,
+    row_group: int,
+) -> list[str]:
+    """The partition columns, once the options of :func:`to_parquet` are checked (pyarrow too)."""
+    _arrow()
+    partitions = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
+    if rows_per_file < 1 or row_group < 1:
+        raise ValidationError("rows_per_file and row_group must be at least 1")
+    if names not in ("eskit", "pm4py"):
+        raise ValidationError(f"names={names!r}: use 'eskit' or 'pm4py'")
+    if "position" in partitions:
+        raise ValidationError("partition_by='position' makes a folder per event; partition by 'type' or a data column")
+    if after == "last" and overwrite:
+        raise ValidationError("after='last' appends to an export, overwrite=True replaces it: pass one of them")
+    if after != "last" and not isinstance(after, int):
+        raise ValidationError(f"after={after!r}: give a position (int) or 'last'")
+    return partitions
+
+

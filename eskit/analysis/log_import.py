@@ -4,7 +4,7 @@
 >>> result.cases, result.events, result.appended
 (1434, 8577, 8577)
 
-Case id -> aggregate id, activity -> event type (both through :func:`~eskit.eventlog.encode_token`, so
+Case id -> aggregate id, activity -> event type (both through :func:`~eskit.events.encode_token`, so
 "T02 Check confirmation" is stored as ``T02%20Check%20confirmation`` and analysis gives the original back),
 the log's timestamp -> the event's ``occurred_at`` (header ``Eskit-Occurred-At``, offset kept), every other
 attribute -> the event's data.
@@ -104,7 +104,7 @@ def _by_case(rows: Sequence[LogEvent]) -> dict[str, list[Event]]:
             aggregate_id = check_token(encode_token(row.case), "case id")
             event_type = check_token(encode_token(row.activity), "activity")
         except ValueError as exc:
-            raise EventLogError(f"{row.where}: {exc}") from None
+            raise EventLogError(f"{row.where}: {exc}") from exc
         events = cases.setdefault(aggregate_id, [])
         events.append(Event(event_type, row.attributes, id=row.event_id(len(events)), occurred_at=row.timestamp))
     return cases
@@ -113,7 +113,7 @@ def _by_case(rows: Sequence[LogEvent]) -> dict[str, list[Event]]:
 async def _stored_ids(store: EventStore) -> dict[str, tuple[list[str | None], int]]:
     """Per aggregate id already in the stream: its event ids in order, and its last position."""
     stored: dict[str, tuple[list[str | None], int]] = {}
-    async for page in store._pages(f"{store.name}.>", 0, None):
+    async for page in store.reader.pages(f"{store.name}.>", 0, None):
         for m in page.messages:
             aggregate_id = m.subject.split(".", 2)[1]
             ids, _ = stored.get(aggregate_id, ([], 0))

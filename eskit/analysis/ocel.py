@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,15 +35,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._nats.wire import StoredMsg
 from ..dcb.query import MAX_BATCH, RAW, TAGS, TaggedEvent
 from ..dcb.store import DCBStore
 from ..errors import EventLogError, ValidationError
 from ..events import MSG_ID, OCCURRED_AT, parse_time, subject_parts
 from ..store import EventStore
 from .eventlog import decode_token, encode_token
+from .ocel_sqlite import write_sqlite
 
 if TYPE_CHECKING:
     from ..connection import Client
+    from ..privacy import Privacy
 
 TIME = "ocel:time"
 QUALIFIERS = "ocel:qualifiers"
@@ -114,7 +116,7 @@ async def to_ocel(source: DCBStore | EventStore, path: str | Path, *, overwrite:
         if kind == "json":
             tmp.write_text(json.dumps(document, ensure_ascii=False, default=str), encoding="utf-8")
         else:
-            _write_sqlite(tmp, document)
+            write_sqlite(tmp, document)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -133,9 +135,10 @@ def _kind(path: Path) -> str:
 async def _collect(source: DCBStore | EventStore) -> _Log:
     log = _Log()
     dcb = source if isinstance(source, DCBStore) else None
-    pager = source._pager if isinstance(source, DCBStore) else source
-    async for page in pager._pages(f"{source.name}.>", 0, None):
-        for m in page.messages:
+    privacy = source.privacy if isinstance(source, EventStore) else None
+    async for page in source.reader.pages(f"{source.name}.>", 0, None):
+        messages = page.messages if privacy is None else await _revealed(privacy, page.messages)
+        for m in messages:
             if dcb is not None and dcb.layout.is_carrier(m.subject):
                 continue
             log.events.append(_event(source.name, m.seq, m.subject, m.headers, m.data, dcb is not None, log))
@@ -147,6 +150,18 @@ async def _collect(source: DCBStore | EventStore) -> _Log:
             event.pop("_position")
         seen.add(event["id"])
     return log
+
+
+async def _revealed(privacy: Privacy, messages: list[StoredMsg]) -> list[StoredMsg]:
+    """Messages of a store opened with ``privacy=``: personal fields decrypted, or FORGOTTEN (eskit.privacy)."""
+    datas, _ = await privacy.revealed_messages(messages)
+    declared = privacy.personal.fields
+    return [
+        StoredMsg(m.seq, m.subject, m.headers, json.dumps(d).encode())
+        if isinstance(d, dict) and subject_parts(m.subject)[1] in declared
+        else m
+        for m, d in zip(messages, datas, strict=True)
+    ]
 
 
 def _event(
@@ -241,77 +256,6 @@ def _event_types(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _table(prefix: str, types: list[str]) -> dict[str, str]:
-    """SQLite table names per type: letters, digits and ``_`` only, unique regardless of case."""
-    out: dict[str, str] = {}
-    used: set[str] = set()
-    for t in types:
-        base = re.sub(r"[^A-Za-z0-9_]", "", t) or "Type"
-        name, n = base, 2
-        while name.casefold() in used:
-            name, n = f"{base}_{n}", n + 1
-        used.add(name.casefold())
-        out[t] = name
-    return out
-
-
-_SQL_TYPES = {"integer": "INTEGER", "float": "REAL", "boolean": "BOOLEAN", "string": "TEXT", "time": "TIMESTAMP"}
-
-
-def _write_sqlite(path: Path, doc: dict[str, Any]) -> None:
-    """The OCEL 2.0 SQLite layout: event, object, event_object, object_object, the type maps, one table per
-    event type and per object type."""
-    db = sqlite3.connect(path)
-    try:
-        q = _quote
-        db.execute("CREATE TABLE event (ocel_id TEXT PRIMARY KEY, ocel_type TEXT)")
-        db.execute("CREATE TABLE object (ocel_id TEXT PRIMARY KEY, ocel_type TEXT)")
-        db.execute("CREATE TABLE event_object (ocel_event_id TEXT, ocel_object_id TEXT, ocel_qualifier TEXT)")
-        db.execute("CREATE TABLE object_object (ocel_source_id TEXT, ocel_target_id TEXT, ocel_qualifier TEXT)")
-        db.execute("CREATE TABLE event_map_type (ocel_type TEXT, ocel_type_map TEXT)")
-        db.execute("CREATE TABLE object_map_type (ocel_type TEXT, ocel_type_map TEXT)")
-        event_tables = _table("event", [t["name"] for t in doc["eventTypes"]])
-        object_tables = _table("object", [t["name"] for t in doc["objectTypes"]])
-        db.executemany("INSERT INTO event_map_type VALUES (?, ?)", event_tables.items())
-        db.executemany("INSERT INTO object_map_type VALUES (?, ?)", object_tables.items())
-        for t in doc["eventTypes"]:
-            columns = "".join(f", {q(a['name'])} {_SQL_TYPES[a['type']]}" for a in t["attributes"])
-            db.execute(
-                f"CREATE TABLE {q('event_' + event_tables[t['name']])} (ocel_id TEXT, ocel_time TIMESTAMP{columns})"
-            )
-        for t in doc["objectTypes"]:
-            db.execute(
-                f"CREATE TABLE {q('object_' + object_tables[t['name']])} "
-                "(ocel_id TEXT, ocel_time TIMESTAMP, ocel_changed_field TEXT)"
-            )
-        db.executemany("INSERT INTO event VALUES (?, ?)", ((e["id"], e["type"]) for e in doc["events"]))
-        db.executemany("INSERT INTO object VALUES (?, ?)", ((o["id"], o["type"]) for o in doc["objects"]))
-        db.executemany(
-            "INSERT INTO event_object VALUES (?, ?, ?)",
-            ((e["id"], r["objectId"], r["qualifier"]) for e in doc["events"] for r in e["relationships"]),
-        )
-        for e in doc["events"]:
-            names = ["ocel_id", "ocel_time", *(a["name"] for a in e["attributes"])]
-            values = [e["id"], e["time"].replace("T", " ").replace("Z", ""), *(a["value"] for a in e["attributes"])]
-            db.execute(
-                f"INSERT INTO {q('event_' + event_tables[e['type']])} ({', '.join(map(q, names))}) "
-                f"VALUES ({', '.join('?' * len(values))})",
-                values,
-            )
-        for o in doc["objects"]:
-            db.execute(
-                f"INSERT INTO {q('object_' + object_tables[o['type']])} VALUES (?, ?, NULL)",
-                (o["id"], "1970-01-01 00:00:00"),
-            )
-        db.commit()
-    finally:
-        db.close()
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 # -- import ------------------------------------------------------------------------------------------------
 
 
@@ -321,7 +265,7 @@ def read_ocel(path: str | Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise EventLogError(f"{path}: not an OCEL 2.0 JSON file ({exc})") from None
+        raise EventLogError(f"{path}: not an OCEL 2.0 JSON file ({exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list) or not isinstance(doc.get("objects"), list):
         raise EventLogError(f"{path}: not an OCEL 2.0 JSON file (no 'events' and 'objects' lists)")
     types = {}
@@ -360,7 +304,7 @@ def _tagged(doc: dict[str, Any]) -> list[TaggedEvent]:
         try:
             out.append(TaggedEvent(encode_token(str(e["type"])), data, list(dict.fromkeys(tags)), id=str(e["id"])))
         except EventLogError as exc:
-            raise EventLogError(f"event {e['id']!r}: {exc}") from None
+            raise EventLogError(f"event {e['id']!r}: {exc}") from exc
     return out
 
 

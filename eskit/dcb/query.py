@@ -187,7 +187,8 @@ class Layout:
         return ".".join([self.store, *["~"] * (len(self.tag_keys) + 3)])
 
     def is_carrier(self, subject: str) -> bool:
-        return subject == self.carrier
+        """A check carrier, or a ticket of :mod:`eskit.dcb.turns` (on the carrier's subject + tokens)."""
+        return subject == self.carrier or subject.startswith(self.carrier + ".")
 
     def subject(self, event: TaggedEvent) -> str:
         check_token(event.type, "event type")
@@ -292,7 +293,7 @@ def decode(seq: int, subject: str, headers: Mapping[str, str], data: bytes) -> S
     except ValueError as exc:
         raise EventStoreError(
             f"message {seq} on {subject} is not a DCB event ({exc}); published by hand?"
-        ) from None
+        ) from exc
     parts = subject.split(".")
     version = headers.get(SCHEMA_VERSION)
     return SequencedEvent(seq, parts[1] if len(parts) > 1 else "", value, tags, headers.get(MSG_ID),

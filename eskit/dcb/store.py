@@ -7,7 +7,7 @@
 ...                      AppendCondition(q, after=seen.head))                        # doctest: +SKIP
 
 **Layout.** Each event is stored once, on ``<store>.<type>.<slot>...``, one slot token per declared tag key
-(see :mod:`eskit.dcb_query`). ``tag_keys`` is fixed when the store is created (kept in the stream's metadata):
+(see :mod:`eskit.dcb.query`). ``tag_keys`` is fixed when the store is created (kept in the stream's metadata):
 old events keep their subjects, so changing it would make filters miss them. A query item becomes one
 subject filter (``courses.*.c1.*``): exact when it names at most one type and only tags of declared keys,
 a superset otherwise; events are always re-checked precisely on the client.
@@ -24,15 +24,19 @@ student), two ways, used in turn:
 
 1. *Merge* filters into their narrowest common one (``courses.*.*.*``) until one per event: a single message,
    the fast path. Still correct, but broader: a writer elsewhere in it moves L, the append is rejected, only
-   the messages that arrived in between are re-read, and if none matches Q the append is re-sent.
+   the messages that arrived in between are re-read, and if none matches Q the append is re-sent after a
+   random pause that doubles with each rejection (else writers deciding at one pace collide again in step).
 2. After ``MERGED_ATTEMPTS`` rejections: *exact* checks, on *check carriers*: the batch is padded with empty
    messages on ``<store>.~.~...`` (outside every event filter) that expire after a second (``Nats-TTL``),
    each carrying one more check. Disjoint writers no longer touch each other's filters, so they cannot
    starve each other. The price: positions have gaps (the spec allows them), a short-lived extra message,
-   and an atomic batch (on one file-backed server the batch commit syncs to disk: ~20 ms here vs ~1 ms).
+   and an atomic batch (on one file-backed server the batch commit syncs to disk: slower than one message).
 
 Either way, writers on disjoint boundaries never see an error; under contention they pay round trips.
-Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all).
+Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all),
+and a carrier sent *before* the event to claim the second filter (a writer whose condition does not cover
+that filter, or a plain append, could store a matching event in between: no server check would see it).
+Many writers deciding on one boundary take turns (:mod:`eskit.dcb.turns`, used by ``examples.execute``).
 
 **On a cluster** (replicas > 1) Direct Get is answered by any replica, and a follower may not have applied
 what the leader has already checked a condition against. Two rules keep decisions consistent with the
@@ -59,7 +63,6 @@ only server checks each message against everything stored before it.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import time
@@ -67,10 +70,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nats.aio.msg import Msg
-
-from .._nats.codes import EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE
-from .._nats.wire import ApiError, Page, TooManySubjectsError, description_of, parse_ack, status_of
+from .._nats.codes import (
+    BATCH_DUPLICATE,
+    CONFLICT,
+    DUPLICATE_IN_PROCESS,
+    EXPECTED_SEQ,
+    EXPECTED_SUBJECT,
+    SUBJECT_SEQUENCE_UNAVAILABLE,
+)
+from .._nats.wire import ApiError, Page, TooManySubjectsError, parse_ack
+from .._reader import Reader
 from ..errors import (
     AppendConditionError,
     ContentionError,
@@ -80,7 +89,6 @@ from ..errors import (
     ValidationError,
 )
 from ..events import check_position
-from ..store import EventStore
 from .query import (
     AppendCondition,
     Layout,
@@ -113,12 +121,12 @@ __all__ = [
     "TaggedEvent",
 ]
 
-WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_BATCH = 10071, 10164
 TTL, CARRIER_TTL = "Nats-TTL", "1s"
-DUPLICATES = (10201, 10158)
+DUPLICATES = (BATCH_DUPLICATE, DUPLICATE_IN_PROCESS)
 MAX_ATTEMPTS = 200
 MAX_CARRIERS = 15
-MERGED_ATTEMPTS = 8
+MERGED_ATTEMPTS = 32
+MERGED_BACKOFF, MAX_BACKOFF = 0.001, 0.02  # full jitter after a merged check moved: 1, 2, 4 ... 20 ms at most
 KNOWN_MAX = 50_000
 LAG_WAIT, LAG_PAUSE = 5.0, 0.002  # how long a read waits for a lagging follower, and between looks
 PROOF_ATTEMPTS = 4
@@ -134,7 +142,7 @@ class DCBStore:
         self.name = layout.store
         self.stream = stream
         self._wire = client.wire
-        self._pager = EventStore(client, self.name, stream)
+        self.reader = Reader(client, stream, self.name)  # every read of the stream
         self.upcasters: Upcasters | None = None  # set by client.dcb_store(..., upcasters=Upcasters())
         self.retries = 0  # appends re-sent after a check on a (merged) filter moved: internal, not errors
         self.lagged = 0  # reads that found a follower behind the position they must reach, and read again
@@ -231,7 +239,7 @@ class DCBStore:
         after, last_seen, lagged = scan.covered, None, False
         deadline = time.monotonic() + LAG_WAIT
         while True:
-            async for page in self._pager._pages(f, scan.covered, up_to):
+            async for page in self.reader.pages(f, scan.covered, up_to):
                 for m in page.messages:
                     scan.covered = max(scan.covered, m.seq)
                     if m.seq > up_to:
@@ -318,6 +326,7 @@ class DCBStore:
         verified: dict[str, int] = {}
         hint: dict[str, int] = {}  # the actual last position the server named when it rejected one check
         locked = self.replicas > 1  # the lock is a check: one slot fewer for filters (see the module docstring)
+        pause = 0.0
         for attempt in range(MAX_ATTEMPTS):
             exact = locked or attempt >= MERGED_ATTEMPTS  # one check per event, else exact checks on carriers
             slots = len(messages) + (MAX_CARRIERS if exact else 0) - locked
@@ -326,17 +335,20 @@ class DCBStore:
             for f in filters:
                 verified.setdefault(f, after)
             await asyncio.gather(*(self._verify(f, query, verified, expected[f]) for f in filters))
+            if pause:  # nothing matching arrived: other writers moved a broader filter; spread the re-sends
+                await asyncio.sleep(pause)
             batch = self._with_checks(messages, filters, expected, lock=locked)
             ack = await self._publish(batch)
             if not isinstance(ack, ApiError):
                 self._after_append(batch, filters, expected, ack)
                 return ack
-            if ack.err_code not in (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_BATCH):
+            if ack.err_code not in CONFLICT:
                 raise _error(self.name, ack)
             self.retries += 1
             actual = re.search(r"(\d+)\s*$", ack.description)
             hint = {filters[0]: int(actual.group(1))} if actual and len(filters) == 1 else {}
-            if attempt >= 3:
+            pause = 0.0 if exact else random.random() * min(MERGED_BACKOFF * 2**attempt, MAX_BACKOFF)  # full jitter
+            if exact and attempt >= 3:
                 await asyncio.sleep(random.random() * min(0.001 * attempt, 0.02))
         raise ContentionError(
             f"{self.name}: append still losing races on {filters} after {MAX_ATTEMPTS} attempts; narrow the "
@@ -408,14 +420,8 @@ class DCBStore:
         return last
 
     async def _direct_last(self, f: str) -> tuple[int, str, dict[str, str], bytes] | None:
-        request = json.dumps({"last_by_subj": f}).encode()
-        msg: Msg = await self._wire.request(f"$JS.API.DIRECT.GET.{self.stream}", request)
-        headers = dict(msg.headers or {})
-        if status_of(msg) == "404":  # a status reply; a stored message's own Status header is not one
-            return None
-        if "Nats-Sequence" not in headers:
-            raise EventStoreError(f"last message on {f} in {self.stream}: {description_of(msg) or 'no answer'}")
-        return int(headers["Nats-Sequence"]), headers["Nats-Subject"], headers, msg.data
+        msg = await self.reader.last(f)
+        return None if msg is None else (msg.seq, msg.subject, dict(msg.headers), msg.data)
 
     def _remember(self, f: str, position: int) -> None:
         if len(self._known) > KNOWN_MAX:

@@ -23,10 +23,11 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from .._nats.codes import CONFLICT, EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE
 from .._nats.wire import ApiError, StoredMsg, parse_ack
+from .._reader import READ_PAGE
 from ..analysis.eventlog import encode_token
 from ..errors import EventStoreError, StoreUnavailableError
 from ..events import subject_parts
-from ..store import MAX_BATCH, READ_PAGE, EventStore
+from ..store import MAX_BATCH, EventStore
 from ..streams import stream_name
 from ._layout import (
     TRACKING,
@@ -205,7 +206,7 @@ class NatsRecorder:
         target = reach if stop is None else min(reach, stop)
         while True:
             first = min(expect or limit or READ_PAGE, READ_PAGE)
-            async with contextlib.aclosing(self.store._pages(subject, after, stop, first=first)) as pages:
+            async with contextlib.aclosing(self.store.reader.pages(subject, after, stop, first=first)) as pages:
                 async for page in pages:
                     for m in page.messages:
                         if stop is not None and m.seq > stop:
@@ -226,7 +227,7 @@ class NatsRecorder:
         known = self._known.get(token)
         last = None
         if desc and limit == 1 and lte is None:  # the last one (a latest snapshot): one Direct Get
-            last = await self.store._last_stored(token)
+            last = await self.store.reader.last(f"{self.store.name}.{token}.>")
             if known is not None and (last is None or last.seq < known.position):
                 last = None  # this replica lags behind what this recorder wrote: scan until it has it
             elif last is None:
@@ -235,7 +236,7 @@ class NatsRecorder:
             msgs = [last]
         else:
             # Versions usually count from 1: a first page of exactly `version` messages lets the server stop
-            # at the last one instead of searching the rest of the stream for one more (see EventStore._pages)
+            # at the last one instead of searching the rest of the stream for one more (see eskit._reader.Reader.pages)
             expect = known.version if known and known.version > 0 else None
             msgs = await self._scan(
                 f"{self.name}.{token}.>", after=0, reach=known.position if known else 0, expect=expect
@@ -272,7 +273,7 @@ class NatsRecorder:
 
     async def _max_tracking_id(self, application_name: str) -> int | None:
         key = tracking_token(application_name)
-        msg = await self.store._last_stored(key)
+        msg = await self.store.reader.last(f"{self.store.name}.{key}.>")
         if msg is not None:
             self._remember(key, Last(tracked_id(msg.subject), msg.seq))
         known = self._known.get(key)  # what this recorder wrote, if a replica has not got it yet

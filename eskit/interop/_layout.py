@@ -7,7 +7,7 @@
 
 A stored event is one message on ``<store>.<originator>.<topic>`` (exactly three tokens), its state the
 payload as it is (compressed or encrypted by the library's mapper if configured), its version in a header.
-The originator id is a UUID's text, or a ``str`` id made into one token by :func:`~eskit.eventlog.encode_token`
+The originator id is a UUID's text, or a ``str`` id made into one token by :func:`~eskit.events.encode_token`
 (then a header says so, to hand back a ``str``); the topic is made into one token the same way
 (``bank:Account.Opened`` -> ``bank:Account%2EOpened``; ``to_dataframe`` shows it decoded). A tracking record
 is one message on ``<store>.%tracking=<application>.processed.<notification id>`` (four tokens: never an

@@ -17,7 +17,7 @@ library's own contract tests, unchanged (``tests/test_eventsourcing_conformance.
 - **Stored events.** One message on ``<store>.<originator id>.<topic>``; state as payload (the library's
   mapper compresses and encrypts it: ``COMPRESSOR_TOPIC``, ``CIPHER_TOPIC``, ``CIPHER_KEY``);
   ``originator_version`` in the header ``Eskit-Meta-Originator-Version`` (eskit shows it as metadata).
-  Topics and ``str`` originator ids become one subject token through ``eskit.eventlog.encode_token``
+  Topics and ``str`` originator ids become one subject token through ``eskit.events.encode_token``
   (``%2E`` for ``.``); ``to_dataframe`` shows them decoded.
 - **Versions and conflicts.** An insert is one message, or one atomic batch (all or nothing). The first
   message of each originator carries ``Nats-Expected-Last-Subject-Sequence`` with

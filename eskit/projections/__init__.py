@@ -10,9 +10,10 @@ events (:mod:`.deadletter`) and shows itself on a dashboard (:mod:`.dashboard`).
 
 from __future__ import annotations
 
+from .consumer import missing_ranges
 from .dashboard import Dashboard, dashboard
 from .deadletter import DeadLetters, ParkedEvent
-from .projection import IDLE_CHECK, Projection, ProjectionStats, applies, missing_ranges
+from .projection import IDLE_CHECK, Projection, ProjectionStats, applies
 
 __all__ = [
     "IDLE_CHECK",

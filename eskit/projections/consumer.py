@@ -6,15 +6,15 @@ server answers at once with what it has (then ``404 No Messages``), or, when not
 the next event is stored, or with ``408`` when ``expires`` runs out. So a caught-up projection never waits
 for a timer, and an idle one costs one request per ``wait``.
 
-Deliveries arrive on a fast lane (:mod:`eskit._fastlane`) as raw bytes and are decoded a batch at a time
+Deliveries arrive on a fast lane (:mod:`eskit._nats.fastlane`) as raw bytes and are decoded a batch at a time
 (:mod:`eskit._rawdecode`). The consumer acknowledges with ack policy "all": one ack after a batch is
 committed settles every event of it.
 
 The consumer can read the whole store (``orders.>``) and hand on only the event ``types`` asked for: the
 others are dropped before they are decoded. Per-type filters on the server look cheaper, but nats-server
 (2.15) finds the next match of a wildcard filter such as ``orders.*.shipped`` by searching its subject
-index, so a catch-up through many aggregates slows down with their number (measured: one filter over the
-whole store ~170,000 events/s; ``*.created`` over 2,000 aggregates ~16,000/s; two such filters ~1,000/s).
+index, so a catch-up through many aggregates slows down with their number, and more so with several
+filters (``bench/projections.py`` measures it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,14 +33,17 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from .._bulkread import RawBatch
 from .._nats import fastlane as _fastlane
 from .._rawdecode import ack_tokens, recorded_events, split_subjects
+from .._reader import READ_PAGE
 from ..errors import ProjectionError
-from ..events import RecordedEvent
+from ..events import RecordedEvent, decode
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
+    from .._reader import Reader
     from ..connection import Client
 
+MAX_GAP_READS = 4  # more holes than this in one batch: one Direct Get read over the span instead
 _END = frozenset({b"404", b"408"})  # no (more) messages / request expired
 
 
@@ -247,3 +250,43 @@ class PullConsumer:
     async def flush(self) -> None:
         """Wait until the server has received everything sent so far (e.g. the acks)."""
         await self.client.nc.flush()
+
+def missing_ranges(after: int, positions: list[int]) -> list[tuple[int, int]]:
+    """The (first, last) ranges of positions after ``after`` and up to the highest in ``positions`` that
+    ``positions`` lacks: a consumer of the whole store delivers every position, so these went elsewhere.
+
+    >>> missing_ranges(2, [3, 4, 7, 8, 5])
+    [(6, 6)]
+    """
+    if not positions:
+        return []
+    top = max(positions)
+    if top <= after or (positions[0] == after + 1 and positions[-1] == top == after + len(positions)
+                        and len(set(positions)) == len(positions)):  # fmt: skip
+        return []  # the usual case: exactly after+1 .. top
+    gaps, expected = [], after + 1
+    for position in sorted({p for p in positions if p > after}):
+        if position > expected:
+            gaps.append((expected, position - 1))
+        expected = position + 1
+    return gaps
+
+
+async def missing_events(
+    reader: Reader, gaps: list[tuple[int, int]], have: Container[int], types: Container[str]
+) -> list[RecordedEvent]:
+    """The events of ``types`` stored in the ``gaps`` (first, last) at positions not in ``have``, read by
+    Direct Get, in stream order. Positions that hold nothing (deleted events) are passed over."""
+    if len(gaps) > MAX_GAP_READS:  # many small holes (deleted events): one read over all of them
+        gaps = [(gaps[0][0], gaps[-1][1])]
+    found: dict[int, RecordedEvent] = {}
+    for first, last in gaps:
+        pages = reader.pages(f"{reader.name}.>", first - 1, last, first=min(READ_PAGE, last - first + 1))
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                for m in page.messages:
+                    if m.seq <= last and m.seq not in have and m.seq not in found:
+                        event = decode(m.seq, m.subject, m.headers, m.data)
+                        if event.type in types:
+                            found[m.seq] = event
+    return list(found.values())

@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from .._nats.wire import ApiError, parse_ack
+from .._reader import Reader
 from ..errors import EventStoreError, StreamNotFoundError
 from ..events import MSG_ID, Event, RecordedEvent, decode, encode_data, encode_headers, parse_time
-from ..store import EventStore
 
 if TYPE_CHECKING:
     from ..connection import Client
@@ -58,6 +58,7 @@ class DeadLetters:
         self.client = client
         self.name = f"{store}_parked"
         self.stream = self.name.upper()
+        self.reader = Reader(client, self.stream, self.name)
         self._ready = False
 
     def __repr__(self) -> str:
@@ -88,18 +89,14 @@ class DeadLetters:
         return True
 
     async def _exists(self, subject: str) -> bool:
-        reply = await self.client.wire.request(
-            f"$JS.API.DIRECT.GET.{self.stream}", json.dumps({"last_by_subj": subject}).encode()
-        )
-        return "Nats-Sequence" in (reply.headers or {})
+        return await self.reader.last(subject) is not None
 
     async def list(self, projection: str | None = None) -> list[ParkedEvent]:
         """The parked events (of one projection, or of all), oldest first; [] if none were ever parked."""
-        reader = EventStore(self.client, self.name, self.stream)
         filter_subject = f"{self.name}.{projection}.>" if projection else f"{self.name}.>"
         parked = []
         try:
-            async for page in reader._pages(filter_subject, 0, None):
+            async for page in self.reader.pages(filter_subject, 0, None):
                 parked += [_parked(m.seq, m.headers, m.data) for m in page.messages]
         except StreamNotFoundError:
             return []
@@ -115,9 +112,13 @@ class DeadLetters:
         return await self.client.delete_store(self.name)
 
 
+PERSONAL_MARK = b'"eskit-pii:1:'  # an encrypted personal field (eskit.privacy)
+
+
 def _payload(event: RecordedEvent) -> bytes:
-    """The stored bytes; for an event an upcaster changed, its upcast data (it goes with its upcast version)."""
-    if event.decode_error is not None or not event.raw:
+    """The stored bytes; for an event an upcaster changed, its upcast data (it goes with its upcast version).
+    An event with encrypted personal fields keeps its stored bytes: a parked copy never holds them decrypted."""
+    if event.decode_error is not None or not event.raw or PERSONAL_MARK in event.raw:
         return event.raw
     try:
         unchanged = json.loads(event.raw) == event.data

@@ -24,7 +24,7 @@ events in batches; each batch is applied in **one SQLite transaction that also s
 (the last stream sequence applied), and acknowledged only after the commit (one ack settles the batch: ack
 policy "all"). The consumer reads the whole store with one filter and hands on only the handled types
 (per-type filters cost nats-server a search of its subject index per event, which grows with the number of
-aggregates: see :mod:`eskit._consumer`); the position moves past the other events too, so ``wait_for``
+aggregates: see :mod:`eskit.projections.consumer`); the position moves past the other events too, so ``wait_for``
 works for any appended event, and ``lag`` counts all events not yet delivered. An event at or below the
 position (a redelivery, or a replay after a crash between commit and ack) is skipped. On start the consumer is
 recreated at the read model's position, so a crash never lets newer events overtake unacknowledged ones.
@@ -46,8 +46,8 @@ With upcasters on the store (``client.event_store(name, upcasters=...)``, :mod:`
 the upcast events; an event whose upcaster raises is parked at once, like an undecodable one.
 
 A handler that keeps raising (``max_attempts``) or an undecodable event is parked in the dead-letter stream
-(:mod:`eskit.deadletter`) and the projection goes on. :meth:`Projection.rebuild` builds a new read model from
-position 0 beside the live one and switches to it when it has caught up (blue/green).
+(:mod:`eskit.projections.deadletter`) and the projection goes on. :meth:`Projection.rebuild` builds a new read
+model from position 0 beside the live one and switches to it when it has caught up (blue/green).
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ import nats
 
 from ..aggregate import applies
 from ..errors import EskitError, PermissionDeniedError, ProjectionError, ValidationError
-from ..events import RecordedEvent, check_token, decode
+from ..events import RecordedEvent, check_token
 from .applying import Applier, Counts, ProjectionStats
-from .consumer import Batch, Progress, PullConsumer
+from .consumer import Batch, Progress, PullConsumer, missing_events, missing_ranges
 from .deadletter import DeadLetters, ParkedEvent
 from .readmodel import ReadModel
 
@@ -77,9 +77,6 @@ if TYPE_CHECKING:
     from ..store import EventStore
 
 __all__ = ["Projection", "ProjectionStats", "applies"]
-
-MAX_GAP_READS = 4  # more holes than this in one batch: one Direct Get read over the span instead
-READ_PAGE = 2000
 
 
 class Projection:
@@ -125,7 +122,7 @@ class Projection:
         self.store = store
         self.batch_size, self.max_wait = batch_size, max_wait
         handlers = {t: (f"{type(self).__name__}.{a}", getattr(self, a)) for t, a in self._appliers.items()}
-        self._model = ReadModel(db, self.name, schema if schema is not None else type(self).schema)
+        self._model = self._open_model(db, schema if schema is not None else type(self).schema)
         types = frozenset(handlers) if store.upcasters is None else store.upcasters.sources(handlers)  # renamed too
         self._consumer = PullConsumer(store.client, store.stream, f"projection-{self.name}", [f"{store.name}.>"],
                                       max_ack_pending=2 * batch_size, ack_wait=ack_wait,
@@ -144,6 +141,10 @@ class Projection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} position={self.position} lag={self._lag}>"
+
+    def _open_model(self, db: str | os.PathLike[str], schema: str) -> ReadModel:
+        """The read model this projection applies to (a multi-store projection gives each store a lane)."""
+        return ReadModel(db, self.name, schema)
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -221,6 +222,8 @@ class Projection:
                 gaps = missing_ranges(self._model.position, batch.positions)
                 if gaps:  # positions someone else took from this consumer: read them ourselves
                     events = await self._with_missing(events, gaps)
+                if self.store.privacy is not None:  # personal fields decrypted, or FORGOTTEN (eskit.privacy)
+                    await self.store.privacy.reveal_events(events)
                 if self.store.upcasters is not None:  # an upcaster that raises: the event is parked
                     events = self.store.upcasters._apply_fresh(events, strict=False)
                 await self._applier.apply(self._model, events, self._counts, through=batch.last_position)
@@ -236,22 +239,9 @@ class Projection:
         """``events`` with the handled events stored in the ``gaps`` (first, last), read by Direct Get, all in
         stream order. Positions that hold nothing (deleted events) are passed over."""
         merged = {e.position: e for e in events}
-        if len(gaps) > MAX_GAP_READS:  # many small holes (deleted events): one read over all of them
-            gaps = [(gaps[0][0], gaps[-1][1])]
-        wire, stream, whole = self.store._wire, self.store.stream, f"{self.store.name}.>"
-        for first, last in gaps:
-            start = first
-            for _ in range(last - first + 1):  # bounded: each page moves `start` on by at least one
-                page = await wire.direct_get(stream, whole, start=start, batch=min(READ_PAGE, last - start + 1))
-                for m in page.messages:
-                    if m.seq <= last and m.seq not in merged:
-                        event = decode(m.seq, m.subject, m.headers, m.data)
-                        if event.type in self._applier.handlers:
-                            merged[m.seq] = event
-                            self._counts.recovered += 1
-                if not page.messages or page.messages[-1].seq >= last:
-                    break
-                start = page.messages[-1].seq + 1
+        for event in await missing_events(self.store.reader, gaps, merged, self._applier.handlers):
+            merged[event.position] = event
+            self._counts.recovered += 1
         return [merged[p] for p in sorted(merged)]
 
     async def _recover_tail(self, progress: Progress) -> bool:
@@ -406,7 +396,10 @@ class Projection:
         async with self._lock:
             upcasters = self.store.upcasters
             for parked in await self.parked():
-                event = parked.event if upcasters is None else upcasters._apply_fresh([parked.event], strict=False)[0]
+                event = parked.event
+                if self.store.privacy is not None:  # a dead letter keeps the ciphertext
+                    event = await self.store.privacy.reveal_parked(event)
+                event = event if upcasters is None else upcasters._apply_fresh([event], strict=False)[0]
                 done, error = self._model.run([event], self._applier.handle)
                 if error is None:
                     await self.dead_letters.remove(parked)
@@ -414,23 +407,3 @@ class Projection:
         self._counts.applied += applied
         return applied
 
-
-def missing_ranges(after: int, positions: list[int]) -> list[tuple[int, int]]:
-    """The (first, last) ranges of positions after ``after`` and up to the highest in ``positions`` that
-    ``positions`` lacks: a consumer of the whole store delivers every position, so these went elsewhere.
-
-    >>> missing_ranges(2, [3, 4, 7, 8, 5])
-    [(6, 6)]
-    """
-    if not positions:
-        return []
-    top = max(positions)
-    if top <= after or (positions[0] == after + 1 and positions[-1] == top == after + len(positions)
-                        and len(set(positions)) == len(positions)):  # fmt: skip
-        return []  # the usual case: exactly after+1 .. top
-    gaps, expected = [], after + 1
-    for position in sorted({p for p in positions if p > after}):
-        if position > expected:
-            gaps.append((expected, position - 1))
-        expected = position + 1
-    return gaps
