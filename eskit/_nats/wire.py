@@ -55,11 +55,13 @@ class StoredMsg:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One batch Direct Get reply: the messages, and how many more match after them."""
+    """One batch Direct Get reply: the messages, and how many more match after them (``up_to``: a
+    ``multi_last`` reply's cut, the position it answered as of; 0 otherwise)."""
 
     messages: list[StoredMsg]
     pending: int
     last_seq: int
+    up_to: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +375,8 @@ class Wire:
             status = status_of(msg)
             if status == "204":  # EOB: end of this batch
                 fut.set_result(Page(messages, int(headers.get("Nats-Num-Pending", 0)),
-                                    int(headers.get("Nats-Last-Sequence", 0))))
+                                    int(headers.get("Nats-Last-Sequence", 0)),
+                                    int(headers.get("Nats-UpTo-Sequence", 0))))  # multi_last replies
             elif status == "404":  # nothing (more) matches
                 fut.set_result(Page(messages, 0, 0))
             elif status == "503":
