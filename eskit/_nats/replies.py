@@ -35,11 +35,13 @@ class StoredMsg:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One batch Direct Get reply: the messages, and how many more match after them."""
+    """One batch Direct Get reply: the messages, and how many more match after them (``up_to``: a
+    ``multi_last`` reply's cut, the position it answered as of; 0 otherwise)."""
 
     messages: list[StoredMsg]
     pending: int
     last_seq: int
+    up_to: int = 0
 
 
 @dataclass(frozen=True, slots=True)

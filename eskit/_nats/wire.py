@@ -275,7 +275,8 @@ class Wire:
             status = status_of(msg)
             if status == "204":  # EOB: end of this batch
                 fut.set_result(Page(messages, int(headers.get("Nats-Num-Pending", 0)),
-                                    int(headers.get("Nats-Last-Sequence", 0))))
+                                    int(headers.get("Nats-Last-Sequence", 0)),
+                                    int(headers.get("Nats-UpTo-Sequence", 0))))  # multi_last replies
             elif status == "404":  # nothing (more) matches
                 fut.set_result(Page(messages, 0, 0))
             elif status == "503":
