@@ -282,6 +282,7 @@ async def test_without_a_fast_lane_reads_and_projections_take_nats_py_s_ordinary
         await view.close(delete_consumer=True)
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 async def test_a_consumer_read_over_deleted_events_passes_their_gaps_without_calling_them_skipped(
     client: eskit.Client,
 ) -> None:
