@@ -307,8 +307,9 @@ print("public: ", [(e.aggregate_id, e.type) async for e in public.store.replay()
 # ### The partner reads the public stream, and nothing else
 #
 # The shipping team connects as its own user, allowed to read the public stream (stream info, Direct Get, its
-# own consumers) and nothing more. `eskit.auth.least_privilege_config` writes the server's users; this cell
-# starts a server of its own with a writer and the partner (a second or so):
+# own consumers) and nothing more. `eskit.auth.least_privilege_config` writes the server's users (lesson 07);
+# this cell starts a server of its own with an admin (who creates the stores), a writer (who appends) and the
+# partner (a second or so):
 
 # %%
 from eskit.auth import least_privilege_config
@@ -319,6 +320,10 @@ config = least_privilege_config(
 )
 secured = eskit.EmbeddedServer(config=config).start()
 try:
+    admin = await eskit.connect(secured.url, user="admin", password="adm-secret", namespace="")
+    await admin.publish_integration(await admin.event_store("orders"), "orders_public", types=["placed"])
+    await admin.close()  # an admin creates the stores; the writer fills them
+
     writer = await eskit.connect(secured.url, user="writer", password="w-secret", namespace="")
     private = await writer.event_store("orders")
     await private.append("o7", [eskit.Event("placed", {"amount": 99}), eskit.Event("fraud_checked", {"score": 0.9})])
