@@ -237,4 +237,5 @@ def test_importing_eskit_loads_no_notebook_widgets_yet_the_flat_layout_paths_sti
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "False", "True", "True", "eskit.analysis.widgets", "eskit.projections.dashboard"]
+    widgets, dashboard = "eskit.analysis.widgets", "eskit.projections.dashboard"
+    assert done.stdout.split() == ["False", "False", "True", "True", widgets, dashboard]
