@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 STAMP = VENV / ".eskit-installed"
-EVERYTHING = ("lab", "test", "dev", "pm4py", "analysis")  # the tests run pm4py, pyarrow and duckdb on eskit's exports
+# the tests run pm4py, pyarrow and duckdb on eskit's exports, and cryptography (privacy; lab and test carry it too)
+EVERYTHING = ("lab", "test", "dev", "pm4py", "analysis", "privacy")
 EXTRAS = {"lab": ("lab",), "test": EVERYTHING, "bench": EVERYTHING, "install": EVERYTHING}
 
 

@@ -14,6 +14,10 @@ the median of several repetitions.
      merged into one broader server check.
 2. Throughput of 4 disjoint writers (own connections, own boundaries) against 1, for both DCB decisions;
    internal retries (a merged filter moved under a writer, nothing matched, the append was re-sent) counted.
+3. One contended boundary: 8 writers numbering invoices through ``execute``; the most read-decide-append
+   rounds one invoice took (the worst wait, in rounds), and invoices per second.
+
+``measure_scaling(quick)`` returns the figures of 2 and 3 as a dict (``bench/scale.py`` reports them).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from eskit.dcb_examples import (
     COURSE_KEYS,
     USER_KEYS,
     Decision,
+    create_invoice,
     define_course,
     execute,
     register_account,
@@ -144,6 +149,73 @@ async def throughput(url: str, writers: int, n: int, kind: str) -> tuple[float, 
     return writers * n / elapsed, retries
 
 
+async def contended(url: str, writers: int, n: int) -> tuple[int, float]:
+    """``writers`` writers (own connections) number ``n`` invoices each on one boundary through ``execute``:
+    the most rounds one invoice took, and invoices per second. Every number is checked unique and gapless."""
+    name = f"binv{tag()}"
+    async with await eskit.connect(url) as setup:
+        await setup.dcb_store(name)
+        clients = [await eskit.connect(url) for _ in range(writers)]
+        stores = [await c.dcb_store(name) for c in clients]
+        worst = 0
+
+        async def writer(w: int, store: eskit.dcb.DCBStore) -> None:
+            nonlocal worst
+            for i in range(n):
+                decision, rounds = create_invoice({"writer": w, "i": i}), 0
+
+                def decide(
+                    events: list[eskit.dcb.SequencedEvent], inner: Decision = decision
+                ) -> list[eskit.dcb.TaggedEvent]:
+                    nonlocal rounds
+                    rounds += 1
+                    return inner.decide(events)
+
+                await execute(store, Decision(decision.query, decide, decision.last_only))
+                worst = max(worst, rounds)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(writer(w, s) for w, s in enumerate(stores)))
+        elapsed = time.perf_counter() - start
+        numbers = [e.data["invoiceNumber"] for e in await stores[0].read()]
+        if numbers != list(range(1, writers * n + 1)):
+            raise AssertionError(f"invoice numbers are not unique and gapless: {numbers[:20]}...")
+        for c in clients:
+            await c.close()
+        await setup.delete_store(name)
+    return worst, writers * n / elapsed
+
+
+async def measure_scaling(quick: bool, url: str | None = None) -> dict[str, float]:
+    """Issue 17's DCB figures in one run: 4 disjoint writers (course decisions) against 1, internal retries
+    per decision, and the worst rounds of 8 writers numbering invoices on one boundary.
+
+    >>> figures = asyncio.run(measure_scaling(quick=True))                       # doctest: +SKIP
+    >>> sorted(figures)[:3]                                                      # doctest: +SKIP
+    ['contended_invoices_per_s', 'contended_worst_rounds', 'course_1_writer_per_s']
+    """
+    per_writer, invoices = (100, 15) if quick else (400, 50)
+    server = None if url or os.environ.get("NATS_URL") else eskit.EmbeddedServer().start()
+    url = url or os.environ.get("NATS_URL") or server.url  # type: ignore[union-attr]
+    try:
+        figures: dict[str, float] = {}
+        for kind in ("course", "username"):
+            one, _ = await throughput(url, 1, per_writer, kind)
+            four, retries = await throughput(url, 4, per_writer, kind)
+            prefix = "dcb_disjoint" if kind == "course" else "username_disjoint"
+            figures[f"{prefix}_scaling"] = four / one
+            figures[f"{kind}_1_writer_per_s"], figures[f"{kind}_4_writers_per_s"] = one, four
+            figures["retries_per_decision" if kind == "course" else "username_retries_per_decision"] = (
+                retries / (4 * per_writer)
+            )
+        worst, rate = await contended(url, 8, invoices)
+        figures["contended_worst_rounds"], figures["contended_invoices_per_s"] = worst, rate
+        return figures
+    finally:
+        if server is not None:
+            server.stop()
+
+
 async def main(quick: bool) -> None:
     n, reps, per_writer = (50, 3, 100) if quick else (200, 5, 400)
     server = None if os.environ.get("NATS_URL") else eskit.EmbeddedServer().start()
@@ -162,6 +234,8 @@ async def main(quick: bool) -> None:
                 f"  {kind:<9} 1 writer {one:7.0f}/s   4 writers {four:7.0f}/s   {four / one:.2f}x   "
                 f"internal retries {retries} ({retries / (4 * per_writer):.2f} per decision), conflicts 0"
             )
+        worst, rate = await contended(url, 8, 15 if quick else 50)
+        print(f"one contended boundary, 8 writers numbering invoices: {rate:.0f}/s, worst {worst} rounds for one")
     finally:
         if server is not None:
             server.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import _flat, analysis, dcb
+from . import _flat, analysis, dcb, integration
 from . import auth as auth  # eskit.auth.least_privilege_config
 from . import course as course  # the notebooks' exercise checks (eskit.course.check)
 from . import projections as projections  # eskit.projections.Projection
@@ -22,9 +22,10 @@ from .analysis.export import ExportResult, to_arrow, to_parquet
 from .analysis.frames import to_dataframe
 from .analysis.log_import import ImportResult, import_log
 from .analysis.ocel import OcelImportResult, OcelResult, import_ocel, to_ocel
+from .auth import Partner
 from .cache import AggregateCache
 from .cluster import EmbeddedCluster
-from .connection import Client, ServerInfo, connect
+from .connection import Client, ServerInfo, connect, forget
 from .errors import (
     AggregateError,
     AppendConditionError,
@@ -53,7 +54,10 @@ from .errors import (
     ValidationError,
 )
 from .events import Event, RecordedEvent
+from .integration import IntegrationStream, Republisher
 from .migrate import MigrationResult, migrate
+from .privacy import FORGOTTEN as FORGOTTEN  # a constant: outside __all__ (ruff and sorted() order it apart)
+from .privacy import Personal
 from .process import (
     Append,
     CommandService,
@@ -65,6 +69,7 @@ from .process import (
 )
 from .projections.dashboard import Dashboard, dashboard
 from .projections.deadletter import DeadLetters, ParkedEvent
+from .projections.multistream import MultiStreamProjection
 from .projections.projection import Projection, ProjectionStats
 from .retry import retry_on_conflict, run_command
 from .server import EmbeddedServer
@@ -109,14 +114,18 @@ __all__ = [
     "EventStoreError",
     "ExportResult",
     "ImportResult",
+    "IntegrationStream",
     "InvalidNameError",
     "LogEvent",
     "MigrationResult",
+    "MultiStreamProjection",
     "OcelImportResult",
     "OcelResult",
     "ParkedEvent",
+    "Partner",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Personal",
     "ProcessError",
     "ProcessManager",
     "ProcessStats",
@@ -124,6 +133,7 @@ __all__ = [
     "ProjectionError",
     "ProjectionStats",
     "RecordedEvent",
+    "Republisher",
     "Request",
     "ServerInfo",
     "ServerStartError",
@@ -147,8 +157,10 @@ __all__ = [
     "connect",
     "dashboard",
     "dcb",
+    "forget",
     "import_log",
     "import_ocel",
+    "integration",
     "migrate",
     "reacts_to",
     "read_log",

@@ -98,6 +98,7 @@ class Aggregate:
         self.position = 0
         self._pending: list[Event] = []
         self._mark: Mark | None = None  # the stored event at `position`, once known
+        self._personal: dict[str, str] = {}  # subject id -> key id of personal fields applied (eskit.privacy)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -198,6 +199,24 @@ class Aggregate:
         if m is not None:
             self._mark = Mark.of(m)
 
+    def _apply_revealed(self, messages: list[StoredMsg], datas: list[Any], upcasters: Upcasters | None) -> None:
+        """:meth:`apply_stored` for messages whose data was decoded and revealed (:mod:`eskit.privacy`)."""
+        from .privacy.personal import Undecodable
+
+        types = upcasters.types if upcasters is not None else frozenset()
+        for m, data in zip(messages, datas, strict=True):
+            if isinstance(data, Undecodable):
+                raise self._undecodable(m, data.error) from None
+            event_type = subject_parts(m.subject)[1]
+            if upcasters is not None and event_type in types:
+                version = _version(m.headers.get(SCHEMA_VERSION))
+                event_type, _, data = upcasters.resolve(m.seq, m.subject, event_type, version, data)
+            self._dispatch(event_type, data, where=f"position {m.seq}")
+            self.version += 1
+            self.position = m.seq
+        if messages:
+            self._mark = Mark.of(messages[-1])
+
     def _undecodable(self, m: StoredMsg, exc: Exception) -> UndecodableEventError:
         return UndecodableEventError(
             f"{type(self).__name__} {self.id!r}: the event at position {m.seq} ({m.subject!r}) "
@@ -282,6 +301,8 @@ async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Pos
     ``up_to`` (a position or a datetime) gives the state as of that moment; no snapshot is written then.
     """
     if up_to is None and store.cache is not None:
+        if store.privacy is not None:  # missed forgets (a reconnect) drop the cached aggregates first
+            store.privacy.ring._check_connection()
         cached = await _from_cache(store, cls, aggregate_id)
         if cached is not None:
             return cached
@@ -329,7 +350,13 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
                 if not messages or not mark.matches(messages[0], prefix):
                     return -1, None
                 messages, mark = messages[1:], None
-            aggregate.apply_stored(messages, store.upcasters)
+            if store.privacy is None:
+                aggregate.apply_stored(messages, store.upcasters)
+            else:  # personal fields decrypted first (or FORGOTTEN): see eskit.privacy
+                datas, used = await store.privacy.revealed_messages(messages)
+                aggregate._apply_revealed(messages, datas, store.upcasters)
+                if used:  # a snapshot of this state is sealed with these keys: forgetting one forgets it
+                    aggregate._personal = {**getattr(aggregate, "_personal", {}), **used}
             replayed, last = replayed + len(messages), messages[-1] if messages else last
     return (-1, None) if mark is not None else (replayed, last)
 
@@ -391,6 +418,10 @@ async def save(store: EventStore, aggregate: Aggregate) -> int:
     if not pending:
         return aggregate.position
     position = await store.append(aggregate.id, pending, expected_position=aggregate.position)
+    if store.privacy is not None:  # the state holds these subjects' personal fields now
+        used = store.privacy.keys_of(pending)
+        if used:
+            aggregate._personal = {**getattr(aggregate, "_personal", {}), **used}
     aggregate.mark_saved(position)
     if store.cache is not None:
         store.cache.put(aggregate)

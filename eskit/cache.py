@@ -40,6 +40,7 @@ class _Entry:
     position: int
     state: dict[str, Any]
     mark: Mark | None  # the stored event at `position`
+    personal: dict[str, str] = dataclasses.field(default_factory=dict)  # keys it was built with (eskit.privacy)
 
 
 class AggregateCache:
@@ -63,6 +64,8 @@ class AggregateCache:
         aggregate = cls(aggregate_id)
         aggregate.restore(copy.deepcopy(entry.state))
         aggregate.version, aggregate.position, aggregate._mark = entry.version, entry.position, entry.mark
+        if entry.personal:
+            aggregate._personal = dict(entry.personal)
         return aggregate
 
     def put(self, aggregate: Aggregate) -> None:
@@ -71,7 +74,8 @@ class AggregateCache:
             return
         key = (type(aggregate), aggregate.id)
         state = copy.deepcopy(aggregate.snapshot())
-        self._entries[key] = _Entry(aggregate.version, aggregate.position, state, aggregate._mark)
+        personal = dict(getattr(aggregate, "_personal", None) or {})
+        self._entries[key] = _Entry(aggregate.version, aggregate.position, state, aggregate._mark, personal)
         self._entries.move_to_end(key)
         while len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)

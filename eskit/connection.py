@@ -41,6 +41,9 @@ from .cache import AggregateCache
 from .dcb.setup import open_dcb_store
 from .dcb.store import DCBStore
 from .errors import AuthenticationError, ConnectError, EventStoreError, ValidationError
+from .integration.public import IntegrationStream, open_public_store, publish_integration
+from .privacy import DEFAULT_BUCKET, KeyRing, Personal, Privacy
+from .privacy.keys import check_subject_id
 from .server import EmbeddedServer
 from .snapshots import SnapshotPolicy, Snapshots, drop_bucket
 from .store import EventStore
@@ -107,6 +110,7 @@ class Client:
         reconfigure: bool = False,
         allow_delete_history: bool = False,
         upcasters: Upcasters | None = None,
+        privacy: Personal | None = None,
     ) -> EventStore:
         """The event store ``name``: stream ``NAME`` holding subjects ``name.>``, created or opened.
 
@@ -120,6 +124,9 @@ class Client:
         ``allow_delete_history=True``. The flags are set when the stream is created, never changed later.
         ``upcasters=Upcasters()``: every read sees old events as their current version (see
         :mod:`eskit.upcasting`); the stored events are never rewritten.
+        ``privacy=Personal({"registered": ["email"]}, subject="customer")``: those fields are encrypted per
+        data subject on append and decrypted on every read; ``eskit.forget(client, "c1")`` makes them read as
+        ``"<forgotten>"`` (see :mod:`eskit.privacy`).
 
         In a learner namespace the store is ``<namespace>_<name>`` (see :meth:`store_name`).
 
@@ -127,7 +134,8 @@ class Client:
         """
         for value, kind, example in ((snapshots, SnapshotPolicy, "SnapshotPolicy(every=100)"),
                                      (cache, AggregateCache, "AggregateCache()"),
-                                     (upcasters, Upcasters, "Upcasters()")):  # fmt: skip
+                                     (upcasters, Upcasters, "Upcasters()"),
+                                     (privacy, Personal, "Personal({'joined': ['email']}, subject='u')")):  # fmt: skip
             if value is not None and not isinstance(value, kind):
                 raise ValidationError(f"event_store takes None or {example} there, got {value!r}")
         name = self.store_name(name)
@@ -139,6 +147,8 @@ class Client:
             store.snapshots = await Snapshots.open(store, snapshots)
         store.cache = cache
         store.upcasters = upcasters
+        if privacy is not None:
+            store.privacy = await Privacy.open(self, privacy, name)
         if cache is not None:
             self._caches.setdefault(name, []).append(cache)
         return store
@@ -167,6 +177,24 @@ class Client:
                                      allow_delete_history=allow_delete_history)  # fmt: skip
         store.upcasters = upcasters
         return store
+
+    async def publish_integration(self, store: EventStore, name: str, *, types: Sequence[str]) -> IntegrationStream:
+        """Publish the event ``types`` of ``store`` to the public store ``name``: a stream the server fills by
+        sourcing ``store`` (no second write by the application; whole events, chosen types only). Returns a
+        handle: ``.store`` to read it, ``.wait_for()`` the server's copy, ``.lag()``, ``.delete()``. See
+        :mod:`eskit.integration.public`.
+
+        >>> public = await client.publish_integration(orders, "orders-public", types=["placed"])  # doctest: +SKIP
+        """
+        return await publish_integration(self, store, name, types=types)
+
+    async def public_store(self, name: str, *, upcasters: Upcasters | None = None) -> EventStore:
+        """The public store ``name`` (made by :meth:`publish_integration`), to read: what a partner opens with
+        its read-only user (:class:`eskit.auth.Partner`); ``upcasters`` as for :meth:`event_store`.
+
+        >>> orders = await partner.public_store("orders-public")          # doctest: +SKIP
+        """
+        return await open_public_store(self, name, upcasters=upcasters)
 
     async def delete_store(self, name: str) -> bool:
         """Delete the stream behind store ``name`` (and all its events). Returns False if it did not exist.
@@ -306,6 +334,37 @@ class _Relay:
     async def reconnected(self) -> None:
         if self.client is not None:
             self.client.wire.on_reconnected()
+
+
+async def forget(target: Client | EventStore, subject_id: str, *, bucket: str | None = None) -> bool:
+    """Forget data subject ``subject_id``: erase its key from the key bucket and purge the key's history.
+
+    ``target`` is a client (the bucket: ``bucket=``, default ``personal_keys``) or a store opened with
+    ``privacy=`` (its bucket). Every personal field encrypted with that key, in every store using the bucket,
+    reads as ``eskit.FORGOTTEN`` from now on; the events themselves are unchanged. Returns True if there was a
+    key. Read models that copied personal fields must be rebuilt, or forget them themselves (docs/privacy.md).
+
+    >>> await eskit.forget(client, "c1")                               # doctest: +SKIP
+    True
+    """
+    subject_id = check_subject_id(subject_id, "forget: the subject id")
+    if isinstance(target, EventStore):
+        privacy = target.privacy
+        if privacy is None:
+            raise ValidationError(
+                f"store {target.name!r} was opened without privacy=: pass the client, "
+                "eskit.forget(client, subject_id), or open the store with privacy=eskit.Personal(...)"
+            )
+        if bucket is not None and target.client.store_name(bucket) != privacy.ring.bucket:
+            raise ValidationError(f"store {target.name!r} keeps its keys in {privacy.ring.bucket!r}, not {bucket!r}")
+        return await privacy.forget(subject_id)
+    if not isinstance(target, Client):
+        shown = repr(target) if len(repr(target)) <= 40 else repr(target)[:37] + "..."
+        raise ValidationError(
+            f"forget takes a client or a store: eskit.forget(client, 'c1'); got {type(target).__name__} {shown}"
+        )
+    ring = await KeyRing.open(target, DEFAULT_BUCKET if bucket is None else bucket)
+    return await ring.forget(subject_id)
 
 
 def _url_user(url: str) -> str | None:

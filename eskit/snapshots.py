@@ -38,6 +38,7 @@ from ._nats.codes import CONFLICT, EXPECTED_SEQ, STREAM_NAME_IN_USE, STREAM_NOT_
 from ._nats.wire import ApiError, StoredMsg, Wire, parse_ack, status_of
 from .errors import EventStoreError, InvalidNameError, StoreTimeoutError, ValidationError
 from .events import Position, parse_time
+from .privacy.personal import PERSONAL_MARK, SEALED
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -96,6 +97,7 @@ class Snapshot:
     revision: int
     stream: str = ""
     mark: Mark | None = None
+    personal: dict[str, str] = field(default_factory=dict)  # the keys it is sealed with (eskit.privacy)
 
     def fits(self, up_to: Position) -> bool:
         """Whether the snapshot is no later than ``up_to`` (a position or a time)."""
@@ -110,6 +112,8 @@ class Snapshot:
         aggregate.restore(self.state)
         aggregate.version, aggregate.position = self.version, self.position
         aggregate._mark = self.mark
+        if self.personal:
+            aggregate._personal = dict(self.personal)
 
     def proven_by(self, msg: StoredMsg | None, prefix: str) -> bool:
         """Whether ``msg`` (the stored message at ``position``, on a subject under ``prefix``) is the event
@@ -218,7 +222,18 @@ class Snapshots:
         revision = int(headers["Nats-Sequence"])
         if headers.get("KV-Operation") in ("DEL", "PURGE"):
             return Lookup(revision, None)
-        snapshot, problem = _decode(msg.data, aggregate_id, revision, cls)
+        raw, personal = msg.data, dict[str, str]()
+        privacy = self.store.privacy
+        if privacy is not None and raw.startswith(SEALED):  # personal data inside: sealed with its subjects' keys
+            opened = await privacy.open_snapshot(raw, key)
+            if opened is None:  # a subject was forgotten: replay (the load writes a new snapshot)
+                return Lookup(revision, None, ignored=True)
+            raw, personal = opened
+        elif privacy is not None and PERSONAL_MARK in raw:  # written by a reader without the keys: ciphertext
+            return Lookup(revision, None, ignored=True)
+        snapshot, problem = _decode(raw, aggregate_id, revision, cls)
+        if snapshot is not None and personal:
+            snapshot = replace(snapshot, personal=personal)
         taken_from = snapshot.stream if snapshot is not None else self.stream_identity
         if taken_from != self.stream_identity and taken_from != await self.refresh_identity():
             snapshot = None  # the stream was deleted and recreated since the snapshot was taken
@@ -296,6 +311,12 @@ class Snapshots:
         # the old identity disagree, and a load elsewhere ignores this snapshot once and writes a right one.
         when = timestamp or parse_time(mark.stored_at)
         payload = _snapshotformat.encode_aggregate(aggregate, when, self.stream_identity, mark)
+        personal = getattr(aggregate, "_personal", None)
+        if personal and self.store.privacy is not None:
+            sealed = self.store.privacy.seal_snapshot(payload, personal, key_for(cls, aggregate.id))
+            if sealed is None:  # one of its subjects was forgotten meanwhile: no snapshot of that state
+                return False
+            payload = sealed
         for _ in range(_WRITE_ATTEMPTS):
             reply = parse_ack(await self._wire.request(subject, payload, {EXPECTED_SEQ: str(revision)}))
             if not isinstance(reply, ApiError):

@@ -62,6 +62,7 @@ from .events import (
 if TYPE_CHECKING:
     from .cache import AggregateCache
     from .connection import Client
+    from .privacy import Privacy
     from .snapshots import Snapshots
     from .upcasting import Upcasters
 
@@ -86,6 +87,7 @@ class EventStore:
         self.snapshots: Snapshots | None = None  # set by client.event_store(..., snapshots=SnapshotPolicy())
         self.cache: AggregateCache | None = None  # set by client.event_store(..., cache=AggregateCache())
         self.upcasters: Upcasters | None = None  # set by client.event_store(..., upcasters=Upcasters())
+        self.privacy: Privacy | None = None  # set by client.event_store(..., privacy=Personal(...))
 
     def __repr__(self) -> str:
         return f"<EventStore {self.name} stream={self.stream}>"
@@ -99,8 +101,13 @@ class EventStore:
 
         Raises :class:`ConcurrencyError` if ``expected_position`` is given and the aggregate's last event
         is elsewhere. Appending the same ``Event`` objects again (a retry) stores nothing new and returns
-        the position they were stored at.
+        the position they were stored at. A store opened with ``privacy=`` encrypts personal fields first
+        (:mod:`eskit.privacy`).
         """
+        if self.privacy is not None:
+            check_token(aggregate_id, "aggregate id")  # before a key is made for a subject
+            check_events(events, Event, "append(id, [event])")
+            events = await self.privacy.seal(events)
         messages = self._encode(aggregate_id, events, expected_position)
         if len(messages) == 1:
             reply = await self._wire.request(*messages[0])
@@ -188,6 +195,14 @@ class EventStore:
                 "append_many takes a list of (aggregate_id, [events], expected_position) tuples, "
                 "e.g. [('1', [Event('created')], 0)] (expected_position None: no check)"
             )
+        if self.privacy is not None:  # everything checked first: no key is made for input that fails
+            privacy = self.privacy
+            for aggregate_id, events, expected in appends:
+                self._encode(aggregate_id, events, expected)
+            plans = [privacy.check(events) for _, events, _ in appends]
+            appends = [
+                (a, await privacy.sealed(events, plan), x) for (a, events, x), plan in zip(appends, plans, strict=True)
+            ]
         encoded = [self._encode(aggregate_id, events, expected) for aggregate_id, events, expected in appends]
         positions: list[int] = [0] * len(appends)
         singles = [i for i, messages in enumerate(encoded) if len(messages) == 1]
@@ -299,10 +314,12 @@ class EventStore:
         a short-lived consumer; then Direct Get pages for what was appended meanwhile. ``strict=False``: an event
         whose upcaster raises comes with the error in ``decode_error`` (see :mod:`eskit.upcasting`)."""
         whole, limit = f"{self.name}.>", up_to if isinstance(up_to, int) else None
-        upcasters = self.upcasters
+        upcasters, privacy = self.upcasters, self.privacy
         async with contextlib.aclosing(self.reader.pages(whole, after, limit)) as pages:
             async for page in pages:
                 events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
+                if privacy is not None:
+                    await privacy.reveal_events(events)
                 if upcasters is not None:
                     events = upcasters._apply_fresh(events, strict=strict)
                 for event in events:
@@ -317,6 +334,8 @@ class EventStore:
         async with contextlib.aclosing(self.reader.events(after=after, filters=[whole])) as batches:
             try:
                 async for events in batches:
+                    if privacy is not None:
+                        await privacy.reveal_events(events)
                     if upcasters is not None:
                         events = upcasters._apply_fresh(events, strict=strict)
                     for event in events:
@@ -332,9 +351,11 @@ class EventStore:
     async def _scan(
         self, filter_subject: str, *, after: int, up_to: Position, upcast: bool = True, strict: bool = True
     ) -> AsyncIterator[RecordedEvent]:
-        upcasters = self.upcasters if upcast else None
+        upcasters, privacy = (self.upcasters, self.privacy) if upcast else (None, None)
         async for page in self.reader.pages(filter_subject, after, up_to if isinstance(up_to, int) else None):
             events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
+            if privacy is not None:
+                await privacy.reveal_events(events)
             if upcasters is not None:
                 events = upcasters._apply_fresh(events, strict=strict)
             for event in events:

@@ -178,6 +178,11 @@ def _check_owner(store: str, info: dict[str, Any], kind: str) -> None:
     """Refuse a stream that is not this store's: other subjects, or the other kind of store."""
     config = info["config"]
     name, subjects = config.get("name"), config.get("subjects")
+    if "eskit_public_of" in (config.get("metadata") or {}):  # eskit.integration.public.PUBLIC_OF
+        raise EventStoreError(
+            f"store {store!r} is a public stream of {config['metadata']['eskit_public_of']!r}: read it with "
+            f"client.public_store({store!r}); nobody appends to it"
+        )
     if subjects != [f"{store}.>"]:
         raise EventStoreError(
             f"stream {name} already exists with subjects {subjects}, not ['{store}.>']: it is not store {store!r} "
@@ -200,9 +205,7 @@ def _check_keeps_history(store: str, config: dict[str, Any], kind: str) -> None:
                 if (config.get(key) or 0) > 0]  # fmt: skip
     if config.get("retention", "limits") != "limits":
         dropping.append(f"retention={config['retention']}")
-    flags = ["allow_rollup_hdrs", "mirror", "sources", "subject_transform", "sealed"]
-    if kind == "event store":
-        flags.append("allow_msg_ttl")  # a DCB store's condition carriers expire (eskit.dcb)
+    flags = ["allow_rollup_hdrs", "mirror", "sources", "subject_transform", "sealed", "allow_msg_ttl"]
     dropping += [f"{key}={config[key]}" for key in flags if config.get(key)]
     if dropping:
         raise EventStoreError(

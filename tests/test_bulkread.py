@@ -276,3 +276,22 @@ async def test_without_a_fast_lane_reads_and_projections_take_nats_py_s_ordinary
         assert view.position == 2501 and view.db.execute("SELECT v FROM n").fetchone() == (2500,)
     finally:
         await view.close(delete_consumer=True)
+
+
+async def test_a_consumer_read_over_deleted_events_passes_their_gaps_without_calling_them_skipped(
+    client: eskit.Client,
+) -> None:
+    from eskit._bulkread import consumer_batches
+    from eskit._rawdecode import ack_tokens
+
+    name = unique("holes")
+    store = await client.event_store(name, allow_delete_history=True)
+    try:
+        await store.append_many([(f"a{i}", [eskit.Event("created")], None) for i in range(50)])
+        for seq in (1, 7, 8, 30, 50):  # deleted: gaps a consumer passes over, nothing stored in them
+            await client.js.delete_msg(store.stream, seq)
+        got = [p async for b in consumer_batches(store.reader, after=0, filters=[f"{name}.>"], batch=10)
+               for p in ack_tokens(b.replies).positions]  # fmt: skip
+        assert got == [p for p in range(1, 51) if p not in (1, 7, 8, 30, 50)]  # no "passed over" error
+    finally:
+        await client.delete_store(name)

@@ -15,6 +15,12 @@ def test_all_is_sorted_and_every_name_in_it_exists() -> None:
     assert missing == []
 
 
+def test_integration_events_and_multi_stream_projections_are_public() -> None:
+    for name in ("IntegrationStream", "MultiStreamProjection", "Partner", "Republisher", "integration"):
+        assert name in eskit.__all__
+    assert callable(eskit.Client.publish_integration) and callable(eskit.Client.public_store)
+
+
 def test_every_public_name_and_module_has_a_docstring() -> None:
     undocumented = [n for n in eskit.__all__ if callable(getattr(eskit, n)) and not getattr(eskit, n).__doc__]
     modules = [m.name for m in pkgutil.walk_packages(eskit.__path__, "eskit.")]
@@ -38,7 +44,8 @@ def test_every_error_is_an_eskit_error_and_drawn_in_the_error_tree() -> None:
 
 def test_the_doctests_that_need_no_server_pass() -> None:
     for name in ("eskit.events", "eskit.errors", "eskit.examples", "eskit.auth", "eskit.upcasting",
-                 "eskit.process.commands", "eskit.process.examples"):  # fmt: skip
+                 "eskit.process.commands", "eskit.process.examples", "eskit.integration.public",
+                 "eskit.integration.republish"):  # fmt: skip
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, name
 

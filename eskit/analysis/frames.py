@@ -40,13 +40,16 @@ from ..events import (
     SCHEMA_VERSION,
     RecordedEvent,
     check_position,
+    subject_parts,
 )
 from .eventlog import ACTIVITY, CASE, TIMESTAMP
 from .rawcolumns import raw_columns
 
 if TYPE_CHECKING:
+    from ..privacy import Privacy
     from ..store import EventStore
     from ..upcasting import Upcasters
+    from .rawcolumns import RawColumns
 
 CHUNK = 100_000  # rows turned into a DataFrame at a time: bounds the per-event Python objects held
 BASE = [
@@ -82,8 +85,9 @@ _KNOWN = frozenset(
 class _Columns:
     """Column lists for one chunk of events."""
 
-    def __init__(self, upcasters: Upcasters | None = None) -> None:
+    def __init__(self, upcasters: Upcasters | None = None, privacy: Privacy | None = None) -> None:
         self.upcasters = upcasters  # applied to stored messages (RecordedEvents come upcast already)
+        self.privacy = privacy  # personal fields of stored messages decrypted by build() (eskit.privacy)
         self.rows: list[list[Any]] = [[] for _ in range(8)]
         self.meta: list[dict[str, str]] = []
         self.data: list[Any] = []  # decoded (from RecordedEvents)
@@ -134,12 +138,27 @@ class _Columns:
         self.has_meta = self.has_meta or bool(e.metadata)
         self.data.append(e.data)
 
-    def frame(self) -> pd.DataFrame:
+    async def build(self) -> pd.DataFrame:
+        """:meth:`frame`, with the personal fields of stored messages decrypted first (or FORGOTTEN)."""
+        if self.privacy is None or not (self.batches or self.raw):
+            return self.frame()
+        if self.batches:
+            columns = raw_columns(self.batches)
+            data = _decode_all(columns.payloads)
+            await self.privacy.reveal([subject_parts(s)[1] for s in columns.base["subject"]], data)
+            return self._raw_frame(columns, data)
+        data = _decode_all(self.raw)
+        await self.privacy.reveal([subject_parts(s)[1] for s in self.rows[1]], data)
+        return self.frame(data)
+
+    def frame(self, decoded: list[Any] | None = None) -> pd.DataFrame:
+        """The chunk as a DataFrame (``decoded``: the payloads, decoded already)."""
         if self.batches:
             return self._raw_frame()
         pos, subj, stamp, occ, ids, ver, corr, caus = self.rows
         _, aggregates, types = split_subjects(subj, original_names=True)
-        data, versions = self.data or _decode_all(self.raw), [version(v) for v in ver]
+        data = decoded if decoded is not None else self.data or _decode_all(self.raw)
+        versions = [version(v) for v in ver]
         if self.upcasters is not None and self.raw:
             types, versions = self.upcasters._apply_columns(pos, subj, types, versions, data)
         df = pd.DataFrame(
@@ -158,11 +177,11 @@ class _Columns:
         )
         return _joined(df, self.meta if self.has_meta else None, data)
 
-    def _raw_frame(self) -> pd.DataFrame:
-        columns = raw_columns(self.batches)
+    def _raw_frame(self, columns: RawColumns | None = None, data: list[Any] | None = None) -> pd.DataFrame:
+        columns = columns if columns is not None else raw_columns(self.batches)
         base = columns.base
         base["occurred_at"] = _times(columns.occurred_at)
-        data = _decode_all(columns.payloads)
+        data = data if data is not None else _decode_all(columns.payloads)
         if self.upcasters is not None:
             base["type"], versions = self.upcasters._apply_columns(
                 base["position"], base["subject"], base["type"], base["schema_version"], data
@@ -264,7 +283,8 @@ async def chunk_frames(
     bar = bar if bar is not None else tqdm(disable=True)
     chunk = chunk or CHUNK
     upcasters = source.upcasters if isinstance(source, EventStore) else None
-    columns = _Columns(upcasters)
+    privacy = source.privacy if isinstance(source, EventStore) else None
+    columns = _Columns(upcasters, privacy)
     if isinstance(source, EventStore) and subjects is None:
         last = await source.reader.last_position()
         bar.total = max(0, last - after)
@@ -277,8 +297,8 @@ async def chunk_frames(
             columns.add_messages(messages)
             bar.update(len(messages))
             if len(columns) >= chunk:
-                yield columns.frame()
-                columns = _Columns(upcasters)
+                yield await columns.build()
+                columns = _Columns(upcasters, privacy)
     elif isinstance(source, EventStore):
         for filter_subject in _filters(source, subjects):
             first = True
@@ -289,8 +309,8 @@ async def chunk_frames(
                 columns.add_messages(page.messages)
                 bar.update(len(page.messages))
                 if len(columns) >= chunk:
-                    yield columns.frame()
-                    columns = _Columns(upcasters)
+                    yield await columns.build()
+                    columns = _Columns(upcasters, privacy)
     elif subjects is not None:
         raise ValidationError("subjects= filters a store; filter an event stream before passing it")
     else:
@@ -298,10 +318,10 @@ async def chunk_frames(
             columns.add_event(event)
             bar.update(1)
             if len(columns) >= chunk:
-                yield columns.frame()
-                columns = _Columns(upcasters)
+                yield await columns.build()
+                columns = _Columns(upcasters, privacy)
     if len(columns):
-        yield columns.frame()
+        yield await columns.build()
 
 
 async def _read_by_consumer(
@@ -312,7 +332,7 @@ async def _read_by_consumer(
     Refused (an account that may not create consumers), ended early (events deleted meanwhile) or failed
     half-way (its consumer gone): the caller reads on from the position in ``got``, with Direct Get.
     """
-    columns = _Columns(store.upcasters)
+    columns = _Columns(store.upcasters, store.privacy)
     reader = store.reader.batches(after=after, filters=[f"{store.name}.>"])
     with contextlib.suppress(ConsumerRefused, EventStoreError):
         async with contextlib.aclosing(reader) as batches:  # on an error too: the consumer goes at once
@@ -321,10 +341,10 @@ async def _read_by_consumer(
                 bar.update(len(batch))
                 got[0] = ack_tokens(batch.replies[-1:]).positions[0]
                 if len(columns) >= chunk:
-                    frame, columns = columns.frame(), _Columns(store.upcasters)
+                    frame, columns = await columns.build(), _Columns(store.upcasters, store.privacy)
                     yield frame
     if len(columns):
-        yield columns.frame()
+        yield await columns.build()
 
 
 def _filters(store: EventStore, subjects: Sequence[str] | None) -> list[str]:

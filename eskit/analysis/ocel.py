@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._nats.wire import StoredMsg
 from ..dcb.query import MAX_BATCH, RAW, TAGS, TaggedEvent
 from ..dcb.store import DCBStore
 from ..errors import EventLogError, ValidationError
@@ -45,6 +46,7 @@ from .ocel_sqlite import write_sqlite
 
 if TYPE_CHECKING:
     from ..connection import Client
+    from ..privacy import Privacy
 
 TIME = "ocel:time"
 QUALIFIERS = "ocel:qualifiers"
@@ -133,8 +135,10 @@ def _kind(path: Path) -> str:
 async def _collect(source: DCBStore | EventStore) -> _Log:
     log = _Log()
     dcb = source if isinstance(source, DCBStore) else None
+    privacy = source.privacy if isinstance(source, EventStore) else None
     async for page in source.reader.pages(f"{source.name}.>", 0, None):
-        for m in page.messages:
+        messages = page.messages if privacy is None else await _revealed(privacy, page.messages)
+        for m in messages:
             if dcb is not None and dcb.layout.is_carrier(m.subject):
                 continue
             log.events.append(_event(source.name, m.seq, m.subject, m.headers, m.data, dcb is not None, log))
@@ -146,6 +150,18 @@ async def _collect(source: DCBStore | EventStore) -> _Log:
             event.pop("_position")
         seen.add(event["id"])
     return log
+
+
+async def _revealed(privacy: Privacy, messages: list[StoredMsg]) -> list[StoredMsg]:
+    """Messages of a store opened with ``privacy=``: personal fields decrypted, or FORGOTTEN (eskit.privacy)."""
+    datas, _ = await privacy.revealed_messages(messages)
+    declared = privacy.personal.fields
+    return [
+        StoredMsg(m.seq, m.subject, m.headers, json.dumps(d).encode())
+        if isinstance(d, dict) and subject_parts(m.subject)[1] in declared
+        else m
+        for m, d in zip(messages, datas, strict=True)
+    ]
 
 
 def _event(

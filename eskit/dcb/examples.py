@@ -8,7 +8,7 @@
 A :class:`Decision` is a query (its consistency boundary) and a pure function from the events it matches to
 the events to append, or a :class:`~eskit.errors.DecisionError` in the rule's own words. :func:`execute`
 reads, decides and appends with ``AppendCondition(query, after=<what it read>)``; when the boundary moved
-meanwhile it decides again on fresh events (``retry_on_conflict``).
+meanwhile it decides again on fresh events, and a writer that keeps losing queues (:mod:`eskit.dcb.turns`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DecisionError
 from ..events import Event
-from ..retry import retry_on_conflict
 from .store import AppendCondition, DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
+from .turns import take_turns
 
 if TYPE_CHECKING:
     from ..connection import Client
@@ -66,7 +66,7 @@ async def execute(
             await hooks.pop()()
         return await store.append(events, AppendCondition(decision.query, after))
 
-    return await retry_on_conflict(attempt, attempts=100, base_delay=0.001, max_delay=0.02)
+    return await take_turns(store, decision.query, attempt, attempts=100)
 
 
 # -- course subscriptions --

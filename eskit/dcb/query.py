@@ -187,7 +187,8 @@ class Layout:
         return ".".join([self.store, *["~"] * (len(self.tag_keys) + 3)])
 
     def is_carrier(self, subject: str) -> bool:
-        return subject == self.carrier
+        """A check carrier, or a ticket of :mod:`eskit.dcb.turns` (on the carrier's subject + tokens)."""
+        return subject == self.carrier or subject.startswith(self.carrier + ".")
 
     def subject(self, event: TaggedEvent) -> str:
         check_token(event.type, "event type")

@@ -24,15 +24,20 @@ student), two ways, used in turn:
 
 1. *Merge* filters into their narrowest common one (``courses.*.*.*``) until one per event: a single message,
    the fast path. Still correct, but broader: a writer elsewhere in it moves L, the append is rejected, only
-   the messages that arrived in between are re-read, and if none matches Q the append is re-sent.
+   the messages that arrived in between are re-read, and if none matches Q the append is re-sent after a
+   random pause that doubles with each rejection (else writers deciding at one pace collide again in step).
 2. After ``MERGED_ATTEMPTS`` rejections: *exact* checks, on *check carriers*: the batch is padded with empty
-   messages on ``<store>.~.~...`` (outside every event filter) that expire after a second (``Nats-TTL``),
-   each carrying one more check. Disjoint writers no longer touch each other's filters, so they cannot
-   starve each other. The price: positions have gaps (the spec allows them), a short-lived extra message,
-   and an atomic batch (on one file-backed server the batch commit syncs to disk: slower than one message).
+   messages on ``<store>.~.~...`` (outside every event filter, skipped by every read), each carrying one
+   more check. Disjoint writers no longer touch each other's filters, so they cannot starve each other. The
+   price: positions have gaps (the spec allows them), an extra empty message (kept: a store allows no
+   message TTL, which would let any writer append an event that expires), and an atomic batch (on one
+   file-backed server the batch commit syncs to disk: slower than one message).
 
 Either way, writers on disjoint boundaries never see an error; under contention they pay round trips.
-Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all).
+Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all),
+and a carrier sent *before* the event to claim the second filter (a writer whose condition does not cover
+that filter, or a plain append, could store a matching event in between: no server check would see it).
+Many writers deciding on one boundary take turns (:mod:`eskit.dcb.turns`, used by ``examples.execute``).
 
 **On a cluster** (replicas > 1) Direct Get is answered by any replica, and a follower may not have applied
 what the leader has already checked a condition against. Two rules keep decisions consistent with the
@@ -117,11 +122,11 @@ __all__ = [
     "TaggedEvent",
 ]
 
-TTL, CARRIER_TTL = "Nats-TTL", "1s"
 DUPLICATES = (BATCH_DUPLICATE, DUPLICATE_IN_PROCESS)
 MAX_ATTEMPTS = 200
 MAX_CARRIERS = 15
-MERGED_ATTEMPTS = 8
+MERGED_ATTEMPTS = 32
+MERGED_BACKOFF, MAX_BACKOFF = 0.001, 0.02  # full jitter after a merged check moved: 1, 2, 4 ... 20 ms at most
 KNOWN_MAX = 50_000
 LAG_WAIT, LAG_PAUSE = 5.0, 0.002  # how long a read waits for a lagging follower, and between looks
 PROOF_ATTEMPTS = 4
@@ -321,6 +326,7 @@ class DCBStore:
         verified: dict[str, int] = {}
         hint: dict[str, int] = {}  # the actual last position the server named when it rejected one check
         locked = self.replicas > 1  # the lock is a check: one slot fewer for filters (see the module docstring)
+        pause = 0.0
         for attempt in range(MAX_ATTEMPTS):
             exact = locked or attempt >= MERGED_ATTEMPTS  # one check per event, else exact checks on carriers
             slots = len(messages) + (MAX_CARRIERS if exact else 0) - locked
@@ -329,6 +335,8 @@ class DCBStore:
             for f in filters:
                 verified.setdefault(f, after)
             await asyncio.gather(*(self._verify(f, query, verified, expected[f]) for f in filters))
+            if pause:  # nothing matching arrived: other writers moved a broader filter; spread the re-sends
+                await asyncio.sleep(pause)
             batch = self._with_checks(messages, filters, expected, lock=locked)
             ack = await self._publish(batch)
             if not isinstance(ack, ApiError):
@@ -339,7 +347,8 @@ class DCBStore:
             self.retries += 1
             actual = re.search(r"(\d+)\s*$", ack.description)
             hint = {filters[0]: int(actual.group(1))} if actual and len(filters) == 1 else {}
-            if attempt >= 3:
+            pause = 0.0 if exact else random.random() * min(MERGED_BACKOFF * 2**attempt, MAX_BACKOFF)  # full jitter
+            if exact and attempt >= 3:
                 await asyncio.sleep(random.random() * min(0.001 * attempt, 0.02))
         raise ContentionError(
             f"{self.name}: append still losing races on {filters} after {MAX_ATTEMPTS} attempts; narrow the "
@@ -360,9 +369,7 @@ class DCBStore:
         The leader frees an in-flight check when it applies the message carrying it: on the last one, every
         event of the batch is stored before another append may take the lock.
         """
-        carriers = [
-            (self.layout.carrier, b"", {TTL: CARRIER_TTL}) for _ in range(len(filters) + lock - len(messages))
-        ]
+        carriers: list[Message] = [(self.layout.carrier, b"", {}) for _ in range(len(filters) + lock - len(messages))]
         batch = carriers + [(subject, data, dict(headers)) for subject, data, headers in messages]
         for (_, _, headers), f in zip(batch, filters, strict=False):
             headers[EXPECTED_SEQ], headers[EXPECTED_SUBJECT] = str(expected[f]), f

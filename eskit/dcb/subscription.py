@@ -131,7 +131,7 @@ class Subscription:
             self._reopen()  # a gap: go on from the last event received
             return
         self._delivered, self._next = sequence.consumer, sequence.stream + 1
-        if msg.subject == self._skip:  # a check carrier, not an event
+        if msg.subject == self._skip or msg.subject.startswith(self._skip + "."):  # a carrier or a ticket
             return
         event = decode(sequence.stream, msg.subject, msg.headers or {}, msg.data)
         if self._query.matches(event.type, event.tags):

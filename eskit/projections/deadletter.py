@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from .._nats.wire import ApiError, parse_ack
 from .._reader import Reader
-from ..errors import EventStoreError, StreamNotFoundError
+from ..errors import EventStoreError, PermissionDeniedError, StreamNotFoundError
 from ..events import MSG_ID, Event, RecordedEvent, decode, encode_data, encode_headers, parse_time
 
 if TYPE_CHECKING:
@@ -68,7 +68,13 @@ class DeadLetters:
         """Copy ``event`` to the dead-letter stream; False if this projection had parked it already."""
         if not self._ready:
             # created the first time; not immutable: a parked copy is removed once it was replayed
-            await self.client.event_store(self.name, allow_delete_history=True)
+            try:
+                await self.client.event_store(self.name, allow_delete_history=True)
+            except PermissionDeniedError as exc:  # a writer under eskit.auth may not create streams
+                raise PermissionDeniedError(
+                    f"{exc}; an admin creates the dead-letter store once: "
+                    f"await admin.event_store({self.name!r}, allow_delete_history=True)"
+                ) from exc
             self._ready = True
         subject = f"{self.name}.{projection}.{event.position}"
         if await self._exists(subject):
@@ -112,9 +118,13 @@ class DeadLetters:
         return await self.client.delete_store(self.name)
 
 
+PERSONAL_MARK = b'"eskit-pii:1:'  # an encrypted personal field (eskit.privacy)
+
+
 def _payload(event: RecordedEvent) -> bytes:
-    """The stored bytes; for an event an upcaster changed, its upcast data (it goes with its upcast version)."""
-    if event.decode_error is not None or not event.raw:
+    """The stored bytes; for an event an upcaster changed, its upcast data (it goes with its upcast version).
+    An event with encrypted personal fields keeps its stored bytes: a parked copy never holds them decrypted."""
+    if event.decode_error is not None or not event.raw or PERSONAL_MARK in event.raw:
         return event.raw
     try:
         unchanged = json.loads(event.raw) == event.data

@@ -218,6 +218,8 @@ class Projection:
                 gaps = missing_ranges(self._model.position, batch.positions)
                 if gaps:  # positions someone else took from this consumer: read them ourselves
                     events = await self._with_missing(events, gaps)
+                if self.store.privacy is not None:  # personal fields decrypted, or FORGOTTEN (eskit.privacy)
+                    await self.store.privacy.reveal_events(events)
                 if self.store.upcasters is not None:  # an upcaster that raises: the event is parked
                     events = self.store.upcasters._apply_fresh(events, strict=False)
                 await self._applier.apply(self._model, events, self._counts, through=batch.last_position)
@@ -390,7 +392,10 @@ class Projection:
         async with self._lock:
             upcasters = self.store.upcasters
             for parked in await self.parked():
-                event = parked.event if upcasters is None else upcasters._apply_fresh([parked.event], strict=False)[0]
+                event = parked.event
+                if self.store.privacy is not None:  # a dead letter keeps the ciphertext
+                    event = await self.store.privacy.reveal_parked(event)
+                event = event if upcasters is None else upcasters._apply_fresh([event], strict=False)[0]
                 done, error = self._model.run([event], self._applier.handle)
                 if error is None:
                     await self.dead_letters.remove(parked)

@@ -8,6 +8,10 @@ event at or below the position is recognised and skipped.
 >>> model.position
 0
 
+A read model fed by several stores (:mod:`eskit.projections.multistream`) keeps one position per store: each store's
+part is a :meth:`ReadModel.lane` on the same database, with its own row in the positions table, moved in
+the same transaction as that store's changes.
+
 ``path`` is a file or ``":memory:"``. A rebuild builds a fresh model beside the live one (``<path>.rebuild``
 for a file) and :meth:`ReadModel.replace` swaps it in: for a file, with one atomic rename, so a reader opening
 ``path`` sees either the old model or the new one, never a half-built one.
@@ -29,11 +33,16 @@ Apply = Callable[[sqlite3.Connection, RecordedEvent], None]
 class ReadModel:
     """One SQLite database (file or memory) with a schema and a position (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike[str], name: str, schema: str) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], name: str, schema: str, *, key: str | None = None,
+        db: sqlite3.Connection | None = None,
+    ) -> None:  # fmt: skip
         self.path = str(path)
         self.name = name
         self.schema = schema
-        self.db = self._open(self.path)
+        self.key = key or name  # the row of the positions table this model moves
+        self._owns_db = db is None  # a lane shares its owner's database and never closes it
+        self.db = db if db is not None else self._open(self.path)
         self.position = self._setup()
 
     @property
@@ -52,8 +61,18 @@ class ReadModel:
                 f"BEGIN;\n{self.schema.strip().rstrip(';')};\n"
                 f"CREATE TABLE {POSITIONS} (name TEXT PRIMARY KEY, position INTEGER NOT NULL);\nCOMMIT;"
             )
-        row = self.db.execute(f"SELECT position FROM {POSITIONS} WHERE name = ?", (self.name,)).fetchone()
+        row = self.db.execute(f"SELECT position FROM {POSITIONS} WHERE name = ?", (self.key,)).fetchone()
         return int(row[0]) if row else 0
+
+    def lane(self, key: str) -> ReadModel:
+        """A model on the same database with a position of its own (row ``key``): one store's part of a
+        read model fed by several stores. Only the model that opened the database closes it."""
+        return ReadModel(self.path, self.name, self.schema, key=key, db=self.db)
+
+    def follow(self, owner: ReadModel) -> None:
+        """Point this lane at ``owner``'s database again (after the owner's :meth:`replace`)."""
+        self.db = owner.db
+        self.position = self._setup()
 
     def run(self, events: Sequence[RecordedEvent], apply: Apply) -> tuple[int, Exception | None]:
         """Apply ``events`` in one transaction and move the position to the last one, all or nothing.
@@ -85,7 +104,7 @@ class ReadModel:
             self.db.execute(
                 f"INSERT INTO {POSITIONS} (name, position) VALUES (?, ?) ON CONFLICT (name) "
                 "DO UPDATE SET position = max(position, excluded.position)",
-                (self.name, position),
+                (self.key, position),
             )
             self.db.execute("COMMIT")
         except BaseException:
@@ -116,4 +135,5 @@ class ReadModel:
         old.close()
 
     def close(self) -> None:
-        self.db.close()
+        if self._owns_db:
+            self.db.close()

@@ -1,0 +1,94 @@
+"""Taking turns on a contended DCB boundary (eskit.dcb.turns): bounded rounds, tickets invisible to readers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from conftest import unique
+
+import eskit
+from eskit.dcb import DCBStore, Query, QueryItem, SequencedEvent, TaggedEvent
+from eskit.dcb.examples import Decision, create_invoice, execute
+
+WRITERS, INVOICES = 8, 100
+TICKET_AFTER = 6  # eskit.dcb.turns.TICKET_AFTER (not imported: these tests also run on the code before it)
+
+
+async def numbering(url: str, name: str, w: int) -> int:
+    """One writer numbering ``INVOICES`` invoices; the most rounds one of them took."""
+    worst = 0
+    async with await eskit.connect(url) as client:
+        store = await client.dcb_store(name)
+        for i in range(INVOICES):
+            decision, rounds = create_invoice({"writer": w, "i": i}), 0
+
+            def decide(events: list[SequencedEvent], inner: Decision = decision) -> list[TaggedEvent]:
+                nonlocal rounds
+                rounds += 1
+                return inner.decide(events)
+
+            await execute(store, Decision(decision.query, decide, last_only=True))
+            worst = max(worst, rounds)
+    return worst
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_writer_among_eight_numbering_invoices_no_longer_loses_a_dozen_rounds_in_a_row(
+    client: eskit.Client, nats_url: str
+) -> None:
+    name = unique("invoices")
+    invoices = await client.dcb_store(name)
+    worst = await asyncio.gather(*(numbering(nats_url, name, w) for w in range(WRITERS)))
+    numbers = [e.data["invoiceNumber"] for e in await invoices.read()]
+    await client.delete_store(name)
+    assert numbers == list(range(1, WRITERS * INVOICES + 1))  # safe: unique and gapless
+    # live: a ticket after TICKET_AFTER lost rounds; then each other writer wins at most once before it
+    assert max(worst) <= TICKET_AFTER + WRITERS, worst
+
+
+async def test_a_queue_ticket_is_neither_read_nor_followed_as_an_event(client: eskit.Client) -> None:
+    store = await client.dcb_store(unique("tickets"), tag_keys=["course"])
+    try:
+        await execute(store, create_invoice({}))
+        await client.wire.request(f"{store.layout.carrier}.b0.w0", b"waiting")  # position 2
+        after = await store.append([TaggedEvent("CourseDefined", {}, ["course:c1"])])
+        events = await store.read()
+        assert [e.type for e in events] == ["InvoiceCreated", "CourseDefined"] and events.head == after
+        assert [e.type for e in await store.read(Query([QueryItem(["CourseDefined"])]))] == ["CourseDefined"]
+        async with await store.subscribe(after=0) as followed:
+            seen = [await asyncio.wait_for(anext(followed), 10) for _ in range(2)]
+        assert [e.position for e in seen] == [1, 3]
+    finally:
+        await client.delete_store(store.name)
+
+
+async def test_a_decision_nobody_contends_sends_no_ticket(client: eskit.Client) -> None:
+    store = await client.dcb_store(unique("calm"))
+    try:
+        positions = [await execute(store, create_invoice({"i": i})) for i in range(5)]
+        assert positions == [1, 2, 3, 4, 5] and await store.head() == 5
+    finally:
+        await client.delete_store(store.name)
+
+
+async def test_a_ticket_left_by_a_dead_writer_holds_the_others_back_only_until_it_expires(
+    client: eskit.Client,
+) -> None:
+    from eskit.dcb import turns as dcb_turns
+
+    store: DCBStore = await client.dcb_store(unique("dead"))
+    try:
+        decision = create_invoice({})
+        queue = f"{store.layout.carrier}.{dcb_turns._boundary(store, decision.query)}"
+        await client.wire.request(f"{queue}.dead", dcb_turns.WAITING)  # never marked done: it grows old
+        writer = dcb_turns._writers.setdefault(store, dcb_turns._Writer())
+        writer.lost_at[dcb_turns._boundary(store, decision.query)] = time.monotonic()  # it lost a round lately
+        start = time.monotonic()
+        assert await execute(store, decision) == 2  # waited for the dead writer's ticket, then went
+        assert 0.5 <= time.monotonic() - start <= dcb_turns.TURN_WAIT + 1.0
+        assert [e.data["invoiceNumber"] for e in await store.read()] == [1]
+    finally:
+        await client.delete_store(store.name)
