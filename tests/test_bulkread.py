@@ -81,6 +81,7 @@ async def test_a_read_leaves_no_consumer_behind(mixed: eskit.EventStore) -> None
     assert info.state.consumer_count == 0
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 async def test_events_appended_after_the_read_started_are_not_included(store: eskit.EventStore) -> None:
     await store.append_many([(f"o{i}", [eskit.Event("a", {})], None) for i in range(1200)])
     seen = 0
@@ -91,6 +92,7 @@ async def test_events_appended_after_the_read_started_are_not_included(store: es
     assert seen == 1200 and await store.last_position() == 1201
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 async def test_a_missing_stream_is_stream_not_found(client: eskit.Client, store: eskit.EventStore) -> None:
     await store.append("x", [eskit.Event("a", {})])
     await client.delete_store(store.name)
@@ -194,6 +196,7 @@ async def small_pulls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_reader, "BULK", 100)
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 @pytest.mark.usefixtures("small_pulls")
 async def test_a_replay_whose_consumer_vanishes_half_way_reads_on_with_direct_get(store: eskit.EventStore) -> None:
     await store.append_many([(f"o{i}", [eskit.Event("a", {"i": i})], None) for i in range(3000)])
@@ -207,6 +210,7 @@ async def test_a_replay_whose_consumer_vanishes_half_way_reads_on_with_direct_ge
     assert seen == list(range(1, 3001))
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 @pytest.mark.usefixtures("small_pulls")
 async def test_a_frame_whose_consumer_vanishes_half_way_is_still_whole(
     store: eskit.EventStore, monkeypatch: pytest.MonkeyPatch
@@ -278,6 +282,7 @@ async def test_without_a_fast_lane_reads_and_projections_take_nats_py_s_ordinary
         await view.close(delete_consumer=True)
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 async def test_a_consumer_read_over_deleted_events_passes_their_gaps_without_calling_them_skipped(
     client: eskit.Client,
 ) -> None:

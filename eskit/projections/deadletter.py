@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from .._nats.jsapi import guarded
 from .._nats.wire import ApiError, parse_ack
 from .._reader import Reader
 from ..errors import EventStoreError, PermissionDeniedError, StreamNotFoundError
@@ -110,7 +111,8 @@ class DeadLetters:
 
     async def remove(self, parked: ParkedEvent) -> None:
         """Delete one parked copy (after it was replayed successfully); the original stays in its stream."""
-        await self.client.js.delete_msg(self.stream, parked.parked_seq)
+        await guarded(f"remove parked event {parked.parked_seq} from {self.stream}",
+                      self.client.js.delete_msg(self.stream, parked.parked_seq))
 
     async def delete(self) -> bool:
         """Delete the whole dead-letter stream (e.g. when the store itself is deleted)."""
