@@ -19,7 +19,6 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bulkread import ConsumerRefused
@@ -33,7 +32,7 @@ from ._nats.codes import (
     WRONG_LAST_SEQUENCE,
 )
 from ._nats.wire import ApiError, StoredMsg, parse_ack
-from ._reader import Reader, by_consumer, merge_scans
+from ._reader import Reader, beyond, by_consumer, merge_scans
 from .aggregate import Aggregate
 from .aggregate import load as load_aggregate
 from .aggregate import save as save_aggregate
@@ -324,7 +323,7 @@ class EventStore:
                 if upcasters is not None:
                     events = upcasters._apply_fresh(events, strict=strict)
                 for event in events:
-                    if _beyond(event, up_to):
+                    if beyond(event, up_to):
                         return
                     yield event
                     after = event.position
@@ -340,7 +339,7 @@ class EventStore:
                     if upcasters is not None:
                         events = upcasters._apply_fresh(events, strict=strict)
                     for event in events:
-                        if _beyond(event, up_to):
+                        if beyond(event, up_to):
                             return
                         yield event
                         after = event.position
@@ -360,7 +359,7 @@ class EventStore:
             if upcasters is not None:
                 events = upcasters._apply_fresh(events, strict=strict)
             for event in events:
-                if _beyond(event, up_to):
+                if beyond(event, up_to):
                     return
                 yield event
 
@@ -396,12 +395,3 @@ class EventStore:
 def _header_bytes(headers: dict[str, str]) -> int:
     """Size of the encoded header block: ``NATS/1.0\\r\\n`` + ``Key: value\\r\\n``... + ``\\r\\n``."""
     return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
-
-
-def _beyond(event: RecordedEvent, up_to: Position) -> bool:
-    if up_to is None:
-        return False
-    if isinstance(up_to, datetime):
-        return event.timestamp > (up_to if up_to.tzinfo else up_to.astimezone())  # naive = local time
-    return event.position > up_to
-
