@@ -276,6 +276,9 @@ async def test_a_command_the_service_refuses_is_parked_at_once_without_retries(f
         (eskit.Append("shipping", "o0", [{"type": "x"}]), "events must be eskit.Event objects, got {'type': 'x'}"),
         (eskit.Append("shipping", "o0", []), "events must be a non-empty list of eskit.Event"),
         (eskit.Request("payment charge"), "a service subject is tokens"),
+        (eskit.Request("payment.charge", 5), "data takes a JSON object"),  # type: ignore[arg-type]
+        (eskit.Request("payment.charge", {}, timeout=-1), "timeout takes a number of seconds"),
+        (eskit.Request("payment.charge", {}, timeout="2"), "timeout takes a number of seconds"),  # type: ignore[arg-type]
     ],
 )
 async def test_a_malformed_command_is_parked_at_once_with_a_readable_reason(
@@ -314,3 +317,29 @@ async def test_two_copies_of_a_service_answering_one_command_at_once_store_one_o
     assert sum(not a["duplicate"] for a in answers) == 1
     assert sum(c.stats.handled for c in copies) == 1 and sum(c.stats.duplicates for c in copies) == 9
     assert len(await (await flow.event_store("payments")).read("same")) == 1
+
+
+async def test_a_repeated_command_is_not_decided_again_so_a_decide_with_a_side_effect_acts_once(
+    flow: eskit.Client,
+) -> None:
+    calls: list[str] = []
+
+    def charge_card(command: dict[str, object]) -> eskit.Event:  # the side effect: a card charged
+        calls.append(str(command["order"]))
+        return eskit.Event("captured", dict(command))
+
+    service = await eskit.command_service(flow, "payment.charge", store="payments", decide=charge_card)
+    body = json.dumps({"order": "o1", "amount": 10}).encode()
+    try:
+        sequential = []
+        for _ in range(2):
+            reply = await flow.nc.request(service.subject, body, headers={"Eskit-Command-Id": "c1"}, timeout=5)
+            sequential.append(json.loads(reply.data))
+        at_once = await asyncio.gather(*(
+            flow.nc.request(service.subject, body, headers={"Eskit-Command-Id": "c2"}, timeout=5) for _ in range(10)
+        ))  # fmt: skip
+    finally:
+        await service.stop()
+    assert [r["duplicate"] for r in sequential] == [False, True]
+    assert calls == ["o1", "o1"]  # once for c1, once for c2: repeats are answered from the store
+    assert sum(not json.loads(r.data)["duplicate"] for r in at_once) == 1

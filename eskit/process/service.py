@@ -20,10 +20,11 @@ id, or whose ``decide`` raises :class:`~eskit.errors.DecisionError` or returns n
 ``Nats-Service-Error`` reply with code 400 (refused: a retry gets the same answer); any other exception of
 ``decide`` or the store, code 500 (worth a retry).
 
-Once per command id, for ever: the outcome is appended with ``expected_position=0`` (the aggregate must not
-exist). A repeated command conflicts, and the service answers with the outcome it stored the first time
-(``"duplicate": true``), even if ``decide`` would now decide otherwise. Two copies of the service in one
-queue group share the requests and still store one outcome per id.
+Once per command id, for ever: a repeated command finds the outcome stored the first time (one read before
+``decide``, so ``decide`` is not run again) and gets it as the answer (``"duplicate": true``), even if
+``decide`` would now decide otherwise. The outcome is appended with ``expected_position=0`` (the aggregate
+must not exist): two copies of the service in one queue group share the requests and still store one outcome
+per id (two copies that get one id at the same moment may both run ``decide``; one outcome is stored).
 
 The service is a `NATS micro service <https://docs.nats.io/using-nats/developer/services>`_: ``nats micro
 list`` and ``nats micro stats`` show it. In a learner namespace its subject gets the namespace as a prefix
@@ -37,7 +38,7 @@ import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import nats.micro
@@ -77,6 +78,14 @@ class ServiceStats:
     errors: int
 
 
+@dataclass(slots=True)
+class _Turn:
+    """The requests for one command id being handled at one copy of a service: they go one at a time."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class CommandService:
     """A running command service (see the module docstring); :meth:`stop` ends it."""
 
@@ -85,6 +94,7 @@ class CommandService:
         self._service: Service | None = None
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deciding: dict[str, _Turn] = {}  # command id -> the requests for it at this copy
         self._handled = self._duplicates = self._errors = 0
 
     def __repr__(self) -> str:
@@ -141,7 +151,27 @@ class CommandService:
     async def _once(
         self, command_id: str, command: dict[str, Any], flow: tuple[str | None, str | None]
     ) -> tuple[RecordedEvent, bool]:
-        """The outcome of ``command_id``: decided and stored now, or (a repeat) the one stored before."""
+        """The outcome of ``command_id``: decided and stored now, or (a repeat) the one stored before.
+
+        A repeat is looked up before ``decide`` runs (one read), and repeats arriving at this copy while the
+        first is being decided wait for it: ``decide`` runs once per command id, unless two copies of the
+        service get the same id at the same moment (then both decide, and one outcome is stored)."""
+        turn = self._deciding.setdefault(command_id, _Turn())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                stored = await self.store.read(command_id)
+                if stored:
+                    return stored[0], True
+                return await self._decide(command_id, command, flow)
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._deciding[command_id]
+
+    async def _decide(
+        self, command_id: str, command: dict[str, Any], flow: tuple[str | None, str | None]
+    ) -> tuple[RecordedEvent, bool]:
         outcome = self.decide(command)
         event = await outcome if inspect.isawaitable(outcome) else outcome
         if not isinstance(event, Event):
