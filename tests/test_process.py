@@ -343,3 +343,34 @@ async def test_a_repeated_command_is_not_decided_again_so_a_decide_with_a_side_e
     assert [r["duplicate"] for r in sequential] == [False, True]
     assert calls == ["o1", "o1"]  # once for c1, once for c2: repeats are answered from the store
     assert sum(not json.loads(r.data)["duplicate"] for r in at_once) == 1
+
+
+async def test_a_credential_in_a_failing_handler_or_service_is_masked_in_the_parked_reason_and_the_reply(
+    flow: eskit.Client,
+) -> None:
+    def leaky(command: dict[str, object]) -> eskit.Event:
+        raise RuntimeError("the bank at https://shop:hunter2@bank.example/api refused")
+
+    service = await eskit.command_service(flow, "payment.charge", store="payments", decide=leaky)
+
+    class Leaky(eskit.ProcessManager):
+        @eskit.reacts_to("orders", "placed")
+        def _placed(self, event: eskit.RecordedEvent) -> eskit.process.Command:
+            if event.aggregate_id == "o0":
+                raise RuntimeError("cannot reach nats://writer:s3cret@db:4222")
+            return eskit.Request("payment.charge", {"order": event.aggregate_id})
+
+    await place(await flow.event_store("orders"), 2)
+    leaking = Leaky(flow, retry_delay=0.01, max_attempts=1)
+    try:
+        reply = await flow.nc.request(service.subject, b"{}", headers={"Eskit-Command-Id": "c1"}, timeout=5)
+        await leaking.run_until_caught_up(timeout=30)
+        parked = await leaking.parked()
+    finally:
+        await leaking.close(delete_consumers=True)
+        await service.stop()
+    assert reply.headers is not None and "hunter2" not in reply.headers["Nats-Service-Error"]
+    assert "https://shop:***@bank.example/api" in reply.headers["Nats-Service-Error"]
+    assert len(parked) == 2
+    reasons = " ".join(p.reason for p in parked)
+    assert "s3cret" not in reasons and "hunter2" not in reasons and "nats://writer:***@db:4222" in reasons

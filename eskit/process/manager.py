@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import nats
 
+from .._redact import redact
 from ..errors import (
     EskitError,
     PermissionDeniedError,
@@ -273,7 +274,7 @@ class ProcessManager:
         try:
             await asyncio.gather(*tasks)
         except BaseException as exc:
-            self._error = f"{type(exc).__name__}: {exc}"
+            self._error = redact(f"{type(exc).__name__}: {exc}")
             raise
         finally:
             for feed in feeds:

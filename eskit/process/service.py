@@ -45,6 +45,7 @@ import nats.micro
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service
 
+from .._redact import redact
 from ..codec import encode_json
 from ..errors import ConcurrencyError, DecisionError, EskitError, ValidationError
 from ..events import CAUSATION_ID, CORRELATION_ID, Event, RecordedEvent, check_token
@@ -129,18 +130,18 @@ class CommandService:
                 raise ValidationError(f"a command is a JSON object, got {type(command).__name__}")
         except (EskitError, ValueError) as exc:
             self._errors += 1
-            await request.respond_error("400", str(exc).replace("\n", " "))
+            await request.respond_error("400", _said(str(exc)))
             return
         try:
             flow = (headers.get(CORRELATION_ID), headers.get(CAUSATION_ID))
             recorded, duplicate = await self._once(command_id, command, flow)
         except (DecisionError, ValidationError) as exc:  # refused: a retry gets the same answer
             self._errors += 1
-            await request.respond_error("400", f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500])
+            await request.respond_error("400", _said(f"{type(exc).__name__}: {exc}"))
             return
         except Exception as exc:  # decide raised, or the store failed: the caller retries
             self._errors += 1
-            await request.respond_error("500", f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500])
+            await request.respond_error("500", _said(f"{type(exc).__name__}: {exc}"))
             return
         self._handled += not duplicate
         self._duplicates += duplicate
@@ -215,6 +216,11 @@ async def command_service(
     service = CommandService(client, wire_subject, await client.event_store(store), decide)
     await service.start(service_name)
     return service
+
+
+def _said(problem: str) -> str:
+    """An error as a reply header: one line, at most 500 characters, credentials masked."""
+    return redact(" ".join(problem.split()))[:500]
 
 
 def reply_of(data: bytes) -> Mapping[str, Any]:
