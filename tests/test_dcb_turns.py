@@ -92,3 +92,18 @@ async def test_a_ticket_left_by_a_dead_writer_holds_the_others_back_only_until_i
         assert [e.data["invoiceNumber"] for e in await store.read()] == [1]
     finally:
         await client.delete_store(store.name)
+
+
+@pytest.mark.parametrize("attempts", [0, "3", 2.5])
+async def test_take_turns_refuses_a_count_of_rounds_that_is_not_one_or_more_with_an_eskit_error(
+    client: eskit.Client, attempts: object
+) -> None:
+    from eskit.dcb.turns import take_turns
+
+    store = await client.dcb_store(unique("rounds"))
+    try:
+        with pytest.raises(eskit.ValidationError, match="attempts takes a number of rounds"):
+            await take_turns(store, Query([QueryItem(["X"])]), lambda: asyncio.sleep(0), attempts=attempts)  # type: ignore[arg-type]
+        assert await store.head() == 0
+    finally:
+        await client.delete_store(store.name)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .._nats.wire import ApiError, TooManySubjectsError, parse_ack
-from ..errors import ConcurrencyError, EskitError
+from ..errors import ConcurrencyError, EskitError, ValidationError
 from .query import Query
 from .store import TTL, DCBStore
 
@@ -81,8 +81,8 @@ async def take_turns(
 
     >>> await take_turns(invoices, Query([QueryItem(["InvoiceCreated"])]), attempt)   # doctest: +SKIP
     """
-    if attempts < 1:
-        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    if type(attempts) is not int or attempts < 1:
+        raise ValidationError(f"attempts takes a number of rounds from 1, such as 100; got {attempts!r}")
     writer = _writers.setdefault(store, _Writer())
     boundary = _boundary(store, query)
     queue = f"{store.layout.carrier}.{boundary}"
