@@ -374,3 +374,24 @@ async def test_a_credential_in_a_failing_handler_or_service_is_masked_in_the_par
     assert len(parked) == 2
     reasons = " ".join(p.reason for p in parked)
     assert "s3cret" not in reasons and "hunter2" not in reasons and "nats://writer:***@db:4222" in reasons
+
+
+async def test_a_process_manager_that_lost_its_positions_after_the_duplicate_window_cancels_no_order_twice(
+    flow: eskit.Client, payments: eskit.CommandService
+) -> None:
+    orders = await flow.event_store("orders", duplicate_window=0.2)  # the cancellations: no expected_position
+    await place(orders, 6)
+    first = Checkout(flow)
+    await first.run_until_caught_up(timeout=30)
+    await first.close()
+    probe = eskit.Event("probe")
+    stored = await orders.append("probe", [probe])
+    for _ in range(200):  # bounded: 10 s, until the window is over
+        if await orders.append("probe", [probe]) != stored:
+            break
+        await asyncio.sleep(0.05)
+
+    again = Checkout(flow)  # a restarted kernel: a fresh ":memory:" db, every event handled again
+    await again.run_until_caught_up(timeout=30)
+    await again.close(delete_consumers=True)
+    assert await outcomes(flow) == expected(6)
