@@ -395,3 +395,43 @@ async def test_a_process_manager_that_lost_its_positions_after_the_duplicate_win
     await again.run_until_caught_up(timeout=30)
     await again.close(delete_consumers=True)
     assert await outcomes(flow) == expected(6)
+
+
+async def test_a_process_manager_given_a_store_with_personal_fields_sees_them_in_clear_also_in_a_replay(
+    flow: eskit.Client,
+) -> None:
+    pytest.importorskip("cryptography")
+    personal = eskit.Personal({"registered": ["email"]}, subject="customer", bucket="keys")
+    customers = await flow.event_store("customers", privacy=personal)
+    mailed: list[object] = []
+
+    def welcome(command: dict[str, object]) -> eskit.Event:
+        mailed.append(command["email"])
+        return eskit.Event("sent", {"customer": command["customer"]})
+
+    class Welcome(eskit.ProcessManager):
+        @eskit.reacts_to("customers", "registered")
+        def _registered(self, event: eskit.RecordedEvent) -> eskit.process.Command:
+            data = {"customer": event.aggregate_id, "email": event.data["email"]}
+            return eskit.Request("mail.welcome", data, timeout=1)
+
+    for n in range(2):
+        await customers.append(f"c{n}", [eskit.Event("registered", {"customer": f"c{n}", "email": f"c{n}@x.org"})])
+    welcomer = Welcome(flow, stores={"customers": customers}, retry_delay=0.01, max_attempts=1)
+    try:
+        await welcomer.run_until_caught_up(timeout=30)  # no mail service yet: both parked
+        assert len(await welcomer.parked()) == 2
+        service = await eskit.command_service(flow, "mail.welcome", store="mails", decide=welcome)
+        try:
+            assert await welcomer.replay_parked() == 2
+        finally:
+            await service.stop()
+    finally:
+        await welcomer.close(delete_consumers=True)
+        await flow.wire.request(f"$JS.API.STREAM.DELETE.KV_{flow.store_name('keys')}", b"")
+    assert sorted(mailed) == ["c0@x.org", "c1@x.org"]
+
+
+def test_a_process_manager_refuses_stores_that_are_not_the_stores_of_those_names(flow: eskit.Client) -> None:
+    with pytest.raises(eskit.ValidationError, match="stores maps a store name to the store opened under it"):
+        Checkout(flow, stores={"orders": "orders"})  # type: ignore[dict-item]

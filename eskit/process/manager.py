@@ -67,6 +67,7 @@ from ..errors import (
 )
 from ..events import RecordedEvent, check_token
 from ..projections.deadletter import ParkedEvent
+from ..store import EventStore
 from .commands import Append, Command, Request
 from .feed import Feed
 from .sending import Refused, Retry, Sender
@@ -116,6 +117,13 @@ class ProcessManager:
 
     Class attribute ``name`` (default: the class name) names its subscribers and command ids: keep it when
     you change the class, or every command is issued again under new ids.
+
+    ``stores``: stores opened with options (``privacy=``, ``upcasters=``), used under their names both to
+    react to and to append to; other stores are opened plainly. A store with personal fields must be given:
+    else its handlers see ciphertext and Appends to it store those fields in clear.
+
+    >>> customers = await client.event_store("customers", privacy=personal)       # doctest: +SKIP
+    >>> Welcome(client, stores={"customers": customers})                            # doctest: +SKIP
     """
 
     name: str = ""
@@ -134,7 +142,7 @@ class ProcessManager:
     def __init__(
         self, client: Client, *, db: str | os.PathLike[str] = ":memory:", name: str | None = None,
         batch_size: int = 500, max_wait: float = 0.5, max_attempts: int = 3, retry_delay: float = 0.1,
-        concurrency: int = 64, ack_wait: float = 30.0,
+        concurrency: int = 64, ack_wait: float = 30.0, stores: Mapping[str, EventStore] | None = None,
     ) -> None:  # fmt: skip
         self.name = check_token(name or type(self).name or type(self).__name__, "process manager name")
         if not self._reactions:
@@ -155,7 +163,15 @@ class ProcessManager:
         self.batch_size, self.max_wait, self.ack_wait = batch_size, max_wait, ack_wait
         self.max_attempts, self.retry_delay = max_attempts, retry_delay
         self._concurrency, self._slots = concurrency, asyncio.Semaphore(concurrency)
-        self._sender = Sender(client, self.name)
+        given = dict(stores or {})
+        for store_name, opened in given.items():
+            if not isinstance(opened, EventStore) or opened.name != client.store_name(store_name):
+                raise ValidationError(
+                    f"stores maps a store name to the store opened under it, e.g. "
+                    f"{{'customers': await client.event_store('customers', privacy=personal)}}; got "
+                    f"{store_name!r}: {opened!r}"
+                )
+        self._sender = Sender(client, self.name, given)
         self._feeds: list[Feed] = []
         self._task: asyncio.Task[None] | None = None
         self._error: str | None = None
@@ -322,7 +338,12 @@ class ProcessManager:
         for feed in await self._open():
             async with feed._lock:
                 for parked in await feed.parked():
-                    if await self._handle(feed.source, parked.event, suspect=True) is None:
+                    event = parked.event  # as the feed gave it to the handler: revealed, upcast
+                    if feed.store.privacy is not None:  # a dead letter keeps the ciphertext
+                        event = await feed.store.privacy.reveal_parked(event)
+                    if feed.store.upcasters is not None:
+                        event = feed.store.upcasters._apply_fresh([event], strict=False)[0]
+                    if await self._handle(feed.source, event, suspect=True) is None:
                         await feed.dead_letters.remove(parked)
                         done += 1
         return done

@@ -47,10 +47,10 @@ class SendCounts:
 class Sender:
     """Issues commands for process manager ``name`` through ``client`` (see the module docstring)."""
 
-    def __init__(self, client: Client, name: str) -> None:
+    def __init__(self, client: Client, name: str, stores: dict[str, EventStore] | None = None) -> None:
         self.client, self.name = client, name
         self.counts = SendCounts()
-        self._stores: dict[str, EventStore] = {}
+        self._stores: dict[str, EventStore] = dict(stores or {})  # opened by the caller (privacy=, upcasters=)
 
     async def store(self, name: str) -> EventStore:
         """Store ``name``, opened once."""
