@@ -407,7 +407,7 @@ async def test_a_process_manager_given_a_store_with_personal_fields_sees_them_in
 
     def welcome(command: dict[str, object]) -> eskit.Event:
         mailed.append(command["email"])
-        return eskit.Event("sent", {"customer": command["customer"]})
+        return eskit.Event("sent", {"customer": command["customer"], "email": command["email"]})
 
     class Welcome(eskit.ProcessManager):
         @eskit.reacts_to("customers", "registered")
@@ -421,15 +421,21 @@ async def test_a_process_manager_given_a_store_with_personal_fields_sees_them_in
     try:
         await welcomer.run_until_caught_up(timeout=30)  # no mail service yet: both parked
         assert len(await welcomer.parked()) == 2
-        service = await eskit.command_service(flow, "mail.welcome", store="mails", decide=welcome)
+        private = eskit.Personal({"sent": ["email"]}, subject="customer", bucket="keys")
+        mails = await flow.event_store("mails", privacy=private)
+        service = await eskit.command_service(flow, "mail.welcome", store=mails, decide=welcome)
         try:
             assert await welcomer.replay_parked() == 2
         finally:
             await service.stop()
+        stored = await eskit.to_dataframe(await flow.event_store("mails"))  # opened plainly: what the stream holds
     finally:
         await welcomer.close(delete_consumers=True)
+        for name in ("customers", "customers_parked", "mails"):
+            await flow.delete_store(name)
         await flow.wire.request(f"$JS.API.STREAM.DELETE.KV_{flow.store_name('keys')}", b"")
     assert sorted(mailed) == ["c0@x.org", "c1@x.org"]
+    assert len(stored) == 2 and all(str(e).startswith("eskit-pii:") for e in stored["email"])
 
 
 def test_a_process_manager_refuses_stores_that_are_not_the_stores_of_those_names(flow: eskit.Client) -> None:

@@ -49,11 +49,11 @@ from .._redact import redact
 from ..codec import encode_json
 from ..errors import ConcurrencyError, DecisionError, EskitError, ValidationError
 from ..events import CAUSATION_ID, CORRELATION_ID, Event, RecordedEvent, check_token
+from ..store import EventStore
 from .commands import COMMAND_ID
 
 if TYPE_CHECKING:
     from ..connection import Client
-    from ..store import EventStore
 
 __all__ = ["CommandService", "ServiceStats", "command_service", "service_subject"]
 
@@ -203,17 +203,20 @@ class CommandService:
 
 
 async def command_service(
-    client: Client, subject: str, *, store: str, decide: Decide, name: str | None = None
+    client: Client, subject: str, *, store: str | EventStore, decide: Decide, name: str | None = None
 ) -> CommandService:
     """Start a command service on ``subject`` that stores each command's outcome in ``store`` (see the module
-    docstring); ``name`` is its micro service name (default: the subject with dashes)."""
+    docstring); ``name`` is its micro service name (default: the subject with dashes). ``store``: a name, or
+    a store opened with options (``client.event_store("payments", privacy=personal)``: outcomes with personal
+    fields are stored encrypted)."""
     wire_subject = service_subject(client, subject)
     if not callable(decide):
         raise ValidationError(f"decide takes a function command -> eskit.Event, got {decide!r}")
     service_name = name or subject.replace(".", "-")
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", service_name):
         raise ValidationError(f"a service name is letters, digits, - and _, got {service_name!r}")
-    service = CommandService(client, wire_subject, await client.event_store(store), decide)
+    opened = store if isinstance(store, EventStore) else await client.event_store(store)
+    service = CommandService(client, wire_subject, opened, decide)
     await service.start(service_name)
     return service
 
