@@ -107,3 +107,30 @@ async def test_take_turns_refuses_a_count_of_rounds_that_is_not_one_or_more_with
         assert await store.head() == 0
     finally:
         await client.delete_store(store.name)
+
+
+async def test_a_decision_stored_just_before_the_connection_closes_is_returned_not_turned_into_an_error(
+    client: eskit.Client, nats_url: str
+) -> None:
+    from eskit.dcb import turns as dcb_turns
+
+    name = unique("closing")
+    rounds = 0
+    try:
+        own = await eskit.connect(nats_url)
+        store = await own.dcb_store(name)
+
+        async def attempt() -> int:  # loses until it holds a ticket, then stores and the connection goes
+            nonlocal rounds
+            rounds += 1
+            if rounds <= dcb_turns.TICKET_AFTER:
+                raise eskit.ConcurrencyError(name, "boundary", expected=0, actual=1)
+            position = await store.append([TaggedEvent("InvoiceCreated", {"invoiceNumber": 1})])
+            await own.nc.close()
+            return position
+
+        assert await dcb_turns.take_turns(store, Query([QueryItem(["InvoiceCreated"])]), attempt) == 2
+        assert rounds == dcb_turns.TICKET_AFTER + 1
+        assert [e.type for e in await (await client.dcb_store(name)).read()] == ["InvoiceCreated"]
+    finally:
+        await client.delete_store(name)

@@ -36,6 +36,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import nats.errors
+
 from .._nats.wire import ApiError, TooManySubjectsError, parse_ack
 from ..errors import ConcurrencyError, EskitError, ValidationError
 from .query import Query
@@ -106,8 +108,9 @@ async def take_turns(
                 await asyncio.sleep(random.uniform(0, min(max_delay, base_delay * 2**n)))
         raise AssertionError("unreachable")
     finally:
-        if ticket > 0:  # not acknowledged: the waiters see it, or the ticket expires
-            with contextlib.suppress(EskitError, ConnectionError, TimeoutError):
+        if ticket > 0:  # not acknowledged: the waiters see it, or the ticket expires (a closed connection
+            # must not turn a stored decision, or the round's own error, into a connection error)
+            with contextlib.suppress(EskitError, ConnectionError, TimeoutError, nats.errors.Error):
                 await store.client.wire.publish(f"{queue}.{slot}", DONE, {TTL: TICKET_TTL})
         if slot:
             writer.free.append(slot)
@@ -124,7 +127,7 @@ async def _mark(store: DCBStore, subject: str, state: bytes) -> int:
     decision goes on without a place in the queue)."""
     try:
         ack = parse_ack(await store.client.wire.request(subject, state, {TTL: TICKET_TTL}))
-    except (EskitError, TimeoutError):
+    except (EskitError, TimeoutError, nats.errors.Error):  # the round goes on (and meets the error itself)
         return -1
     return -1 if isinstance(ack, ApiError) else int(ack["seq"])
 
@@ -138,7 +141,7 @@ async def _wait_turn(store: DCBStore, queue: str) -> None:
             page = await store.client.wire.direct_last_per_subject(
                 store.stream, [f"{queue}.*"], start=1, up_to=ANY_POSITION
             )
-        except (TooManySubjectsError, EskitError, TimeoutError):  # the queue only orders: go on without it
+        except (TooManySubjectsError, EskitError, TimeoutError, nats.errors.Error):  # the queue only orders
             return
         waiting = [m.seq for m in page.messages if m.data == WAITING]
         seen = max(waiting, default=0) if seen is None else seen
