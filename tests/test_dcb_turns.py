@@ -134,3 +134,27 @@ async def test_a_decision_stored_just_before_the_connection_closes_is_returned_n
         assert [e.type for e in await (await client.dcb_store(name)).read()] == ["InvoiceCreated"]
     finally:
         await client.delete_store(name)
+
+
+async def test_a_long_lived_store_forgets_the_boundaries_it_lost_on_long_ago_instead_of_growing_for_ever(
+    client: eskit.Client,
+) -> None:
+    from eskit.dcb import turns as dcb_turns
+
+    store = await client.dcb_store(unique("forgets"))
+    try:
+        writer = dcb_turns._writers.setdefault(store, dcb_turns._Writer())
+        writer.lost_at.update({f"old{i}": time.monotonic() - 60 for i in range(5000)})  # lost on, a minute ago
+        lost = 0
+
+        async def attempt() -> int:
+            nonlocal lost
+            lost += 1
+            if lost == 1:
+                raise eskit.ConcurrencyError(store.name, "boundary", expected=0, actual=1)
+            return await store.append([TaggedEvent("InvoiceCreated", {"invoiceNumber": 1})])
+
+        assert await dcb_turns.take_turns(store, Query([QueryItem(["InvoiceCreated"])]), attempt) == 1
+        assert len(writer.lost_at) <= 1024  # the boundary just lost on, not the 5,000 cold ones
+    finally:
+        await client.delete_store(store.name)

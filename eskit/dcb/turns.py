@@ -50,6 +50,7 @@ TICKET_TTL = "2s"  # a ticket left by a writer that died expires after this
 TURN_WAIT = 2.5  # seconds at most in the queue per round (then the round runs anyway)
 HOT_FOR = 2.0  # seconds after a lost round during which a boundary counts as contended for this store
 POLL = 0.0005  # between looks at the queue
+MAX_REMEMBERED = 1024  # boundaries a store instance remembers losing on, before it forgets the cold ones
 WAITING, DONE = b"waiting", b"done"
 ANY_POSITION = 0  # up_to_seq 0: up to the last message (a number past it finds nothing)
 
@@ -64,6 +65,13 @@ class _Writer:
 
     def contended(self, boundary: str) -> bool:
         return time.monotonic() - self.lost_at.get(boundary, -HOT_FOR) < HOT_FOR
+
+    def lost(self, boundary: str) -> None:
+        """Note a lost round on ``boundary``; boundaries no longer contended are forgotten (a long-lived store
+        deciding on ever new boundaries keeps only the contended ones)."""
+        now = self.lost_at[boundary] = time.monotonic()
+        if len(self.lost_at) > MAX_REMEMBERED:
+            self.lost_at = {b: at for b, at in self.lost_at.items() if now - at < HOT_FOR}
 
 
 _writers: weakref.WeakKeyDictionary[DCBStore, _Writer] = weakref.WeakKeyDictionary()
@@ -100,7 +108,7 @@ async def take_turns(
             try:
                 return await attempt()
             except ConcurrencyError as exc:
-                writer.lost_at[boundary] = time.monotonic()
+                writer.lost(boundary)
                 if n == attempts - 1:
                     exc.add_note(f"gave up after {attempts} rounds: allow more, or reduce contention on it")
                     raise
