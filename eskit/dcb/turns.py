@@ -12,8 +12,10 @@ the writer that just won starts its next round at once while the losers sleep, s
 skipped by reads). A holder goes at once, racing only the other holders; a writer without a ticket that lost
 a round on the boundary lately first waits until the tickets it saw waiting are marked done (one
 ``multi_last`` Direct Get per look: each ticket's last message). So once a writer holds a ticket,
-every other writer that lost lately can beat it at most once (its next round waits for that ticket): no
-decision takes more than ``TICKET_AFTER`` + the number of writers rounds. A holder marks its ticket done
+every other writer that lost lately can beat it at most once (its next round waits for that ticket): a
+decision takes about ``TICKET_AFTER`` + the number of writers rounds at most. That is liveness in practice,
+not a guarantee: a writer that lost no round in the last ``HOT_FOR`` s does not look at the queue, and a
+waiter goes after ``TURN_WAIT`` s whatever the queue says. A holder marks its ticket done
 (one more message) when its decision is stored or refused.
 
 This is for liveness only: every append is still checked by the server, so a writer that ignores the queue
