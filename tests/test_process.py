@@ -277,6 +277,10 @@ async def test_a_command_the_service_refuses_is_parked_at_once_without_retries(f
         (eskit.Append("shipping", "o0", []), "events must be a non-empty list of eskit.Event"),
         (eskit.Request("payment charge"), "a service subject is tokens"),
         (eskit.Request("payment.charge", 5), "data takes a JSON object"),  # type: ignore[arg-type]
+        (eskit.Append(None, "o0", [eskit.Event("x")]), "store name"),  # type: ignore[arg-type]
+        (eskit.Append("shipping", 7, [eskit.Event("x")]), "aggregate id"),  # type: ignore[arg-type]
+        (eskit.Append("shipping", "o0", [eskit.Event("x")], expected_position="0"), "expected_position"),  # type: ignore[arg-type]
+        (eskit.Request("payment.charge", {"at": object()}), "request"),
         (eskit.Request("payment.charge", {}, timeout=-1), "timeout takes a number of seconds"),
         (eskit.Request("payment.charge", {}, timeout="2"), "timeout takes a number of seconds"),  # type: ignore[arg-type]
     ],
