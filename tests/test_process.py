@@ -445,3 +445,24 @@ async def test_a_process_manager_given_a_store_with_personal_fields_sees_them_in
 def test_a_process_manager_refuses_stores_that_are_not_the_stores_of_those_names(flow: eskit.Client) -> None:
     with pytest.raises(eskit.ValidationError, match="stores maps a store name to the store opened under it"):
         Checkout(flow, stores={"orders": "orders"})  # type: ignore[dict-item]
+
+
+async def test_a_second_manager_of_one_name_started_in_one_process_stops_the_first_instead_of_running_beside_it(
+    flow: eskit.Client, payments: eskit.CommandService, tmp_path: Path
+) -> None:
+    orders = await flow.event_store("orders")
+    await place(orders, 6)
+    db = tmp_path / "checkout.db"
+    first, second = Checkout(flow, db=db), Checkout(flow, db=db)  # a notebook cell run twice
+    try:
+        first.start()
+        await first.run_until_caught_up(timeout=30)
+        second.start()
+        await place(orders, 6, first=6)
+        await second.run_until_caught_up(timeout=30)
+        assert not first.running and second.running
+    finally:
+        await first.close(delete_consumers=True)
+        await second.close(delete_consumers=True)
+    assert await outcomes(flow) == expected(12)
+    assert payments.stats.duplicates == 0  # nothing was issued twice: no second instance beside the first

@@ -41,7 +41,9 @@ conflict, a service error 4xx, a bad command), the triggering event is **parked*
 (:meth:`ProcessManager.parked`) and the manager goes on. :meth:`ProcessManager.replay_parked` issues the
 parked events' commands again, with the same ids, once the cause is fixed.
 
-Run one instance per name: a second one would reposition the same subscribers under the first.
+Run one instance per name: a second one would handle every event again. In one process, one that starts
+while another of its name runs stops that one first (after its current batch: a notebook cell run again);
+across processes, it is yours to ensure.
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import sqlite3
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -79,7 +83,10 @@ __all__ = ["ProcessManager", "ProcessStats", "reacts_to"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_ROUNDS = 10_000  # run_until_caught_up: passes over the stores (each one issues something, or it ends)
+_log = logging.getLogger("eskit")
 IDLE_WAIT = 0.05  # seconds a caught-up store waits for events while another store is still busy
+# the instance running under each (server, namespace, name) in this process (see ProcessManager._take_over)
+_running: weakref.WeakValueDictionary[tuple[str, str, str], ProcessManager] = weakref.WeakValueDictionary()
 
 
 def reacts_to(store: str, event_type: str) -> Callable[[F], F]:
@@ -207,6 +214,13 @@ class ProcessManager:
         """
         if self.running:
             return await self._wait_caught_up(timeout)
+        await self._take_over()
+        try:
+            return await self._catch_up_all(timeout)
+        finally:
+            self._release()
+
+    async def _catch_up_all(self, timeout: float) -> int:
         feeds = await self._open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -285,16 +299,20 @@ class ProcessManager:
     async def run(self) -> None:
         """Handle events as they arrive in every store until :meth:`stop`."""
         self._error = None
-        feeds = await self._open()
-        tasks = [feed.start() for feed in feeds]
+        await self._take_over()
         try:
-            await asyncio.gather(*tasks)
-        except BaseException as exc:
-            self._error = redact(f"{type(exc).__name__}: {exc}")
-            raise
+            feeds = await self._open()
+            tasks = [feed.start() for feed in feeds]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException as exc:
+                self._error = redact(f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                for feed in feeds:
+                    await feed.stop()
         finally:
-            for feed in feeds:
-                await feed.stop()
+            self._release()
 
     def start(self) -> asyncio.Task[None]:
         """Run in the background (e.g. in a notebook); :meth:`stop` ends it."""
@@ -311,6 +329,24 @@ class ProcessManager:
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 10.0)
+            self._release()  # also if the task was cancelled before it began
+
+    async def _take_over(self) -> None:
+        """One running instance per name (and server and namespace) in this process: two would each issue
+        every command (a repeated Append without expected_position is dropped only within the duplicate
+        window). A second one stops the first, after its current batch (a notebook cell run again)."""
+        key = (self.client.url, self.client.namespace, self.name)
+        other = _running.get(key)
+        if other is not None and other is not self:
+            _log.warning("process manager %s: stopping the instance already running in this process", self.name)
+            await other.stop()
+            other._release()
+        _running[key] = self
+
+    def _release(self) -> None:
+        key = (self.client.url, self.client.namespace, self.name)
+        if _running.get(key) is self:
+            del _running[key]
 
     async def close(self, *, delete_consumers: bool = False) -> None:
         """Stop, close the position file, and (if asked) delete the durable consumers on the server."""
