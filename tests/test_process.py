@@ -466,3 +466,21 @@ async def test_a_second_manager_of_one_name_started_in_one_process_stops_the_fir
         await second.close(delete_consumers=True)
     assert await outcomes(flow) == expected(12)
     assert payments.stats.duplicates == 0  # nothing was issued twice: no second instance beside the first
+
+
+async def test_stopping_a_service_whose_decide_hangs_returns_after_a_bounded_wait(flow: eskit.Client) -> None:
+    async def hang(command: dict[str, object]) -> eskit.Event:
+        await asyncio.Event().wait()  # a payment provider that never answers
+        raise AssertionError("unreachable")
+
+    service = await eskit.command_service(flow, "payment.charge", store="payments", decide=hang)
+    headers = {"Eskit-Command-Id": "c1"}
+    asked = asyncio.ensure_future(flow.nc.request(service.subject, b"{}", headers=headers, timeout=30))
+    for _ in range(200):  # bounded: 10 s, until the service is deciding
+        if service._tasks:
+            break
+        await asyncio.sleep(0.05)
+    assert service._tasks
+    await asyncio.wait_for(service.stop(), 20)  # before: waited for ever
+    asked.cancel()
+    assert not service._tasks and await (await flow.event_store("payments")).last_position() == 0

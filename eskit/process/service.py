@@ -59,6 +59,7 @@ __all__ = ["CommandService", "ServiceStats", "command_service", "service_subject
 
 Decide = Callable[[dict[str, Any]], Event | Awaitable[Event]]
 MAX_IN_FLIGHT = 256  # requests handled at once (each waits for its append)
+STOP_WAIT = 5.0  # seconds stop() gives the requests being handled
 _SUBJECT = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
 
 
@@ -187,13 +188,17 @@ class CommandService:
         return RecordedEvent(position, f"{self.store.name}.{command_id}.{event.type}", command_id, event.type,
                              dict(event.data), event.id, event.occurred_at), False  # fmt: skip
 
-    async def stop(self) -> None:
-        """Stop answering; requests being handled finish first."""
+    async def stop(self, *, timeout: float = STOP_WAIT) -> None:
+        """Stop answering; requests being handled get ``timeout`` seconds to finish, then are cancelled (a
+        ``decide`` that hangs: its caller gets no reply and retries)."""
         service, self._service = self._service, None
         if service is not None:
             await service.stop()
         if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            _, late = await asyncio.wait(list(self._tasks), timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def __aenter__(self) -> CommandService:
         return self
