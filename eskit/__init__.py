@@ -16,6 +16,7 @@ from . import auth as auth  # eskit.auth.least_privilege_config
 from . import course as course  # the notebooks' exercise checks (eskit.course.check)
 from . import projections as projections  # eskit.projections.Projection
 from . import testing as testing  # given / when / then
+from ._nats import FastLaneWarning
 from .aggregate import Aggregate, applies
 from .analysis import eventlog, export, frames, log_import, ocel, samples
 from .analysis import widgets as widgets  # eskit.widgets.EventBrowser
@@ -134,6 +135,7 @@ __all__ = [
     "EventStore",
     "EventStoreError",
     "ExportResult",
+    "FastLaneWarning",
     "ImportResult",
     "IntegrationStream",
     "InvalidNameError",

@@ -12,7 +12,9 @@ The consumer is ephemeral (memory storage, one replica, no acks, deleted at the 
 after 10 minutes without a pull, if this process dies or its reader stalls). It reads what matched when it
 was created: events appended later are not included. A server or account that refuses to create it gives
 :class:`ConsumerRefused`; callers then read with Direct Get. If the read ends early (events deleted
-meanwhile) or fails half-way, callers read on with Direct Get from the last position they got.
+meanwhile) or fails half-way, callers read on with Direct Get from the last position they got. So they do
+if the consumer passed over a stored event: any writer may update any consumer (:mod:`eskit.auth`), and a
+consumer refiltered mid-read would otherwise drop events from the read without a word.
 
 >>> async for batch in consumer_batches(store.reader, after=0, filters=["orders.>"]):   # doctest: +SKIP
 ...     print(len(batch.payloads))
@@ -104,12 +106,18 @@ async def consumer_batches(
         reader.total = total
         for _ in range(ahead):
             await request_more()
+        expected = after + 1  # the next position the consumer must deliver, unless nothing is stored there
         while True:
             ready = await reader.next_batch(timeout, source.stream)
             if ready is None:
                 return
             await request_more()
-            yield ready
+            ready, passed_over = await _unskipped(source, filters, ready, expected)
+            if ready.payloads:
+                yield ready
+            if passed_over:  # the callers read on with Direct Get from the last position they got
+                raise EventStoreError(f"bulk read of {source.stream}: {passed_over}; read again")
+            expected = ack_tokens(ready.replies[-1:]).positions[0] + 1
     finally:
         _fastlane.unroute(nc, sub)
         with contextlib.suppress(nats.errors.Error):  # a closed connection: nothing to unsubscribe from
@@ -196,6 +204,35 @@ class _Reader:
                     ) from None
             finally:
                 self.waiter = None
+
+
+async def _unskipped(
+    source: Reader, filters: Sequence[str], batch: RawBatch, expected: int
+) -> tuple[RawBatch, str]:
+    """``(batch, "")`` if ``batch`` passes over no stored message on the read's filter (from position
+    ``expected`` on); else the messages before the first one it passes over, and what happened.
+
+    A consumer delivers every message on its filter: a gap in the positions is a message on another subject or
+    one deleted (both need a look only with one filter: a whole-store read has no other subjects, and an
+    immutable store no deleted ones), or the consumer was refiltered by someone else (another writer may
+    update any consumer) and would miss events silently. One Direct Get per gap tells them apart.
+    """
+    first, last = ack_tokens([batch.replies[0], batch.replies[-1]]).positions
+    if (first == expected and last - first + 1 == len(batch)) or len(filters) != 1:
+        return batch, ""  # contiguous: the hot path costs two splits per batch
+    previous = expected - 1
+    for i, position in enumerate(ack_tokens(batch.replies).positions):
+        if position != previous + 1:
+            reply = await source.wire.request(
+                f"$JS.API.DIRECT.GET.{source.stream}",
+                json.dumps({"seq": previous + 1, "next_by_subj": filters[0]}).encode(),
+            )
+            held = (reply.headers or {}).get("Nats-Sequence", "")
+            if held.isdigit() and int(held) < position:
+                kept = RawBatch(batch.subjects[:i], batch.replies[:i], batch.headers[:i], batch.payloads[:i])
+                return kept, f"its consumer passed over position {held}, which the store holds (someone changed it)"
+        previous = position
+    return batch, ""
 
 
 async def _create(source: Reader, name: str, after: int, filters: Sequence[str]) -> int:

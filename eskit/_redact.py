@@ -12,14 +12,18 @@
 What is hidden: a URL's password (``user:PASSWORD@``) or token (``TOKEN@``), anything that looks like an nkey
 seed (``SU...``, 58 characters), the value after ``password:``, ``"pass":``, ``token =`` (config text, log
 lines), and the secrets named by the caller (a password, a token, a seed or creds
-path given to :func:`eskit.connect`). Every :class:`~eskit.errors.EskitError` message goes through it, and a
-filter on the ``eskit`` and ``nats`` loggers applies it to every log record they emit.
+path given to :func:`eskit.connect`). Every :class:`~eskit.errors.EskitError` message goes through it, and
+every log record of the ``eskit`` and ``nats`` loggers and their children (``eskit.projections``, ...) is
+redacted as it is made, whatever handler prints it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Callable
+from typing import Any
 
 MASK = "***"
 # scheme://userinfo@ (userinfo up to the last '@' before the host: a password may hold an '@'), or the same
@@ -79,9 +83,34 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+_LOGGERS = ("eskit", "nats")  # and every logger below them: "eskit.projections", "nats.aio.client", ...
+
+
+def _ours(name: str) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in _LOGGERS)
+
+
+class _RedactingFactory:
+    """A log record factory that redacts the records of eskit's and nats-py's loggers and their children as
+    they are made (a logger's filter sees only the records logged on that logger itself, not its children's,
+    and a handler on a child would print them as given); other records pass through untouched."""
+
+    def __init__(self, inner: Callable[..., logging.LogRecord]) -> None:
+        self.inner, self._filter = inner, RedactingFilter()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.inner(*args, **kwargs)
+        if _ours(record.name):
+            with contextlib.suppress(Exception):  # a message its args do not fit: the handler reports it
+                self._filter.filter(record)
+        return record
+
+
 def install_log_filter() -> None:
-    """Redact the records of eskit's logger and nats-py's (idempotent)."""
-    for name in ("eskit", "nats", "nats.aio.client"):
+    """Redact the records of eskit's loggers and nats-py's, children included (idempotent)."""
+    if not isinstance(logging.getLogRecordFactory(), _RedactingFactory):
+        logging.setLogRecordFactory(_RedactingFactory(logging.getLogRecordFactory()))
+    for name in (*_LOGGERS, "nats.aio.client"):  # also if someone sets another record factory later
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())

@@ -34,15 +34,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import inspect
 import json
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from ._bysubject import by_subject
 from ._marks import Mark
 from .errors import AggregateError, UndecodableEventError, UnknownEventError, ValidationError
 from .events import SCHEMA_VERSION, Event, Position, RecordedEvent, check_token, subject_parts
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from .upcasting import Upcasters
 
 A = TypeVar("A", bound="Aggregate")
+APPLY_CHUNK = 2000  # merged messages applied at a time
 Handler = Callable[[Any, Any], None]
 F = TypeVar("F", bound=Handler)
 
@@ -343,9 +346,10 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
         return -1, None
     replayed, last = 0, None
     after = aggregate.position - 1 if mark is not None else 0
-    async with contextlib.aclosing(store.reader.pages(prefix + ">", after, up_to)) as pages:
-        async for page in pages:
-            messages = page.messages if up_to is None else [m for m in page.messages if m.seq <= up_to]
+    types, seen = aggregate._appliers, store._types_seen
+    groups = await by_subject(store.reader, aggregate.id, types, seen, after=after, up_to=up_to)
+    async with contextlib.aclosing(_pages_of(store, prefix, after, up_to, groups)) as pages:
+        async for messages in pages:
             if mark is not None:
                 if not messages or not mark.matches(messages[0], prefix):
                     return -1, None
@@ -359,6 +363,21 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
                     aggregate._personal = {**getattr(aggregate, "_personal", {}), **used}
             replayed, last = replayed + len(messages), messages[-1] if messages else last
     return (-1, None) if mark is not None else (replayed, last)
+
+
+async def _pages_of(
+    store: EventStore, prefix: str, after: int, up_to: int | None, groups: list[list[StoredMsg]] | None
+) -> AsyncGenerator[list[StoredMsg], None]:
+    """The messages of ``groups`` merged in position order (see :mod:`eskit._bysubject`), or, when it
+    is None, pages of a wildcard scan of ``prefix>``."""
+    if groups is not None:
+        merged = groups[0] if len(groups) == 1 else list(heapq.merge(*groups, key=lambda m: m.seq))
+        for start in range(0, len(merged), APPLY_CHUNK):
+            yield merged[start : start + APPLY_CHUNK]
+        return
+    async with contextlib.aclosing(store.reader.pages(prefix + ">", after, up_to)) as pages:
+        async for page in pages:
+            yield page.messages if up_to is None else [m for m in page.messages if m.seq <= up_to]
 
 
 async def _from_cache(store: EventStore, cls: type[A], aggregate_id: str) -> A | None:

@@ -14,13 +14,16 @@ JetStream API (``$JS.API.<call>.<stream>[.<consumer>]``):
 admin     everything: creates, changes (``STREAM.UPDATE``: limits, subjects) and deletes stores, manages every
           consumer. The only role that can shorten history (and only for a store opened with
           ``allow_delete_history=True``, or by deleting the whole store).
-writer    publishes events; creates stores that do not exist yet (``STREAM.CREATE`` cannot change an
-          existing stream: the server refuses another configuration under the same name); runs projections
-          (durable consumers, pull, ack) and bulk reads (short-lived consumers). It may **not**
-          ``STREAM.UPDATE`` (a ``max_msgs: 1`` would cut the history), delete or purge a stream, delete a
+writer    publishes events into stores an admin created; runs projections (durable consumers, pull, ack) and
+          bulk reads (short-lived consumers). It may **not** create a stream (``STREAM.CREATE``: a stream's
+          subjects are in the request body, which no permission can check, so a writer's stream over
+          ``_INBOX_analyst.>`` would keep every reply the analyst reads), ``STREAM.UPDATE`` (a
+          ``max_msgs: 1`` would cut the history), delete or purge a stream, delete a
           message, restore a stream over one, purge the account, use the cluster's meta API, pause
-          consumers, force leader stepdowns, or publish into another user's reply inbox. A stream it
-          created beforehand with settings that drop events is refused when the store is opened.
+          consumers, force leader stepdowns, or publish into another user's reply inbox. With
+          ``writer_creates_stores=True`` it may create stores again (one trusted writer, a workshop): then a
+          stream it created beforehand with settings that drop events is refused when the store is opened,
+          but its streams can capture other users' replies.
 partner   another team (:class:`Partner`): reads the public stores it is given (``client.publish_integration``,
           :mod:`eskit.integration`) and runs its own consumers on them (projections, which park poison
           events in ``<store>_parked``), nothing else: no event, no stream info, no Direct Get, no consumer
@@ -39,6 +42,14 @@ its body and then *updates* the durable consumer of that name (checked on nats-s
 every durable consumer belongs to the writer (and admin). A projection also notices events delivered past
 a gap it did not cause (someone else with the writer's rights acked them) and reads the missing ones itself
 (:mod:`eskit.projections`).
+
+What no permission can split: writers among themselves. All writers are one role, and a consumer's name
+is one token while a create's body (filter, deliver subject) is unchecked, so any writer may delete,
+refilter or re-point any consumer, its own or another writer's (a projection's, a bulk read's short-lived
+one). Projections notice and recover (a refiltered consumer is recreated at the read model's position and
+missing positions are read back; a deleted one is recreated by the next step); a bulk read notices a gap
+its consumer passed over where an event is stored, and reads on with Direct Get (:mod:`eskit._bulkread`).
+Give writer rights only to programs you trust with history: they can append any event anyway.
 
 Each user reads replies only on its own inbox, ``_INBOX_<user>`` (:func:`inbox_prefix`; ``eskit.connect(user=...)``
 uses it), which no other user may subscribe to or (for the writer) publish to: under one shared ``_INBOX.>``
@@ -75,6 +86,9 @@ WRITER_DENY = [
     "$JS.API.STREAM.LEADER.STEPDOWN.>",  # on a cluster, one request per second keeps a store electing leaders
     "$JS.API.CONSUMER.LEADER.STEPDOWN.>",
 ]
+#: Denied too unless ``least_privilege_config(writer_creates_stores=True)``: a new stream's subjects (in the body)
+#: could capture another user's replies (``_INBOX_analyst.>``), the JetStream API's requests or acks.
+WRITER_CREATE = "$JS.API.STREAM.CREATE.>"
 #: All an analyst may publish to: reading requests, nothing that creates, changes, pulls or acks.
 ANALYST_ALLOW = [
     "$JS.API.INFO",
@@ -126,7 +140,8 @@ class Partner:
 def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = True) -> dict[str, Any]:
     """NATS permissions of a partner that may read the public ``stores`` and nothing else: stream info,
     Direct Get and (``consumers=True``) its own consumers on their streams, and the dead-letter stream of
-    each (``<store>_parked``) where its projections park events they cannot apply; no publish to any other
+    each (``<store>_parked``) where its projections park events they cannot apply (an admin creates it: no
+    partner creates a stream, whose subjects could capture other users' replies); no publish to any other
     subject, no request about any other stream. Replies only on its own inbox.
 
     Consumers are per stream, not per user (see above): partners that run consumers should each get their
@@ -159,7 +174,6 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
                 f"$JS.API.CONSUMER.DELETE.{stream}.*",
                 f"$JS.ACK.{stream}.>",
                 f"$JS.API.STREAM.INFO.{parked}",
-                f"$JS.API.STREAM.CREATE.{parked}",
                 f"$JS.API.DIRECT.GET.{parked}",
                 f"$JS.API.DIRECT.GET.{parked}.>",
                 f"$JS.API.STREAM.MSG.DELETE.{parked}",
@@ -171,15 +185,19 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
 def least_privilege_config(
     *, writer_password: str, analyst_password: str, admin_password: str | None = None,
     writer: str = "writer", analyst: str = "analyst", admin: str = "admin", partners: Sequence[Partner] = (),
+    writer_creates_stores: bool = False,
 ) -> str:  # fmt: skip
     """nats-server configuration text with the users (JetStream is enabled by eskit's flags); the admin
     user only if ``admin_password`` is given; a user per :class:`Partner` (read-only on its public stores).
+    The admin creates stores (and snapshot buckets); with ``writer_creates_stores=True`` the writer may too,
+    at the price of reading other users' replies.
 
     >>> text = least_privilege_config(writer_password="w", analyst_password="a", admin_password="adm")
     """
     inboxes = {"_INBOX.>", inbox_prefix(writer) + ".>", inbox_prefix(analyst) + ".>", inbox_prefix(admin) + ".>"}
     inboxes |= {inbox_prefix(p.user) + ".>" for p in partners}
     forge = sorted(inboxes - {inbox_prefix(writer) + ".>"})  # other users' replies, which a writer could forge
+    deny = WRITER_DENY + ([] if writer_creates_stores else [WRITER_CREATE]) + forge
     users: list[dict[str, Any]] = []
     if admin_password is not None:
         users.append({"user": admin, "password": admin_password})  # no permissions: may do everything
@@ -188,7 +206,7 @@ def least_privilege_config(
             "user": writer,
             "password": writer_password,
             "permissions": {
-                "publish": {"allow": [">"], "deny": WRITER_DENY + forge},
+                "publish": {"allow": [">"], "deny": deny},
                 "subscribe": {"allow": [inbox_prefix(writer) + ".>"]},
             },
         },

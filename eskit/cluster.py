@@ -23,6 +23,7 @@ import urllib.request
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from ._nats.jsapi import guarded
 from .errors import EventStoreError, ServerStartError
 from .server import START_TIMEOUT, EmbeddedServer
 
@@ -232,7 +233,7 @@ async def step_down(client: Client, stream: str) -> str:
     >>> await step_down(client, payments.stream)          # doctest: +SKIP
     'n2'
     """
-    leader = (await client.js.stream_info(stream)).cluster
+    leader = (await guarded(f"stream info of {stream!r}", client.js.stream_info(stream))).cluster
     before = leader.leader if leader is not None else None
     reply = json.loads((await client.wire.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"")).data)
     if "error" in reply:

@@ -29,10 +29,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
-from . import auth
+from . import _nats, auth
 from ._nats import closing as _closing
-from ._nats import fastlane as _fastlane
-from ._nats import headers as _headers
 from ._nats import server_info
 from ._nats.codes import STREAM_NOT_FOUND
 from ._nats.wire import Wire
@@ -72,7 +70,6 @@ class Client:
     def __init__(self, nc: NATS, url: str, server: EmbeddedServer | None = None, namespace: str = "") -> None:
         self.nc = nc
         self.namespace = check_namespace(namespace)  # the learner's: prefixes every store name ("" = none)
-        _headers.install(nc)  # events carry headers: nats-py's pure-Python parser is the bottleneck
         self.js: JetStreamContext = nc.jetstream()
         self.url = redact_url(url, url)  # what it is connected to, for messages: credentials masked
         self.server = server
@@ -302,7 +299,7 @@ async def connect(
     try:
         servers = [u.strip() for u in url.split(",") if u.strip()]
         nc = NATS()
-        _fastlane.prepare(nc)  # eskit's bulk reads and reply inbox skip nats-py's per-message machinery
+        _nats.install(nc)  # fast lanes: bulk reads and the reply inbox skip nats-py's per-message machinery
         await nc.connect(servers, **{k: v for k, v in options.items() if v is not None})
     except Exception as exc:
         if server is not None:

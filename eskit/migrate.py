@@ -18,7 +18,9 @@ Idempotent and resumable: every written event carries the source position it cam
 ``migrated_from``, header ``Eskit-Meta-migrated_from``), and its id is derived from that position (so a
 retry within the store's duplicate window is stored once). A migration that stopped half-way (a crash, a
 Ctrl-C) is run again with the same arguments: it reads the last migrated position from the target's last
-event and goes on after it. Switch readers to the target once it has caught up; writers last.
+event and goes on after it, once it has checked that a migration of this source wrote that event (its id is
+the one derived from the position it names, and the source holds that position): a ``migrated_from`` header
+another writer appended is refused, not trusted. Switch readers to the target once it has caught up; writers last.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import ValidationError
-from .events import META_PREFIX, Event, RecordedEvent
+from .events import META_PREFIX, MSG_ID, Event, RecordedEvent
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -41,6 +43,7 @@ MIGRATED_FROM = "migrated_from"  # metadata key: the source position an event wa
 _HEADER = META_PREFIX + MIGRATED_FROM
 _NAMESPACE = uuid.UUID("6f1d9a52-7c1e-4c55-9a8e-3b8f0c7f5e11")
 PIPELINE = 1000  # single-event appends sent before their acks are awaited
+MAX_EVENTS_PER_SOURCE_EVENT = 1000  # one atomic batch (the server's limit): the ids a resume check tries
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,7 @@ async def migrate(source: EventStore, target: EventStore, transform: Transform |
     if source.stream == target.stream:
         raise ValidationError(f"migrate into a new store, not into {source.name!r} itself (events are never edited)")
     transform = transform or copy_event
-    resumed = await last_migrated(target)
+    resumed = await last_migrated(target, source)
     read = written = dropped = 0
     last = resumed
     singles: list[tuple[str, Sequence[Event], int | None]] = []
@@ -130,8 +133,15 @@ async def migrate(source: EventStore, target: EventStore, transform: Transform |
     return MigrationResult(resumed, read, written, dropped, last)
 
 
-async def last_migrated(target: EventStore) -> int:
-    """The source position of the target's last event (0 if the target is empty)."""
+async def last_migrated(target: EventStore, source: EventStore | None = None) -> int:
+    """The source position of the target's last event (0 if the target is empty); with ``source``, that
+    claim is checked: the event's id is the one a migration of ``source`` gives that position, and the source
+    holds an event there (a bare ``migrated_from`` header, which any writer can append, would make a rerun
+    skip the source events up to the position it names).
+
+    >>> await last_migrated(orders_v2, orders)                                  # doctest: +SKIP
+    1000
+    """
     reply = await target._wire.request(
         f"$JS.API.DIRECT.GET.{target.stream}", json.dumps({"last_by_subj": f"{target.name}.>"}).encode()
     )
@@ -144,7 +154,22 @@ async def last_migrated(target: EventStore) -> int:
             f"target {target.name!r} holds events that no migration wrote (its last, at position "
             f"{headers['Nats-Sequence']}, has no {MIGRATED_FROM} metadata); migrate into a new, empty store"
         )
-    return int(value)
+    position = int(value)
+    if source is not None and not await _written_by_migration(source, position, headers.get(MSG_ID, "")):
+        raise ValidationError(
+            f"target {target.name!r}'s last event (position {headers['Nats-Sequence']}) says it was migrated from "
+            f"source position {position}, but no migration of {source.name!r} wrote it (its id or that source "
+            "event does not match): someone else appended to the target; migrate into a new, empty store"
+        )
+    return position
+
+
+async def _written_by_migration(source: EventStore, position: int, event_id: str) -> bool:
+    """Whether ``event_id`` is the id :func:`_stamped` gives an event of source ``position``, which exists."""
+    if not any(_stable_id(source, position, i) == event_id for i in range(MAX_EVENTS_PER_SOURCE_EVENT)):
+        return False
+    reply = await source._wire.request(f"$JS.API.DIRECT.GET.{source.stream}", json.dumps({"seq": position}).encode())
+    return (reply.headers or {}).get("Nats-Sequence") == str(position)
 
 
 def _storable_prefix(
@@ -174,5 +199,9 @@ def _cannot_store(target: EventStore, aggregate_id: str, events: Sequence[Event]
 
 def _stamped(event: Event, source: EventStore, position: int, index: int) -> Event:
     """``event`` with an id derived from its source position, and that position in its metadata."""
-    stable = uuid.uuid5(_NAMESPACE, f"{source.stream}/{position}/{index}").hex
+    stable = _stable_id(source, position, index)
     return dataclasses.replace(event, id=stable, metadata={**event.metadata, MIGRATED_FROM: str(position)})
+
+
+def _stable_id(source: EventStore, position: int, index: int) -> str:
+    return uuid.uuid5(_NAMESPACE, f"{source.stream}/{position}/{index}").hex

@@ -29,14 +29,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import nats
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from . import _snapshotformat
 from ._marks import Mark
 from ._nats.codes import CONFLICT, EXPECTED_SEQ, STREAM_NAME_IN_USE, STREAM_NOT_FOUND
+from ._nats.jsapi import guarded
 from ._nats.wire import ApiError, StoredMsg, Wire, parse_ack, status_of
-from .errors import EventStoreError, InvalidNameError, StoreTimeoutError, ValidationError
+from .errors import EventStoreError, InvalidNameError, StoreTimeoutError, StreamNotFoundError, ValidationError
 from .events import Position, parse_time
 from .privacy.personal import PERSONAL_MARK, SEALED
 
@@ -394,8 +394,8 @@ def _decode(
 async def drop_bucket(js: JetStreamContext, store: str) -> bool:
     """Delete a store's snapshot bucket; False if it did not exist."""
     try:
-        return bool(await js.delete_key_value(bucket_name(store)))
-    except (nats.js.errors.NotFoundError, InvalidNameError):
+        return bool(await guarded(f"delete snapshot bucket of {store!r}", js.delete_key_value(bucket_name(store))))
+    except (StreamNotFoundError, InvalidNameError):
         return False
 
 

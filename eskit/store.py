@@ -87,6 +87,7 @@ class EventStore:
         self.snapshots: Snapshots | None = None  # set by client.event_store(..., snapshots=SnapshotPolicy())
         self.cache: AggregateCache | None = None  # set by client.event_store(..., cache=AggregateCache())
         self.upcasters: Upcasters | None = None  # set by client.event_store(..., upcasters=Upcasters())
+        self._types_seen: set[str] = set()  # event types its loads have met (see eskit._bysubject)
         self.privacy: Privacy | None = None  # set by client.event_store(..., privacy=Personal(...))
 
     def __repr__(self) -> str:

@@ -205,9 +205,7 @@ def _check_keeps_history(store: str, config: dict[str, Any], kind: str) -> None:
                 if (config.get(key) or 0) > 0]  # fmt: skip
     if config.get("retention", "limits") != "limits":
         dropping.append(f"retention={config['retention']}")
-    flags = ["allow_rollup_hdrs", "mirror", "sources", "subject_transform", "sealed"]
-    if kind == "event store":
-        flags.append("allow_msg_ttl")  # a DCB store's condition carriers expire (eskit.dcb)
+    flags = ["allow_rollup_hdrs", "mirror", "sources", "subject_transform", "sealed", "allow_msg_ttl"]
     dropping += [f"{key}={config[key]}" for key in flags if config.get(key)]
     if dropping:
         raise EventStoreError(

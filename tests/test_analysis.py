@@ -125,9 +125,8 @@ values = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_ch
 @settings(max_examples=200, deadline=None)
 def test_the_fast_header_parser_agrees_with_nats_py(headers: dict[str, str], status: str) -> None:
     raw = (f"NATS/1.0{status}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
-    ours = parse_headers(raw)
+    ours = parse_headers(raw) or {}  # None for an empty block, as nats-py gives it
     theirs = NATS._parse_header_lines(raw[raw.index(b"\r\n") + 2 :])
-    assert ours is not None
     assert {k: v for k, v in ours.items() if k not in ("Status", "Description")} == theirs
     assert all(ours.get(k) == v for k, v in theirs.items())
     assert ours.get("Status") == ("404" if status else None)

@@ -39,6 +39,8 @@ def server() -> Iterator[EmbeddedServer]:
 async def orders(server: EmbeddedServer) -> AsyncIterator[str]:
     """A store the writer filled: aggregate "1" with two events."""
     name = unique("orders")
+    async with await eskit.connect(server.url, user="admin", password=ADMIN) as admin:
+        await admin.event_store(name)  # an admin creates stores; the writer fills them
     async with await eskit.connect(server.url, user="writer", password=WRITER) as writer:
         store = await writer.event_store(name)
         first = await store.append("1", [Event("created", {"customer": "ada"})], expected_position=0)
@@ -248,6 +250,7 @@ async def test_an_analysts_bulk_reads_are_refused_a_consumer_and_read_everything
     writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client
 ) -> None:
     name = unique("big")
+    await admin.event_store(name)  # an admin creates the store
     store = await writer.event_store(name)
     for start in range(0, 6000, 1000):  # more than a replay's first page reads before it asks for a consumer
         await store.append_many([(f"a{i}", [Event("created", {"i": i})], None) for i in range(start, start + 1000)])
@@ -266,6 +269,7 @@ async def test_an_analyst_can_neither_delete_nor_pull_from_nor_ack_a_projections
     writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client
 ) -> None:
     name = unique("shop")
+    await admin.event_store(name)  # an admin creates the store
     store = await writer.event_store(name)
     await fill_orders(store, 2)
     view = Orders(store)
@@ -289,7 +293,8 @@ async def test_the_writer_may_neither_change_a_stores_limits_nor_purge_or_delete
     writer: eskit.Client, admin: eskit.Client
 ) -> None:
     name = unique("ledger")
-    store = await writer.event_store(name)  # the writer may create a store that does not exist yet
+    await refused_fast(writer.event_store(name))  # the writer may not create a store
+    store = await writer.event_store((await admin.event_store(name)).name)
     last = await fill_orders(store, 12)
     stream = name.upper()
     config = (await api(writer, f"STREAM.INFO.{stream}"))["config"]
@@ -298,8 +303,7 @@ async def test_the_writer_may_neither_change_a_stores_limits_nor_purge_or_delete
     await refused_fast(api(writer, f"STREAM.MSG.DELETE.{stream}", {"seq": 1}))
     pause = {"pause_until": "2099-01-01T00:00:00Z"}  # a running projection would wait until then
     await refused_fast(api(writer, f"CONSUMER.PAUSE.{stream}.projection-Orders", pause))
-    recreate = await api(writer, f"STREAM.CREATE.{stream}", {**config, "max_msgs": 1})  # type: ignore[dict-item]
-    assert "already in use" in str(recreate.get("error"))  # the writer may create, but not over a store
+    await refused_fast(api(writer, f"STREAM.CREATE.{stream}", {**config, "max_msgs": 1}))  # type: ignore[dict-item]
     await refused_fast(writer.delete_store(name))
     assert await messages(writer, stream) == last == 30
     view = Orders(store)  # and it still runs its projections
@@ -311,15 +315,16 @@ async def test_the_writer_may_neither_change_a_stores_limits_nor_purge_or_delete
 @pytest.mark.parametrize(
     ("kind", "dropping"),
     [("event", {"max_msgs": 3}), ("event", {"max_age": 3_600_000_000_000}), ("event", {"retention": "workqueue"}),
-     ("event", {"allow_msg_ttl": True}), ("dcb", {"max_msgs_per_subject": 1}), ("dcb", {"allow_rollup_hdrs": True,
+     ("event", {"allow_msg_ttl": True}), ("dcb", {"allow_msg_ttl": True}),
+     ("dcb", {"max_msgs_per_subject": 1}), ("dcb", {"allow_rollup_hdrs": True,
      "deny_purge": False})],
 )  # fmt: skip
-async def test_a_store_the_writer_created_beforehand_with_settings_that_drop_events_is_refused_not_opened(
+async def test_a_store_created_beforehand_outside_eskit_with_settings_that_drop_events_is_refused_not_opened(
     writer: eskit.Client, admin: eskit.Client, kind: str, dropping: dict[str, object]
 ) -> None:
     name = unique("vault")
     model = eskit.streams.stream_config(name).as_dict()
-    created = await api(writer, f"STREAM.CREATE.{name.upper()}", {**model, **dropping})  # before anyone opens it
+    created = await api(admin, f"STREAM.CREATE.{name.upper()}", {**model, **dropping})  # before anyone opens it
     assert "error" not in created, created
     try:
         for client in (admin, writer):
@@ -359,6 +364,7 @@ async def test_a_projection_recovers_the_events_another_connection_took_from_its
     writer: eskit.Client, admin: eskit.Client, server: EmbeddedServer
 ) -> None:
     name = unique("shop")
+    await admin.event_store(name)  # an admin creates the store
     store = await writer.event_store(name)
     await fill_orders(store, 2)  # 5 events: o0 created, noted, shipped; o1 created, noted
     view = Orders(store, batch_size=4)
@@ -445,6 +451,7 @@ async def test_a_projection_whose_consumer_the_writer_refiltered_or_paused_does_
     writer: eskit.Client, admin: eskit.Client, change: str
 ) -> None:
     name = unique("orders")
+    await admin.event_store(name)  # an admin creates the store
     store = await writer.event_store(name)
     await fill_orders(store, 2)  # 5 events, 3 handled
     view = Orders(store)
@@ -473,6 +480,7 @@ async def test_a_running_projection_whose_consumer_the_writer_refiltered_recover
 ) -> None:
     monkeypatch.setattr(eskit.projections.projection, "IDLE_CHECK", 0.2)
     name = unique("orders")
+    await admin.event_store(name)  # an admin creates the store
     store = await writer.event_store(name)
     view = Orders(store, max_wait=0.1)
     try:
@@ -495,6 +503,7 @@ async def test_the_writer_may_not_force_leader_elections_of_stores_or_projection
     writer: eskit.Client, admin: eskit.Client
 ) -> None:
     name = unique("orders")
+    await admin.event_store(name)  # an admin creates the store
     store = await writer.event_store(name)
     await fill_orders(store, 1)
     view = Orders(store)
@@ -531,7 +540,9 @@ async def test_an_analyst_loads_with_snapshots_the_writer_keeps_and_is_refused_a
 ) -> None:
     kept, bare = unique("orders"), unique("orders")
     policy = eskit.SnapshotPolicy(every=2)
+    await admin.event_store(kept, snapshots=policy)  # an admin creates the stores and the bucket
     for name in (kept, bare):
+        await admin.event_store(name)
         await (await writer.event_store(name)).append("t1", [Event("created") for _ in range(3)])
     await (await writer.event_store(kept, snapshots=policy)).load(Tally, "t1")  # the bucket, and a snapshot
     try:
@@ -550,7 +561,8 @@ async def test_an_analysts_dcb_subscription_is_refused_at_once_and_the_writers_f
     from eskit.dcb import Query, TaggedEvent
 
     name = unique("courses")
-    courses = await writer.dcb_store(name, tag_keys=("course",))
+    await admin.dcb_store(name, tag_keys=("course",))
+    courses = await writer.dcb_store(name)
     first = await courses.append([TaggedEvent("Enrolled", {}, ["course:c1"])])
     try:
         reading = await analyst.dcb_store(name)
@@ -560,3 +572,78 @@ async def test_an_analysts_dcb_subscription_is_refused_at_once_and_the_writers_f
             assert (await asyncio.wait_for(anext(following), 5)).position == first
     finally:
         await admin.delete_store(name)
+
+
+async def test_a_writer_may_not_create_a_stream_that_keeps_the_analysts_replies_so_they_stay_private(
+    writer: eskit.Client, analyst: eskit.Client, admin: eskit.Client, orders: str
+) -> None:
+    spies = {"SPY_INBOX": "_INBOX_analyst.>", "SPY_ALL": "_INBOX.>", "SPY_API": "$JS.API.>", "SPY_ACK": "$JS.ACK.>"}
+    for name, subject in spies.items():  # was created: the analyst's next read replies were stored in it
+        body = {"name": name, "subjects": [subject], "storage": "memory", "no_ack": True}
+        await refused_fast(api(writer, f"STREAM.CREATE.{name}", body))
+    assert [e.type for e in await (await analyst.event_store(orders)).read("1")] == ["created", "item_added"]
+    for name in spies:
+        assert "error" in await api(admin, f"STREAM.INFO.{name}")  # no stream holds the replies
+    await refused_fast(writer.event_store(unique("orders")))  # eskit's own create: one line, at once
+    await refused_fast(writer.dcb_store(unique("courses"), tag_keys=["course"]))
+
+
+def test_writer_creates_stores_true_gives_the_writer_stream_creation_back_and_says_so() -> None:
+    strict = least_privilege_config(writer_password="w", analyst_password="a")
+    trusting = least_privilege_config(writer_password="w", analyst_password="a", writer_creates_stores=True)
+    assert "$JS.API.STREAM.CREATE.>" in strict and "$JS.API.STREAM.CREATE.>" not in trusting
+
+
+async def test_a_replay_whose_short_lived_consumer_another_writer_refilters_mid_read_still_returns_every_event(
+    server: EmbeddedServer, writer: eskit.Client, admin: eskit.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eskit._bulkread, "BATCH", 100)
+    monkeypatch.setattr(eskit._bulkread, "AHEAD", 1)
+    name, events = unique("log"), 7000  # more than a first page + BULK_REPLAY: the rest through a consumer
+    await admin.event_store(name)
+    store = await writer.event_store(name)
+    await store.append_many([(f"a{i % 3}", [Event("created", {"n": i})], None) for i in range(events)])
+    positions: list[int] = []
+    try:
+        async with await eskit.connect(server.url, user="writer", password=WRITER) as other:
+            async for event in store.replay():
+                positions.append(event.position)
+                if len(positions) == 2500:  # the consumer is reading: the other writer narrows its filter
+                    names = (await api(other, f"CONSUMER.NAMES.{store.stream}"))["consumers"]
+                    reading = next(n for n in names if n.startswith("eskit_read_"))  # type: ignore[union-attr]
+                    config = (await api(other, f"CONSUMER.INFO.{store.stream}.{reading}"))["config"]
+                    body = {"stream_name": store.stream, "config": {**config, "filter_subject": f"{name}.a0.>"}}  # type: ignore[dict-item]
+                    assert "error" not in await api(other, f"CONSUMER.CREATE.{store.stream}.{reading}", body)
+        assert positions == list(range(1, events + 1))  # was: two thirds of the rest silently missing
+    finally:
+        await admin.delete_store(name)
+
+
+class Fragile(Projection):
+    """Its handler fails on every ``created``: the event is parked after one attempt."""
+
+    schema = "CREATE TABLE t (id TEXT)"
+
+    @applies("created")
+    def _created(self, db: sqlite3.Connection, event: RecordedEvent) -> None:
+        raise RuntimeError("handler bug")
+
+
+async def test_a_writers_first_parked_event_names_the_dead_letter_store_an_admin_creates_then_parks(
+    writer: eskit.Client, admin: eskit.Client
+) -> None:
+    name = unique("orders")
+    await admin.event_store(name)
+    store = await writer.event_store(name)
+    await store.append("1", [Event("created")])
+    view = Fragile(store, max_attempts=1)
+    try:
+        error = await refused_fast(view.run_until_caught_up())
+        assert f"admin.event_store('{name}_parked', allow_delete_history=True)" in str(error)
+        await admin.event_store(f"{name}_parked", allow_delete_history=True)
+        await view.run_until_caught_up()
+        assert [p.position for p in await view.parked()] == [1]
+    finally:
+        await view.close(delete_consumer=True)
+        await admin.delete_store(name)
+        await admin.delete_store(f"{name}_parked")

@@ -99,6 +99,26 @@ def test_quick_export_benchmark_reports_every_figure() -> None:
     assert result["variants_agree"] is True and result["modes"]["duckdb_variants"]["variants"] > 1
 
 
+def test_quick_scale_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    out = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [python, str(ROOT / "bench" / "scale.py"), "--quick", "--json", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == result
+    assert result["meta"]["quick"] is True and result["meta"]["server_version"]
+    figures = result["figures"]
+    names = ("load_flatness", "cycle_vs_eventsourcing", "cycle_vs_eventsourcing_file", "multi_event_append_ratio",
+             "dcb_disjoint_scaling", "peak_rss_mib", "server_peak_rss_mib")  # fmt: skip
+    for name in names:
+        assert figures[name] > 0, name
+    assert set(result["goals"]) <= set(figures)
+    assert result["dcb"]["retries_per_decision"] >= 0 and result["dcb"]["contended_worst_rounds"] >= 1
+
+
 def test_quick_process_manager_benchmark_reports_both_rates_and_the_ratio() -> None:
     python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
     proc = subprocess.run(

@@ -81,6 +81,7 @@ async def test_a_read_leaves_no_consumer_behind(mixed: eskit.EventStore) -> None
     assert info.state.consumer_count == 0
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 async def test_events_appended_after_the_read_started_are_not_included(store: eskit.EventStore) -> None:
     await store.append_many([(f"o{i}", [eskit.Event("a", {})], None) for i in range(1200)])
     seen = 0
@@ -91,6 +92,7 @@ async def test_events_appended_after_the_read_started_are_not_included(store: es
     assert seen == 1200 and await store.last_position() == 1201
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 async def test_a_missing_stream_is_stream_not_found(client: eskit.Client, store: eskit.EventStore) -> None:
     await store.append("x", [eskit.Event("a", {})])
     await client.delete_store(store.name)
@@ -194,6 +196,7 @@ async def small_pulls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_reader, "BULK", 100)
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 @pytest.mark.usefixtures("small_pulls")
 async def test_a_replay_whose_consumer_vanishes_half_way_reads_on_with_direct_get(store: eskit.EventStore) -> None:
     await store.append_many([(f"o{i}", [eskit.Event("a", {"i": i})], None) for i in range(3000)])
@@ -207,6 +210,7 @@ async def test_a_replay_whose_consumer_vanishes_half_way_reads_on_with_direct_ge
     assert seen == list(range(1, 3001))
 
 
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
 @pytest.mark.usefixtures("small_pulls")
 async def test_a_frame_whose_consumer_vanishes_half_way_is_still_whole(
     store: eskit.EventStore, monkeypatch: pytest.MonkeyPatch
@@ -276,3 +280,23 @@ async def test_without_a_fast_lane_reads_and_projections_take_nats_py_s_ordinary
         assert view.position == 2501 and view.db.execute("SELECT v FROM n").fetchone() == (2500,)
     finally:
         await view.close(delete_consumer=True)
+
+
+@pytest.mark.fast_lane  # the consumer read exists on the fast lane only (else: Direct Get)
+async def test_a_consumer_read_over_deleted_events_passes_their_gaps_without_calling_them_skipped(
+    client: eskit.Client,
+) -> None:
+    from eskit._bulkread import consumer_batches
+    from eskit._rawdecode import ack_tokens
+
+    name = unique("holes")
+    store = await client.event_store(name, allow_delete_history=True)
+    try:
+        await store.append_many([(f"a{i}", [eskit.Event("created")], None) for i in range(50)])
+        for seq in (1, 7, 8, 30, 50):  # deleted: gaps a consumer passes over, nothing stored in them
+            await client.js.delete_msg(store.stream, seq)
+        got = [p async for b in consumer_batches(store.reader, after=0, filters=[f"{name}.>"], batch=10)
+               for p in ack_tokens(b.replies).positions]  # fmt: skip
+        assert got == [p for p in range(1, 51) if p not in (1, 7, 8, 30, 50)]  # no "passed over" error
+    finally:
+        await client.delete_store(name)

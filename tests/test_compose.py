@@ -97,6 +97,8 @@ def test_the_auth_profile_mounts_exactly_what_eskit_auth_generates_for_the_compo
 async def test_the_compose_auth_file_is_a_config_nats_server_accepts_with_all_three_users() -> None:
     passwords = spec()["x-workshop-passwords"]
     with EmbeddedServer(config=(COMPOSE.parent / "compose" / "auth.conf").read_text()) as server:
+        async with await eskit.connect(server.url, user="admin", password=passwords["admin"]) as admin:
+            await admin.event_store("compose")  # an admin creates stores
         async with await eskit.connect(server.url, user="writer", password=passwords["writer"]) as writer:
             store = await writer.event_store("compose")
             assert await store.append("1", [eskit.Event("created")]) == 1

@@ -210,6 +210,36 @@ def test_an_eskit_log_record_naming_a_url_with_a_password_is_redacted(caplog: py
     assert_no_secret(caplog.text)
 
 
+class Keep(logging.Handler):
+    """A handler that keeps what it would print."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.mark.parametrize("name", ["eskit.projections", "eskit.x.y", "nats.aio.client.x"])
+def test_a_child_loggers_record_is_redacted_on_its_own_handler_and_on_the_parents(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    child, own = logging.getLogger(name), Keep()
+    child.addHandler(own)  # was printed as given: a filter on "eskit" sees only records logged on "eskit" itself
+    try:
+        child.warning("reconnecting to %s", f"nats://writer:{PASSWORD}@db:4222")
+        try:
+            raise RuntimeError(f"lost nats://{TOKEN}@db:4222")
+        except RuntimeError:
+            child.exception("a handler failed")
+    finally:
+        child.removeHandler(own)
+    assert "nats://writer:***@db:4222" in own.lines[0] and "nats://writer:***@db:4222" in caplog.text
+    assert_no_secret(*own.lines, caplog.text)
+
+
 def test_the_cli_never_prints_a_password_from_the_url(tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_text("case:concept:name,concept:name,time:timestamp\nc1,start,2024-01-01T00:00:00Z\n")

@@ -156,6 +156,20 @@ async def test_exact_checks_ride_on_check_carriers_that_reads_skip(
         await courses.append([subscribed("s1", "c9")], AppendCondition(boundary("s1", "c9"), seen.head))
 
 
+async def test_a_writers_nats_ttl_header_cannot_make_a_dcb_event_expire(
+    client: eskit.Client, courses: DCBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eskit.dcb.store, "MERGED_ATTEMPTS", 0)  # exact checks: carriers need no TTL either
+    seen = await courses.read(boundary("s1", "c1"))
+    await courses.append([subscribed("s1", "c1")], AppendCondition(boundary("s1", "c1"), seen.head))
+    subject = courses.layout.subject(subscribed("s2", "c2"))
+    reply = await client.wire.request(subject, b"{}", {"Nats-TTL": "1s"})  # was stored, gone a second later
+    assert b"error" in reply.data and b"TTL" in reply.data.upper()
+    info = await client.wire.request(f"$JS.API.STREAM.INFO.{courses.stream}", b"")
+    assert b'"allow_msg_ttl":true' not in info.data.replace(b" ", b"")
+    assert [e.type for e in await courses.read()] == ["Subscribed"]
+
+
 async def test_past_the_carrier_limit_filters_merge_and_unrelated_events_in_them_are_let_through(
     courses: DCBStore,
 ) -> None:

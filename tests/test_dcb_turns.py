@@ -53,7 +53,7 @@ async def test_a_queue_ticket_is_neither_read_nor_followed_as_an_event(client: e
     store = await client.dcb_store(unique("tickets"), tag_keys=["course"])
     try:
         await execute(store, create_invoice({}))
-        await client.wire.request(f"{store.layout.carrier}.b0.w0", b"waiting", {"Nats-TTL": "5s"})  # position 2
+        await client.wire.request(f"{store.layout.carrier}.b0.w0", b"waiting")  # position 2
         after = await store.append([TaggedEvent("CourseDefined", {}, ["course:c1"])])
         events = await store.read()
         assert [e.type for e in events] == ["InvoiceCreated", "CourseDefined"] and events.head == after
@@ -83,7 +83,7 @@ async def test_a_ticket_left_by_a_dead_writer_holds_the_others_back_only_until_i
     try:
         decision = create_invoice({})
         queue = f"{store.layout.carrier}.{dcb_turns._boundary(store, decision.query)}"
-        await client.wire.request(f"{queue}.dead", dcb_turns.WAITING, {"Nats-TTL": dcb_turns.TICKET_TTL})
+        await client.wire.request(f"{queue}.dead", dcb_turns.WAITING)  # never marked done: it grows old
         writer = dcb_turns._writers.setdefault(store, dcb_turns._Writer())
         writer.lost_at[dcb_turns._boundary(store, decision.query)] = time.monotonic()  # it lost a round lately
         start = time.monotonic()

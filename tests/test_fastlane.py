@@ -21,11 +21,13 @@ from eskit._nats import fastlane as _fastlane
 SIZES = [0, 1, 2, 7, 100, 4095, 4096, 32_767, 32_768, 70_000, 1_000_000]
 
 
+@pytest.mark.fast_lane
 def test_eskit_connections_use_the_fast_parser(client: eskit.Client) -> None:
     assert isinstance(client.nc._ps, _fastlane.FastParser)
     assert _fastlane.available(client.nc)
 
 
+@pytest.mark.fast_lane
 async def test_frames_of_every_size_arrive_intact_on_routed_and_ordinary_subscriptions(client: eskit.Client) -> None:
     nc = client.nc
     subject = unique("lane")
@@ -67,6 +69,7 @@ async def test_frames_of_every_size_arrive_intact_on_routed_and_ordinary_subscri
         assert (ordinary[i].headers or {}).get("N") == (str(i) if i % 2 else None)
 
 
+@pytest.mark.fast_lane
 async def test_a_failing_sink_does_not_stop_the_connection(client: eskit.Client) -> None:
     nc = client.nc
     subject = unique("lane")
@@ -85,10 +88,11 @@ async def test_a_failing_sink_does_not_stop_the_connection(client: eskit.Client)
     assert nc.is_connected
 
 
+@pytest.mark.fast_lane
 async def test_a_client_connected_by_hand_gets_the_process_msg_hook(nats_url: str) -> None:
     nc = await nats.connect(nats_url)  # its parser is nats-py's own: the hook is the way in
     try:
-        assert not _fastlane.prepare(nc)  # too late: already connected
+        assert _fastlane.prepare(nc) == "the client is connected already"  # too late
         got: list[bytes] = []
         sub = await nc.subscribe("hook.test")
         assert _fastlane.route(nc, sub, lambda s, r, h, d: got.append(d))
@@ -105,9 +109,9 @@ async def test_a_client_connected_by_hand_gets_the_process_msg_hook(nats_url: st
 
 def test_prepare_gives_a_new_client_the_fast_parser() -> None:
     nc = NATS()
-    assert _fastlane.prepare(nc)
+    assert _fastlane.prepare(nc) is None
     assert isinstance(nc._ps, _fastlane.FastParser)
-    assert _fastlane.prepare(nc)  # idempotent
+    assert _fastlane.prepare(nc) is None  # idempotent
 
 
 @pytest.mark.parametrize("payload", [b"", b"x" * 1_000_000])
@@ -161,18 +165,33 @@ def frame(kind: str, n: int, payload: bytes, headers: bytes) -> bytes:
         size = len(block)
         return b"HMSG s %d r.%d %d %d\r\n%s%s\r\n" % (n % 3 + 1, n, size, size + len(payload), block, payload)
     return {"ping": b"PING\r\n", "pong": b"PONG\r\n", "ok": b"+OK\r\n", "info": b'INFO {"a":1}\r\n',
-            "err": b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n"}[kind]  # fmt: skip
+            "err": b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n",
+            "stale": b"-ERR 'Stale Connection'\r\n"}[kind]  # fmt: skip
 
 
-frames = st.lists(
-    st.tuples(
-        st.sampled_from(["msg", "msg-reply", "hmsg", "hmsg-reply", "ping", "pong", "ok", "info", "err"]),
-        st.binary(max_size=300) | st.sampled_from([b"", b"\r\n", b"MSG x 1 2\r\n", b"HMSG", b"PING\r\n"]),
-        st.sampled_from([b"", b"A: 1\r\n", b"Nats-Msg-Id: x\r\nB: y\r\n"]),
-    ),
-    min_size=1,
-    max_size=30,
-)
+KINDS = ["msg", "msg-reply", "hmsg", "hmsg-reply", "ping", "pong", "ok", "info", "err"]
+
+
+def frame_lists(kinds: list[str], odd: list[bytes]) -> st.SearchStrategy[list[tuple[str, bytes, bytes]]]:
+    """Frames of these kinds, with payloads that look like protocol lines (``odd``) now and then."""
+    return st.lists(
+        st.tuples(
+            st.sampled_from(kinds),
+            st.binary(max_size=300) | st.sampled_from(odd),
+            st.sampled_from([b"", b"A: 1\r\n", b"Nats-Msg-Id: x\r\nB: y\r\n"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    """``data`` cut where ``cuts`` say (modulo its length), as reads from a socket arrive."""
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+frames = frame_lists(KINDS, [b"", b"\r\n", b"MSG x 1 2\r\n", b"HMSG", b"PING\r\n"])
 
 
 @given(items=frames, cuts=st.lists(st.integers(0, 20_000), max_size=12))
@@ -180,9 +199,7 @@ frames = st.lists(
 def test_the_fast_parser_hands_off_exactly_what_nats_py_does_wherever_the_reads_split(
     items: list[tuple[str, bytes, bytes]], cuts: list[int]
 ) -> None:
-    wire = b"".join(frame(kind, n, payload, headers) for n, (kind, payload, headers) in enumerate(items))
-    points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
-    chunks = [wire[a:b] for a, b in itertools.pairwise(points)]
+    chunks = chunked(b"".join(frame(k, n, p, h) for n, (k, p, h) in enumerate(items)), cuts)
 
     async def feed(parser: Parser) -> list[tuple[object, ...]]:
         for chunk in chunks:

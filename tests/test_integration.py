@@ -228,3 +228,39 @@ async def test_a_republisher_keeps_tables_of_its_own_beside_the_outbox(
     finally:
         await view.close(delete_consumer=True)
         await client.delete_store(target.name)
+
+
+class PublicCustomers(eskit.Republisher):
+    @applies("registered")
+    def _registered(self, event: RecordedEvent) -> Event:
+        return Event("registered", {"customer": event.data["customer"], "email": event.data["email"]})
+
+
+async def test_personal_fields_stay_encrypted_in_a_sourced_public_stream_and_a_republisher_seals_them_too(
+    client: eskit.Client,
+) -> None:
+    pytest.importorskip("cryptography")
+    bucket = unique("keys")
+    personal = eskit.Personal({"registered": ["email"]}, subject="customer", bucket=bucket)
+    customers = await client.event_store(unique("customers"), privacy=personal)
+    sourced = await client.publish_integration(customers, f"{customers.name}-public", types=["registered"])
+    target = await client.event_store(unique("public"), privacy=personal)
+    view = PublicCustomers(customers, target, name=unique("customers"))
+    try:
+        await customers.append("c1", [Event("registered", {"customer": "c1", "email": "ann@example.com"})])
+        await sourced.wait_for()
+        await view.run_until_caught_up(timeout=10)
+        for stream in (sourced.stream, target.stream):  # what the servers hold: ciphertext, never the address
+            raw = json.loads((await client.js.get_msg(stream, 1, direct=True)).data)
+            assert raw["email"].startswith("eskit-pii:") and raw["customer"] == "c1", stream
+        assert [e.data["email"] for e in await target.read("c1")] == ["ann@example.com"]  # its key opens it
+        copied = (await sourced.store.read("c1"))[0].data["email"]  # bound to the private store: opaque here
+        assert copied.startswith("eskit-pii:") and "ann" not in copied
+        assert await eskit.forget(client, "c1", bucket=bucket)
+        assert [e.data["email"] for e in await target.read("c1")] == [eskit.FORGOTTEN]
+    finally:
+        await view.close(delete_consumer=True)
+        await sourced.delete()
+        for name in (customers.name, target.name):
+            await client.delete_store(name)
+        await client.js.delete_key_value(bucket)

@@ -39,8 +39,11 @@ def server() -> Iterator[EmbeddedServer]:
 @pytest.fixture(scope="module")
 async def published(server: EmbeddedServer) -> AsyncIterator[None]:
     """The writer's private store (orders 1 and 2, with personal and internal events) and its public stream."""
+    async with await eskit.connect(server.url, user="admin", password=ADMIN, namespace="") as admin:
+        await admin.publish_integration(await admin.event_store(PRIVATE), PUBLIC, types=["placed", "shipped"])
+        await admin.event_store(f"{PUBLIC}_parked", allow_delete_history=True)  # the partners' dead letters
     async with await eskit.connect(server.url, user="writer", password=WRITER, namespace="") as writer:
-        store = await writer.event_store(PRIVATE)
+        store = await writer.event_store(PRIVATE)  # an admin created the stores: the writer opens them
         await store.append("1", [Event("placed", {"total": 5, "email": "ada@example.com"}), Event("fraud_checked")])
         await store.append("2", [Event("placed", {"total": 7})])
         await store.append("1", [Event("shipped", {"carrier": "DHL"})])
@@ -188,3 +191,8 @@ def test_partner_permissions_allow_only_its_public_streams_and_the_writer_may_no
     with pytest.raises(eskit.ValidationError):
         Partner("shipping", password="p", stores="orders-public")  # type: ignore[arg-type]
     assert Partner("shipping", password="p", stores=["orders-public"]).stores == ("orders-public",)  # type: ignore[arg-type]
+
+
+async def test_a_partner_may_not_create_a_stream_that_keeps_the_analysts_replies(partner: eskit.Client) -> None:
+    body = {"name": f"{PUBLIC}_PARKED".upper(), "subjects": ["_INBOX_analyst.>"], "storage": "memory", "no_ack": True}
+    await refused_fast(partner.wire.request(f"$JS.API.STREAM.CREATE.{body['name']}", json.dumps(body).encode()))

@@ -510,6 +510,8 @@ async def test_under_least_privilege_writers_encrypt_only_the_admin_forgets_and_
     personal = Personal({"registered": ["email", "name"]}, subject="customer")
     name = unique("people")
     with eskit.EmbeddedServer(config=config) as server:
+        async with await eskit.connect(server.url, user="admin", password="adm-pw") as admin:
+            await admin.event_store(name, privacy=personal)  # an admin creates the store and the key bucket
         async with await eskit.connect(server.url, user="writer", password="w-pw") as writer:
             store = await writer.event_store(name, privacy=personal)
             await registered(Setup(writer, personal, store, store))

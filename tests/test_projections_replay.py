@@ -63,6 +63,7 @@ def test_eskit_reads_headers_exactly_as_nats_py_does(raw: bytes) -> None:
     assert parse_header_lines(raw) == NATS._parse_header_lines(raw)
 
 
+@pytest.mark.fast_lane
 async def test_eskit_connections_use_the_fast_header_parser(
     client: eskit.Client, store: eskit.EventStore
 ) -> None:

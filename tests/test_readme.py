@@ -55,3 +55,5 @@ def test_the_readme_lists_every_dependency_of_every_extra() -> None:
     missing = sorted(n for n in names if f"`{n}`" not in text)
     assert missing == [], f"README's Dependencies section does not name {missing}"
     assert all(f"| `{extra}` |" in text for extra in project["optional-dependencies"])
+    [nats_py] = [d for d in project["dependencies"] if d.startswith("nats-py")]
+    assert nats_py == "nats-py>=2.16,<2.17" and f"`nats-py` (`{nats_py.removeprefix('nats-py')}`" in text

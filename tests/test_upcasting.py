@@ -379,6 +379,33 @@ async def test_a_migration_stopped_half_way_resumes_after_the_last_migrated_posi
         await client.delete_store(target)
 
 
+@pytest.mark.parametrize("claim", [40, 10**9], ids=["inside the source", "past its end"])
+async def test_a_forged_migrated_from_marker_in_the_target_is_refused_not_trusted_to_skip_source_events(
+    client: eskit.Client, claim: int
+) -> None:
+    source, target = unique("src"), unique("dst")
+    src, dst = await client.event_store(source), await client.event_store(target)
+    try:
+        await src.append_many([(f"o{i}", [Event("created", {"n": i})], None) for i in range(50)])
+
+        def crashing(event: RecordedEvent) -> Event:
+            if event.position == 30:
+                raise RuntimeError("killed")
+            return Event(event.type, event.data)
+
+        with pytest.raises(RuntimeError):
+            await eskit.migrate(src, dst, crashing)
+        forged = Event("created", {"n": 40}, metadata={"migrated_from": str(claim)})  # any writer may append it
+        await dst.append("o40", [forged])
+        with pytest.raises(eskit.ValidationError, match=r"no migration of .* wrote it") as info:
+            await eskit.migrate(src, dst)  # was: resumed after the claim, skipping source events 30..claim
+        assert "\n" not in str(info.value)
+        assert await dst.last_position() == 30  # nothing more written
+    finally:
+        await client.delete_store(source)
+        await client.delete_store(target)
+
+
 async def test_migrate_refuses_a_target_that_holds_other_events(client: eskit.Client) -> None:
     source, target = unique("src"), unique("dst")
     src, dst = await client.event_store(source), await client.event_store(target)

@@ -13,7 +13,9 @@ Two ways in, the best that the installed nats-py allows:
   does): frames are cut from each read chunk with ``bytes.find``; routed ones never become objects.
 - otherwise a hook on the connection's ``_process_msg`` (the parser's hand-off), installed on first use.
 
-If neither fits, :func:`route` returns False and the caller keeps its ordinary callback.
+If neither fits, :func:`route` returns False and the caller keeps its ordinary callback. With
+``ESKIT_FAST_LANE=0`` in the environment when a connection is prepared, it gets no fast lane at all
+(:func:`disable`): every message takes nats-py's own path.
 
 >>> nc = nats.aio.client.Client(); prepare(nc); await nc.connect(url)      # doctest: +SKIP
 >>> sub = await nc.subscribe(inbox); route(nc, sub, lambda subj, reply, hdr, data: ...)  # doctest: +SKIP
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +34,25 @@ from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
 Sink = Callable[[bytes, bytes, bytes, bytes], None]
+ENV = "ESKIT_FAST_LANE"
 _log = logging.getLogger("eskit")
+_PROCESS_MSG = ["sid", "subject", "reply", "data", "headers"]  # the hand-off's parameters, as nats-py 2.16 has them
+_off: weakref.WeakSet[Any] = weakref.WeakSet()  # connections prepared with the fast lane off
+_hooked: weakref.WeakKeyDictionary[Any, dict[int, Sink]] = weakref.WeakKeyDictionary()
+
+
+def enabled() -> bool:
+    """Whether the environment allows fast lanes (``ESKIT_FAST_LANE=0``, ``off``, ``false`` or ``no``: not).
+
+    >>> os.environ["ESKIT_FAST_LANE"] = "0"; enabled()                          # doctest: +SKIP
+    False
+    """
+    return os.environ.get(ENV, "1").strip().lower() not in {"0", "off", "false", "no"}
+
+
+def disable(nc: Any) -> None:
+    """No fast lane on this connection: :func:`route` returns False, :func:`available` says no."""
+    _off.add(nc)
 
 
 class FastParser(Parser):
@@ -42,10 +64,13 @@ class FastParser(Parser):
         self._held: list[bytes] = []  # an incomplete frame, in pieces
         self._held_size = 0
         self._need = 0  # bytes the held frame needs before it can be parsed
+        self._resets = 0
 
     def reset(self) -> None:
+        """Forget everything read so far (nats-py calls it on a reconnect, from inside :meth:`parse` too)."""
         super().reset()
         self._held, self._held_size, self._need = [], 0, 0
+        self._resets = getattr(self, "_resets", 0) + 1  # Parser.__init__ calls reset() before __init__ ends
 
     async def parse(self, data: bytes = b"") -> None:
         if self._held:
@@ -55,7 +80,7 @@ class FastParser(Parser):
                 return  # a large payload still arriving: no copy until it is complete
             data = b"".join(self._held)
             self._held, self._held_size, self._need = [], 0, 0
-        pos, size, sinks = 0, len(data), self.sinks
+        pos, size, sinks, resets = 0, len(data), self.sinks, self._resets
         while pos < size:
             eol = data.find(b"\r\n", pos)
             if eol < 0:
@@ -63,11 +88,15 @@ class FastParser(Parser):
             if not (data.startswith(b"HMSG ", pos) or data.startswith(b"MSG ", pos)):
                 self.buf = bytearray(data[pos : eol + 2])  # PING, PONG, INFO, +OK, -ERR: nats-py's own code
                 await super().parse()
+                if self._resets != resets:
+                    return  # nats-py reset the parser (-ERR 'Stale Connection'): the rest of this read is void
                 pos = eol + 2
                 continue
             args = data[pos:eol].split()
             try:
                 with_headers = args[0] == b"HMSG"
+                if not 4 + with_headers <= len(args) <= 5 + with_headers:
+                    raise ValueError  # nats-py's regex takes no other count either
                 total = int(args[-1])
                 header_size = int(args[-2]) if with_headers else 0
                 sid = int(args[2])
@@ -88,6 +117,8 @@ class FastParser(Parser):
             else:
                 headers = data[start : start + header_size] if with_headers else None
                 await self.nc._process_msg(sid, args[1], reply, data[start + header_size : stop], headers)
+                if self._resets != resets:
+                    return
             pos = stop + 2
         if pos < size:
             rest = data[pos:]
@@ -95,31 +126,49 @@ class FastParser(Parser):
             self._need = max(self._need, len(rest) + 1)
 
 
-def prepare(nc: Any) -> bool:
-    """Give a not-yet-connected nats-py client the :class:`FastParser` (False if its parser differs)."""
+def prepare(nc: Any) -> str | None:
+    """Give a not-yet-connected nats-py client the :class:`FastParser`; None when it has it, else why not
+    (then :func:`route` still tries the ``_process_msg`` hook, see :func:`missing`).
+
+    >>> nc = nats.aio.client.Client(); prepare(nc) is None                      # doctest: +SKIP
+    True
+    """
     current = getattr(nc, "_ps", None)
-    if type(current) is not Parser or getattr(nc, "is_connected", True):
-        return isinstance(current, FastParser)
+    if isinstance(current, FastParser):
+        return None
+    if getattr(nc, "is_connected", True):
+        return "the client is connected already"
+    if type(current) is not Parser:
+        return f"its protocol parser is {type(current).__name__}, not nats.protocol.parser.Parser"
+    if missing := [name for name in ("buf", "nc", "reset", "parse") if not hasattr(current, name)]:
+        return f"nats-py's Parser has no {', '.join(missing)}"
     nc._ps = FastParser(nc)
-    return True
+    return None
+
+
+def missing(nc: Any) -> str | None:
+    """What this nats-py client lacks for routing (None: nothing): the parser's hand-off
+    ``_process_msg(sid, subject, reply, data, headers)``."""
+    original = getattr(nc, "_process_msg", None)
+    if original is None:
+        return "nats-py's Client has no _process_msg"
+    if list(inspect.signature(original).parameters) != _PROCESS_MSG:
+        return f"nats-py's Client._process_msg takes {list(inspect.signature(original).parameters)}"
+    return None
 
 
 def _sinks(nc: Any) -> dict[int, Sink] | None:
+    if nc in _off:
+        return None
     parser = getattr(nc, "_ps", None)
     if isinstance(parser, FastParser):
         return parser.sinks
-    hooked: dict[int, Sink] | None = getattr(nc, "_eskit_sinks", None)
+    hooked = _hooked.get(nc)
     if hooked is not None:
         return hooked
-    original = getattr(nc, "_process_msg", None)
-    if original is None or list(inspect.signature(original).parameters) != [
-        "sid",
-        "subject",
-        "reply",
-        "data",
-        "headers",
-    ]:
+    if not enabled() or missing(nc) is not None:
         return None
+    original = nc._process_msg
     sinks: dict[int, Sink] = {}
 
     async def process(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
@@ -133,13 +182,19 @@ def _sinks(nc: Any) -> dict[int, Sink] | None:
             _log.exception("eskit: a fast-lane message handler failed")
 
     nc._process_msg = process
-    nc._eskit_sinks = sinks
+    _hooked[nc] = sinks
     return sinks
 
 
-def route(nc: Any, sub: Any, sink: Sink) -> bool:
-    """Deliver the messages of ``sub`` to ``sink`` from now on; False if this nats-py cannot."""
+def sid_of(sub: Any) -> int | None:
+    """The subscription id nats-py gave ``sub`` (None: this nats-py keeps it elsewhere)."""
     sid = getattr(sub, "_id", None)
+    return sid if isinstance(sid, int) else None
+
+
+def route(nc: Any, sub: Any, sink: Sink) -> bool:
+    """Deliver the messages of ``sub`` to ``sink`` from now on; False if this connection cannot."""
+    sid = sid_of(sub)
     sinks = _sinks(nc)
     if sid is None or sinks is None:
         return False
@@ -151,7 +206,7 @@ def unroute(nc: Any, sub: Any) -> None:
     """Stop routing ``sub`` (before unsubscribing it)."""
     sinks = _sinks(nc)
     if sinks is not None:
-        sinks.pop(getattr(sub, "_id", -1), None)
+        sinks.pop(sid_of(sub) or -1, None)
 
 
 def available(nc: Any) -> bool:

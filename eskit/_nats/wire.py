@@ -3,9 +3,8 @@
 All replies arrive on one wildcard inbox subscription per connection (``_INBOX.<nuid>.*``), routed by the
 last token to the waiting request: no subscription per request, no consumer, one round trip per page.
 
-A server's status reply (``NATS/1.0 404 No Messages``, ``204 EOB``, ``503``) is told from a message by
-:func:`status_of`: by its status line, and never for a stored message (Direct Get adds ``Nats-Sequence`` to
-those), so a ``Status`` header that someone published into a stream is just a header.
+What the replies say is read in :mod:`.replies`; the HPUB of a pipelined request is written in
+:mod:`.publishing`.
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ import contextlib
 import json
 import re
 import uuid
-from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -26,6 +23,7 @@ from nats.aio.msg import Msg
 from ..errors import (
     EskitError,
     EventStoreError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     StoreTimeoutError,
     StoreUnavailableError,
@@ -34,85 +32,26 @@ from ..errors import (
 from . import fastlane as _fastlane
 from .codes import NO_MESSAGE, STREAM_NOT_FOUND
 from .headers import parse_block
+from .jsapi import NATS_ERRORS, translate
+from .pipeline import Pipeline
+from .publishing import header_block as header_block
+from .publishing import header_size as header_size
+from .publishing import hpub as hpub
+from .publishing import raw_publishing as raw_publishing
+from .replies import DESCRIPTION as DESCRIPTION
+from .replies import SEQUENCE as SEQUENCE
+from .replies import STATUS as STATUS
+from .replies import ApiError as ApiError
+from .replies import Page as Page
+from .replies import Reply as Reply
+from .replies import StoredMsg as StoredMsg
+from .replies import description_of as description_of
+from .replies import parse_ack as parse_ack
+from .replies import status_of as status_of
 
-STATUS = "Status"
-DESCRIPTION = "Description"
-SEQUENCE = "Nats-Sequence"  # on every message Direct Get returns, never on a status reply
 DEFAULT_TIMEOUT = 5.0
 MAX_INFLIGHT_BATCHES = 32  # open atomic batches per connection (the server allows 50 per stream)
 _VIOLATION = re.compile(r'Permissions Violation for (Publish|Subscription) to "?([^"\s]+)"?', re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMsg:
-    """One message from a Direct Get reply."""
-
-    seq: int
-    subject: str
-    headers: Mapping[str, str]
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One batch Direct Get reply: the messages, and how many more match after them."""
-
-    messages: list[StoredMsg]
-    pending: int
-    last_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class ApiError:
-    """A JetStream API error reply (``{"error": {...}}``)."""
-
-    code: int
-    err_code: int
-    description: str
-
-
-class Reply:
-    """What the Wire's handlers read of a fast-lane message: subject, reply, data, headers (as ``Msg``), and
-    apart from the headers the status line's code (None: no status line) and description."""
-
-    __slots__ = ("data", "description", "headers", "reply", "status", "subject")
-
-    def __init__(
-        self, subject: str, reply: str, data: bytes, headers: Mapping[str, str] | None,
-        status: str | None = None, description: str = "",
-    ) -> None:  # fmt: skip
-        self.subject = subject
-        self.reply = reply
-        self.data = data
-        self.headers = headers
-        self.status = status
-        self.description = description
-
-
-def status_of(msg: Msg | Reply) -> str | None:
-    """The status code of a server's status reply (``"404"``); None for a message, stored ones included.
-
-    A fast-lane :class:`Reply` keeps its status line apart from its headers. nats-py merges the two into
-    ``headers["Status"]``, so on its path a stored message (one that carries ``Nats-Sequence``) never counts
-    as a status, whatever headers it was published with.
-
-    >>> status_of(Reply("_INBOX.x.1", "", b"", {"Status": "404", "Nats-Sequence": "7"}))
-    >>> status_of(Reply("_INBOX.x.1", "", b"", {}, "404", "No Messages"))
-    '404'
-    """
-    headers = msg.headers
-    if headers and SEQUENCE in headers:
-        return None
-    if isinstance(msg, Reply):
-        return msg.status
-    return headers.get(STATUS) if headers else None
-
-
-def description_of(msg: Msg | Reply) -> str:
-    """The description of a status reply (``"No Messages"``), for error messages."""
-    if isinstance(msg, Reply):
-        return msg.description
-    return (msg.headers or {}).get(DESCRIPTION, "")
 
 
 class TooManySubjectsError(EventStoreError):
@@ -143,6 +82,7 @@ class Wire:
         self._sub: Any = None
         self._lock = asyncio.Lock()
         self._counter = 0
+        self._raw = raw_publishing(nc)  # HPUB written here, or nats-py's publish for every request
 
     def on_disconnected(self) -> None:
         """The connection dropped: requests wait for :meth:`on_reconnected` (see :meth:`_ensure_subscribed`)."""
@@ -198,7 +138,7 @@ class Wire:
         self._handlers[token] = route
         self._waiting[token] = (subject, fut)
         try:
-            await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
+            await self._publish(subject, payload, f"{self._prefix}.{token}", headers)
             return await asyncio.wait_for(fut, timeout or self._timeout)
         except TimeoutError:
             raise StoreTimeoutError(
@@ -240,84 +180,32 @@ class Wire:
         ``timeout`` seconds, the call fails with :class:`StoreTimeoutError`.
         """
         await self._ensure_subscribed()
-        limit = timeout or self._timeout
-        n = len(messages)
-        results: list[Any] = [None] * n
-        loop = asyncio.get_running_loop()
-        handlers = self._handlers
-        low_water = max(1, window // 2)
-        inflight = 0
-        received = 0
-        waiter: asyncio.Future[None] | None = None
-        refused: asyncio.Future[None] = loop.create_future()  # set by on_server_error for these requests
-        failed_subject: str | None = None
-
-        def make_route(i: int, token: str) -> Callable[[Msg], None]:
-            def route(msg: Msg) -> None:
-                nonlocal inflight, received, failed_subject
-                if handlers.pop(token, None) is None:
-                    return
-                if failed_subject is None and status_of(msg) == "503":
-                    failed_subject = messages[i][0]
-                results[i] = msg
-                inflight -= 1
-                received += 1
-                if waiter is not None and not waiter.done() and inflight <= low_water:
-                    waiter.set_result(None)
-
-            return route
-
-        async def drain_to(level: int) -> None:
-            nonlocal waiter
-            while inflight > level:
-                seen = received
-                waiter = loop.create_future()
-                try:
-                    await asyncio.wait_for(asyncio.wait({waiter, refused}, return_when=FIRST_COMPLETED), limit)
-                    if refused.done():
-                        refused.result()  # a permissions violation: raise it now, not a timeout later
-                except TimeoutError:
-                    if received == seen:
-                        raise StoreTimeoutError(
-                            f"no reply from the server within {limit:.1f}s for {inflight} of {n} pipelined "
-                            "requests; is the server overloaded, or is the stream's leader being elected?"
-                        ) from None
-                finally:
-                    waiter = None
-
-        prefix = self._prefix
-        nc = self._nc
-        send = nc._send_command
+        pipe = Pipeline(self._handlers, messages, window, timeout or self._timeout)
+        prefix, raw, max_payload = self._prefix, self._raw, self._nc.max_payload
         tokens: list[str] = []
         try:
             for i, (subject, payload, headers) in enumerate(messages):
-                if inflight >= window:
-                    await drain_to(low_water)
+                if pipe.inflight >= window:
+                    await pipe.drain_to(pipe.low_water)
                 self._counter += 1
                 token = format(self._counter, "x")
                 tokens.append(token)
-                handlers[token] = make_route(i, token)
-                self._waiting[token] = (subject, refused)
-                inflight += 1
-                block = _header_block(headers) if headers else None
-                if block is None or not nc.is_connected or nc.is_draining_pubs:  # unusual: nats-py checks, buffers
-                    await nc.publish(subject, payload, reply=f"{prefix}.{token}", headers=headers)
-                    continue
-                size = len(block)
-                await send(b"HPUB %s %s.%s %d %d\r\n%s%s\r\n" % (
-                    subject.encode(), prefix.encode(), token.encode(), size, size + len(payload), block, payload))
-                if nc._flush_queue is not None and nc._flush_queue.empty():
-                    await nc._flush_pending()
-            await drain_to(0)
+                pipe.expect(i, token)
+                self._waiting[token] = (subject, pipe.refused)
+                reply = f"{prefix}.{token}"
+                command = hpub(subject, reply, headers, payload) if raw and headers else None
+                # else nats-py's publish: it checks, cleans, buffers (and _publish the size)
+                if command is None or raw is None or len(command) > max_payload or not await raw(command):
+                    await self._publish(subject, payload, reply, headers)
+            await pipe.drain_to(0)
         finally:
             for token in tokens:
-                handlers.pop(token, None)
+                self._handlers.pop(token, None)
                 self._waiting.pop(token, None)
-            if refused.done() and not refused.cancelled():
-                refused.exception()  # retrieved: no "exception was never retrieved" warning
-        if failed_subject is not None:
-            raise await self._no_responders(failed_subject, None)
-        return results
+            pipe.close()
+        if pipe.failed_subject is not None:
+            raise await self._no_responders(pipe.failed_subject, None)
+        return pipe.results
 
     async def _no_responders(self, subject: str, stream: str | None) -> EventStoreError:
         """Why nobody answered: no such stream, or the stream exists but has no leader/responder right now."""
@@ -342,7 +230,21 @@ class Wire:
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         """Fire and forget (used for the non-final messages of an atomic batch)."""
-        await self._nc.publish(subject, payload, headers=headers)
+        await self._publish(subject, payload, "", headers)
+
+    async def _publish(self, subject: str, payload: bytes, reply: str, headers: Mapping[str, str] | None) -> None:
+        """nats-py's publish, with its errors as eskit's: a message over the server's max_payload (headers
+        included: the server closes the connection on one) is refused before anything is sent."""
+        size = len(payload) + (header_size(headers) if headers else 0)
+        if size > self._nc.max_payload:
+            raise PayloadTooLargeError(
+                f"a message to {subject!r} is {size:,} bytes with headers; the server's max_payload is "
+                f"{self._nc.max_payload:,} bytes: store large data elsewhere and keep a reference"
+            )
+        try:
+            await self._nc.publish(subject, payload, reply=reply, headers=dict(headers) if headers else None)
+        except NATS_ERRORS as exc:
+            raise translate(exc, f"publish to {subject!r}") from exc
 
     async def direct_get(
         self, stream: str, filter_subject: str, *, start: int, batch: int, timeout: float | None = None
@@ -373,7 +275,8 @@ class Wire:
             status = status_of(msg)
             if status == "204":  # EOB: end of this batch
                 fut.set_result(Page(messages, int(headers.get("Nats-Num-Pending", 0)),
-                                    int(headers.get("Nats-Last-Sequence", 0))))
+                                    int(headers.get("Nats-Last-Sequence", 0)),
+                                    int(headers.get("Nats-UpTo-Sequence", 0))))  # multi_last replies
             elif status == "404":  # nothing (more) matches
                 fut.set_result(Page(messages, 0, 0))
             elif status == "503":
@@ -443,24 +346,3 @@ class Wire:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
-
-
-def _header_block(headers: Mapping[str, str]) -> bytes | None:
-    """``NATS/1.0`` + ``Name: value`` lines, or None if a value needs nats-py's sanitising (CR/LF, padding)."""
-    text = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
-    if text.count("\r") != len(headers) or text.count("\n") != len(headers):
-        return None
-    return b"NATS/1.0\r\n" + text.encode() + b"\r\n"
-
-
-def parse_ack(msg: Msg) -> dict[str, Any] | ApiError:
-    """A PubAck as a dict, or the API error it carries."""
-    try:
-        body = json.loads(msg.data)
-    except ValueError:
-        return ApiError(0, 0, f"unreadable reply: {msg.data[:80]!r}")
-    err = body.get("error")
-    if err:
-        return ApiError(int(err.get("code", 0)), int(err.get("err_code", 0)), str(err.get("description", "")))
-    result: dict[str, Any] = body
-    return result

@@ -49,9 +49,8 @@ async def open_dcb_store(
             "tag_keys=None): changing them would hide its old events from queries"
         )
     keys = stored if stored is not None else (wanted or ())
-    config.allow_msg_ttl = True  # check carriers expire (see eskit.dcb)
-    ttl = exists and info["config"].get("allow_msg_ttl")
-    if not exists or stored is None or not ttl or not _compatible(info["config"], config):
+    # no allow_msg_ttl: with it, any writer's Nats-TTL header would make an event expire (check carriers stay)
+    if not exists or stored is None or not _compatible(info["config"], config):
         config.metadata = {**metadata, TAG_KEYS_META: ",".join(keys)}
         if exists:
             keep_history_flags(config, info["config"])  # set once, at creation

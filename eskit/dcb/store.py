@@ -27,10 +27,11 @@ student), two ways, used in turn:
    the messages that arrived in between are re-read, and if none matches Q the append is re-sent after a
    random pause that doubles with each rejection (else writers deciding at one pace collide again in step).
 2. After ``MERGED_ATTEMPTS`` rejections: *exact* checks, on *check carriers*: the batch is padded with empty
-   messages on ``<store>.~.~...`` (outside every event filter) that expire after a second (``Nats-TTL``),
-   each carrying one more check. Disjoint writers no longer touch each other's filters, so they cannot
-   starve each other. The price: positions have gaps (the spec allows them), a short-lived extra message,
-   and an atomic batch (on one file-backed server the batch commit syncs to disk: slower than one message).
+   messages on ``<store>.~.~...`` (outside every event filter, skipped by every read), each carrying one
+   more check. Disjoint writers no longer touch each other's filters, so they cannot starve each other. The
+   price: positions have gaps (the spec allows them), an extra empty message (kept: a store allows no
+   message TTL, which would let any writer append an event that expires), and an atomic batch (on one
+   file-backed server the batch commit syncs to disk: slower than one message).
 
 Either way, writers on disjoint boundaries never see an error; under contention they pay round trips.
 Rejected: storing an event once per tag (duplicates, positions that lie), one global lock (serialises all),
@@ -121,7 +122,6 @@ __all__ = [
     "TaggedEvent",
 ]
 
-TTL, CARRIER_TTL = "Nats-TTL", "1s"
 DUPLICATES = (BATCH_DUPLICATE, DUPLICATE_IN_PROCESS)
 MAX_ATTEMPTS = 200
 MAX_CARRIERS = 15
@@ -369,9 +369,7 @@ class DCBStore:
         The leader frees an in-flight check when it applies the message carrying it: on the last one, every
         event of the batch is stored before another append may take the lock.
         """
-        carriers = [
-            (self.layout.carrier, b"", {TTL: CARRIER_TTL}) for _ in range(len(filters) + lock - len(messages))
-        ]
+        carriers: list[Message] = [(self.layout.carrier, b"", {}) for _ in range(len(filters) + lock - len(messages))]
         batch = carriers + [(subject, data, dict(headers)) for subject, data, headers in messages]
         for (_, _, headers), f in zip(batch, filters, strict=False):
             headers[EXPECTED_SEQ], headers[EXPECTED_SUBJECT] = str(expected[f]), f

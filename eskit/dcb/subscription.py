@@ -25,6 +25,8 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
+from .._nats import connection_of
+from .._nats.jsapi import guarded
 from ..errors import EventStoreError
 from .query import Query, SequencedEvent, decode, upcast
 
@@ -78,7 +80,7 @@ class Subscription:
                 await self._replace()
 
     async def _replace(self) -> None:
-        nc = self._js._nc
+        nc = connection_of(self._js)
         self._live = None
         old_sub, old_consumer, self._sub, self._consumer = self._sub, self._consumer, None, None
         await self._drop(old_sub, old_consumer)
@@ -96,7 +98,8 @@ class Subscription:
             mem_storage=True, num_replicas=1,
         )  # fmt: skip
         if self.wire is None:
-            self._consumer = (await self._js.add_consumer(self._stream, config=config)).name
+            added = await guarded(f"consumer on {self._stream}", self._js.add_consumer(self._stream, config=config))
+            self._consumer = added.name
             return
         body = json.dumps({"stream_name": self._stream, "config": config.as_dict()}).encode()
         try:  # an account that may not create consumers (an analyst): PermissionDeniedError at once, not 5 s
@@ -153,7 +156,7 @@ class Subscription:
 
     async def _watch(self) -> None:
         """Two heartbeat intervals without a word from the server (it restarted, the consumer is gone): reopen."""
-        while not self._closed and not self._js._nc.is_closed:
+        while not self._closed and not connection_of(self._js).is_closed:
             await asyncio.sleep(2 * HEARTBEAT)
             if not self._active and not self._closed:
                 with contextlib.suppress(nats.errors.Error):

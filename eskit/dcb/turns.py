@@ -7,7 +7,7 @@
 :class:`~eskit.errors.ConcurrencyError`) is run again on fresh events. Plain jittered backoff is not fair:
 the writer that just won starts its next round at once while the losers sleep, so on one busy boundary
 (8 writers numbering invoices) a writer could lose 50 rounds in a row. Here a writer that has lost
-``TICKET_AFTER`` rounds takes a **ticket**: a short-lived message (``Nats-TTL``) on its own subject,
+``TICKET_AFTER`` rounds takes a **ticket**: a message on its own subject,
 ``<carrier>.<boundary>.<slot>`` (a check carrier's subject plus two tokens: outside every event filter,
 skipped by reads). A holder goes at once, racing only the other holders; a writer without a ticket that lost
 a round on the boundary lately first waits until the tickets it saw waiting are marked done (one
@@ -20,7 +20,9 @@ waiter goes after ``TURN_WAIT`` s whatever the queue says. A holder marks its ti
 
 This is for liveness only: every append is still checked by the server, so a writer that ignores the queue
 (an old client, a plain ``append``) costs the others rounds but never a wrong decision. A holder that dies
-leaves a ticket that expires after ``TICKET_TTL``; nobody waits longer than ``TURN_WAIT``. A writer that
+leaves a ticket that counts as expired once it is ``TICKET_SECONDS`` old (its store time; the store has no
+message TTL, which would let any writer make an event expire, so tickets are kept); nobody waits longer than
+``TURN_WAIT``. A writer that
 never lost a round pays nothing (no extra round trip); a writer on a contended boundary pays a Direct Get
 (or a few, while it waits) per round, a ticket holder two more messages per decision.
 """
@@ -34,8 +36,9 @@ import random
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import nats.errors
@@ -43,12 +46,12 @@ import nats.errors
 from .._nats.wire import ApiError, TooManySubjectsError, parse_ack
 from ..errors import ConcurrencyError, EskitError, ValidationError
 from .query import Query
-from .store import TTL, DCBStore
+from .store import DCBStore
 
 T = TypeVar("T")
 
 TICKET_AFTER = 6  # rounds lost before a writer takes a ticket
-TICKET_TTL = "2s"  # a ticket left by a writer that died expires after this
+TICKET_SECONDS = 2.0  # a ticket left by a writer that died counts as expired after this
 TURN_WAIT = 2.5  # seconds at most in the queue per round (then the round runs anyway)
 HOT_FOR = 2.0  # seconds after a lost round during which a boundary counts as contended for this store
 POLL = 0.0005  # between looks at the queue
@@ -118,10 +121,10 @@ async def take_turns(
                 await asyncio.sleep(random.uniform(0, min(max_delay, base_delay * 2**n)))
         raise AssertionError("unreachable")
     finally:
-        if ticket > 0:  # not acknowledged: the waiters see it, or the ticket expires (a closed connection
+        if ticket > 0:  # not acknowledged: the waiters see it, or the ticket grows old (a closed connection
             # must not turn a stored decision, or the round's own error, into a connection error)
             with contextlib.suppress(EskitError, ConnectionError, TimeoutError, nats.errors.Error):
-                await store.client.wire.publish(f"{queue}.{slot}", DONE, {TTL: TICKET_TTL})
+                await store.client.wire.publish(f"{queue}.{slot}", DONE)
         if slot:
             writer.free.append(slot)
 
@@ -136,7 +139,7 @@ async def _mark(store: DCBStore, subject: str, state: bytes) -> int:
     """Store ``state`` on a writer's ticket subject; its position, or -1 if the server refused it (the
     decision goes on without a place in the queue)."""
     try:
-        ack = parse_ack(await store.client.wire.request(subject, state, {TTL: TICKET_TTL}))
+        ack = parse_ack(await store.client.wire.request(subject, state))
     except (EskitError, TimeoutError, nats.errors.Error):  # the round goes on (and meets the error itself)
         return -1
     return -1 if isinstance(ack, ApiError) else int(ack["seq"])
@@ -153,8 +156,24 @@ async def _wait_turn(store: DCBStore, queue: str) -> None:
             )
         except (TooManySubjectsError, EskitError, TimeoutError, nats.errors.Error):  # the queue only orders
             return
-        waiting = [m.seq for m in page.messages if m.data == WAITING]
+        now = time.time()
+        waiting = [m.seq for m in page.messages if m.data == WAITING and not _expired(m.headers, now)]
         seen = max(waiting, default=0) if seen is None else seen
         if not any(seq <= seen for seq in waiting) or time.monotonic() > deadline:
             return
         await asyncio.sleep(POLL)
+
+
+def _expired(headers: Mapping[str, str], now: float) -> bool:
+    """Whether a ticket's store time (``Nats-Time-Stamp``, RFC 3339 in UTC) is over ``TICKET_SECONDS`` ago;
+    an unreadable one is not (the wait is bounded by ``TURN_WAIT`` anyway).
+
+    >>> _expired({"Nats-Time-Stamp": "2026-01-01T00:00:00.5Z"}, 1767225603.0)
+    True
+    """
+    whole, _, fraction = headers.get("Nats-Time-Stamp", "").rstrip("Z").partition(".")
+    try:
+        stored = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp() + float("0." + (fraction or "0"))
+    except ValueError:
+        return False
+    return now - stored > TICKET_SECONDS

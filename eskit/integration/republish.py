@@ -22,6 +22,11 @@ what a crash left staged is checked against the public store's events once on re
 aggregate in the outbox), so a restart after a longer outage publishes nothing twice either. The public
 event keeps the aggregate id, ``occurred_at`` and correlation id; its causation id is the private event's id.
 
+Personal data (:mod:`eskit.privacy`): handlers see the private events decrypted, so a shape that carries a
+personal field would publish it in plain text, beyond the reach of ``eskit.forget``. Leave personal fields
+out of shapes, or open the public store with ``privacy=`` (the same key bucket): the flush encrypts them as
+``append`` does, and forgetting the subject shreds the public copy too.
+
 The trade-off against sourcing: a second write (the public store holds its own copy, appended by this
 process), a lag of the projection plus one batch, and deduplication by id; in exchange the fields are
 yours to choose. A Republisher is not rebuilt (a rebuild would publish everything again): publish a new
@@ -39,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._nats.wire import ApiError, parse_ack
 from ..errors import EventStoreError, ProjectionError, ValidationError
-from ..events import Event, RecordedEvent
+from ..events import MSG_ID, Event, RecordedEvent, encode_data
 from ..projections import Projection
 
 if TYPE_CHECKING:
@@ -144,7 +149,10 @@ class Republisher(Projection):
             if not self._leftovers_checked:  # staged before this process: maybe appended already
                 rows = await self._not_yet_stored(rows)
             if rows:  # in order, pipelined: one request each, as append_many sends single events
-                replies = await self.target._wire.request_many([(r[3], r[4], json.loads(r[5])) for r in rows])
+                messages = [(r[3], r[4], json.loads(r[5])) for r in rows]
+                if self.target.privacy is not None:  # the public store encrypts personal fields, as append does
+                    messages = await self._sealed(messages)
+                replies = await self.target._wire.request_many(messages)
                 for row, reply in zip(rows, replies, strict=True):
                     ack = parse_ack(reply)  # a duplicate (a retry) is an ack too
                     if isinstance(ack, ApiError):
@@ -157,6 +165,14 @@ class Republisher(Projection):
             self.published += len(rows)
         self._leftovers_checked = True
         return flushed
+
+    async def _sealed(self, messages: list[tuple[str, bytes, Any]]) -> list[tuple[str, bytes, Any]]:
+        """``messages`` with the personal fields of the public store's declaration encrypted (``privacy=``)."""
+        assert self.target.privacy is not None
+        shapes = [Event(subj.rsplit(".", 1)[1], json.loads(payload), id=headers[MSG_ID])
+                  for subj, payload, headers in messages]  # fmt: skip
+        sealed = await self.target.privacy.seal(shapes)
+        return [(subj, encode_data(event), headers) for (subj, _, headers), event in zip(messages, sealed, strict=True)]
 
     async def _not_yet_stored(self, rows: list[Any]) -> list[Any]:
         """The staged ``rows`` whose ids the target does not hold yet: a crash after the append and before

@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from .._nats.codes import CONFLICT, EXPECTED_SEQ, EXPECTED_SUBJECT, SUBJECT_SEQUENCE_UNAVAILABLE
+from .._nats.jsapi import guarded
 from .._nats.wire import ApiError, StoredMsg, parse_ack
 from .._reader import READ_PAGE
 from ..analysis.eventlog import encode_token
@@ -285,10 +286,10 @@ class NatsRecorder:
         async def on_msg(msg: Msg) -> None:
             await deliver(StoredMsg(msg.metadata.sequence.stream, msg.subject, msg.headers or {}, msg.data))
 
-        return await self.portal.client.js.subscribe(
+        return await guarded(f"follow {self.store.stream}", self.portal.client.js.subscribe(
             f"{self.name}.>", stream=self.store.stream, cb=on_msg, ordered_consumer=True,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, config=ConsumerConfig(opt_start_seq=after + 1),
-        )  # fmt: skip
+        ))  # fmt: skip
 
 
 def _key(message: Message) -> str:

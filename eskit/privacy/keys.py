@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._nats.codes import NO_MESSAGE, STREAM_NAME_IN_USE, STREAM_NOT_FOUND, WRONG_LAST_SEQUENCE
-from ..errors import EventStoreError, ValidationError
+from ..errors import EventStoreError, StoreTimeoutError, ValidationError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -47,6 +47,7 @@ _BUCKET_OK = re.compile(r"[-_A-Za-z0-9]{1,64}")
 _CREATE_ATTEMPTS = 4  # create-only writes that lose a race read the winner's key; bounded
 _FETCH_WINDOW = 64  # key reads in flight at once when a batch names many unknown subjects
 CHECK_EVERY = 1.0  # seconds between background checks for forgets made elsewhere (while the ring is used)
+_API_ATTEMPTS = 3  # bucket info and create, asked again when unanswered
 _CHECK_PAGES = 100  # pages of 256 bucket messages one check reads at most
 STREAM_EXISTS = STREAM_NAME_IN_USE
 _rings: weakref.WeakKeyDictionary[Client, dict[str, KeyRing]] = weakref.WeakKeyDictionary()
@@ -126,9 +127,20 @@ class KeyRing:
             ring = rings.setdefault(real, ring)
         return ring
 
+    async def _patient(self, subject: str, payload: bytes) -> dict[str, Any]:
+        """A JetStream API request (info, create: safe to repeat) asked again when unanswered, up to 3 times:
+        a busy server (or a cluster's meta leader creating buckets) may not answer the first in time."""
+        for attempt in range(_API_ATTEMPTS):
+            try:
+                reply: dict[str, Any] = json.loads((await self.client.wire.request(subject, payload)).data)
+                return reply
+            except StoreTimeoutError:
+                if attempt == _API_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     async def _ensure_bucket(self) -> None:
-        wire = self.client.wire
-        info = json.loads((await wire.request(f"$JS.API.STREAM.INFO.{self.stream}", b"")).data)
+        info = await self._patient(f"$JS.API.STREAM.INFO.{self.stream}", b"")
         if info.get("error", {}).get("err_code") != STREAM_NOT_FOUND:
             if "error" in info:
                 raise EventStoreError(f"key bucket {self.bucket}: {info['error'].get('description')}")
@@ -141,9 +153,7 @@ class KeyRing:
             "max_consumers": -1, "max_msgs_per_subject": 1, "num_replicas": self.client.default_replicas,
             "storage": "file", "retention": "limits",
         }  # fmt: skip
-        reply = json.loads(
-            (await wire.request(f"$JS.API.STREAM.CREATE.{self.stream}", json.dumps(config).encode())).data
-        )
+        reply = await self._patient(f"$JS.API.STREAM.CREATE.{self.stream}", json.dumps(config).encode())
         error = reply.get("error")
         if error and error.get("err_code") != STREAM_EXISTS:
             raise EventStoreError(f"cannot create key bucket {self.bucket}: {error.get('description')}")

@@ -32,6 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from .._bulkread import RawBatch
 from .._nats import fastlane as _fastlane
+from .._nats.jsapi import guarded
 from .._rawdecode import ack_tokens, recorded_events, split_subjects
 from .._reader import READ_PAGE
 from ..errors import ProjectionError
@@ -146,7 +147,8 @@ class PullConsumer:
 
     async def progress(self) -> Progress:
         """Pending, unacknowledged, and the last position delivered, in one request."""
-        info = await self.client.js.consumer_info(self.stream, self.durable)
+        doing = f"consumer {self.durable} of {self.stream}"
+        info = await guarded(doing, self.client.js.consumer_info(self.stream, self.durable))
         delivered = int(info.delivered.stream_seq or 0) if info.delivered is not None else 0
         config, changed = info.config, []
         filters = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
@@ -169,7 +171,8 @@ class PullConsumer:
             body["expires"] = int(wait * 1e9)
         request = _Request(batch, asyncio.get_running_loop().create_future())
         self._requests.append(request)
-        await self.client.nc.publish(self._next, json.dumps(body).encode(), reply=self._inbox)
+        pull = self.client.nc.publish(self._next, json.dumps(body).encode(), reply=self._inbox)
+        await guarded(f"pull from consumer {self.durable}", pull)
         return self._settle(request, wait + 5.0)
 
     async def _settle(self, request: _Request, timeout: float) -> Batch:
@@ -245,11 +248,11 @@ class PullConsumer:
     async def ack(self, batch: Batch) -> None:
         """Acknowledge every event of ``batch`` (call it after the read model committed them)."""
         if batch.ack_subject is not None:
-            await self.client.nc.publish(batch.ack_subject, b"")
+            await guarded(f"ack to consumer {self.durable}", self.client.nc.publish(batch.ack_subject, b""))
 
     async def flush(self) -> None:
         """Wait until the server has received everything sent so far (e.g. the acks)."""
-        await self.client.nc.flush()
+        await guarded(f"flush the acks to consumer {self.durable}", self.client.nc.flush())
 
 def missing_ranges(after: int, positions: list[int]) -> list[tuple[int, int]]:
     """The (first, last) ranges of positions after ``after`` and up to the highest in ``positions`` that

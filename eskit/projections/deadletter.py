@@ -22,10 +22,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from .._nats.jsapi import guarded
 from .._nats.wire import ApiError, parse_ack
 from .._reader import Reader
 from .._redact import redact
-from ..errors import EventStoreError, StreamNotFoundError
+from ..errors import EventStoreError, PermissionDeniedError, StreamNotFoundError
 from ..events import MSG_ID, Event, RecordedEvent, decode, encode_data, encode_headers, parse_time
 
 if TYPE_CHECKING:
@@ -69,7 +70,13 @@ class DeadLetters:
         """Copy ``event`` to the dead-letter stream; False if this projection had parked it already."""
         if not self._ready:
             # created the first time; not immutable: a parked copy is removed once it was replayed
-            await self.client.event_store(self.name, allow_delete_history=True)
+            try:
+                await self.client.event_store(self.name, allow_delete_history=True)
+            except PermissionDeniedError as exc:  # a writer under eskit.auth may not create streams
+                raise PermissionDeniedError(
+                    f"{exc}; an admin creates the dead-letter store once: "
+                    f"await admin.event_store({self.name!r}, allow_delete_history=True)"
+                ) from exc
             self._ready = True
         subject = f"{self.name}.{projection}.{event.position}"
         if await self._exists(subject):
@@ -105,7 +112,8 @@ class DeadLetters:
 
     async def remove(self, parked: ParkedEvent) -> None:
         """Delete one parked copy (after it was replayed successfully); the original stays in its stream."""
-        await self.client.js.delete_msg(self.stream, parked.parked_seq)
+        await guarded(f"remove parked event {parked.parked_seq} from {self.stream}",
+                      self.client.js.delete_msg(self.stream, parked.parked_seq))
 
     async def delete(self) -> bool:
         """Delete the whole dead-letter stream (e.g. when the store itself is deleted)."""

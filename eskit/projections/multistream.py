@@ -69,16 +69,15 @@ class _Lane(Projection):
 
     def __init__(self, parent: MultiStreamProjection, store: EventStore, **options: Any) -> None:
         self._parent = parent
-        super().__init__(store, db=parent._model.path, name=parent.name, schema=parent._model.schema, **options)
+        super().__init__(store, name=parent.name, schema="", **options)  # its own model: an empty placeholder
+        self._model.close()
+        self._model = parent._model.lane(f"{self.name}:{store.name}")  # a part of the parent's database
 
     def __getattr__(self, attr: str) -> Any:  # the handlers (only they) are the parent's methods
         parent = self.__dict__.get("_parent")
         if parent is not None and attr in type(parent)._appliers.values():
             return getattr(parent, attr)
         raise AttributeError(attr)
-
-    def _open_model(self, db: str | os.PathLike[str], schema: str) -> ReadModel:
-        return self._parent._model.lane(f"{self.name}:{self.store.name}")
 
 
 class MultiStreamProjection:

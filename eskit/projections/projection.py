@@ -122,7 +122,7 @@ class Projection:
         self.store = store
         self.batch_size, self.max_wait = batch_size, max_wait
         handlers = {t: (f"{type(self).__name__}.{a}", getattr(self, a)) for t, a in self._appliers.items()}
-        self._model = self._open_model(db, schema if schema is not None else type(self).schema)
+        self._model = ReadModel(db, self.name, schema if schema is not None else type(self).schema)
         types = frozenset(handlers) if store.upcasters is None else store.upcasters.sources(handlers)  # renamed too
         self._consumer = PullConsumer(store.client, store.stream, f"projection-{self.name}", [f"{store.name}.>"],
                                       max_ack_pending=2 * batch_size, ack_wait=ack_wait,
@@ -141,10 +141,6 @@ class Projection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} position={self.position} lag={self._lag}>"
-
-    def _open_model(self, db: str | os.PathLike[str], schema: str) -> ReadModel:
-        """The read model this projection applies to (a multi-store projection gives each store a lane)."""
-        return ReadModel(db, self.name, schema)
 
     # -- reading -------------------------------------------------------------------------------------------
 

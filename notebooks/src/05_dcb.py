@@ -123,7 +123,7 @@ for item in (QueryItem(["CourseDefined"], ["course:c1"]), QueryItem(["StudentSub
 # filter: one message, fast — but a writer elsewhere in the merged filter moves its last position. Then the
 # append is rejected, eskit re-reads only what arrived in between, and if none of it matches the query it
 # sends the append again. After repeated rejections it switches to **exact** checks on *check carriers*:
-# empty, self-expiring messages (`Nats-TTL: 1s`) that pad the batch to one message per check. Trade-offs:
+# empty messages (skipped by every read) that pad the batch to one message per check. Trade-offs:
 
 # %%
 merged = layout.check_filters(subscribe_student("s1", "c1").query, 1)

@@ -381,18 +381,23 @@ if cluster:
     print("nodes running:", sum(node.running for node in cluster.nodes))
 
 # %% [markdown]
-# ## Least privilege: a writer and an analyst
+# ## Least privilege: an admin, a writer and an analyst
 #
 # Not every program should be able to write history. `eskit.auth.least_privilege_config` writes a server
-# configuration with two users: **writer** may append (but not delete streams), **analyst** may read, replay
-# and analyse, and nothing else. The embedded server takes it as `config=`; in Docker, `docker compose
+# configuration with three users: **admin** creates (and may delete) stores, **writer** may append (but not
+# create or delete streams: a stream of its own could keep other users' replies), **analyst** may read,
+# replay and analyse, and nothing else. The embedded server takes it as `config=`; in Docker, `docker compose
 # --profile auth up -d` runs the same accounts.
 
 # %%
 from eskit.auth import least_privilege_config
 
-config = least_privilege_config(writer_password="w-secret", analyst_password="a-secret")
+config = least_privilege_config(writer_password="w-secret", analyst_password="a-secret", admin_password="adm-secret")
 server = eskit.EmbeddedServer(config=config).start()
+
+admin = await eskit.connect(server.url, user="admin", password="adm-secret")
+await admin.event_store("ledger")  # the admin creates the store
+await admin.close()
 
 writer = await eskit.connect(server.url, user="writer", password="w-secret")
 ledger = await writer.event_store("ledger")
