@@ -158,3 +158,35 @@ async def test_a_long_lived_store_forgets_the_boundaries_it_lost_on_long_ago_ins
         assert len(writer.lost_at) <= 1024  # the boundary just lost on, not the 5,000 cold ones
     finally:
         await client.delete_store(store.name)
+
+
+async def test_a_dead_writers_ticket_stops_holding_back_a_writer_whose_clock_is_behind_the_servers(
+    client: eskit.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eskit.dcb import turns as dcb_turns
+
+    class Behind:  # this machine's wall clock a minute behind the server's (monotonic time is its own)
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def time() -> float:
+            return time.time() - 60
+
+    monkeypatch.setattr(dcb_turns, "time", Behind)
+    store: DCBStore = await client.dcb_store(unique("skew"))
+    try:
+        decision = create_invoice({})
+        boundary = dcb_turns._boundary(store, decision.query)
+        await client.wire.request(f"{store.layout.carrier}.{boundary}.dead", dcb_turns.WAITING)  # never done
+        writer = dcb_turns._writers.setdefault(store, dcb_turns._Writer())
+        took = []
+        for _ in range(3):
+            writer.lost_at[boundary] = time.monotonic()  # it lost a round lately: it looks at the queue
+            start = time.monotonic()
+            await execute(store, create_invoice({}))
+            took.append(time.monotonic() - start)
+        # the dead ticket holds it back once (until it is TICKET_SECONDS old by this machine's own count)
+        assert sum(took[1:]) < dcb_turns.TICKET_SECONDS, took
+        assert [e.data["invoiceNumber"] for e in await store.read()] == [1, 2, 3]
+    finally:
+        await client.delete_store(store.name)

@@ -20,8 +20,9 @@ waiter goes after ``TURN_WAIT`` s whatever the queue says. A holder marks its ti
 
 This is for liveness only: every append is still checked by the server, so a writer that ignores the queue
 (an old client, a plain ``append``) costs the others rounds but never a wrong decision. A holder that dies
-leaves a ticket that counts as expired once it is ``TICKET_SECONDS`` old (its store time; the store has no
-message TTL, which would let any writer make an event expire, so tickets are kept); nobody waits longer than
+leaves a ticket that counts as expired once it is ``TICKET_SECONDS`` old (its store time, or, for a writer
+whose clock is behind the server's, since this process first saw it waiting; the store has no message TTL,
+which would let any writer make an event expire, so tickets are kept); nobody waits longer than
 ``TURN_WAIT``. A writer that
 never lost a round pays nothing (no extra round trip); a writer on a contended boundary pays a Direct Get
 (or a few, while it waits) per round, a ticket holder two more messages per decision.
@@ -66,6 +67,9 @@ class _Writer:
     last tokens not in use (one per decision holding a ticket; reused, so a look at the queue stays short)."""
 
     lost_at: dict[str, float] = field(default_factory=dict)
+    # (ticket subject, position) -> when this process first saw it waiting (its own monotonic clock): a ticket
+    # expires by its store time, or by this count, whichever comes first (a wall clock behind the server's)
+    first_seen: dict[tuple[str, int], float] = field(default_factory=dict)
     free: list[str] = field(default_factory=list)
 
     def contended(self, boundary: str) -> bool:
@@ -109,7 +113,7 @@ async def take_turns(
                 slot = writer.free.pop() if writer.free else uuid.uuid4().hex[:16]
                 ticket = await _mark(store, f"{queue}.{slot}", WAITING)
             if ticket <= 0 and writer.contended(boundary):
-                await _wait_turn(store, queue)
+                await _wait_turn(store, queue, writer)
             try:
                 return await attempt()
             except ConcurrencyError as exc:
@@ -145,8 +149,8 @@ async def _mark(store: DCBStore, subject: str, state: bytes) -> int:
     return -1 if isinstance(ack, ApiError) else int(ack["seq"])
 
 
-async def _wait_turn(store: DCBStore, queue: str) -> None:
-    """Wait until the tickets waiting at the first look are done (at most ``TURN_WAIT``)."""
+async def _wait_turn(store: DCBStore, queue: str, writer: _Writer) -> None:
+    """Wait until the tickets waiting at the first look are done or expired (at most ``TURN_WAIT``)."""
     deadline = time.monotonic() + TURN_WAIT
     seen: int | None = None
     for _ in range(int(TURN_WAIT / POLL) + 1):
@@ -156,8 +160,14 @@ async def _wait_turn(store: DCBStore, queue: str) -> None:
             )
         except (TooManySubjectsError, EskitError, TimeoutError, nats.errors.Error):  # the queue only orders
             return
-        now = time.time()
-        waiting = [m.seq for m in page.messages if m.data == WAITING and not _expired(m.headers, now)]
+        now, here = time.time(), time.monotonic()
+        if len(writer.first_seen) > MAX_REMEMBERED:  # forget tickets first seen long ago (seen again: anew)
+            writer.first_seen = {k: t for k, t in writer.first_seen.items() if here - t < 2 * TICKET_SECONDS}
+        waiting = [
+            m.seq for m in page.messages
+            if m.data == WAITING and not _expired(m.headers, now)
+            and here - writer.first_seen.setdefault((m.subject, m.seq), here) <= TICKET_SECONDS
+        ]  # fmt: skip
         seen = max(waiting, default=0) if seen is None else seen
         if not any(seq <= seen for seq in waiting) or time.monotonic() > deadline:
             return
