@@ -22,7 +22,9 @@ This is for liveness only: every append is still checked by the server, so a wri
 (an old client, a plain ``append``) costs the others rounds but never a wrong decision. A holder that dies
 leaves a ticket that counts as expired once it is ``TICKET_SECONDS`` old (its store time, or, for a writer
 whose clock is behind the server's, since this process first saw it waiting; the store has no message TTL,
-which would let any writer make an event expire, so tickets are kept); nobody waits longer than
+which would let any writer make an event expire, so tickets are kept: two messages per decision that took
+one, and a ticket subject per decision holding one at a time per store instance, new ones in a new process;
+a look at a queue of more than 1,024 subjects is skipped, and the queue then orders nothing); nobody waits longer than
 ``TURN_WAIT``. A writer that
 never lost a round pays nothing (no extra round trip); a writer on a contended boundary pays a Direct Get
 (or a few, while it waits) per round, a ticket holder two more messages per decision.
