@@ -3,7 +3,9 @@
 A :class:`Feed` is a :class:`~eskit.projections.Projection` whose read model holds only its position (and
 the in-flight mark), and whose applier (:class:`Issuer`) issues commands instead of writing rows: for each
 batch it notes how far it is about to go, has the manager issue the batch's commands, parks the events whose
-commands failed, then moves the position (the projection acknowledges the batch after that).
+commands failed, then moves the position (the projection acknowledges the batch after that). A new position
+file (``":memory:"`` after a restart, a deleted file) knows nothing of the runs before it: everything stored
+when it first issues counts as possibly issued (one read per ``Append`` without ``expected_position``).
 
 >>> feed = Feed(manager, "orders", orders, frozenset({"placed"}))   # doctest: +SKIP
 >>> await feed.run_until_caught_up()                                # doctest: +SKIP
@@ -67,6 +69,9 @@ class Issuer(Applier):
         counts.skipped += len(events) - len(todo)
         if todo:
             suspect = self._in_flight(model)
+            if suspect is None:  # a new position file: a run that lost its file may have issued all stored so far
+                suspect = max(await self.feed.store.last_position(), todo[-1].position)
+                self._mark(model, suspect)
             self._mark(model, todo[-1].position)
             failed = await self.manager._handle_batch(self.feed.source, todo, suspect)
             for event, reason, attempts in failed:
@@ -78,9 +83,10 @@ class Issuer(Applier):
         if through > model.position:
             model.advance(through)
 
-    def _in_flight(self, model: ReadModel) -> int:
+    def _in_flight(self, model: ReadModel) -> int | None:
+        """The last position whose commands may have been issued; None in a new position file."""
         row = model.db.execute(f"SELECT position FROM {IN_FLIGHT} WHERE name = ?", (self.projection,)).fetchone()
-        return int(row[0]) if row else 0
+        return int(row[0]) if row else None
 
     def _mark(self, model: ReadModel, position: int) -> None:
         model.db.execute(

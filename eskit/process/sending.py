@@ -10,7 +10,7 @@ parked event shows); the manager decides what to do with them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..store import EventStore
 
 SERVICE_ERROR, SERVICE_ERROR_CODE = "Nats-Service-Error", "Nats-Service-Error-Code"
+MAX_TIMEOUT = 3600  # seconds a Request may wait for its reply
 
 
 class Retry(Exception):
@@ -46,10 +47,10 @@ class SendCounts:
 class Sender:
     """Issues commands for process manager ``name`` through ``client`` (see the module docstring)."""
 
-    def __init__(self, client: Client, name: str) -> None:
+    def __init__(self, client: Client, name: str, stores: dict[str, EventStore] | None = None) -> None:
         self.client, self.name = client, name
         self.counts = SendCounts()
-        self._stores: dict[str, EventStore] = {}
+        self._stores: dict[str, EventStore] = dict(stores or {})  # opened by the caller (privacy=, upcasters=)
 
     async def store(self, name: str) -> EventStore:
         """Store ``name``, opened once."""
@@ -99,6 +100,11 @@ class Sender:
     async def _request(self, command: Request, cid: str, event: RecordedEvent, correlation: str | None) -> None:
         try:
             subject = service_subject(self.client, command.subject)
+            if not isinstance(command.data, Mapping):
+                raise ValidationError(f"data takes a JSON object (a dict), got {command.data!r}"[:300])
+            timeout = command.timeout
+            if type(timeout) not in (int, float) or not 0 < timeout <= MAX_TIMEOUT:
+                raise ValidationError(f"timeout takes a number of seconds from 0 to {MAX_TIMEOUT}, got {timeout!r}")
             body = encode_json(dict(command.data), "request")
         except ValidationError as exc:
             raise Refused(f"Request {command.subject}: {exc}") from exc
@@ -108,7 +114,7 @@ class Sender:
         if event.id:
             headers[CAUSATION_ID] = event.id
         try:
-            reply = await self.client.nc.request(subject, body, timeout=command.timeout, headers=headers)
+            reply = await self.client.nc.request(subject, body, timeout=timeout, headers=headers)
         except nats.errors.NoRespondersError:
             raise Retry(f"Request {subject}: no service answers on {subject!r}; is it running?") from None
         except nats.errors.TimeoutError:

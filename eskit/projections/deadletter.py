@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from .._nats.jsapi import guarded
 from .._nats.wire import ApiError, parse_ack
 from .._reader import Reader
+from .._redact import redact
 from ..errors import EventStoreError, PermissionDeniedError, StreamNotFoundError
 from ..events import MSG_ID, Event, RecordedEvent, decode, encode_data, encode_headers, parse_time
 
@@ -85,7 +86,7 @@ class DeadLetters:
             MSG_ID: f"{projection}.{event.position}.{uuid.uuid4().hex}",  # unique: a re-park after remove() stores
             PREFIX + "Projection": projection, PREFIX + "Position": str(event.position),
             PREFIX + "Subject": event.subject, PREFIX + "Timestamp": event.timestamp.isoformat(),
-            PREFIX + "Reason": " ".join(reason.split())[:MAX_REASON] or "unknown",
+            PREFIX + "Reason": redact(" ".join(reason.split()))[:MAX_REASON] or "unknown",  # no credentials
             PREFIX + "Attempts": str(attempts),
         })  # fmt: skip
         ack = parse_ack(await self.client.wire.request(subject, _payload(event), headers))
