@@ -399,6 +399,55 @@ async def test_a_process_manager_that_lost_its_positions_after_the_duplicate_win
     await again.run_until_caught_up(timeout=30)
     await again.close(delete_consumers=True)
     assert await outcomes(flow) == expected(6)
+    assert again.stats.checked > 0  # the consumer of the first run is there: its Appends are looked for
+
+
+async def outlive_the_window(orders: eskit.EventStore) -> None:
+    """Return once an event appended again with the same id is stored again: the duplicate window is over."""
+    probe = eskit.Event("probe")
+    stored = await orders.append("probe", [probe])
+    for _ in range(200):  # bounded: 10 s, until the window is over
+        if await orders.append("probe", [probe]) != stored:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the duplicate window of orders did not end within 10 s")
+
+
+async def test_a_brand_new_process_manager_on_stored_events_reads_for_no_append_before_issuing_it(
+    flow: eskit.Client, payments: eskit.CommandService
+) -> None:
+    await place(await flow.event_store("orders"), 12)
+    checkout = Checkout(flow)  # no position file, and no consumer of an earlier run on the server
+    try:
+        await checkout.run_until_caught_up(timeout=30)
+    finally:
+        await checkout.close(delete_consumers=True)
+    assert await outcomes(flow) == expected(12)
+    assert expected(12)["cancelled"]  # there were Appends without expected_position: cancellations
+    assert checkout.stats.checked == 0
+
+
+async def test_a_process_manager_that_lost_its_positions_checks_its_appends_and_a_crash_while_repositioning_too(
+    flow: eskit.Client, payments: eskit.CommandService
+) -> None:
+    orders = await flow.event_store("orders", duplicate_window=0.2)  # the cancellations: no expected_position
+    await place(orders, 6)
+    first = Checkout(flow)
+    await first.run_until_caught_up(timeout=30)
+    consumers = [feed._consumer for feed in first._feeds]
+    await first.close()
+    for consumer in consumers:  # killed between deleting its consumer and creating it again: only the marker
+        await consumer._marker(create=True)  # type: ignore[attr-defined]
+        assert await consumer.delete()
+    await outlive_the_window(orders)
+
+    again = Checkout(flow)  # a fresh ":memory:" db, and no consumer: the marker says an earlier run issued
+    await again.run_until_caught_up(timeout=30)
+    markers = [await c._exists(c.marker) for c in consumers]  # type: ignore[attr-defined]
+    await again.close(delete_consumers=True)
+    assert await outcomes(flow) == expected(6)
+    assert again.stats.checked > 0
+    assert markers == [False, False]  # gone once the consumers stand again
 
 
 async def test_a_process_manager_given_a_store_with_personal_fields_sees_them_in_clear_also_in_a_replay(

@@ -117,6 +117,7 @@ class ProcessStats:
     parked: int  # events parked because their commands kept failing or were refused
     running: bool
     error: str | None  # the last error of the background task, if any
+    checked: int = 0  # Appends looked for in their store first (possibly issued by a run that lost its positions)
 
 
 class ProcessManager:
@@ -198,7 +199,8 @@ class ProcessManager:
         feeds = [feed.stats for feed in self._feeds]
         return ProcessStats(self.name, self.positions, sum(f.applied for f in feeds), self._sender.counts.commands,
                             self._sender.counts.retried, sum(f.parked for f in feeds), self.running,
-                            self._error or next((f.error for f in feeds if f.error), None))  # fmt: skip
+                            self._error or next((f.error for f in feeds if f.error), None),
+                            self._sender.counts.checked)  # fmt: skip
 
     @property
     def running(self) -> bool:

@@ -42,6 +42,7 @@ class Refused(Exception):
 class SendCounts:
     commands: int = 0  # issued (a repeat after a crash counts again)
     retried: int = 0  # failed attempts tried again (counted by the manager)
+    checked: int = 0  # Appends read for before issuing (possibly issued before a restart that lost positions)
 
 
 class Sender:
@@ -87,12 +88,10 @@ class Sender:
         try:
             target = await self.store(command.store)
             # issued before a crash (the in-flight mark says it may have been)? past the duplicate window too
-            if (
-                suspect
-                and command.expected_position is None
-                and await target._find_stored(command.aggregate_id, events, after=0, reach=None) is not None
-            ):
-                return
+            if suspect and command.expected_position is None:
+                self.counts.checked += 1
+                if await target._find_stored(command.aggregate_id, events, after=0, reach=None) is not None:
+                    return
             await target.append(command.aggregate_id, events, expected_position=command.expected_position)
         except (ValidationError, ConcurrencyError, DuplicateEventError) as exc:
             raise Refused(f"{where}: {type(exc).__name__}: {exc}") from exc
