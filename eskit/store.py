@@ -317,11 +317,7 @@ class EventStore:
         upcasters, privacy = self.upcasters, self.privacy
         async with contextlib.aclosing(self.reader.pages(whole, after, limit)) as pages:
             async for page in pages:
-                events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
-                if privacy is not None:
-                    await privacy.reveal_events(events)
-                if upcasters is not None:
-                    events = upcasters._apply_fresh(events, strict=strict)
+                events = await self._readable(page.messages, upcasters, privacy, strict)
                 for event in events:
                     if beyond(event, up_to):
                         return
@@ -334,10 +330,7 @@ class EventStore:
         async with contextlib.aclosing(self.reader.events(after=after, filters=[whole])) as batches:
             try:
                 async for events in batches:
-                    if privacy is not None:
-                        await privacy.reveal_events(events)
-                    if upcasters is not None:
-                        events = upcasters._apply_fresh(events, strict=strict)
+                    events = await self._readable(events, upcasters, privacy, strict)
                     for event in events:
                         if beyond(event, up_to):
                             return
@@ -348,16 +341,26 @@ class EventStore:
         async for event in self._scan(whole, after=after, up_to=up_to, strict=strict):
             yield event
 
+    @staticmethod
+    async def _readable(
+        items: Sequence[StoredMsg] | list[RecordedEvent], upcasters: Upcasters | None, privacy: Privacy | None,
+        strict: bool,
+    ) -> list[RecordedEvent]:
+        """Stored messages (decoded here) or decoded events as a reader sees them: personal fields revealed
+        (or :data:`eskit.FORGOTTEN`), old versions upcast."""
+        events = [m if isinstance(m, RecordedEvent) else decode(m.seq, m.subject, m.headers, m.data) for m in items]
+        if privacy is not None:
+            await privacy.reveal_events(events)
+        if upcasters is not None:
+            events = upcasters._apply_fresh(events, strict=strict)
+        return events
+
     async def _scan(
         self, filter_subject: str, *, after: int, up_to: Position, upcast: bool = True, strict: bool = True
     ) -> AsyncIterator[RecordedEvent]:
         upcasters, privacy = (self.upcasters, self.privacy) if upcast else (None, None)
         async for page in self.reader.pages(filter_subject, after, up_to if isinstance(up_to, int) else None):
-            events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
-            if privacy is not None:
-                await privacy.reveal_events(events)
-            if upcasters is not None:
-                events = upcasters._apply_fresh(events, strict=strict)
+            events = await self._readable(page.messages, upcasters, privacy, strict)
             for event in events:
                 if beyond(event, up_to):
                     return

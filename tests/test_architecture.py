@@ -262,8 +262,7 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 # Still over, left to the helpers working on them (the DCB store's append path; process managers). The list
 # only shrinks: a module or function that fits comes off it, and nothing new goes on.
 # privacy hooks (issue 16) pushed these over after the split; split them next
-OVERSIZE = {"eskit/dcb/store.py", "eskit/process/manager.py",
-            "eskit/snapshots.py", "eskit/aggregate.py", "eskit/projections/projection.py"}
+OVERSIZE = {"eskit/dcb/store.py", "eskit/process/manager.py", "eskit/snapshots.py", "eskit/aggregate.py"}
 
 
 def test_no_module_over_400_lines_and_no_function_over_60() -> None:
