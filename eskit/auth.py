@@ -126,8 +126,10 @@ class Partner:
 def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = True) -> dict[str, Any]:
     """NATS permissions of a partner that may read the public ``stores`` and nothing else: stream info,
     Direct Get and (``consumers=True``) its own consumers on their streams, and the dead-letter stream of
-    each (``<store>_parked``) where its projections park events they cannot apply; no publish to any other
-    subject, no request about any other stream. Replies only on its own inbox.
+    each (``<store>_parked``, made by :func:`eskit.integration.publish_integration`) where its projections park
+    events they cannot apply; no publish to any other subject, no request about any other stream, no stream
+    created (a stream it made could mirror or source the private store: the server does not check the
+    creator's rights on a source). Replies only on its own inbox.
 
     Consumers are per stream, not per user (see above): partners that run consumers should each get their
     own public store, or one could change another's consumer.
@@ -158,8 +160,8 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
                 f"$JS.API.CONSUMER.DELETE.{stream}.*",
                 f"$JS.ACK.{stream}.>",
-                f"$JS.API.STREAM.INFO.{parked}",
-                f"$JS.API.STREAM.CREATE.{parked}",
+                f"$JS.API.STREAM.INFO.{parked}",  # created by publish_integration: a partner's STREAM.CREATE
+                # could give it a mirror or source of the private store (the server does not check rights there)
                 f"$JS.API.DIRECT.GET.{parked}",
                 f"$JS.API.DIRECT.GET.{parked}.>",
                 f"$JS.API.STREAM.MSG.DELETE.{parked}",
