@@ -264,3 +264,47 @@ async def test_personal_fields_stay_encrypted_in_a_sourced_public_stream_and_a_r
         for name in (customers.name, target.name):
             await client.delete_store(name)
         await client.js.delete_key_value(bucket)
+
+
+class DiesBeforeFlushing(PublicCustomers):
+    """Dies after its batch was staged in the outbox (committed with the position) and before the flush."""
+
+    async def flush(self) -> int:
+        if self.outbox:
+            raise RuntimeError("killed before the outbox was appended")
+        return await super().flush()
+
+
+async def test_a_republisher_does_not_bring_back_a_forgotten_subject_it_staged_before_the_forget(
+    client: eskit.Client, tmp_path: Path
+) -> None:
+    """The outbox holds the shape decrypted; flushed after the forget, the seal made the subject a new key and
+    the public store showed the forgotten e-mail address to everyone, readable for good."""
+    pytest.importorskip("cryptography")
+    bucket = unique("keys")
+    personal = eskit.Personal({"registered": ["email"]}, subject="customer", bucket=bucket)
+    customers = await client.event_store(unique("customers"), privacy=personal)
+    target = await client.event_store(unique("public"), privacy=personal)
+    db, name = tmp_path / "republisher.db", unique("customers")
+    try:
+        await customers.append("c1", [Event("registered", {"customer": "c1", "email": "ann@example.com"})])
+        await customers.append("c2", [Event("registered", {"customer": "c2", "email": "bob@example.com"})])
+        dying = DiesBeforeFlushing(customers, target, db=db, name=name)
+        with pytest.raises(RuntimeError, match="killed"):
+            await dying.run_until_caught_up(timeout=10)
+        assert dying.outbox == 2
+        dying._model.close()
+        assert await eskit.forget(client, "c1", bucket=bucket)
+        restarted = PublicCustomers(customers, target, db=db, name=name)
+        try:
+            await restarted.run_until_caught_up(timeout=10)
+            assert restarted.outbox == 0
+            assert [e.data["email"] for e in await target.read("c1")] == [eskit.FORGOTTEN]
+            assert [e.data["email"] for e in await target.read("c2")] == ["bob@example.com"]
+            assert await customers.privacy.ring.history("c1") == [{"seq": pytest.approx(0, abs=10**9), "bytes": 0}]
+        finally:
+            await restarted.close(delete_consumer=True)
+    finally:
+        for store_name in (customers.name, target.name):
+            await client.delete_store(store_name)
+        await client.js.delete_key_value(bucket)
