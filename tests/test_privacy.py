@@ -285,6 +285,23 @@ async def test_migrate_reads_decrypted_and_the_target_encrypts_with_its_own_decl
         await client.delete_store(target_name)
 
 
+async def test_migrate_into_a_store_opened_without_privacy_is_refused_and_stores_no_plain_text(
+    client: eskit.Client, setup: Setup
+) -> None:
+    """The source reads decrypted: a target without a declaration got every personal field in plain text,
+    beyond the reach of eskit.forget."""
+    await registered(setup)
+    target_name = unique("copy")
+    target = await client.event_store(target_name)
+    try:
+        with pytest.raises(eskit.ValidationError, match="privacy=") as info:
+            await eskit.migrate(setup.store, target)
+        assert "\n" not in str(info.value)
+        assert await target.read("c1") == [] and await target.last_position() == 0
+    finally:
+        await client.delete_store(target_name)
+
+
 # -- forget: the key is gone for good, everywhere -----------------------------------------------------------
 
 
