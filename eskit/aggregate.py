@@ -301,8 +301,8 @@ async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Pos
     ``up_to`` (a position or a datetime) gives the state as of that moment; no snapshot is written then.
     """
     if up_to is None and store.cache is not None:
-        if store.privacy is not None:  # missed forgets (a reconnect) drop the cached aggregates first
-            store.privacy.ring._check_connection()
+        if store.privacy is not None:  # missed forgets (idle, a reconnect) drop the cached aggregates first
+            await store.privacy.ring.fresh()
         cached = await _from_cache(store, cls, aggregate_id)
         if cached is not None:
             return cached

@@ -341,6 +341,26 @@ async def test_a_forget_in_another_connection_reaches_a_reader_that_had_the_key_
     assert (await setup.store.read("c1"))[0].data["email"] == FORGOTTEN
 
 
+async def test_a_process_that_was_idle_shows_a_forget_made_elsewhere_on_its_first_read_and_load(
+    nats_url: str, client: eskit.Client, setup: Setup
+) -> None:
+    """The check for forgets made elsewhere only started on a read, in the background: a process idle for a
+    while (a dashboard, a service between requests) gave the forgotten fields out on its next read and load,
+    however long ago the forget was."""
+    await registered(setup)
+    store = await client.event_store(setup.store.name, privacy=setup.personal, cache=eskit.AggregateCache())
+    assert (await store.load(Customer, "c1")).email == "ann@example.com"  # the key and the aggregate cached
+    assert (await setup.store.read("c2"))[0].data == BOB
+    ring = setup.store.privacy.ring  # type: ignore[union-attr]
+    async with await eskit.connect(nats_url) as other:
+        assert await eskit.forget(other, "c1", bucket=setup.personal.bucket)
+        assert await eskit.forget(other, "c2", bucket=setup.personal.bucket)
+    ring._checked -= 60  # its last check a minute ago: idle since (instead of waiting a minute)
+    assert (await store.load(Customer, "c1")).email == FORGOTTEN
+    ring._checked -= 60
+    assert (await setup.store.read("c2"))[0].data["email"] == FORGOTTEN
+
+
 async def test_a_subject_that_comes_back_after_forget_gets_a_new_key_and_its_old_events_stay_forgotten(
     setup: Setup,
 ) -> None:
