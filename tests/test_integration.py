@@ -3,8 +3,10 @@ write), and a republishing projection that publishes a curated shape exactly onc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -308,3 +310,50 @@ async def test_a_republisher_does_not_bring_back_a_forgotten_subject_it_staged_b
         for store_name in (customers.name, target.name):
             await client.delete_store(store_name)
         await client.js.delete_key_value(bucket)
+
+
+
+class FailsOnceHalfWay(PublicOrders):
+    """Its next flush finds its second row refused (sent where no stream listens), once."""
+
+    fail_next = False
+
+    async def flush(self) -> int:
+        rows = self.db.execute("SELECT seq, subject FROM eskit_outbox ORDER BY seq").fetchall()
+        if not self.fail_next or len(rows) < 2:
+            return await super().flush()
+        self.fail_next = False
+        (seq, subject) = rows[1]
+        self.db.execute("UPDATE eskit_outbox SET subject = ? WHERE seq = ?", (unique("nowhere") + ".x.y", seq))
+        try:
+            return await super().flush()
+        finally:
+            self.db.execute("UPDATE eskit_outbox SET subject = ? WHERE seq = ?", (subject, seq))  # repaired
+
+
+async def test_a_republisher_whose_flush_failed_half_way_does_not_publish_the_first_half_again_after_the_window(
+    client: eskit.Client, store: eskit.EventStore, tmp_path: Path
+) -> None:
+    """A flush that failed on one row (after the rows before it were appended) left them all in the outbox; the
+    next flush sent them all again, relying on the duplicate window only: after it, they were stored twice."""
+    await fill(store)
+    target = await client.event_store(unique("public"), duplicate_window=0.1)  # the shortest nats-server takes
+    view = FailsOnceHalfWay(store, target, db=tmp_path / "republisher.db", name=unique("public_orders"))
+    try:
+        await view.run_until_caught_up(timeout=10)
+        assert await target.last_position() == 3
+        await store.append("3", [Event("placed", {"total": 1})])
+        await store.append("4", [Event("placed", {"total": 2})])
+        view.fail_next = True
+        with pytest.raises(eskit.EventStoreError, match="no stream listens"):
+            await view.run_until_caught_up(timeout=10)  # order 3 appended, order 4 refused
+        assert await target.last_position() == 4 and view.outbox == 2
+        failed_at = time.monotonic()
+        while time.monotonic() - failed_at < 0.3:  # the target's duplicate window (0.1 s) has passed
+            await asyncio.sleep(0.05)
+        await view.run_until_caught_up(timeout=10)
+        assert [(e.aggregate_id, e.type) async for e in target.replay()] == [
+            ("1", "placed"), ("2", "placed"), ("1", "shipped"), ("3", "placed"), ("4", "placed")]  # fmt: skip
+    finally:
+        await view.close(delete_consumer=True)
+        await client.delete_store(target.name)

@@ -19,7 +19,8 @@ each batch the outbox is appended to the public store, then emptied. The public 
 the private event's id (a hash), so a crash between the append and the emptying appends it again with the
 same ``Nats-Msg-Id``: the public store deduplicates it within its duplicate window (120 s by default), and
 what a crash left staged is checked against the public store's events once on restart (one read per
-aggregate in the outbox), so a restart after a longer outage publishes nothing twice either. The public
+aggregate in the outbox), so a restart after a longer outage publishes nothing twice either; so is what a
+flush that failed half-way left there. The public
 event keeps the aggregate id, ``occurred_at`` and correlation id; its causation id is the private event's id.
 
 Personal data (:mod:`eskit.privacy`): handlers see the private events decrypted, so a shape that carries a
@@ -141,6 +142,13 @@ class Republisher(Projection):
 
     async def flush(self) -> int:
         """Append what is staged to the public store (deduplicated by id), then empty the outbox."""
+        try:
+            return await self._flush()
+        except BaseException:  # some rows may be appended already: the next flush checks them against the
+            self._leftovers_checked = False  # target, as after a crash (the duplicate window may be over by then)
+            raise
+
+    async def _flush(self) -> int:
         flushed = 0
         for _ in range(1_000_000):  # bounded: each round empties up to FLUSH_PAGE rows
             rows: list[Any] = self.db.execute(
