@@ -451,6 +451,34 @@ async def test_a_parked_copy_of_an_event_with_personal_fields_keeps_the_cipherte
         await view.close(delete_consumer=True)
 
 
+async def test_a_parked_events_reason_does_not_keep_the_personal_values_its_handlers_error_quoted(
+    setup: Setup,
+) -> None:
+    """A handler's error often quotes the value it choked on (``int('Ann')``, ``fromisoformat('...')``): the
+    reason was stored in the dead-letter stream as it was, the personal data in plain text, beyond forget."""
+
+    class Choking(Projection):
+        schema = "CREATE TABLE t (id TEXT)"
+        max_attempts = 1
+
+        @applies("registered")
+        def _registered(self, db: sqlite3.Connection, event: eskit.RecordedEvent) -> None:
+            raise ValueError(f"not an address: {event.data['email']!r} of {event.data['name']}")
+
+    await setup.store.append("c1", [Event("registered", ANN)])
+    view = Choking(setup.store)
+    try:
+        await view.run_until_caught_up()
+        [parked] = await view.parked()
+        assert "ann@example.com" not in parked.reason and "Ann" not in parked.reason
+        assert parked.reason.endswith(f"_registered raised ValueError: not an address: '{FORGOTTEN}' of {FORGOTTEN}")
+        headers = (await setup.client.js.get_msg(view.dead_letters.stream, parked.parked_seq, direct=True)).headers
+        assert "ann@example.com" not in str(headers)
+    finally:
+        await view.dead_letters.delete()
+        await view.close(delete_consumer=True)
+
+
 # -- keys never show ---------------------------------------------------------------------------------------
 
 
