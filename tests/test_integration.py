@@ -357,3 +357,38 @@ async def test_a_republisher_whose_flush_failed_half_way_does_not_publish_the_fi
     finally:
         await view.close(delete_consumer=True)
         await client.delete_store(target.name)
+
+
+class NoSubject(eskit.Republisher):
+    @applies("registered")
+    def _registered(self, event: RecordedEvent) -> Event:
+        if event.data["customer"] == "c1":
+            return Event("registered", {"email": event.data["email"]})  # a personal field, no subject id
+        return Event("registered", {"customer": event.data["customer"], "email": event.data["email"]})
+
+
+async def test_a_republisher_shape_with_a_personal_field_but_no_subject_id_is_parked_not_stuck_in_the_outbox(
+    client: eskit.Client,
+) -> None:
+    """It was staged, then refused by every flush (no subject id to encrypt it for): the outbox never emptied and
+    nothing after it was published again."""
+    pytest.importorskip("cryptography")
+    bucket = unique("keys")
+    personal = eskit.Personal({"registered": ["email"]}, subject="customer", bucket=bucket)
+    customers = await client.event_store(unique("customers"), privacy=personal)
+    target = await client.event_store(unique("public"), privacy=personal)
+    view = NoSubject(customers, target, name=unique("customers"), max_attempts=1)
+    try:
+        await customers.append("c1", [Event("registered", {"customer": "c1", "email": "ann@example.com"})])
+        await customers.append("c2", [Event("registered", {"customer": "c2", "email": "bob@example.com"})])
+        await view.run_until_caught_up(timeout=10)
+        assert view.outbox == 0
+        assert [e.data["email"] for e in await target.read("c2")] == ["bob@example.com"]
+        [parked] = await view.parked()
+        assert parked.event.aggregate_id == "c1" and "subject id" in parked.reason
+    finally:
+        await view.dead_letters.delete()
+        await view.close(delete_consumer=True)
+        for store_name in (customers.name, target.name):
+            await client.delete_store(store_name)
+        await client.js.delete_key_value(bucket)

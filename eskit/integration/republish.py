@@ -120,6 +120,8 @@ class Republisher(Projection):
                 occurred_at=event.occurred_at or event.timestamp,  # when the private fact happened
                 correlation_id=public.correlation_id or event.correlation_id, causation_id=event.id,
             )  # fmt: skip
+            if self.target.privacy is not None:  # a personal field without a subject id: parked here, not
+                self.target.privacy.check([public])  # refused by every flush (the outbox would never empty)
             # encoded (and checked: a shape too large or with bad metadata is parked) in the transaction
             [(subj, payload, headers)] = self.target._encode(event.aggregate_id, [public], None)
             db.execute(
