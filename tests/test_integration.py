@@ -392,3 +392,23 @@ async def test_a_republisher_shape_with_a_personal_field_but_no_subject_id_is_pa
         for store_name in (customers.name, target.name):
             await client.delete_store(store_name)
         await client.js.delete_key_value(bucket)
+
+
+async def test_publish_integration_refuses_a_stream_of_that_name_that_sources_more_than_it_says(
+    client: eskit.Client, store: eskit.EventStore, public_name: str
+) -> None:
+    """Only the metadata was checked: a stream made beforehand (by anyone who may create streams) with the
+    public metadata but a source of every type, or one that allows deleting, was opened as the public store
+    and its partners read the private types."""
+    from eskit.integration.public import public_config
+
+    await fill(store)
+    config = public_config(store, public_name, ["placed"], replicas=1)
+    config["sources"] = [{"name": store.stream, "subject_transforms": [
+        {"src": f"{store.name}.>", "dest": f"{public_name}.>"}]}]  # fmt: skip
+    reply = json.loads((await client.wire.request(f"$JS.API.STREAM.CREATE.{public_name.upper()}",
+                                                  json.dumps(config).encode())).data)  # fmt: skip
+    assert "error" not in reply
+    with pytest.raises(eskit.EventStoreError, match="not a public stream") as info:
+        await client.publish_integration(store, public_name, types=["placed"])
+    assert "\n" not in str(info.value)

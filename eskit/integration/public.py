@@ -240,6 +240,16 @@ async def publish_integration(
                 f"(e.g. '{name}-v2') or delete this one first (.delete() on its handle)"
             )
         checked = published
+        expected = public_config(source, name, published, replicas=client.default_replicas)
+        have = info["config"]
+        sources = [{"name": x.get("name"), "subject_transforms": x.get("subject_transforms")}
+                   for x in have.get("sources") or []]  # fmt: skip
+        deletable = not (have.get("deny_delete") and have.get("deny_purge"))
+        if sources != expected["sources"] or have.get("mirror") or deletable:
+            raise EventStoreError(
+                f"stream {stream} says it publishes {list(published)} of {source.name!r} but is not a public stream "
+                f"made by publish_integration (other sources, or deletable): choose another public name"
+            )
     if "error" in info:
         raise EventStoreError(f"cannot publish {stream}: {info['error'].get('description', info['error'])}")
     # the dead-letter stream of partners' projections (eskit.projections.deadletter), made here: a partner may
