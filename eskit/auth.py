@@ -118,6 +118,7 @@ class Partner:
         if isinstance(self.stores, str) or not isinstance(self.stores, Sequence) or not self.stores:
             raise ValidationError(f"a partner reads a list of public stores, e.g. ['orders-public'], {self.stores!r}")
         object.__setattr__(self, "stores", tuple(self.stores))  # a list given: kept as a tuple
+        check_token(self.user, "partner user")  # 'a.b' would reply on _INBOX_a.b, which user 'a' may read
 
     def permissions(self) -> dict[str, Any]:
         return partner_permissions(self.stores, user=self.user, consumers=self.consumers)
@@ -139,6 +140,7 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
     """
     if isinstance(stores, str) or not stores:
         raise ValidationError(f"a partner reads a list of public stores, e.g. ['orders-public'], got {stores!r}")
+    check_token(user, "partner user")  # its inbox is one token: no other user's inbox wildcard covers it
     allow = ["$JS.API.INFO"]
     for store in stores:
         stream = check_token(store, "public store name").upper()  # its stream (eskit.streams.stream_name)

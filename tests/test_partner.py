@@ -210,3 +210,13 @@ def test_partner_permissions_allow_only_its_public_streams_and_the_writer_may_no
     with pytest.raises(eskit.ValidationError):
         Partner("shipping", password="p", stores="orders-public")  # type: ignore[arg-type]
     assert Partner("shipping", password="p", stores=["orders-public"]).stores == ("orders-public",)  # type: ignore[arg-type]
+
+
+def test_a_partner_user_name_with_a_dot_is_refused_its_replies_would_be_readable_by_another_user() -> None:
+    """``Partner("shipping.eu")`` replied on ``_INBOX_shipping.eu.*``, inside user ``shipping``'s
+    ``_INBOX_shipping.>``: one partner read the other's replies."""
+    with pytest.raises(eskit.ValidationError, match="partner user") as info:
+        Partner("shipping.eu", password="p", stores=("orders-public",))
+    assert "\n" not in str(info.value)
+    with pytest.raises(eskit.ValidationError, match="partner user"):
+        partner_permissions(["orders-public"], user="shipping.>")
