@@ -361,6 +361,27 @@ async def test_a_process_that_was_idle_shows_a_forget_made_elsewhere_on_its_firs
     assert (await setup.store.read("c2"))[0].data["email"] == FORGOTTEN
 
 
+async def test_an_aggregate_loaded_before_its_subject_was_forgotten_cannot_save_the_forgotten_fields_again(
+    setup: Setup,
+) -> None:
+    """Its state held the decrypted fields; a command that copied one into a new event after the forget was
+    sealed under a new key for the subject: the forgotten e-mail address was readable again, for good."""
+    await registered(setup)
+    customer = await setup.store.load(Customer, "c1")
+    assert customer.email == "ann@example.com"
+    assert await eskit.forget(setup.store, "c1")
+    customer.record("moved", {"customer": "c1", "street": customer.email})  # a command using the state
+    with pytest.raises(eskit.EventStoreError, match="load it again") as info:
+        await setup.store.save(customer)
+    assert "\n" not in str(info.value) and "ann@example.com" not in str(info.value)
+    assert [e.type for e in await setup.store.read("c1")] == ["registered"]  # nothing stored
+    again = await setup.store.load(Customer, "c1")
+    assert again.email == FORGOTTEN
+    again.record("moved", {"customer": "c1", "street": "Main St 1"})  # what it learns afresh: stored, readable
+    await setup.store.save(again)
+    assert (await setup.store.read("c1"))[-1].data["street"] == "Main St 1"
+
+
 async def test_a_subject_that_comes_back_after_forget_gets_a_new_key_and_its_old_events_stay_forgotten(
     setup: Setup,
 ) -> None:
