@@ -82,6 +82,11 @@ async def migrate(source: EventStore, target: EventStore, transform: Transform |
     """
     if source.stream == target.stream:
         raise ValidationError(f"migrate into a new store, not into {source.name!r} itself (events are never edited)")
+    if source.privacy is not None and target.privacy is None:  # read decrypted: they would be stored in plain text
+        raise ValidationError(
+            f"{source.name!r} has personal fields (privacy=): open the target with privacy= too "
+            f"(client.event_store({target.name!r}, privacy=...)), or they are copied in plain text, beyond eskit.forget"
+        )
     transform = transform or copy_event
     resumed = await last_migrated(target, source)
     read = written = dropped = 0
