@@ -9,17 +9,15 @@
 
 from __future__ import annotations
 
-import sys
+from types import ModuleType
 
-from . import analysis, dcb, integration, periods
+from . import _flat, analysis, dcb, integration, periods
 from . import auth as auth  # eskit.auth.least_privilege_config
 from . import course as course  # the notebooks' exercise checks (eskit.course.check)
 from . import projections as projections  # eskit.projections.Projection
 from . import testing as testing  # given / when / then
 from ._nats import FastLaneWarning
 from .aggregate import Aggregate, applies
-from .analysis import eventlog, export, frames, log_import, ocel, samples
-from .analysis import widgets as widgets  # eskit.widgets.EventBrowser
 from .analysis.eventlog import LogEvent, read_log
 from .analysis.export import ExportResult, to_arrow, to_parquet
 from .analysis.frames import to_dataframe
@@ -29,10 +27,6 @@ from .auth import Partner
 from .cache import AggregateCache
 from .cluster import EmbeddedCluster
 from .connection import Client, ServerInfo, connect, forget
-from .dcb import examples as _dcb_examples
-from .dcb import query as _dcb_query
-from .dcb import setup as _dcb_setup
-from .dcb import subscription as _dcb_subscription
 from .errors import (
     AggregateError,
     AppendConditionError,
@@ -74,7 +68,6 @@ from .process import (
     command_service,
     reacts_to,
 )
-from .projections import applying, deadletter, readmodel
 from .projections.dashboard import Dashboard, dashboard
 from .projections.deadletter import DeadLetters, ParkedEvent
 from .projections.multistream import MultiStreamProjection
@@ -87,28 +80,14 @@ from .upcasting import Upcasters
 
 __version__ = "0.1.0"
 
-# The module paths of the flat layout (before the packages) that lessons, scripts and users import, each the
-# module it became: `from eskit.widgets import when_done`, `from eskit.dcb_examples import Decision` and
-# `eskit.export.CHUNK` keep working. `eskit.projections`, `eskit.analysis` and `eskit.dcb` are packages now
-# that export what their modules did; `eskit.dashboard` is the function, as before.
-_FLAT_LAYOUT = {
-    "applying": applying,
-    "dcb_examples": _dcb_examples,
-    "dcb_query": _dcb_query,
-    "dcb_setup": _dcb_setup,
-    "dcb_subscription": _dcb_subscription,
-    "deadletter": deadletter,
-    "eventlog": eventlog,
-    "export": export,
-    "frames": frames,
-    "log_import": log_import,
-    "ocel": ocel,
-    "readmodel": readmodel,
-    "samples": samples,
-    "widgets": widgets,
-}
-for _name, _module in _FLAT_LAYOUT.items():
-    sys.modules.setdefault(f"{__name__}.{_name}", _module)
+# The flat layout's module paths (eskit.widgets, eskit.dcb_examples, eskit.frames, ...) keep working, each the
+# module it became, imported when first asked for (see eskit/_flat.py). `eskit.projections`, `eskit.analysis`
+# and `eskit.dcb` are packages that export what their modules did; `eskit.dashboard` is the function, as before.
+_flat.install()
+
+
+def __getattr__(name: str) -> ModuleType:
+    return _flat.attribute(name)
 
 __all__ = [
     "Aggregate",

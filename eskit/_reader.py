@@ -25,13 +25,14 @@ import itertools
 import json
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ._bulkread import RawBatch, consumer_batches, event_batches
 from ._nats.codes import STREAM_NOT_FOUND
 from ._nats.wire import Page, StoredMsg, description_of, status_of
 from .errors import EventStoreError, StreamNotFoundError
-from .events import RecordedEvent
+from .events import Position, RecordedEvent
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -175,3 +176,12 @@ async def merge_scans(scans: list[AsyncIterator[RecordedEvent]]) -> AsyncIterato
             del heads[i]
         else:
             heads[i] = nxt
+
+
+def beyond(event: RecordedEvent, up_to: Position) -> bool:
+    """Whether ``event`` is past ``up_to`` (a position, or a time: naive = local time; None: nothing is)."""
+    if up_to is None:
+        return False
+    if isinstance(up_to, datetime):
+        return event.timestamp > (up_to if up_to.tzinfo else up_to.astimezone())  # naive = local time
+    return event.position > up_to

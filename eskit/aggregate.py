@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ._bysubject import by_subject
 from ._marks import Mark
-from .errors import AggregateError, UndecodableEventError, UnknownEventError, ValidationError
+from .errors import AggregateError, EventStoreError, UndecodableEventError, UnknownEventError, ValidationError
 from .events import SCHEMA_VERSION, Event, Position, RecordedEvent, check_token, subject_parts
 from .snapshots import SnapshotWarning, ignored
 
@@ -304,8 +304,8 @@ async def load(store: EventStore, cls: type[A], aggregate_id: str, *, up_to: Pos
     ``up_to`` (a position or a datetime) gives the state as of that moment; no snapshot is written then.
     """
     if up_to is None and store.cache is not None:
-        if store.privacy is not None:  # missed forgets (a reconnect) drop the cached aggregates first
-            store.privacy.ring._check_connection()
+        if store.privacy is not None:  # missed forgets (idle, a reconnect) drop the cached aggregates first
+            await store.privacy.ring.fresh()
         cached = await _from_cache(store, cls, aggregate_id)
         if cached is not None:
             return cached
@@ -436,6 +436,15 @@ async def save(store: EventStore, aggregate: Aggregate) -> int:
     pending = aggregate.pending
     if not pending:
         return aggregate.position
+    personal = getattr(aggregate, "_personal", None)
+    if store.privacy is not None and personal:  # no round trip unless a key is unknown here (or the ring idled)
+        ring = store.privacy.ring
+        await ring.learn(personal.items())
+        if any(ring.cipher(s, kid) is None for s, kid in personal.items()):  # its state holds forgotten fields
+            raise EventStoreError(
+                f"{aggregate!r} was loaded before a data subject of it was forgotten, and its state still holds "
+                "that subject's personal fields: load it again (they read as forgotten then) and retry the command"
+            )
     position = await store.append(aggregate.id, pending, expected_position=aggregate.position)
     if store.privacy is not None:  # the state holds these subjects' personal fields now
         used = store.privacy.keys_of(pending)

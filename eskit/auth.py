@@ -132,6 +132,7 @@ class Partner:
         if isinstance(self.stores, str) or not isinstance(self.stores, Sequence) or not self.stores:
             raise ValidationError(f"a partner reads a list of public stores, e.g. ['orders-public'], {self.stores!r}")
         object.__setattr__(self, "stores", tuple(self.stores))  # a list given: kept as a tuple
+        check_token(self.user, "partner user")  # 'a.b' would reply on _INBOX_a.b, which user 'a' may read
 
     def permissions(self) -> dict[str, Any]:
         return partner_permissions(self.stores, user=self.user, consumers=self.consumers)
@@ -140,9 +141,10 @@ class Partner:
 def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = True) -> dict[str, Any]:
     """NATS permissions of a partner that may read the public ``stores`` and nothing else: stream info,
     Direct Get and (``consumers=True``) its own consumers on their streams, and the dead-letter stream of
-    each (``<store>_parked``) where its projections park events they cannot apply (an admin creates it: no
-    partner creates a stream, whose subjects could capture other users' replies); no publish to any other
-    subject, no request about any other stream. Replies only on its own inbox.
+    each (``<store>_parked``, made by :func:`eskit.integration.publish_integration`) where its projections park
+    events they cannot apply; no publish to any other subject, no request about any other stream, no stream
+    created (a stream it made could mirror or source the private store, or capture other users' replies: the
+    server checks neither). Replies only on its own inbox.
 
     Consumers are per stream, not per user (see above): partners that run consumers should each get their
     own public store, or one could change another's consumer.
@@ -152,6 +154,7 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
     """
     if isinstance(stores, str) or not stores:
         raise ValidationError(f"a partner reads a list of public stores, e.g. ['orders-public'], got {stores!r}")
+    check_token(user, "partner user")  # its inbox is one token: no other user's inbox wildcard covers it
     allow = ["$JS.API.INFO"]
     for store in stores:
         stream = check_token(store, "public store name").upper()  # its stream (eskit.streams.stream_name)
@@ -173,7 +176,8 @@ def partner_permissions(stores: Sequence[str], *, user: str, consumers: bool = T
                 f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
                 f"$JS.API.CONSUMER.DELETE.{stream}.*",
                 f"$JS.ACK.{stream}.>",
-                f"$JS.API.STREAM.INFO.{parked}",
+                f"$JS.API.STREAM.INFO.{parked}",  # created by publish_integration: a partner's STREAM.CREATE
+                # could give it a mirror or source of the private store (the server does not check rights there)
                 f"$JS.API.DIRECT.GET.{parked}",
                 f"$JS.API.DIRECT.GET.{parked}.>",
                 f"$JS.API.STREAM.MSG.DELETE.{parked}",

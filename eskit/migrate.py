@@ -74,14 +74,24 @@ def copy_event(event: RecordedEvent) -> Event:
                  metadata=dict(event.metadata))  # fmt: skip
 
 
+def _check_stores(source: EventStore, target: EventStore) -> None:
+    """One-line errors for a migration that would edit ``source`` or copy personal fields in plain text."""
+    if source.stream == target.stream:
+        raise ValidationError(f"migrate into a new store, not into {source.name!r} itself (events are never edited)")
+    if source.privacy is not None and target.privacy is None:  # read decrypted: they would be stored in plain text
+        raise ValidationError(
+            f"{source.name!r} has personal fields (privacy=): open the target with privacy= too "
+            f"(client.event_store({target.name!r}, privacy=...)), or they are copied in plain text, beyond eskit.forget"
+        )
+
+
 async def migrate(source: EventStore, target: EventStore, transform: Transform | None = None) -> MigrationResult:
     """Copy ``source`` into ``target`` through ``transform`` (default: :func:`copy_event`), resuming after
     the last source position already migrated (see the module docstring).
 
     >>> await eskit.migrate(orders, await client.event_store("orders_v2"), transform)   # doctest: +SKIP
     """
-    if source.stream == target.stream:
-        raise ValidationError(f"migrate into a new store, not into {source.name!r} itself (events are never edited)")
+    _check_stores(source, target)
     transform = transform or copy_event
     resumed = await last_migrated(target, source)
     read = written = dropped = 0

@@ -19,7 +19,6 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bulkread import ConsumerRefused
@@ -33,7 +32,7 @@ from ._nats.codes import (
     WRONG_LAST_SEQUENCE,
 )
 from ._nats.wire import ApiError, StoredMsg, parse_ack
-from ._reader import Reader, by_consumer, merge_scans
+from ._reader import Reader, beyond, by_consumer, merge_scans
 from .aggregate import Aggregate
 from .aggregate import load as load_aggregate
 from .aggregate import save as save_aggregate
@@ -318,13 +317,9 @@ class EventStore:
         upcasters, privacy = self.upcasters, self.privacy
         async with contextlib.aclosing(self.reader.pages(whole, after, limit)) as pages:
             async for page in pages:
-                events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
-                if privacy is not None:
-                    await privacy.reveal_events(events)
-                if upcasters is not None:
-                    events = upcasters._apply_fresh(events, strict=strict)
+                events = await self._readable(page.messages, upcasters, privacy, strict)
                 for event in events:
-                    if _beyond(event, up_to):
+                    if beyond(event, up_to):
                         return
                     yield event
                     after = event.position
@@ -335,12 +330,9 @@ class EventStore:
         async with contextlib.aclosing(self.reader.events(after=after, filters=[whole])) as batches:
             try:
                 async for events in batches:
-                    if privacy is not None:
-                        await privacy.reveal_events(events)
-                    if upcasters is not None:
-                        events = upcasters._apply_fresh(events, strict=strict)
+                    events = await self._readable(events, upcasters, privacy, strict)
                     for event in events:
-                        if _beyond(event, up_to):
+                        if beyond(event, up_to):
                             return
                         yield event
                         after = event.position
@@ -349,18 +341,28 @@ class EventStore:
         async for event in self._scan(whole, after=after, up_to=up_to, strict=strict):
             yield event
 
+    @staticmethod
+    async def _readable(
+        items: Sequence[StoredMsg] | list[RecordedEvent], upcasters: Upcasters | None, privacy: Privacy | None,
+        strict: bool,
+    ) -> list[RecordedEvent]:
+        """Stored messages (decoded here) or decoded events as a reader sees them: personal fields revealed
+        (or :data:`eskit.FORGOTTEN`), old versions upcast."""
+        events = [m if isinstance(m, RecordedEvent) else decode(m.seq, m.subject, m.headers, m.data) for m in items]
+        if privacy is not None:
+            await privacy.reveal_events(events)
+        if upcasters is not None:
+            events = upcasters._apply_fresh(events, strict=strict)
+        return events
+
     async def _scan(
         self, filter_subject: str, *, after: int, up_to: Position, upcast: bool = True, strict: bool = True
     ) -> AsyncIterator[RecordedEvent]:
         upcasters, privacy = (self.upcasters, self.privacy) if upcast else (None, None)
         async for page in self.reader.pages(filter_subject, after, up_to if isinstance(up_to, int) else None):
-            events = [decode(m.seq, m.subject, m.headers, m.data) for m in page.messages]
-            if privacy is not None:
-                await privacy.reveal_events(events)
-            if upcasters is not None:
-                events = upcasters._apply_fresh(events, strict=strict)
+            events = await self._readable(page.messages, upcasters, privacy, strict)
             for event in events:
-                if _beyond(event, up_to):
+                if beyond(event, up_to):
                     return
                 yield event
 
@@ -396,12 +398,3 @@ class EventStore:
 def _header_bytes(headers: dict[str, str]) -> int:
     """Size of the encoded header block: ``NATS/1.0\\r\\n`` + ``Key: value\\r\\n``... + ``\\r\\n``."""
     return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
-
-
-def _beyond(event: RecordedEvent, up_to: Position) -> bool:
-    if up_to is None:
-        return False
-    if isinstance(up_to, datetime):
-        return event.timestamp > (up_to if up_to.tzinfo else up_to.astimezone())  # naive = local time
-    return event.position > up_to
-

@@ -92,3 +92,101 @@ async def test_a_ticket_left_by_a_dead_writer_holds_the_others_back_only_until_i
         assert [e.data["invoiceNumber"] for e in await store.read()] == [1]
     finally:
         await client.delete_store(store.name)
+
+
+@pytest.mark.parametrize("attempts", [0, "3", 2.5])
+async def test_take_turns_refuses_a_count_of_rounds_that_is_not_one_or_more_with_an_eskit_error(
+    client: eskit.Client, attempts: object
+) -> None:
+    from eskit.dcb.turns import take_turns
+
+    store = await client.dcb_store(unique("rounds"))
+    try:
+        with pytest.raises(eskit.ValidationError, match="attempts takes a number of rounds"):
+            await take_turns(store, Query([QueryItem(["X"])]), lambda: asyncio.sleep(0), attempts=attempts)  # type: ignore[arg-type]
+        assert await store.head() == 0
+    finally:
+        await client.delete_store(store.name)
+
+
+async def test_a_decision_stored_just_before_the_connection_closes_is_returned_not_turned_into_an_error(
+    client: eskit.Client, nats_url: str
+) -> None:
+    from eskit.dcb import turns as dcb_turns
+
+    name = unique("closing")
+    rounds = 0
+    try:
+        own = await eskit.connect(nats_url)
+        store = await own.dcb_store(name)
+
+        async def attempt() -> int:  # loses until it holds a ticket, then stores and the connection goes
+            nonlocal rounds
+            rounds += 1
+            if rounds <= dcb_turns.TICKET_AFTER:
+                raise eskit.ConcurrencyError(name, "boundary", expected=0, actual=1)
+            position = await store.append([TaggedEvent("InvoiceCreated", {"invoiceNumber": 1})])
+            await own.nc.close()
+            return position
+
+        assert await dcb_turns.take_turns(store, Query([QueryItem(["InvoiceCreated"])]), attempt) == 2
+        assert rounds == dcb_turns.TICKET_AFTER + 1
+        assert [e.type for e in await (await client.dcb_store(name)).read()] == ["InvoiceCreated"]
+    finally:
+        await client.delete_store(name)
+
+
+async def test_a_long_lived_store_forgets_the_boundaries_it_lost_on_long_ago_instead_of_growing_for_ever(
+    client: eskit.Client,
+) -> None:
+    from eskit.dcb import turns as dcb_turns
+
+    store = await client.dcb_store(unique("forgets"))
+    try:
+        writer = dcb_turns._writers.setdefault(store, dcb_turns._Writer())
+        writer.lost_at.update({f"old{i}": time.monotonic() - 60 for i in range(5000)})  # lost on, a minute ago
+        lost = 0
+
+        async def attempt() -> int:
+            nonlocal lost
+            lost += 1
+            if lost == 1:
+                raise eskit.ConcurrencyError(store.name, "boundary", expected=0, actual=1)
+            return await store.append([TaggedEvent("InvoiceCreated", {"invoiceNumber": 1})])
+
+        assert await dcb_turns.take_turns(store, Query([QueryItem(["InvoiceCreated"])]), attempt) == 1
+        assert len(writer.lost_at) <= 1024  # the boundary just lost on, not the 5,000 cold ones
+    finally:
+        await client.delete_store(store.name)
+
+
+async def test_a_dead_writers_ticket_stops_holding_back_a_writer_whose_clock_is_behind_the_servers(
+    client: eskit.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eskit.dcb import turns as dcb_turns
+
+    class Behind:  # this machine's wall clock a minute behind the server's (monotonic time is its own)
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def time() -> float:
+            return time.time() - 60
+
+    monkeypatch.setattr(dcb_turns, "time", Behind)
+    store: DCBStore = await client.dcb_store(unique("skew"))
+    try:
+        decision = create_invoice({})
+        boundary = dcb_turns._boundary(store, decision.query)
+        await client.wire.request(f"{store.layout.carrier}.{boundary}.dead", dcb_turns.WAITING)  # never done
+        writer = dcb_turns._writers.setdefault(store, dcb_turns._Writer())
+        took = []
+        for _ in range(3):
+            writer.lost_at[boundary] = time.monotonic()  # it lost a round lately: it looks at the queue
+            start = time.monotonic()
+            await execute(store, create_invoice({}))
+            took.append(time.monotonic() - start)
+        # the dead ticket holds it back once (until it is TICKET_SECONDS old by this machine's own count)
+        assert sum(took[1:]) < dcb_turns.TICKET_SECONDS, took
+        assert [e.data["invoiceNumber"] for e in await store.read()] == [1, 2, 3]
+    finally:
+        await client.delete_store(store.name)

@@ -3,8 +3,10 @@ write), and a republishing projection that publishes a curated shape exactly onc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -264,3 +266,149 @@ async def test_personal_fields_stay_encrypted_in_a_sourced_public_stream_and_a_r
         for name in (customers.name, target.name):
             await client.delete_store(name)
         await client.js.delete_key_value(bucket)
+
+
+class DiesBeforeFlushing(PublicCustomers):
+    """Dies after its batch was staged in the outbox (committed with the position) and before the flush."""
+
+    async def flush(self) -> int:
+        if self.outbox:
+            raise RuntimeError("killed before the outbox was appended")
+        return await super().flush()
+
+
+async def test_a_republisher_does_not_bring_back_a_forgotten_subject_it_staged_before_the_forget(
+    client: eskit.Client, tmp_path: Path
+) -> None:
+    """The outbox holds the shape decrypted; flushed after the forget, the seal made the subject a new key and
+    the public store showed the forgotten e-mail address to everyone, readable for good."""
+    pytest.importorskip("cryptography")
+    bucket = unique("keys")
+    personal = eskit.Personal({"registered": ["email"]}, subject="customer", bucket=bucket)
+    customers = await client.event_store(unique("customers"), privacy=personal)
+    target = await client.event_store(unique("public"), privacy=personal)
+    db, name = tmp_path / "republisher.db", unique("customers")
+    try:
+        await customers.append("c1", [Event("registered", {"customer": "c1", "email": "ann@example.com"})])
+        await customers.append("c2", [Event("registered", {"customer": "c2", "email": "bob@example.com"})])
+        dying = DiesBeforeFlushing(customers, target, db=db, name=name)
+        with pytest.raises(RuntimeError, match="killed"):
+            await dying.run_until_caught_up(timeout=10)
+        assert dying.outbox == 2
+        dying._model.close()
+        assert await eskit.forget(client, "c1", bucket=bucket)
+        restarted = PublicCustomers(customers, target, db=db, name=name)
+        try:
+            await restarted.run_until_caught_up(timeout=10)
+            assert restarted.outbox == 0
+            assert [e.data["email"] for e in await target.read("c1")] == [eskit.FORGOTTEN]
+            assert [e.data["email"] for e in await target.read("c2")] == ["bob@example.com"]
+            assert await customers.privacy.ring.history("c1") == [{"seq": pytest.approx(0, abs=10**9), "bytes": 0}]
+        finally:
+            await restarted.close(delete_consumer=True)
+    finally:
+        for store_name in (customers.name, target.name):
+            await client.delete_store(store_name)
+        await client.js.delete_key_value(bucket)
+
+
+
+class FailsOnceHalfWay(PublicOrders):
+    """Its next flush finds its second row refused (sent where no stream listens), once."""
+
+    fail_next = False
+
+    async def flush(self) -> int:
+        rows = self.db.execute("SELECT seq, subject FROM eskit_outbox ORDER BY seq").fetchall()
+        if not self.fail_next or len(rows) < 2:
+            return await super().flush()
+        self.fail_next = False
+        (seq, subject) = rows[1]
+        self.db.execute("UPDATE eskit_outbox SET subject = ? WHERE seq = ?", (unique("nowhere") + ".x.y", seq))
+        try:
+            return await super().flush()
+        finally:
+            self.db.execute("UPDATE eskit_outbox SET subject = ? WHERE seq = ?", (subject, seq))  # repaired
+
+
+async def test_a_republisher_whose_flush_failed_half_way_does_not_publish_the_first_half_again_after_the_window(
+    client: eskit.Client, store: eskit.EventStore, tmp_path: Path
+) -> None:
+    """A flush that failed on one row (after the rows before it were appended) left them all in the outbox; the
+    next flush sent them all again, relying on the duplicate window only: after it, they were stored twice."""
+    await fill(store)
+    target = await client.event_store(unique("public"), duplicate_window=0.1)  # the shortest nats-server takes
+    view = FailsOnceHalfWay(store, target, db=tmp_path / "republisher.db", name=unique("public_orders"))
+    try:
+        await view.run_until_caught_up(timeout=10)
+        assert await target.last_position() == 3
+        await store.append("3", [Event("placed", {"total": 1})])
+        await store.append("4", [Event("placed", {"total": 2})])
+        view.fail_next = True
+        with pytest.raises(eskit.EventStoreError, match="no stream listens"):
+            await view.run_until_caught_up(timeout=10)  # order 3 appended, order 4 refused
+        assert await target.last_position() == 4 and view.outbox == 2
+        failed_at = time.monotonic()
+        while time.monotonic() - failed_at < 0.3:  # the target's duplicate window (0.1 s) has passed
+            await asyncio.sleep(0.05)
+        await view.run_until_caught_up(timeout=10)
+        assert [(e.aggregate_id, e.type) async for e in target.replay()] == [
+            ("1", "placed"), ("2", "placed"), ("1", "shipped"), ("3", "placed"), ("4", "placed")]  # fmt: skip
+    finally:
+        await view.close(delete_consumer=True)
+        await client.delete_store(target.name)
+
+
+class NoSubject(eskit.Republisher):
+    @applies("registered")
+    def _registered(self, event: RecordedEvent) -> Event:
+        if event.data["customer"] == "c1":
+            return Event("registered", {"email": event.data["email"]})  # a personal field, no subject id
+        return Event("registered", {"customer": event.data["customer"], "email": event.data["email"]})
+
+
+async def test_a_republisher_shape_with_a_personal_field_but_no_subject_id_is_parked_not_stuck_in_the_outbox(
+    client: eskit.Client,
+) -> None:
+    """It was staged, then refused by every flush (no subject id to encrypt it for): the outbox never emptied and
+    nothing after it was published again."""
+    pytest.importorskip("cryptography")
+    bucket = unique("keys")
+    personal = eskit.Personal({"registered": ["email"]}, subject="customer", bucket=bucket)
+    customers = await client.event_store(unique("customers"), privacy=personal)
+    target = await client.event_store(unique("public"), privacy=personal)
+    view = NoSubject(customers, target, name=unique("customers"), max_attempts=1)
+    try:
+        await customers.append("c1", [Event("registered", {"customer": "c1", "email": "ann@example.com"})])
+        await customers.append("c2", [Event("registered", {"customer": "c2", "email": "bob@example.com"})])
+        await view.run_until_caught_up(timeout=10)
+        assert view.outbox == 0
+        assert [e.data["email"] for e in await target.read("c2")] == ["bob@example.com"]
+        [parked] = await view.parked()
+        assert parked.event.aggregate_id == "c1" and "subject id" in parked.reason
+    finally:
+        await view.dead_letters.delete()
+        await view.close(delete_consumer=True)
+        for store_name in (customers.name, target.name):
+            await client.delete_store(store_name)
+        await client.js.delete_key_value(bucket)
+
+
+async def test_publish_integration_refuses_a_stream_of_that_name_that_sources_more_than_it_says(
+    client: eskit.Client, store: eskit.EventStore, public_name: str
+) -> None:
+    """Only the metadata was checked: a stream made beforehand (by anyone who may create streams) with the
+    public metadata but a source of every type, or one that allows deleting, was opened as the public store
+    and its partners read the private types."""
+    from eskit.integration.public import public_config
+
+    await fill(store)
+    config = public_config(store, public_name, ["placed"], replicas=1)
+    config["sources"] = [{"name": store.stream, "subject_transforms": [
+        {"src": f"{store.name}.>", "dest": f"{public_name}.>"}]}]  # fmt: skip
+    reply = json.loads((await client.wire.request(f"$JS.API.STREAM.CREATE.{public_name.upper()}",
+                                                  json.dumps(config).encode())).data)  # fmt: skip
+    assert "error" not in reply
+    with pytest.raises(eskit.EventStoreError, match="not a public stream") as info:
+        await client.publish_integration(store, public_name, types=["placed"])
+    assert "\n" not in str(info.value)

@@ -133,6 +133,28 @@ async def test_the_partner_can_neither_write_nor_change_nor_delete_the_public_st
     assert len([e async for e in public.replay()]) == 3
 
 
+async def test_a_partner_cannot_read_the_private_store_through_a_stream_of_its_own_that_mirrors_or_sources_it(
+    server: EmbeddedServer, partner: eskit.Client
+) -> None:
+    """It could create its dead-letter stream (``<public>_parked``) with any configuration, and the server does
+    not check the creator's rights on a mirror's or source's stream: a mirror of the private store read it all,
+    private types included."""
+    parked = f"{PUBLIC}_parked".upper()
+    try:
+        for how in ({"mirror": {"name": PRIVATE.upper()}}, {"sources": [{"name": PRIVATE.upper()}]}):
+            body = json.dumps({"name": parked, "allow_direct": True, **how}).encode()
+            await refused_fast(partner.wire.request(f"$JS.API.STREAM.CREATE.{parked}", body))
+            await refused_fast(partner.wire.request(f"$JS.API.STREAM.UPDATE.{parked}", body))
+        public = await partner.public_store(PUBLIC)
+        assert {e.type async for e in public.replay()} == {"placed", "shipped"}
+    finally:  # on the code before the fix the partner's mirror replaced the dead letters: the owner makes them again
+        async with await eskit.connect(server.url, user="admin", password=ADMIN, namespace="") as admin:
+            info = json.loads((await admin.wire.request(f"$JS.API.STREAM.INFO.{parked}", b"")).data)
+            if "mirror" in info.get("config", {}) or "sources" in info.get("config", {}):
+                await admin.wire.request(f"$JS.API.STREAM.DELETE.{parked}", b"")
+                await admin.event_store(f"{PUBLIC}_parked", allow_delete_history=True)
+
+
 async def test_a_partner_without_consumers_reads_by_direct_get_and_is_refused_a_projection(
     server: EmbeddedServer, published: None
 ) -> None:
@@ -196,3 +218,13 @@ def test_partner_permissions_allow_only_its_public_streams_and_the_writer_may_no
 async def test_a_partner_may_not_create_a_stream_that_keeps_the_analysts_replies(partner: eskit.Client) -> None:
     body = {"name": f"{PUBLIC}_PARKED".upper(), "subjects": ["_INBOX_analyst.>"], "storage": "memory", "no_ack": True}
     await refused_fast(partner.wire.request(f"$JS.API.STREAM.CREATE.{body['name']}", json.dumps(body).encode()))
+
+
+def test_a_partner_user_name_with_a_dot_is_refused_its_replies_would_be_readable_by_another_user() -> None:
+    """``Partner("shipping.eu")`` replied on ``_INBOX_shipping.eu.*``, inside user ``shipping``'s
+    ``_INBOX_shipping.>``: one partner read the other's replies."""
+    with pytest.raises(eskit.ValidationError, match="partner user") as info:
+        Partner("shipping.eu", password="p", stores=("orders-public",))
+    assert "\n" not in str(info.value)
+    with pytest.raises(eskit.ValidationError, match="partner user"):
+        partner_permissions(["orders-public"], user="shipping.>")

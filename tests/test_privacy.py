@@ -285,6 +285,23 @@ async def test_migrate_reads_decrypted_and_the_target_encrypts_with_its_own_decl
         await client.delete_store(target_name)
 
 
+async def test_migrate_into_a_store_opened_without_privacy_is_refused_and_stores_no_plain_text(
+    client: eskit.Client, setup: Setup
+) -> None:
+    """The source reads decrypted: a target without a declaration got every personal field in plain text,
+    beyond the reach of eskit.forget."""
+    await registered(setup)
+    target_name = unique("copy")
+    target = await client.event_store(target_name)
+    try:
+        with pytest.raises(eskit.ValidationError, match="privacy=") as info:
+            await eskit.migrate(setup.store, target)
+        assert "\n" not in str(info.value)
+        assert await target.read("c1") == [] and await target.last_position() == 0
+    finally:
+        await client.delete_store(target_name)
+
+
 # -- forget: the key is gone for good, everywhere -----------------------------------------------------------
 
 
@@ -322,6 +339,47 @@ async def test_a_forget_in_another_connection_reaches_a_reader_that_had_the_key_
     while (await setup.store.read("c1"))[0].data["email"] != FORGOTTEN and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     assert (await setup.store.read("c1"))[0].data["email"] == FORGOTTEN
+
+
+async def test_a_process_that_was_idle_shows_a_forget_made_elsewhere_on_its_first_read_and_load(
+    nats_url: str, client: eskit.Client, setup: Setup
+) -> None:
+    """The check for forgets made elsewhere only started on a read, in the background: a process idle for a
+    while (a dashboard, a service between requests) gave the forgotten fields out on its next read and load,
+    however long ago the forget was."""
+    await registered(setup)
+    store = await client.event_store(setup.store.name, privacy=setup.personal, cache=eskit.AggregateCache())
+    assert (await store.load(Customer, "c1")).email == "ann@example.com"  # the key and the aggregate cached
+    assert (await setup.store.read("c2"))[0].data == BOB
+    ring = setup.store.privacy.ring  # type: ignore[union-attr]
+    async with await eskit.connect(nats_url) as other:
+        assert await eskit.forget(other, "c1", bucket=setup.personal.bucket)
+        assert await eskit.forget(other, "c2", bucket=setup.personal.bucket)
+    ring._checked -= 60  # its last check a minute ago: idle since (instead of waiting a minute)
+    assert (await store.load(Customer, "c1")).email == FORGOTTEN
+    ring._checked -= 60
+    assert (await setup.store.read("c2"))[0].data["email"] == FORGOTTEN
+
+
+async def test_an_aggregate_loaded_before_its_subject_was_forgotten_cannot_save_the_forgotten_fields_again(
+    setup: Setup,
+) -> None:
+    """Its state held the decrypted fields; a command that copied one into a new event after the forget was
+    sealed under a new key for the subject: the forgotten e-mail address was readable again, for good."""
+    await registered(setup)
+    customer = await setup.store.load(Customer, "c1")
+    assert customer.email == "ann@example.com"
+    assert await eskit.forget(setup.store, "c1")
+    customer.record("moved", {"customer": "c1", "street": customer.email})  # a command using the state
+    with pytest.raises(eskit.EventStoreError, match="load it again") as info:
+        await setup.store.save(customer)
+    assert "\n" not in str(info.value) and "ann@example.com" not in str(info.value)
+    assert [e.type for e in await setup.store.read("c1")] == ["registered"]  # nothing stored
+    again = await setup.store.load(Customer, "c1")
+    assert again.email == FORGOTTEN
+    again.record("moved", {"customer": "c1", "street": "Main St 1"})  # what it learns afresh: stored, readable
+    await setup.store.save(again)
+    assert (await setup.store.read("c1"))[-1].data["street"] == "Main St 1"
 
 
 async def test_a_subject_that_comes_back_after_forget_gets_a_new_key_and_its_old_events_stay_forgotten(
@@ -409,6 +467,34 @@ async def test_a_parked_copy_of_an_event_with_personal_fields_keeps_the_cipherte
         [parked] = await view.parked()
         assert b"ann@example.com" not in parked.event.raw  # ...the dead-letter stream does not
         assert parked.event.data["email"].startswith("eskit-pii:1:")
+    finally:
+        await view.dead_letters.delete()
+        await view.close(delete_consumer=True)
+
+
+async def test_a_parked_events_reason_does_not_keep_the_personal_values_its_handlers_error_quoted(
+    setup: Setup,
+) -> None:
+    """A handler's error often quotes the value it choked on (``int('Ann')``, ``fromisoformat('...')``): the
+    reason was stored in the dead-letter stream as it was, the personal data in plain text, beyond forget."""
+
+    class Choking(Projection):
+        schema = "CREATE TABLE t (id TEXT)"
+        max_attempts = 1
+
+        @applies("registered")
+        def _registered(self, db: sqlite3.Connection, event: eskit.RecordedEvent) -> None:
+            raise ValueError(f"not an address: {event.data['email']!r} of {event.data['name']}")
+
+    await setup.store.append("c1", [Event("registered", ANN)])
+    view = Choking(setup.store)
+    try:
+        await view.run_until_caught_up()
+        [parked] = await view.parked()
+        assert "ann@example.com" not in parked.reason and "Ann" not in parked.reason
+        assert parked.reason.endswith(f"_registered raised ValueError: not an address: '{FORGOTTEN}' of {FORGOTTEN}")
+        headers = (await setup.client.js.get_msg(view.dead_letters.stream, parked.parked_seq, direct=True)).headers
+        assert "ann@example.com" not in str(headers)
     finally:
         await view.dead_letters.delete()
         await view.close(delete_consumer=True)

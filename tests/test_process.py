@@ -276,6 +276,13 @@ async def test_a_command_the_service_refuses_is_parked_at_once_without_retries(f
         (eskit.Append("shipping", "o0", [{"type": "x"}]), "events must be eskit.Event objects, got {'type': 'x'}"),
         (eskit.Append("shipping", "o0", []), "events must be a non-empty list of eskit.Event"),
         (eskit.Request("payment charge"), "a service subject is tokens"),
+        (eskit.Request("payment.charge", 5), "data takes a JSON object"),  # type: ignore[arg-type]
+        (eskit.Append(None, "o0", [eskit.Event("x")]), "store name"),  # type: ignore[arg-type]
+        (eskit.Append("shipping", 7, [eskit.Event("x")]), "aggregate id"),  # type: ignore[arg-type]
+        (eskit.Append("shipping", "o0", [eskit.Event("x")], expected_position="0"), "expected_position"),  # type: ignore[arg-type]
+        (eskit.Request("payment.charge", {"at": object()}), "request"),
+        (eskit.Request("payment.charge", {}, timeout=-1), "timeout takes a number of seconds"),
+        (eskit.Request("payment.charge", {}, timeout="2"), "timeout takes a number of seconds"),  # type: ignore[arg-type]
     ],
 )
 async def test_a_malformed_command_is_parked_at_once_with_a_readable_reason(
@@ -314,3 +321,215 @@ async def test_two_copies_of_a_service_answering_one_command_at_once_store_one_o
     assert sum(not a["duplicate"] for a in answers) == 1
     assert sum(c.stats.handled for c in copies) == 1 and sum(c.stats.duplicates for c in copies) == 9
     assert len(await (await flow.event_store("payments")).read("same")) == 1
+
+
+async def test_a_repeated_command_is_not_decided_again_so_a_decide_with_a_side_effect_acts_once(
+    flow: eskit.Client,
+) -> None:
+    calls: list[str] = []
+
+    def charge_card(command: dict[str, object]) -> eskit.Event:  # the side effect: a card charged
+        calls.append(str(command["order"]))
+        return eskit.Event("captured", dict(command))
+
+    service = await eskit.command_service(flow, "payment.charge", store="payments", decide=charge_card)
+    body = json.dumps({"order": "o1", "amount": 10}).encode()
+    try:
+        sequential = []
+        for _ in range(2):
+            reply = await flow.nc.request(service.subject, body, headers={"Eskit-Command-Id": "c1"}, timeout=5)
+            sequential.append(json.loads(reply.data))
+        at_once = await asyncio.gather(*(
+            flow.nc.request(service.subject, body, headers={"Eskit-Command-Id": "c2"}, timeout=5) for _ in range(10)
+        ))  # fmt: skip
+    finally:
+        await service.stop()
+    assert [r["duplicate"] for r in sequential] == [False, True]
+    assert calls == ["o1", "o1"]  # once for c1, once for c2: repeats are answered from the store
+    assert sum(not json.loads(r.data)["duplicate"] for r in at_once) == 1
+
+
+async def test_a_credential_in_a_failing_handler_or_service_is_masked_in_the_parked_reason_and_the_reply(
+    flow: eskit.Client,
+) -> None:
+    def leaky(command: dict[str, object]) -> eskit.Event:
+        raise RuntimeError("the bank at https://shop:hunter2@bank.example/api refused")
+
+    service = await eskit.command_service(flow, "payment.charge", store="payments", decide=leaky)
+
+    class Leaky(eskit.ProcessManager):
+        @eskit.reacts_to("orders", "placed")
+        def _placed(self, event: eskit.RecordedEvent) -> eskit.process.Command:
+            if event.aggregate_id == "o0":
+                raise RuntimeError("cannot reach nats://writer:s3cret@db:4222")
+            return eskit.Request("payment.charge", {"order": event.aggregate_id})
+
+    await place(await flow.event_store("orders"), 2)
+    leaking = Leaky(flow, retry_delay=0.01, max_attempts=1)
+    try:
+        reply = await flow.nc.request(service.subject, b"{}", headers={"Eskit-Command-Id": "c1"}, timeout=5)
+        await leaking.run_until_caught_up(timeout=30)
+        parked = await leaking.parked()
+    finally:
+        await leaking.close(delete_consumers=True)
+        await service.stop()
+    assert reply.headers is not None and "hunter2" not in reply.headers["Nats-Service-Error"]
+    assert "https://shop:***@bank.example/api" in reply.headers["Nats-Service-Error"]
+    assert len(parked) == 2
+    reasons = " ".join(p.reason for p in parked)
+    assert "s3cret" not in reasons and "hunter2" not in reasons and "nats://writer:***@db:4222" in reasons
+
+
+async def test_a_process_manager_that_lost_its_positions_after_the_duplicate_window_cancels_no_order_twice(
+    flow: eskit.Client, payments: eskit.CommandService
+) -> None:
+    orders = await flow.event_store("orders", duplicate_window=0.2)  # the cancellations: no expected_position
+    await place(orders, 6)
+    first = Checkout(flow)
+    await first.run_until_caught_up(timeout=30)
+    await first.close()
+    probe = eskit.Event("probe")
+    stored = await orders.append("probe", [probe])
+    for _ in range(200):  # bounded: 10 s, until the window is over
+        if await orders.append("probe", [probe]) != stored:
+            break
+        await asyncio.sleep(0.05)
+
+    again = Checkout(flow)  # a restarted kernel: a fresh ":memory:" db, every event handled again
+    await again.run_until_caught_up(timeout=30)
+    await again.close(delete_consumers=True)
+    assert await outcomes(flow) == expected(6)
+    assert again.stats.checked > 0  # the consumer of the first run is there: its Appends are looked for
+
+
+async def outlive_the_window(orders: eskit.EventStore) -> None:
+    """Return once an event appended again with the same id is stored again: the duplicate window is over."""
+    probe = eskit.Event("probe")
+    stored = await orders.append("probe", [probe])
+    for _ in range(200):  # bounded: 10 s, until the window is over
+        if await orders.append("probe", [probe]) != stored:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the duplicate window of orders did not end within 10 s")
+
+
+async def test_a_brand_new_process_manager_on_stored_events_reads_for_no_append_before_issuing_it(
+    flow: eskit.Client, payments: eskit.CommandService
+) -> None:
+    await place(await flow.event_store("orders"), 12)
+    checkout = Checkout(flow)  # no position file, and no consumer of an earlier run on the server
+    try:
+        await checkout.run_until_caught_up(timeout=30)
+    finally:
+        await checkout.close(delete_consumers=True)
+    assert await outcomes(flow) == expected(12)
+    assert expected(12)["cancelled"]  # there were Appends without expected_position: cancellations
+    assert checkout.stats.checked == 0
+
+
+async def test_a_process_manager_that_lost_its_positions_checks_its_appends_and_a_crash_while_repositioning_too(
+    flow: eskit.Client, payments: eskit.CommandService
+) -> None:
+    orders = await flow.event_store("orders", duplicate_window=0.2)  # the cancellations: no expected_position
+    await place(orders, 6)
+    first = Checkout(flow)
+    await first.run_until_caught_up(timeout=30)
+    consumers = [feed._consumer for feed in first._feeds]
+    await first.close()
+    for consumer in consumers:  # killed between deleting its consumer and creating it again: only the marker
+        await consumer._marker(create=True)  # type: ignore[attr-defined]
+        assert await consumer.delete()
+    await outlive_the_window(orders)
+
+    again = Checkout(flow)  # a fresh ":memory:" db, and no consumer: the marker says an earlier run issued
+    await again.run_until_caught_up(timeout=30)
+    markers = [await c._exists(c.marker) for c in consumers]  # type: ignore[attr-defined]
+    await again.close(delete_consumers=True)
+    assert await outcomes(flow) == expected(6)
+    assert again.stats.checked > 0
+    assert markers == [False, False]  # gone once the consumers stand again
+
+
+async def test_a_process_manager_given_a_store_with_personal_fields_sees_them_in_clear_also_in_a_replay(
+    flow: eskit.Client,
+) -> None:
+    pytest.importorskip("cryptography")
+    personal = eskit.Personal({"registered": ["email"]}, subject="customer", bucket="keys")
+    customers = await flow.event_store("customers", privacy=personal)
+    mailed: list[object] = []
+
+    def welcome(command: dict[str, object]) -> eskit.Event:
+        mailed.append(command["email"])
+        return eskit.Event("sent", {"customer": command["customer"], "email": command["email"]})
+
+    class Welcome(eskit.ProcessManager):
+        @eskit.reacts_to("customers", "registered")
+        def _registered(self, event: eskit.RecordedEvent) -> eskit.process.Command:
+            data = {"customer": event.aggregate_id, "email": event.data["email"]}
+            return eskit.Request("mail.welcome", data, timeout=1)
+
+    for n in range(2):
+        await customers.append(f"c{n}", [eskit.Event("registered", {"customer": f"c{n}", "email": f"c{n}@x.org"})])
+    welcomer = Welcome(flow, stores={"customers": customers}, retry_delay=0.01, max_attempts=1)
+    try:
+        await welcomer.run_until_caught_up(timeout=30)  # no mail service yet: both parked
+        assert len(await welcomer.parked()) == 2
+        private = eskit.Personal({"sent": ["email"]}, subject="customer", bucket="keys")
+        mails = await flow.event_store("mails", privacy=private)
+        service = await eskit.command_service(flow, "mail.welcome", store=mails, decide=welcome)
+        try:
+            assert await welcomer.replay_parked() == 2
+        finally:
+            await service.stop()
+        stored = await eskit.to_dataframe(await flow.event_store("mails"))  # opened plainly: what the stream holds
+    finally:
+        await welcomer.close(delete_consumers=True)
+        for name in ("customers", "customers_parked", "mails"):
+            await flow.delete_store(name)
+        await flow.wire.request(f"$JS.API.STREAM.DELETE.KV_{flow.store_name('keys')}", b"")
+    assert sorted(mailed) == ["c0@x.org", "c1@x.org"]
+    assert len(stored) == 2 and all(str(e).startswith("eskit-pii:") for e in stored["email"])
+
+
+def test_a_process_manager_refuses_stores_that_are_not_the_stores_of_those_names(flow: eskit.Client) -> None:
+    with pytest.raises(eskit.ValidationError, match="stores maps a store name to the store opened under it"):
+        Checkout(flow, stores={"orders": "orders"})  # type: ignore[dict-item]
+
+
+async def test_a_second_manager_of_one_name_started_in_one_process_stops_the_first_instead_of_running_beside_it(
+    flow: eskit.Client, payments: eskit.CommandService, tmp_path: Path
+) -> None:
+    orders = await flow.event_store("orders")
+    await place(orders, 6)
+    db = tmp_path / "checkout.db"
+    first, second = Checkout(flow, db=db), Checkout(flow, db=db)  # a notebook cell run twice
+    try:
+        first.start()
+        await first.run_until_caught_up(timeout=30)
+        second.start()
+        await place(orders, 6, first=6)
+        await second.run_until_caught_up(timeout=30)
+        assert not first.running and second.running
+    finally:
+        await first.close(delete_consumers=True)
+        await second.close(delete_consumers=True)
+    assert await outcomes(flow) == expected(12)
+    assert payments.stats.duplicates == 0  # nothing was issued twice: no second instance beside the first
+
+
+async def test_stopping_a_service_whose_decide_hangs_returns_after_a_bounded_wait(flow: eskit.Client) -> None:
+    async def hang(command: dict[str, object]) -> eskit.Event:
+        await asyncio.Event().wait()  # a payment provider that never answers
+        raise AssertionError("unreachable")
+
+    service = await eskit.command_service(flow, "payment.charge", store="payments", decide=hang)
+    headers = {"Eskit-Command-Id": "c1"}
+    asked = asyncio.ensure_future(flow.nc.request(service.subject, b"{}", headers=headers, timeout=30))
+    for _ in range(200):  # bounded: 10 s, until the service is deciding
+        if service._tasks:
+            break
+        await asyncio.sleep(0.05)
+    assert service._tasks
+    await asyncio.wait_for(service.stop(), 20)  # before: waited for ever
+    asked.cancel()
+    assert not service._tasks and await (await flow.event_store("payments")).last_position() == 0

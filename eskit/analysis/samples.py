@@ -10,10 +10,13 @@ Same seed, same data: times start at a fixed date, so lessons print the same num
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from ..errors import EventLogError
 from ..events import Event
@@ -114,3 +117,66 @@ def event_log_path(folder: str | Path, *, env: str = ENV) -> Path:
             raise EventLogError(f"${env} names {path}, which is not a file; fix the path or unset {env}")
         return path
     return write_sample_log(Path(folder) / "sample_claims.csv")
+
+
+def sample_ocel(path: str | Path, *, orders: int = 5, seed: int = 6) -> Path:
+    """A small OCEL 2.0 JSON file: orders with items and a customer (each event touches several objects).
+
+    >>> path = sample_ocel(tmp / "orders.jsonocel")                                # doctest: +SKIP
+    """
+    rng = random.Random(seed)
+    start = datetime(2024, 3, 4, 8, 0, tzinfo=UTC)
+    objects: dict[str, str] = {}
+    events: list[dict[str, Any]] = []
+
+    def event(kind: str, minutes: int, related: list[tuple[str, str]], **attributes: Any) -> None:
+        at = start.timestamp() + minutes * 60
+        events.append(
+            {
+                "id": f"e{len(events) + 1}",
+                "type": kind,
+                "time": datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z"),
+                "attributes": [{"name": k, "value": v} for k, v in attributes.items()],
+                "relationships": [{"objectId": o, "qualifier": q} for o, q in related],
+            }
+        )
+
+    for n in range(1, orders + 1):
+        order, customer = f"o{n}", f"cust{rng.randrange(1, 4)}"
+        items = [f"i{n}-{k}" for k in range(1, rng.randint(2, 3) + 1)]
+        objects.update({order: "order", customer: "customer", **dict.fromkeys(items, "item")})
+        t = n * 90
+        event(
+            "place order",
+            t,
+            [(order, "order"), (customer, "placed by"), *((i, "item") for i in items)],
+            total=len(items) * 9.5,
+        )
+        for k, item in enumerate(items):
+            event("pick item", t + 30 + k * 10, [(item, "item"), (order, "order")])
+        event(
+            "send package",
+            t + 80,
+            [(order, "order"), *((i, "item") for i in items)],
+            carrier=rng.choice(["DHL", "UPS"]),
+        )
+    return _write_json(
+        Path(path),
+        {
+            "objectTypes": [{"name": t, "attributes": []} for t in ("order", "item", "customer")],
+            "eventTypes": [
+                {"name": "place order", "attributes": [{"name": "total", "type": "float"}]},
+                {"name": "pick item", "attributes": []},
+                {"name": "send package", "attributes": [{"name": "carrier", "type": "string"}]},
+            ],
+            "objects": [{"id": o, "type": t, "attributes": [], "relationships": []} for o, t in objects.items()],
+            "events": events,
+        },
+    )
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> Path:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent or ".", delete=False, suffix=".tmp", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, indent=1)
+    os.replace(f.name, path)
+    return path

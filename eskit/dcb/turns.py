@@ -12,14 +12,19 @@ the writer that just won starts its next round at once while the losers sleep, s
 skipped by reads). A holder goes at once, racing only the other holders; a writer without a ticket that lost
 a round on the boundary lately first waits until the tickets it saw waiting are marked done (one
 ``multi_last`` Direct Get per look: each ticket's last message). So once a writer holds a ticket,
-every other writer that lost lately can beat it at most once (its next round waits for that ticket): no
-decision takes more than ``TICKET_AFTER`` + the number of writers rounds. A holder marks its ticket done
+every other writer that lost lately can beat it at most once (its next round waits for that ticket): a
+decision takes about ``TICKET_AFTER`` + the number of writers rounds at most. That is liveness in practice,
+not a guarantee: a writer that lost no round in the last ``HOT_FOR`` s does not look at the queue, and a
+waiter goes after ``TURN_WAIT`` s whatever the queue says. A holder marks its ticket done
 (one more message) when its decision is stored or refused.
 
 This is for liveness only: every append is still checked by the server, so a writer that ignores the queue
 (an old client, a plain ``append``) costs the others rounds but never a wrong decision. A holder that dies
-leaves a ticket that counts as expired once it is ``TICKET_SECONDS`` old (its store time; the store has no
-message TTL, which would let any writer make an event expire, so tickets are kept); nobody waits longer than
+leaves a ticket that counts as expired once it is ``TICKET_SECONDS`` old (its store time, or, for a writer
+whose clock is behind the server's, since this process first saw it waiting; the store has no message TTL,
+which would let any writer make an event expire, so tickets are kept: two messages per decision that took
+one, and a ticket subject per decision holding one at a time per store instance, new ones in a new process;
+a look at a queue of more than 1,024 subjects is skipped, and the queue then orders nothing); nobody waits longer than
 ``TURN_WAIT``. A writer that
 never lost a round pays nothing (no extra round trip); a writer on a contended boundary pays a Direct Get
 (or a few, while it waits) per round, a ticket holder two more messages per decision.
@@ -39,8 +44,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
+import nats.errors
+
 from .._nats.wire import ApiError, TooManySubjectsError, parse_ack
-from ..errors import ConcurrencyError, EskitError
+from ..errors import ConcurrencyError, EskitError, ValidationError
 from .query import Query
 from .store import DCBStore
 
@@ -51,6 +58,7 @@ TICKET_SECONDS = 2.0  # a ticket left by a writer that died counts as expired af
 TURN_WAIT = 2.5  # seconds at most in the queue per round (then the round runs anyway)
 HOT_FOR = 2.0  # seconds after a lost round during which a boundary counts as contended for this store
 POLL = 0.0005  # between looks at the queue
+MAX_REMEMBERED = 1024  # boundaries a store instance remembers losing on, before it forgets the cold ones
 WAITING, DONE = b"waiting", b"done"
 ANY_POSITION = 0  # up_to_seq 0: up to the last message (a number past it finds nothing)
 
@@ -61,10 +69,20 @@ class _Writer:
     last tokens not in use (one per decision holding a ticket; reused, so a look at the queue stays short)."""
 
     lost_at: dict[str, float] = field(default_factory=dict)
+    # (ticket subject, position) -> when this process first saw it waiting (its own monotonic clock): a ticket
+    # expires by its store time, or by this count, whichever comes first (a wall clock behind the server's)
+    first_seen: dict[tuple[str, int], float] = field(default_factory=dict)
     free: list[str] = field(default_factory=list)
 
     def contended(self, boundary: str) -> bool:
         return time.monotonic() - self.lost_at.get(boundary, -HOT_FOR) < HOT_FOR
+
+    def lost(self, boundary: str) -> None:
+        """Note a lost round on ``boundary``; boundaries no longer contended are forgotten (a long-lived store
+        deciding on ever new boundaries keeps only the contended ones)."""
+        now = self.lost_at[boundary] = time.monotonic()
+        if len(self.lost_at) > MAX_REMEMBERED:
+            self.lost_at = {b: at for b, at in self.lost_at.items() if now - at < HOT_FOR}
 
 
 _writers: weakref.WeakKeyDictionary[DCBStore, _Writer] = weakref.WeakKeyDictionary()
@@ -84,8 +102,8 @@ async def take_turns(
 
     >>> await take_turns(invoices, Query([QueryItem(["InvoiceCreated"])]), attempt)   # doctest: +SKIP
     """
-    if attempts < 1:
-        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    if type(attempts) is not int or attempts < 1:
+        raise ValidationError(f"attempts takes a number of rounds from 1, such as 100; got {attempts!r}")
     writer = _writers.setdefault(store, _Writer())
     boundary = _boundary(store, query)
     queue = f"{store.layout.carrier}.{boundary}"
@@ -97,11 +115,11 @@ async def take_turns(
                 slot = writer.free.pop() if writer.free else uuid.uuid4().hex[:16]
                 ticket = await _mark(store, f"{queue}.{slot}", WAITING)
             if ticket <= 0 and writer.contended(boundary):
-                await _wait_turn(store, queue)
+                await _wait_turn(store, queue, writer)
             try:
                 return await attempt()
             except ConcurrencyError as exc:
-                writer.lost_at[boundary] = time.monotonic()
+                writer.lost(boundary)
                 if n == attempts - 1:
                     exc.add_note(f"gave up after {attempts} rounds: allow more, or reduce contention on it")
                     raise
@@ -109,8 +127,9 @@ async def take_turns(
                 await asyncio.sleep(random.uniform(0, min(max_delay, base_delay * 2**n)))
         raise AssertionError("unreachable")
     finally:
-        if ticket > 0:  # not acknowledged: the waiters see it, or the ticket grows old
-            with contextlib.suppress(EskitError, ConnectionError, TimeoutError):
+        if ticket > 0:  # not acknowledged: the waiters see it, or the ticket grows old (a closed connection
+            # must not turn a stored decision, or the round's own error, into a connection error)
+            with contextlib.suppress(EskitError, ConnectionError, TimeoutError, nats.errors.Error):
                 await store.client.wire.publish(f"{queue}.{slot}", DONE)
         if slot:
             writer.free.append(slot)
@@ -127,13 +146,13 @@ async def _mark(store: DCBStore, subject: str, state: bytes) -> int:
     decision goes on without a place in the queue)."""
     try:
         ack = parse_ack(await store.client.wire.request(subject, state))
-    except (EskitError, TimeoutError):
+    except (EskitError, TimeoutError, nats.errors.Error):  # the round goes on (and meets the error itself)
         return -1
     return -1 if isinstance(ack, ApiError) else int(ack["seq"])
 
 
-async def _wait_turn(store: DCBStore, queue: str) -> None:
-    """Wait until the tickets waiting at the first look are done (at most ``TURN_WAIT``)."""
+async def _wait_turn(store: DCBStore, queue: str, writer: _Writer) -> None:
+    """Wait until the tickets waiting at the first look are done or expired (at most ``TURN_WAIT``)."""
     deadline = time.monotonic() + TURN_WAIT
     seen: int | None = None
     for _ in range(int(TURN_WAIT / POLL) + 1):
@@ -141,10 +160,16 @@ async def _wait_turn(store: DCBStore, queue: str) -> None:
             page = await store.client.wire.direct_last_per_subject(
                 store.stream, [f"{queue}.*"], start=1, up_to=ANY_POSITION
             )
-        except (TooManySubjectsError, EskitError, TimeoutError):  # the queue only orders: go on without it
+        except (TooManySubjectsError, EskitError, TimeoutError, nats.errors.Error):  # the queue only orders
             return
-        now = time.time()
-        waiting = [m.seq for m in page.messages if m.data == WAITING and not _expired(m.headers, now)]
+        now, here = time.time(), time.monotonic()
+        if len(writer.first_seen) > MAX_REMEMBERED:  # forget tickets first seen long ago (seen again: anew)
+            writer.first_seen = {k: t for k, t in writer.first_seen.items() if here - t < 2 * TICKET_SECONDS}
+        waiting = [
+            m.seq for m in page.messages
+            if m.data == WAITING and not _expired(m.headers, now)
+            and here - writer.first_seen.setdefault((m.subject, m.seq), here) <= TICKET_SECONDS
+        ]  # fmt: skip
         seen = max(waiting, default=0) if seen is None else seen
         if not any(seq <= seen for seq in waiting) or time.monotonic() > deadline:
             return

@@ -142,8 +142,11 @@ class IntegrationStream:
         )
 
     async def delete(self) -> bool:
-        """Delete the public stream (the private store is untouched). False if it did not exist."""
+        """Delete the public stream and its dead letters (the private store is untouched). False if it did not
+        exist."""
         reply = json.loads((await self.store._wire.request(f"$JS.API.STREAM.DELETE.{self.stream}", b"")).data)
+        if "error" not in reply:  # its dead letters (made with it by publish_integration) go with it
+            await self.store._wire.request(f"$JS.API.STREAM.DELETE.{stream_name(self.name + '_parked')}", b"")
         if reply.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
             return False
         if "error" in reply:
@@ -237,8 +240,21 @@ async def publish_integration(
                 f"(e.g. '{name}-v2') or delete this one first (.delete() on its handle)"
             )
         checked = published
+        expected = public_config(source, name, published, replicas=client.default_replicas)
+        have = info["config"]
+        sources = [{"name": x.get("name"), "subject_transforms": x.get("subject_transforms")}
+                   for x in have.get("sources") or []]  # fmt: skip
+        deletable = not (have.get("deny_delete") and have.get("deny_purge"))
+        if sources != expected["sources"] or have.get("mirror") or deletable:
+            raise EventStoreError(
+                f"stream {stream} says it publishes {list(published)} of {source.name!r} but is not a public stream "
+                f"made by publish_integration (other sources, or deletable): choose another public name"
+            )
     if "error" in info:
         raise EventStoreError(f"cannot publish {stream}: {info['error'].get('description', info['error'])}")
+    # the dead-letter stream of partners' projections (eskit.projections.deadletter), made here: a partner may
+    # not create streams (one it made could mirror or source the private store)
+    await client.event_store(f"{name}_parked", allow_delete_history=True)
     return IntegrationStream(source, EventStore(client, name, stream), checked)
 
 

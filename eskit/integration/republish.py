@@ -19,13 +19,16 @@ each batch the outbox is appended to the public store, then emptied. The public 
 the private event's id (a hash), so a crash between the append and the emptying appends it again with the
 same ``Nats-Msg-Id``: the public store deduplicates it within its duplicate window (120 s by default), and
 what a crash left staged is checked against the public store's events once on restart (one read per
-aggregate in the outbox), so a restart after a longer outage publishes nothing twice either. The public
+aggregate in the outbox), so a restart after a longer outage publishes nothing twice either; so is what a
+flush that failed half-way left there. The public
 event keeps the aggregate id, ``occurred_at`` and correlation id; its causation id is the private event's id.
 
 Personal data (:mod:`eskit.privacy`): handlers see the private events decrypted, so a shape that carries a
 personal field would publish it in plain text, beyond the reach of ``eskit.forget``. Leave personal fields
 out of shapes, or open the public store with ``privacy=`` (the same key bucket): the flush encrypts them as
-``append`` does, and forgetting the subject shreds the public copy too.
+``append`` does, and forgetting the subject shreds the public copy too. The flush never makes a key: a
+shape staged before its subject was forgotten (a crash or an outage between the staging and the flush) is
+published with :data:`~eskit.privacy.FORGOTTEN` in its personal fields, never sealed under a new key.
 
 The trade-off against sourcing: a second write (the public store holds its own copy, appended by this
 process), a lag of the projection plus one batch, and deduplication by id; in exchange the fields are
@@ -45,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from .._nats.wire import ApiError, parse_ack
 from ..errors import EventStoreError, ProjectionError, ValidationError
 from ..events import MSG_ID, Event, RecordedEvent, encode_data
+from ..privacy.personal import FORGOTTEN
 from ..projections import Projection
 
 if TYPE_CHECKING:
@@ -116,6 +120,8 @@ class Republisher(Projection):
                 occurred_at=event.occurred_at or event.timestamp,  # when the private fact happened
                 correlation_id=public.correlation_id or event.correlation_id, causation_id=event.id,
             )  # fmt: skip
+            if self.target.privacy is not None:  # a personal field without a subject id: parked here, not
+                self.target.privacy.check([public])  # refused by every flush (the outbox would never empty)
             # encoded (and checked: a shape too large or with bad metadata is parked) in the transaction
             [(subj, payload, headers)] = self.target._encode(event.aggregate_id, [public], None)
             db.execute(
@@ -138,6 +144,13 @@ class Republisher(Projection):
 
     async def flush(self) -> int:
         """Append what is staged to the public store (deduplicated by id), then empty the outbox."""
+        try:
+            return await self._flush()
+        except BaseException:  # some rows may be appended already: the next flush checks them against the
+            self._leftovers_checked = False  # target, as after a crash (the duplicate window may be over by then)
+            raise
+
+    async def _flush(self) -> int:
         flushed = 0
         for _ in range(1_000_000):  # bounded: each round empties up to FLUSH_PAGE rows
             rows: list[Any] = self.db.execute(
@@ -171,7 +184,19 @@ class Republisher(Projection):
         assert self.target.privacy is not None
         shapes = [Event(subj.rsplit(".", 1)[1], json.loads(payload), id=headers[MSG_ID])
                   for subj, payload, headers in messages]  # fmt: skip
-        sealed = await self.target.privacy.seal(shapes)
+        privacy = self.target.privacy
+        todo = privacy.check(shapes)
+        ring = privacy.ring
+        unknown = list(dict.fromkeys(subject_id for *_, subject_id in todo if subject_id not in ring._current))
+        for subject_id in unknown:  # read once each: the flush never makes a key (see below)
+            ring._remember(subject_id, await ring._stored(subject_id))
+        # A shape was staged decrypted, while its subject's key existed (the private store shares the bucket).
+        # A subject without a key now was forgotten since: its fields become FORGOTTEN; sealing them would make
+        # it a new key and publish what was forgotten, readable for good.
+        for i, event, present, subject_id in todo:
+            if subject_id not in ring._current:
+                shapes[i] = dataclasses.replace(event, data={**event.data, **dict.fromkeys(present, FORGOTTEN)})
+        sealed = await privacy.sealed(shapes, [t for t in todo if t[3] in ring._current])
         return [(subj, encode_data(event), headers) for (subj, _, headers), event in zip(messages, sealed, strict=True)]
 
     async def _not_yet_stored(self, rows: list[Any]) -> list[Any]:

@@ -8,7 +8,9 @@ on the server (a secure ``STREAM.MSG.DELETE``, which overwrites them) and then p
 
 Reads never wait on the bucket for a key they know: a key is read once per subject (one leader read, on the
 first miss) and kept in memory; a forget in this process drops it at once. Forgets made elsewhere are found
-by a check in the background, at most once every ``CHECK_EVERY`` seconds while the ring is used: a Direct Get
+by a check in the background, at most once every ``CHECK_EVERY`` seconds while the ring is used (a ring idle
+for ``STALE_AFTER`` seconds awaits the check on its next use, so an idle process shows no forgotten field
+from its caches either: one Direct Get then, none while the ring is busy): a Direct Get
 of the bucket's messages after the last one seen, whose delete and purge markers drop their keys (and the
 connection's cached aggregates). It needs only the read rights every role has (a subscription to the bucket's
 subjects would need more, and a refused one fails the connection's waiting requests). After a reconnect the
@@ -47,6 +49,7 @@ _BUCKET_OK = re.compile(r"[-_A-Za-z0-9]{1,64}")
 _CREATE_ATTEMPTS = 4  # create-only writes that lose a race read the winner's key; bounded
 _FETCH_WINDOW = 64  # key reads in flight at once when a batch names many unknown subjects
 CHECK_EVERY = 1.0  # seconds between background checks for forgets made elsewhere (while the ring is used)
+STALE_AFTER = 2 * CHECK_EVERY  # a ring not checked for this long (idle) awaits the check before a read uses it
 _API_ATTEMPTS = 3  # bucket info and create, asked again when unanswered
 _CHECK_PAGES = 100  # pages of 256 bucket messages one check reads at most
 STREAM_EXISTS = STREAM_NAME_IN_USE
@@ -193,6 +196,17 @@ class KeyRing:
             for cache in caches:
                 cache.clear()
 
+    async def fresh(self) -> None:
+        """:meth:`_check_connection`, first awaiting the check for forgets made elsewhere if none ran for
+        ``STALE_AFTER`` seconds: a process that was idle must not give out a forgotten subject's fields from
+        its caches on its next read (a busy one checks in the background, never waiting)."""
+        if time.monotonic() - self._checked >= STALE_AFTER:
+            self._checked = time.monotonic()
+            if self._checking is None or self._checking.done():
+                self._checking = asyncio.ensure_future(self._check_forgets())
+            await asyncio.shield(self._checking)  # a cancelled read leaves the check running for the others
+        self._check_connection()
+
     def _check_connection(self) -> None:
         """Look for forgets made elsewhere (in the background), and after a reconnect read every key again."""
         self._poke()
@@ -216,7 +230,7 @@ class KeyRing:
 
     async def learn(self, wanted: Iterable[tuple[str, str]]) -> None:
         """Read the keys of the (subject id, key id) pairs not settled yet: one leader read per subject."""
-        self._check_connection()
+        await self.fresh()
         by_subject: dict[str, set[str]] = {}
         for subject_id, kid in wanted:
             if not self.settled(subject_id, kid):
@@ -270,7 +284,7 @@ class KeyRing:
     async def for_write(self, subject_id: str) -> tuple[str, AESGCM]:
         """The subject's key (key id, cipher), created on first use: create-only, so two writers racing for a
         new subject end up with one key."""
-        self._check_connection()
+        await self.fresh()
         known = self._current.get(subject_id)
         if known is not None:
             return known

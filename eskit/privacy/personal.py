@@ -163,7 +163,7 @@ class Privacy:
         :data:`FORGOTTEN`. Keys not known yet are read first, one read per subject. Returns the keys used
         (subject id -> key id)."""
         fields, subject_field, ring = self._fields, self._subject, self.ring
-        ring._check_connection()
+        await ring.fresh()
         current, dead = ring._current, ring._dead
         used: dict[str, str] = {}
         later: list[tuple[dict[str, Any], str, str, str, str]] = []  # keys to read first

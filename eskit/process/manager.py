@@ -41,7 +41,9 @@ conflict, a service error 4xx, a bad command), the triggering event is **parked*
 (:meth:`ProcessManager.parked`) and the manager goes on. :meth:`ProcessManager.replay_parked` issues the
 parked events' commands again, with the same ids, once the cause is fixed.
 
-Run one instance per name: a second one would reposition the same subscribers under the first.
+Run one instance per name: a second one would handle every event again. In one process, one that starts
+while another of its name runs stops that one first (after its current batch: a notebook cell run again);
+across processes, it is yours to ensure.
 """
 
 from __future__ import annotations
@@ -49,14 +51,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import sqlite3
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import nats
 
+from .._redact import redact
 from ..errors import (
     EskitError,
     PermissionDeniedError,
@@ -66,6 +71,7 @@ from ..errors import (
 )
 from ..events import RecordedEvent, check_token
 from ..projections.deadletter import ParkedEvent
+from ..store import EventStore
 from .commands import Append, Command, Request
 from .feed import Feed
 from .sending import Refused, Retry, Sender
@@ -77,7 +83,10 @@ __all__ = ["ProcessManager", "ProcessStats", "reacts_to"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_ROUNDS = 10_000  # run_until_caught_up: passes over the stores (each one issues something, or it ends)
+_log = logging.getLogger("eskit")
 IDLE_WAIT = 0.05  # seconds a caught-up store waits for events while another store is still busy
+# the instance running under each (server, namespace, name) in this process (see ProcessManager._take_over)
+_running: weakref.WeakValueDictionary[tuple[str, str, str], ProcessManager] = weakref.WeakValueDictionary()
 
 
 def reacts_to(store: str, event_type: str) -> Callable[[F], F]:
@@ -108,6 +117,7 @@ class ProcessStats:
     parked: int  # events parked because their commands kept failing or were refused
     running: bool
     error: str | None  # the last error of the background task, if any
+    checked: int = 0  # Appends looked for in their store first (possibly issued by a run that lost its positions)
 
 
 class ProcessManager:
@@ -115,6 +125,13 @@ class ProcessManager:
 
     Class attribute ``name`` (default: the class name) names its subscribers and command ids: keep it when
     you change the class, or every command is issued again under new ids.
+
+    ``stores``: stores opened with options (``privacy=``, ``upcasters=``), used under their names both to
+    react to and to append to; other stores are opened plainly. A store with personal fields must be given:
+    else its handlers see ciphertext and Appends to it store those fields in clear.
+
+    >>> customers = await client.event_store("customers", privacy=personal)       # doctest: +SKIP
+    >>> Welcome(client, stores={"customers": customers})                            # doctest: +SKIP
     """
 
     name: str = ""
@@ -133,7 +150,7 @@ class ProcessManager:
     def __init__(
         self, client: Client, *, db: str | os.PathLike[str] = ":memory:", name: str | None = None,
         batch_size: int = 500, max_wait: float = 0.5, max_attempts: int = 3, retry_delay: float = 0.1,
-        concurrency: int = 64, ack_wait: float = 30.0,
+        concurrency: int = 64, ack_wait: float = 30.0, stores: Mapping[str, EventStore] | None = None,
     ) -> None:  # fmt: skip
         self.name = check_token(name or type(self).name or type(self).__name__, "process manager name")
         if not self._reactions:
@@ -154,7 +171,15 @@ class ProcessManager:
         self.batch_size, self.max_wait, self.ack_wait = batch_size, max_wait, ack_wait
         self.max_attempts, self.retry_delay = max_attempts, retry_delay
         self._concurrency, self._slots = concurrency, asyncio.Semaphore(concurrency)
-        self._sender = Sender(client, self.name)
+        given = dict(stores or {})
+        for store_name, opened in given.items():
+            if not isinstance(opened, EventStore) or opened.name != client.store_name(store_name):
+                raise ValidationError(
+                    f"stores maps a store name to the store opened under it, e.g. "
+                    f"{{'customers': await client.event_store('customers', privacy=personal)}}; got "
+                    f"{store_name!r}: {opened!r}"
+                )
+        self._sender = Sender(client, self.name, given)
         self._feeds: list[Feed] = []
         self._task: asyncio.Task[None] | None = None
         self._error: str | None = None
@@ -174,7 +199,8 @@ class ProcessManager:
         feeds = [feed.stats for feed in self._feeds]
         return ProcessStats(self.name, self.positions, sum(f.applied for f in feeds), self._sender.counts.commands,
                             self._sender.counts.retried, sum(f.parked for f in feeds), self.running,
-                            self._error or next((f.error for f in feeds if f.error), None))  # fmt: skip
+                            self._error or next((f.error for f in feeds if f.error), None),
+                            self._sender.counts.checked)  # fmt: skip
 
     @property
     def running(self) -> bool:
@@ -190,6 +216,13 @@ class ProcessManager:
         """
         if self.running:
             return await self._wait_caught_up(timeout)
+        await self._take_over()
+        try:
+            return await self._catch_up_all(timeout)
+        finally:
+            self._release()
+
+    async def _catch_up_all(self, timeout: float) -> int:
         feeds = await self._open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -268,16 +301,20 @@ class ProcessManager:
     async def run(self) -> None:
         """Handle events as they arrive in every store until :meth:`stop`."""
         self._error = None
-        feeds = await self._open()
-        tasks = [feed.start() for feed in feeds]
+        await self._take_over()
         try:
-            await asyncio.gather(*tasks)
-        except BaseException as exc:
-            self._error = f"{type(exc).__name__}: {exc}"
-            raise
+            feeds = await self._open()
+            tasks = [feed.start() for feed in feeds]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException as exc:
+                self._error = redact(f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                for feed in feeds:
+                    await feed.stop()
         finally:
-            for feed in feeds:
-                await feed.stop()
+            self._release()
 
     def start(self) -> asyncio.Task[None]:
         """Run in the background (e.g. in a notebook); :meth:`stop` ends it."""
@@ -294,6 +331,24 @@ class ProcessManager:
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 10.0)
+            self._release()  # also if the task was cancelled before it began
+
+    async def _take_over(self) -> None:
+        """One running instance per name (and server and namespace) in this process: two would each issue
+        every command (a repeated Append without expected_position is dropped only within the duplicate
+        window). A second one stops the first, after its current batch (a notebook cell run again)."""
+        key = (self.client.url, self.client.namespace, self.name)
+        other = _running.get(key)
+        if other is not None and other is not self:
+            _log.warning("process manager %s: stopping the instance already running in this process", self.name)
+            await other.stop()
+            other._release()
+        _running[key] = self
+
+    def _release(self) -> None:
+        key = (self.client.url, self.client.namespace, self.name)
+        if _running.get(key) is self:
+            del _running[key]
 
     async def close(self, *, delete_consumers: bool = False) -> None:
         """Stop, close the position file, and (if asked) delete the durable consumers on the server."""
@@ -321,7 +376,12 @@ class ProcessManager:
         for feed in await self._open():
             async with feed._lock:
                 for parked in await feed.parked():
-                    if await self._handle(feed.source, parked.event, suspect=True) is None:
+                    event = parked.event  # as the feed gave it to the handler: revealed, upcast
+                    if feed.store.privacy is not None:  # a dead letter keeps the ciphertext
+                        event = await feed.store.privacy.reveal_parked(event)
+                    if feed.store.upcasters is not None:
+                        event = feed.store.upcasters._apply_fresh([event], strict=False)[0]
+                    if await self._handle(feed.source, event, suspect=True) is None:
                         await feed.dead_letters.remove(parked)
                         done += 1
         return done

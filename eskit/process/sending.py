@@ -10,7 +10,7 @@ parked event shows); the manager decides what to do with them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..store import EventStore
 
 SERVICE_ERROR, SERVICE_ERROR_CODE = "Nats-Service-Error", "Nats-Service-Error-Code"
+MAX_TIMEOUT = 3600  # seconds a Request may wait for its reply
 
 
 class Retry(Exception):
@@ -41,15 +42,16 @@ class Refused(Exception):
 class SendCounts:
     commands: int = 0  # issued (a repeat after a crash counts again)
     retried: int = 0  # failed attempts tried again (counted by the manager)
+    checked: int = 0  # Appends read for before issuing (possibly issued before a restart that lost positions)
 
 
 class Sender:
     """Issues commands for process manager ``name`` through ``client`` (see the module docstring)."""
 
-    def __init__(self, client: Client, name: str) -> None:
+    def __init__(self, client: Client, name: str, stores: dict[str, EventStore] | None = None) -> None:
         self.client, self.name = client, name
         self.counts = SendCounts()
-        self._stores: dict[str, EventStore] = {}
+        self._stores: dict[str, EventStore] = dict(stores or {})  # opened by the caller (privacy=, upcasters=)
 
     async def store(self, name: str) -> EventStore:
         """Store ``name``, opened once."""
@@ -86,12 +88,10 @@ class Sender:
         try:
             target = await self.store(command.store)
             # issued before a crash (the in-flight mark says it may have been)? past the duplicate window too
-            if (
-                suspect
-                and command.expected_position is None
-                and await target._find_stored(command.aggregate_id, events, after=0, reach=None) is not None
-            ):
-                return
+            if suspect and command.expected_position is None:
+                self.counts.checked += 1
+                if await target._find_stored(command.aggregate_id, events, after=0, reach=None) is not None:
+                    return
             await target.append(command.aggregate_id, events, expected_position=command.expected_position)
         except (ValidationError, ConcurrencyError, DuplicateEventError) as exc:
             raise Refused(f"{where}: {type(exc).__name__}: {exc}") from exc
@@ -99,6 +99,11 @@ class Sender:
     async def _request(self, command: Request, cid: str, event: RecordedEvent, correlation: str | None) -> None:
         try:
             subject = service_subject(self.client, command.subject)
+            if not isinstance(command.data, Mapping):
+                raise ValidationError(f"data takes a JSON object (a dict), got {command.data!r}"[:300])
+            timeout = command.timeout
+            if type(timeout) not in (int, float) or not 0 < timeout <= MAX_TIMEOUT:
+                raise ValidationError(f"timeout takes a number of seconds from 0 to {MAX_TIMEOUT}, got {timeout!r}")
             body = encode_json(dict(command.data), "request")
         except ValidationError as exc:
             raise Refused(f"Request {command.subject}: {exc}") from exc
@@ -108,7 +113,7 @@ class Sender:
         if event.id:
             headers[CAUSATION_ID] = event.id
         try:
-            reply = await self.client.nc.request(subject, body, timeout=command.timeout, headers=headers)
+            reply = await self.client.nc.request(subject, body, timeout=timeout, headers=headers)
         except nats.errors.NoRespondersError:
             raise Retry(f"Request {subject}: no service answers on {subject!r}; is it running?") from None
         except nats.errors.TimeoutError:

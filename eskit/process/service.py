@@ -20,10 +20,11 @@ id, or whose ``decide`` raises :class:`~eskit.errors.DecisionError` or returns n
 ``Nats-Service-Error`` reply with code 400 (refused: a retry gets the same answer); any other exception of
 ``decide`` or the store, code 500 (worth a retry).
 
-Once per command id, for ever: the outcome is appended with ``expected_position=0`` (the aggregate must not
-exist). A repeated command conflicts, and the service answers with the outcome it stored the first time
-(``"duplicate": true``), even if ``decide`` would now decide otherwise. Two copies of the service in one
-queue group share the requests and still store one outcome per id.
+Once per command id, for ever: a repeated command finds the outcome stored the first time (one read before
+``decide``, so ``decide`` is not run again) and gets it as the answer (``"duplicate": true``), even if
+``decide`` would now decide otherwise. The outcome is appended with ``expected_position=0`` (the aggregate
+must not exist): two copies of the service in one queue group share the requests and still store one outcome
+per id (two copies that get one id at the same moment may both run ``decide``; one outcome is stored).
 
 The service is a `NATS micro service <https://docs.nats.io/using-nats/developer/services>`_: ``nats micro
 list`` and ``nats micro stats`` show it. In a learner namespace its subject gets the namespace as a prefix
@@ -37,26 +38,28 @@ import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import nats.micro
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service
 
+from .._redact import redact
 from ..codec import encode_json
 from ..errors import ConcurrencyError, DecisionError, EskitError, ValidationError
 from ..events import CAUSATION_ID, CORRELATION_ID, Event, RecordedEvent, check_token
+from ..store import EventStore
 from .commands import COMMAND_ID
 
 if TYPE_CHECKING:
     from ..connection import Client
-    from ..store import EventStore
 
 __all__ = ["CommandService", "ServiceStats", "command_service", "service_subject"]
 
 Decide = Callable[[dict[str, Any]], Event | Awaitable[Event]]
 MAX_IN_FLIGHT = 256  # requests handled at once (each waits for its append)
+STOP_WAIT = 5.0  # seconds stop() gives the requests being handled
 _SUBJECT = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
 
 
@@ -77,6 +80,14 @@ class ServiceStats:
     errors: int
 
 
+@dataclass(slots=True)
+class _Turn:
+    """The requests for one command id being handled at one copy of a service: they go one at a time."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class CommandService:
     """A running command service (see the module docstring); :meth:`stop` ends it."""
 
@@ -85,6 +96,7 @@ class CommandService:
         self._service: Service | None = None
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deciding: dict[str, _Turn] = {}  # command id -> the requests for it at this copy
         self._handled = self._duplicates = self._errors = 0
 
     def __repr__(self) -> str:
@@ -119,18 +131,18 @@ class CommandService:
                 raise ValidationError(f"a command is a JSON object, got {type(command).__name__}")
         except (EskitError, ValueError) as exc:
             self._errors += 1
-            await request.respond_error("400", str(exc).replace("\n", " "))
+            await request.respond_error("400", _said(str(exc)))
             return
         try:
             flow = (headers.get(CORRELATION_ID), headers.get(CAUSATION_ID))
             recorded, duplicate = await self._once(command_id, command, flow)
         except (DecisionError, ValidationError) as exc:  # refused: a retry gets the same answer
             self._errors += 1
-            await request.respond_error("400", f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500])
+            await request.respond_error("400", _said(f"{type(exc).__name__}: {exc}"))
             return
         except Exception as exc:  # decide raised, or the store failed: the caller retries
             self._errors += 1
-            await request.respond_error("500", f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500])
+            await request.respond_error("500", _said(f"{type(exc).__name__}: {exc}"))
             return
         self._handled += not duplicate
         self._duplicates += duplicate
@@ -141,7 +153,27 @@ class CommandService:
     async def _once(
         self, command_id: str, command: dict[str, Any], flow: tuple[str | None, str | None]
     ) -> tuple[RecordedEvent, bool]:
-        """The outcome of ``command_id``: decided and stored now, or (a repeat) the one stored before."""
+        """The outcome of ``command_id``: decided and stored now, or (a repeat) the one stored before.
+
+        A repeat is looked up before ``decide`` runs (one read), and repeats arriving at this copy while the
+        first is being decided wait for it: ``decide`` runs once per command id, unless two copies of the
+        service get the same id at the same moment (then both decide, and one outcome is stored)."""
+        turn = self._deciding.setdefault(command_id, _Turn())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                stored = await self.store.read(command_id)
+                if stored:
+                    return stored[0], True
+                return await self._decide(command_id, command, flow)
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._deciding[command_id]
+
+    async def _decide(
+        self, command_id: str, command: dict[str, Any], flow: tuple[str | None, str | None]
+    ) -> tuple[RecordedEvent, bool]:
         outcome = self.decide(command)
         event = await outcome if inspect.isawaitable(outcome) else outcome
         if not isinstance(event, Event):
@@ -156,13 +188,17 @@ class CommandService:
         return RecordedEvent(position, f"{self.store.name}.{command_id}.{event.type}", command_id, event.type,
                              dict(event.data), event.id, event.occurred_at), False  # fmt: skip
 
-    async def stop(self) -> None:
-        """Stop answering; requests being handled finish first."""
+    async def stop(self, *, timeout: float = STOP_WAIT) -> None:
+        """Stop answering; requests being handled get ``timeout`` seconds to finish, then are cancelled (a
+        ``decide`` that hangs: its caller gets no reply and retries)."""
         service, self._service = self._service, None
         if service is not None:
             await service.stop()
         if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            _, late = await asyncio.wait(list(self._tasks), timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def __aenter__(self) -> CommandService:
         return self
@@ -172,19 +208,27 @@ class CommandService:
 
 
 async def command_service(
-    client: Client, subject: str, *, store: str, decide: Decide, name: str | None = None
+    client: Client, subject: str, *, store: str | EventStore, decide: Decide, name: str | None = None
 ) -> CommandService:
     """Start a command service on ``subject`` that stores each command's outcome in ``store`` (see the module
-    docstring); ``name`` is its micro service name (default: the subject with dashes)."""
+    docstring); ``name`` is its micro service name (default: the subject with dashes). ``store``: a name, or
+    a store opened with options (``client.event_store("payments", privacy=personal)``: outcomes with personal
+    fields are stored encrypted)."""
     wire_subject = service_subject(client, subject)
     if not callable(decide):
         raise ValidationError(f"decide takes a function command -> eskit.Event, got {decide!r}")
     service_name = name or subject.replace(".", "-")
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", service_name):
         raise ValidationError(f"a service name is letters, digits, - and _, got {service_name!r}")
-    service = CommandService(client, wire_subject, await client.event_store(store), decide)
+    opened = store if isinstance(store, EventStore) else await client.event_store(store)
+    service = CommandService(client, wire_subject, opened, decide)
     await service.start(service_name)
     return service
+
+
+def _said(problem: str) -> str:
+    """An error as a reply header: one line, at most 500 characters, credentials masked."""
+    return redact(" ".join(problem.split()))[:500]
 
 
 def reply_of(data: bytes) -> Mapping[str, Any]:

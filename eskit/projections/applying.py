@@ -16,12 +16,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import UndecodableEventError
-from ..events import RecordedEvent
+from ..events import RecordedEvent, check_token
 from .deadletter import DeadLetters
 from .readmodel import ReadModel
 
 Handler = Callable[[sqlite3.Connection, RecordedEvent], None]
 
+
+
+def appliers_of(cls: type, inherited: dict[str, str]) -> dict[str, str]:
+    """``inherited`` and the methods ``cls`` itself marks with ``@eskit.applies(type)``: event type -> method name.
+
+    >>> class Counts:
+    ...     @applies("created")
+    ...     def on_created(self, event): ...
+    >>> appliers_of(Counts, {})                                     # doctest: +SKIP
+    {'created': 'on_created'}
+    """
+    appliers = dict(inherited)
+    for attr, member in vars(cls).items():
+        event_type = getattr(member, "__eskit_applies__", None)
+        if event_type is not None:
+            appliers[check_token(event_type, "event type")] = attr
+    return appliers
 
 @dataclass(frozen=True, slots=True)
 class ProjectionStats:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from .._nats.jsapi import guarded
 from .._nats.wire import ApiError, parse_ack
 from .._reader import Reader
+from .._redact import redact
 from ..errors import EventStoreError, PermissionDeniedError, StreamNotFoundError
 from ..events import MSG_ID, Event, RecordedEvent, decode, encode_data, encode_headers, parse_time
 
@@ -85,7 +86,7 @@ class DeadLetters:
             MSG_ID: f"{projection}.{event.position}.{uuid.uuid4().hex}",  # unique: a re-park after remove() stores
             PREFIX + "Projection": projection, PREFIX + "Position": str(event.position),
             PREFIX + "Subject": event.subject, PREFIX + "Timestamp": event.timestamp.isoformat(),
-            PREFIX + "Reason": " ".join(reason.split())[:MAX_REASON] or "unknown",
+            PREFIX + "Reason": redact(" ".join(_scrubbed(reason, event).split()))[:MAX_REASON] or "unknown",
             PREFIX + "Attempts": str(attempts),
         })  # fmt: skip
         ack = parse_ack(await self.client.wire.request(subject, _payload(event), headers))
@@ -121,6 +122,7 @@ class DeadLetters:
 
 
 PERSONAL_MARK = b'"eskit-pii:1:'  # an encrypted personal field (eskit.privacy)
+FORGOTTEN = "<forgotten>"  # eskit.privacy.FORGOTTEN (not imported: the projections do not depend on privacy)
 
 
 def _payload(event: RecordedEvent) -> bytes:
@@ -133,6 +135,31 @@ def _payload(event: RecordedEvent) -> bytes:
     except (ValueError, RecursionError):
         unchanged = True
     return event.raw if unchanged else encode_data(Event(event.type, event.data))
+
+
+def _scrubbed(reason: str, event: RecordedEvent) -> str:
+    """``reason`` without the personal values ``event`` holds decrypted: a handler's error often quotes the value
+    it choked on, and the parked copy would keep it in plain text, beyond ``eskit.forget``.
+
+    >>> from types import SimpleNamespace as S
+    >>> _scrubbed("bad 'ann@x.org'", S(raw=b'{"email": "eskit-pii:1:ab:cd"}', data={"email": "ann@x.org"}))
+    "bad '<forgotten>'"
+    """
+    if not event.raw or PERSONAL_MARK not in event.raw or not isinstance(event.data, dict):
+        return reason
+    try:
+        stored = json.loads(event.raw)
+    except (ValueError, RecursionError):
+        return reason
+    if not isinstance(stored, dict):
+        return reason
+    for name, value in stored.items():
+        if isinstance(value, str) and value.startswith(PERSONAL_MARK[1:].decode()) and name in event.data:
+            plain = event.data[name]
+            for shown in (plain,) if isinstance(plain, str) else dict.fromkeys((repr(plain), str(plain))):
+                if shown and shown != FORGOTTEN:
+                    reason = reason.replace(shown, FORGOTTEN)
+    return reason
 
 
 def _original_headers(event: RecordedEvent) -> dict[str, str]:

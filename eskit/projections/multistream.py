@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ProjectionError, ValidationError
 from ..events import RecordedEvent, check_token
-from .applying import Counts, ProjectionStats
+from .applying import Counts, ProjectionStats, appliers_of
 from .deadletter import ParkedEvent
 from .projection import Projection
 from .readmodel import ReadModel
@@ -94,12 +94,7 @@ class MultiStreamProjection:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        appliers = dict(cls._appliers)
-        for attr, member in vars(cls).items():
-            event_type = getattr(member, "__eskit_applies__", None)
-            if event_type is not None:
-                appliers[check_token(event_type, "event type")] = attr
-        cls._appliers = appliers
+        cls._appliers = appliers_of(cls, cls._appliers)
 
     def __init__(
         self, stores: Mapping[str, EventStore] | Sequence[EventStore], *, db: str | os.PathLike[str] = ":memory:",

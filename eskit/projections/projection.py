@@ -66,7 +66,7 @@ import nats
 from ..aggregate import applies
 from ..errors import EskitError, PermissionDeniedError, ProjectionError, ValidationError
 from ..events import RecordedEvent, check_token
-from .applying import Applier, Counts, ProjectionStats
+from .applying import Applier, Counts, ProjectionStats, appliers_of
 from .consumer import Batch, Progress, PullConsumer, missing_events, missing_ranges
 from .deadletter import DeadLetters, ParkedEvent
 from .readmodel import ReadModel
@@ -92,12 +92,7 @@ class Projection:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        appliers = dict(cls._appliers)
-        for attr, member in vars(cls).items():
-            event_type = getattr(member, "__eskit_applies__", None)
-            if event_type is not None:
-                appliers[check_token(event_type, "event type")] = attr
-        cls._appliers = appliers
+        cls._appliers = appliers_of(cls, cls._appliers)
 
     def __init__(
         self, store: EventStore, *, db: str | os.PathLike[str] = ":memory:", name: str | None = None,
