@@ -594,6 +594,7 @@ def test_writer_creates_stores_true_gives_the_writer_stream_creation_back_and_sa
     assert "$JS.API.STREAM.CREATE.>" in strict and "$JS.API.STREAM.CREATE.>" not in trusting
 
 
+@pytest.mark.fast_lane  # without it a replay reads by Direct Get only: there is no consumer to refilter
 async def test_a_replay_whose_short_lived_consumer_another_writer_refilters_mid_read_still_returns_every_event(
     server: EmbeddedServer, writer: eskit.Client, admin: eskit.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
