@@ -131,5 +131,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="20,000 events, 3 reps: seconds, for a smoke test")
     args = p.parse_args()
-    asyncio.run(main(args.events, args.reps))
+    asyncio.run(main(20_000 if args.quick else args.events, args.reps))
