@@ -235,6 +235,8 @@ class EventStore:
                 f"{self.name}/{aggregate_id}: event id {events[0].id} is already stored on another aggregate; "
                 "create a new Event object for a new fact"
             )
+        if not duplicate:  # a new message's position is the stream's end
+            self.reader.reached(int(ack["seq"]))
         return int(ack["seq"])
 
     # -- reading -------------------------------------------------------------------------------------------
