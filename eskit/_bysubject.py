@@ -10,6 +10,11 @@ cut) and a literal scan for each event type the caller expects; subjects of othe
 second round. Every scan is cut at the cut, and must reach the last position ``multi_last`` named for its
 subject, else (a replica behind the one that answered ``multi_last``) the caller reads by wildcard.
 
+In a small stream one wildcard page costs less than those requests: :func:`literal` chooses, from what the
+store's reader knows of the stream's end without asking (its size at open, append acks, ``multi_last`` cuts).
+A store that other writers have grown reads by wildcard (slower, never wrong) until its next literal read,
+at most ``PROBE_EVERY`` seconds after it last saw the stream's end, tells it how far the stream goes.
+
 >>> groups = await by_subject(store.reader, "123", ["created"], set(), after=0, up_to=None)  # doctest: +SKIP
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -29,6 +35,19 @@ READ_PAGE = 2000  # messages per Direct Get reply
 MAX_PAGES = 1_000_000  # pages of one subject in one read (a bound for the loop: 2 billion events)
 MAX_TYPES_SEEN = 1000  # event types a store remembers having met
 _TOKEN = re.compile(r"[^.*>\s]+")  # an event type that is one subject token
+WILDCARD_UNTIL = 5000  # a load whose wildcard scan would walk fewer stream messages than this reads by wildcard
+PROBE_EVERY = 1.0  # seconds after which a store that knows itself small reads by literal subjects once more
+
+
+def literal(reader: Reader, after: int) -> bool:
+    """Whether a load of the events after ``after`` reads by literal subjects (:func:`by_subject`): the
+    wildcard scan would walk ``WILDCARD_UNTIL`` messages or more, or the stream's end was last seen too long
+    ago (the literal read's cut tells it again).
+
+    >>> literal(store.reader, after=0)  # doctest: +SKIP
+    False
+    """
+    return reader.reach - after >= WILDCARD_UNTIL or time.monotonic() - reader.reached_at >= PROBE_EVERY
 
 
 async def by_subject(
@@ -61,6 +80,8 @@ async def by_subject(
         return []  # nothing after `after` as of the cut
     if not lasts.up_to:
         return None
+    if up_to is None:  # cut at the stream's end as this replica knows it
+        reader.reached(lasts.up_to)
     if len(seen) < MAX_TYPES_SEEN:
         seen.update(m.subject[len(prefix) :] for m in lasts.messages)
     pages = {s: p for s, p in zip(wanted, firsts, strict=True) if isinstance(p, Page)}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from datetime import datetime
@@ -53,13 +54,19 @@ def by_consumer(remaining: int) -> bool:
 class Reader:
     """The reads of one stream ``stream`` whose subjects start with ``name.``."""
 
-    __slots__ = ("name", "nc", "stream", "wire")
+    __slots__ = ("name", "nc", "reach", "reached_at", "stream", "wire")
 
     def __init__(self, client: Client, stream: str, name: str) -> None:
         self.wire: Wire = client.wire
         self.nc: NATS = client.nc
         self.stream = stream
         self.name = name
+        self.reach = 0  # the highest stream position this reader knows of (see eskit._bysubject.literal)
+        self.reached_at = 0.0  # time.monotonic() when the stream's end was last seen (0: never)
+
+    def reached(self, end: int) -> None:
+        """The stream's end was seen at ``end`` (its info, an append's ack, a ``multi_last`` cut)."""
+        self.reach, self.reached_at = max(self.reach, end), time.monotonic()
 
     def __repr__(self) -> str:
         return f"<Reader {self.stream} ({self.name}.>)>"

@@ -44,7 +44,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from ._bysubject import by_subject
+from ._bysubject import by_subject, literal
 from ._marks import Mark
 from .errors import AggregateError, EventStoreError, UndecodableEventError, UnknownEventError, ValidationError
 from .events import SCHEMA_VERSION, Event, Position, RecordedEvent, check_token, subject_parts
@@ -347,7 +347,9 @@ async def _replay(store: EventStore, aggregate: Aggregate, up_to: int | None) ->
     replayed, last = 0, None
     after = aggregate.position - 1 if mark is not None else 0
     types, seen = aggregate._appliers, store._types_seen
-    groups = await by_subject(store.reader, aggregate.id, types, seen, after=after, up_to=up_to)
+    groups = None  # a small stream (see eskit._bysubject.literal): one wildcard scan
+    if literal(store.reader, after):
+        groups = await by_subject(store.reader, aggregate.id, types, seen, after=after, up_to=up_to)
     async with contextlib.aclosing(_pages_of(store, prefix, after, up_to, groups)) as pages:
         async for messages in pages:
             if mark is not None:

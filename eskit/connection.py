@@ -136,10 +136,11 @@ class Client:
             if value is not None and not isinstance(value, kind):
                 raise ValidationError(f"event_store takes None or {example} there, got {value!r}")
         name = self.store_name(name)
-        stream = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas,
+        stream, last = await ensure_stream(self.wire, name, duplicate_window=duplicate_window, replicas=replicas,
                                      default_replicas=self.default_replicas, reconfigure=reconfigure,
                                      allow_delete_history=allow_delete_history)  # fmt: skip
         store = EventStore(self, name, stream)
+        store.reader.reached(last)
         if snapshots is not None:
             store.snapshots = await Snapshots.open(store, snapshots)
         store.cache = cache

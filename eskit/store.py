@@ -73,7 +73,6 @@ BATCH_HEADER_BYTES = 100  # Nats-Batch-Id (32 hex) + Nats-Batch-Sequence + Nats-
 LAG_PAUSE = 0.005  # seconds between reads while a follower catches up with what the leader named
 
 
-
 class EventStore:
     """Events of one aggregate type in one JetStream stream (``orders`` -> ``ORDERS``, ``orders.>``)."""
 
@@ -229,8 +228,9 @@ class EventStore:
         ack = parse_ack(reply)
         if isinstance(ack, ApiError):
             return await self._resolve_error(ack, aggregate_id, events, expected)
-        duplicate = ack.get("duplicate")
-        if duplicate and await self._find_stored(aggregate_id, events, after=0, reach=int(ack["seq"])) is None:
+        if not ack.get("duplicate"):  # a new message's position is the stream's end
+            self.reader.reached(int(ack["seq"]))
+        elif await self._find_stored(aggregate_id, events, after=0, reach=int(ack["seq"])) is None:
             raise DuplicateEventError(
                 f"{self.name}/{aggregate_id}: event id {events[0].id} is already stored on another aggregate; "
                 "create a new Event object for a new fact"

@@ -105,8 +105,9 @@ async def ensure_stream(
     default_replicas: int = 1,
     reconfigure: bool = False,
     allow_delete_history: bool = False,
-) -> str:
-    """Create the store's stream, or open the existing one (see :func:`settings`); return its name.
+) -> tuple[str, int]:
+    """Create the store's stream, or open the existing one (see :func:`settings`); return its name and last
+    sequence (what its reads start from knowing of its size: see :func:`eskit._bysubject.literal`).
 
     An existing stream that already has our settings is left alone, so a read-only account (an analyst)
     can open a store without the right to create streams.
@@ -128,7 +129,7 @@ async def ensure_stream(
         raise EventStoreError(f"cannot set up stream {name}: {info['error'].get('description', info['error'])}")
     if not info["config"].get("allow_atomic"):
         raise EventStoreError(f"stream {name} does not support atomic batches: nats-server 2.12 or newer is required")
-    return name
+    return name, int(info.get("state", {}).get("last_seq", 0))
 
 
 def settings(

@@ -4,14 +4,18 @@ nats-server answers a wildcard scan (``orders.123.>``) by walking every block fr
 event to the stream's end; a literal subject is found through its subject index. ``load`` asks
 ``multi_last`` for the aggregate's subjects and the cut, and scans each subject literally (see
 :mod:`eskit._bysubject`). These tests pin what must not change: every event, in order, up to one cut.
+In a small stream a load reads by one wildcard scan instead (:func:`eskit._bysubject.literal`): the tests
+here make every stream count as large, except those about that choice.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import eskit
-from eskit import Aggregate, applies
+from eskit import Aggregate, _bysubject, applies
 from eskit._nats.wire import Page, Wire
 from eskit.examples import Order
 
@@ -32,6 +36,11 @@ class Ledger(Aggregate):
     @applies("marked")
     def _marked(self, data: dict[str, Any]) -> None:
         self.seen.append(f"m{data['i']}")
+
+
+@pytest.fixture(autouse=True)
+def every_stream_large(monkeypatch: Any) -> None:
+    monkeypatch.setattr(_bysubject, "WILDCARD_UNTIL", 0)
 
 
 def spy_filters(store: eskit.EventStore, monkeypatch: Any) -> list[str]:
@@ -140,3 +149,63 @@ async def test_a_handled_type_the_store_has_not_met_yet_is_read_when_it_appears(
     assert (await store.load(Ledger, "l1")).seen == ["n1"]  # the store has met "noted" only
     await store.append("l1", [eskit.Event("marked", {"i": 2}), eskit.Event("noted", {"i": 3})])
     assert (await store.load(Ledger, "l1")).seen == ["n1", "m2", "n3"]
+
+
+def spy_direct_gets(monkeypatch: Any) -> list[bytes]:
+    """The request of every Direct Get (batch, ``multi_last``, last by subject) sent from now on, as sent."""
+    sent: list[bytes] = []
+    original = Wire._exchange
+
+    async def exchange(self: Wire, subject: str, payload: bytes, *args: Any) -> Any:
+        if subject.startswith("$JS.API.DIRECT.GET."):
+            sent.append(payload)
+        return await original(self, subject, payload, *args)
+
+    monkeypatch.setattr(Wire, "_exchange", exchange)
+    return sent
+
+
+async def test_a_load_in_a_small_store_sends_one_wildcard_direct_get_not_a_request_per_event_type(
+    store: eskit.EventStore, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(_bysubject, "WILDCARD_UNTIL", 5000)
+    monkeypatch.setattr(_bysubject, "PROBE_EVERY", 3600.0)  # the store saw its end at its last append
+    order = Order("o1")
+    order.create("ada")
+    order.add_item("A1")
+    await store.save(order)
+    sent = spy_direct_gets(monkeypatch)
+    loaded = await store.load(Order, "o1")
+    assert (loaded.version, loaded.items[0]["sku"]) == (2, "A1")
+    assert len(sent) == 1 and f'"{store.name}.o1.>"'.encode() in sent[0], sent
+
+
+async def test_a_load_in_a_store_past_the_threshold_reads_by_literal_subjects(
+    store: eskit.EventStore, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(_bysubject, "WILDCARD_UNTIL", 50)
+    monkeypatch.setattr(_bysubject, "PROBE_EVERY", 3600.0)
+    await store.append_many([(f"x{i}", [eskit.Event("noted", {"i": i})], None) for i in range(60)])
+    await store.append("l1", [eskit.Event("noted", {"i": 1}), eskit.Event("marked", {"i": 2})])
+    sent = spy_direct_gets(monkeypatch)
+    assert (await store.load(Ledger, "l1")).seen == ["n1", "m2"]
+    assert any(b"multi_last" in r for r in sent) and not any(b'.l1.>", "batch"' in r for r in sent), sent
+
+
+async def test_a_store_that_other_writers_grew_past_the_threshold_learns_it_from_its_next_literal_read(
+    store: eskit.EventStore, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(_bysubject, "WILDCARD_UNTIL", 50)
+    monkeypatch.setattr(_bysubject, "PROBE_EVERY", 3600.0)
+    other = eskit.EventStore(store.client, store.name, store.stream)  # another writer: its own reader
+    await other.append_many([(f"x{i}", [eskit.Event("noted", {"i": i})], None) for i in range(60)])
+    await other.append("l1", [eskit.Event("noted", {"i": 1})])
+    assert store.reader.reach < 50  # opened empty, it has not seen the stream grow
+    assert (await store.load(Ledger, "l1")).seen == ["n1"]  # by wildcard: slower, still right
+    store.reader.reached_at -= 3600.0  # its end was seen PROBE_EVERY ago: the next load reads literally
+    sent = spy_direct_gets(monkeypatch)
+    assert (await store.load(Ledger, "l1")).seen == ["n1"]
+    assert store.reader.reach == await store.last_position() and any(b"multi_last" in r for r in sent)
+    sent.clear()
+    assert (await store.load(Ledger, "l1")).seen == ["n1"]
+    assert any(b"multi_last" in r for r in sent), sent  # it knows the stream is large now
