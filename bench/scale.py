@@ -45,6 +45,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from aggregates import es_order_class  # bench/aggregates.py: the eventsourcing Order, defined once
 from report import emit, log  # bench/report.py (a script's folder is on sys.path)
 
 import eskit
@@ -152,28 +153,6 @@ async def loads(large: eskit.EventStore, small: eskit.EventStore, s: Sizes) -> d
 
 
 # -- command cycle against the eventsourcing library -----------------------------------------------------------
-
-
-def es_order_class() -> Any:
-    from eventsourcing.domain import Aggregate as ESAggregate
-    from eventsourcing.domain import event
-
-    class ESOrder(ESAggregate):
-        @event("Created")
-        def __init__(self, customer: str) -> None:
-            self.customer = customer
-            self.status = "pending"
-            self.items: list[dict[str, Any]] = []
-            self.total = 0.0
-
-        @event("ItemAdded")
-        def add_item(self, sku: str, qty: int, price: float) -> None:
-            if self.status != "pending":
-                raise ValueError("not pending")
-            self.items.append({"sku": sku, "qty": qty, "price": price})
-            self.total = round(self.total + qty * price, 2)
-
-    return ESOrder
 
 
 def es_setup(env: dict[str, str], aggregates: int, es_order: Any) -> tuple[Any, list[Any]]:
