@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -112,6 +113,18 @@ async def test_helpers_accept_pm4py_names_and_say_which_column_is_missing(orders
 async def test_an_unknown_naming_is_refused(store: eskit.EventStore) -> None:
     with pytest.raises(eskit.ValidationError, match="names="):
         await eskit.to_dataframe(store, names="xes")  # type: ignore[arg-type]
+
+
+async def test_a_dcb_store_given_to_to_dataframe_gets_a_one_line_error_naming_to_ocel_not_a_type_error(
+    client: eskit.Client,
+) -> None:
+    dcb = await client.dcb_store(f"courses_{uuid.uuid4().hex[:8]}", tag_keys=["course"])
+    try:
+        with pytest.raises(eskit.ValidationError, match="to_ocel") as info:
+            await eskit.to_dataframe(dcb)
+        assert "\n" not in str(info.value)
+    finally:
+        await client.delete_store(dcb.name)
 
 
 names = st.text(

@@ -30,6 +30,7 @@ from .._nats.codes import EXPECTED_SEQ, EXPECTED_SUBJECT
 from .._nats.wire import StoredMsg
 from .._rawdecode import ack_tokens, decode_payloads, split_subjects, version
 from .._reader import by_consumer
+from ..dcb.store import DCBStore
 from ..errors import EventStoreError, ValidationError
 from ..events import (
     CAUSATION_ID,
@@ -252,6 +253,11 @@ async def to_dataframe(
     check_position(after, "after", optional=False)
     if isinstance(source, str | bytes):
         raise ValidationError(f"to_dataframe takes a store (client.event_store({source!r})) or events, not a name")
+    if isinstance(source, DCBStore):
+        raise ValidationError(
+            f"to_dataframe reads event stores; {source.name!r} is a DCB store: export it with "
+            f"eskit.to_ocel(store, 'log.jsonocel') (an object-centric log), or read it with store.read(...)"
+        )
     with tqdm(
         unit="ev",
         desc="to_dataframe",
