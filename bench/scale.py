@@ -34,7 +34,6 @@ import os
 import platform
 import random
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from aggregates import es_order_class  # bench/aggregates.py: the eventsourcing Order, defined once
+from aggregates import es_order_class, interleaved  # bench/aggregates.py: the eventsourcing Order, defined once
 from report import emit, log  # bench/report.py (a script's folder is on sys.path)
 
 import eskit
@@ -109,18 +108,6 @@ async def build(store: eskit.EventStore, aggregates: int, window: int) -> float:
 Op = Callable[[int], Awaitable[None]]
 
 
-async def alternating(ops: dict[str, Op], n: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each op, the ops taking turns call by call."""
-    times: dict[str, list[float]] = {k: [] for k in ops}
-    for i in range(warmup + n):
-        for key, op in ops.items():
-            started = time.perf_counter()
-            await op(i)
-            if i >= warmup:
-                times[key].append(time.perf_counter() - started)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def random_ids(n: int, count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     return [f"o{rng.randrange(n)}" for _ in range(count)]
@@ -143,9 +130,9 @@ async def loads(large: eskit.EventStore, small: eskit.EventStore, s: Sizes) -> d
 
         return one
 
-    result = await alternating({"large_s": loader(large, big_ids), "small_s": loader(small, small_ids)}, n, warmup)
+    result = await interleaved({"large_s": loader(large, big_ids), "small_s": loader(small, small_ids)}, n, warmup)
     scans = {"wildcard_large_s": reader(large, big_ids), "wildcard_small_s": reader(small, small_ids)}
-    wildcard = await alternating(scans, max(n // 10, 5), 1)
+    wildcard = await interleaved(scans, max(n // 10, 5), 1)
     return result | wildcard | {
         "load_flatness": result["large_s"] / result["small_s"],
         "wildcard_flatness": wildcard["wildcard_large_s"] / wildcard["wildcard_small_s"],
@@ -201,7 +188,7 @@ async def cycles(large: eskit.EventStore, s: Sizes, db_dir: str) -> dict[str, fl
         return one
 
     try:
-        result = await alternating(
+        result = await interleaved(
             {"eskit_s": eskit_cycle, "eventsourcing_memory_s": es_cycle(memory, memory_ids),
              "eventsourcing_file_s": es_cycle(file_app, file_ids)},
             n, warmup,
@@ -230,7 +217,7 @@ async def appends(store: eskit.EventStore, s: Sizes) -> dict[str, float]:
 
         return one
 
-    result = await alternating({"one_event_s": appender(1), "three_events_s": appender(3)}, s.appends,
+    result = await interleaved({"one_event_s": appender(1), "three_events_s": appender(3)}, s.appends,
                                max(s.appends // 10, 2))  # fmt: skip
     many = [(f"p3-{run}-{i}", [eskit.Event("created", {"customer": "c"}), eskit.Event("item_added", {"i": 1}),
                                eskit.Event("item_added", {"i": 2})], 0) for i in range(s.appends)]  # fmt: skip
@@ -287,7 +274,7 @@ async def batch_floor(client: eskit.Client, s: Sizes) -> dict[str, float]:
     try:
         ways = (("one", one), ("three", three))
         ops = {f"{k}_{kind}_s": fn(name) for kind, name in streams.items() for k, fn in ways}
-        result = await alternating(ops, s.appends, max(s.appends // 10, 2))
+        result = await interleaved(ops, s.appends, max(s.appends // 10, 2))
     finally:
         for name in streams.values():
             await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=5)
